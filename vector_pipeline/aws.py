@@ -1,0 +1,50 @@
+"""boto3 clients for the endpoint the settings name (none = real AWS).
+
+Every AWS call in the project goes through a client made here, so the same code reaches
+moto's server on loopback and real AWS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from .config import Settings
+
+# Standard retry mode backs off with jitter on throttling and 5xx answers.
+_BOTO_CONFIG = Config(
+    retries={"max_attempts": 8, "mode": "standard"},
+    max_pool_connections=32,
+    connect_timeout=10,
+    read_timeout=60,
+)
+
+# Every object this project writes is encrypted at rest.
+SSE_ARGS: dict[str, str] = {"ServerSideEncryption": "AES256"}
+
+
+def client(service: str, settings: Settings) -> Any:
+    return boto3.session.Session().client(
+        service,
+        region_name=settings.aws_region,
+        endpoint_url=settings.aws_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        config=_BOTO_CONFIG,
+    )
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError, or of the one a transfer error wraps ('' if none)."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # boto3's S3UploadFailedError is raised while handling a ClientError
+        if seen is None:
+            break
+        response = getattr(seen, "response", None) or {}
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        seen = seen.__cause__ or seen.__context__
+    return ""

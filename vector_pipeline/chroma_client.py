@@ -1,0 +1,261 @@
+"""A chroma persist directory, opened for one purpose: ``read``, ``delta`` or ``snapshot``.
+
+Chroma (1.5) is not safe for two writer processes on one path and rewrites its HNSW files
+in place, so every writer gets its own directory, and a directory is uploaded only after
+``close()`` released the client that wrote it. ``read`` mode refuses every write, so a
+downloaded version cannot drift from its manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import chromadb
+from chromadb.config import Settings as ChromaSettings
+
+from .config import HnswSettings, Settings
+from .embeddings import EmbeddingProvider
+
+log = logging.getLogger(__name__)
+
+MODES = ("read", "delta", "snapshot")
+
+
+class ChromaDBClient:
+    """Chroma on a local persist directory, with the project's modes and batch limits."""
+
+    def __init__(
+        self,
+        persist_directory: str | Path,
+        mode: str = "read",
+        *,
+        settings: Settings | None = None,
+        hnsw: HnswSettings | None = None,
+        embedding_provider: EmbeddingProvider | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.persist_directory = Path(persist_directory)
+        self.mode = mode
+        self.settings = settings or Settings.from_env()
+        self.hnsw = hnsw or self.settings.hnsw
+        self.embedding_provider = embedding_provider
+        self.persist_directory.mkdir(parents=True, exist_ok=True)
+        self._client: Any = chromadb.PersistentClient(
+            path=str(self.persist_directory),
+            settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
+        )
+        self._collections: dict[str, Any] = {}
+        # delta mode: what the delta carries besides its upserts
+        self.delta_collection: str | None = None
+        self.delete_ids: list[str] = []
+        self.delta_id: str | None = None
+        self.dimension = 0
+        self.embedding_provider_name: str | None = None
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def count(self, collection_name: str) -> int:
+        collection = self._collection(collection_name, create=False)
+        return 0 if collection is None else int(collection.count())
+
+    def get_vectors(
+        self,
+        collection_name: str,
+        ids: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        include: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Chroma's ``get``: exact, unlike a query. Large id lists are read in batches."""
+        include = list(include) if include is not None else ["documents", "metadatas"]
+        collection = self._collection(collection_name, create=False)
+        if collection is None:
+            return {"ids": [], **{field: [] for field in include}, "included": include}
+        if ids is None:
+            return _plain(collection.get(where=where, include=include), include)
+        merged: dict[str, Any] = {"ids": [], **{field: [] for field in include}}
+        for batch in self._batches(list(ids)):
+            part = _plain(collection.get(ids=batch, where=where, include=include), include)
+            for key in merged:
+                merged[key].extend(part[key])
+        merged["included"] = include
+        return merged
+
+    def query(
+        self,
+        collection_name: str,
+        query_embeddings: Sequence[Sequence[float]] | None = None,
+        query_texts: Sequence[str] | None = None,
+        n_results: int = 10,
+        where: dict[str, Any] | None = None,
+        include: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        if query_embeddings is None:
+            if query_texts is None:
+                raise ValueError("query needs query_embeddings or query_texts")
+            if self.embedding_provider is None:
+                raise ValueError("query_texts needs an embedding provider; pass query_embeddings")
+            query_embeddings = self.embedding_provider.embed(list(query_texts))
+        include = list(include) if include is not None else ["documents", "metadatas", "distances"]
+        collection = self._collection(collection_name, create=False)
+        if collection is None:
+            empty = [[] for _ in query_embeddings]
+            return {"ids": empty, **{field: [[] for _ in query_embeddings] for field in include}}
+        n_results = max(1, min(int(n_results), collection.count() or 1))
+        result = collection.query(
+            query_embeddings=[list(map(float, vector)) for vector in query_embeddings],
+            n_results=n_results, where=where, include=include,
+        )
+        return _plain(result, include, nested=True)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def upsert_vectors(
+        self,
+        collection_name: str,
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float]],
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+    ) -> int:
+        """Insert or replace; a repeated id replaces (the last occurrence wins)."""
+        self._check_writable(collection_name)
+        ids, embeddings, documents, metadatas = _last_occurrence_wins(ids, embeddings, documents, metadatas)
+        collection = self._collection(collection_name, create=True)
+        if embeddings:
+            self.dimension = len(embeddings[0])
+        for start, stop in self._spans(len(ids)):
+            collection.upsert(
+                ids=ids[start:stop],
+                embeddings=embeddings[start:stop],
+                documents=None if documents is None else documents[start:stop],
+                metadatas=None if metadatas is None else metadatas[start:stop],
+            )
+        return len(ids)
+
+    def delete_vectors(self, collection_name: str, ids: Sequence[str]) -> int:
+        """Remove ids; in delta mode they are also recorded as tombstones for the snapshot.
+
+        Inside one delta a tombstone wins over that delta's own upsert, in either order.
+        """
+        self._check_writable(collection_name)
+        ids = list(dict.fromkeys(ids))
+        collection = self._collection(collection_name, create=True)
+        for batch in self._batches(ids):
+            collection.delete(ids=batch)
+        if self.mode == "delta":
+            known = set(self.delete_ids)
+            self.delete_ids.extend(i for i in ids if i not in known)
+        return len(ids)
+
+    def persist_and_upload_delta(self, bucket: str, prefix: str = "delta/") -> str:
+        """Release chroma, write the manifest last and upload; returns the delta's key."""
+        if self.mode != "delta":
+            raise RuntimeError(f"persist_and_upload_delta needs mode 'delta', not {self.mode!r}")
+        from .delta import upload_delta_directory  # delta builds on this module
+
+        return upload_delta_directory(self, bucket=bucket, prefix=prefix)
+
+    # -- collection settings ----------------------------------------------------------------
+
+    def collection_names(self) -> list[str]:
+        return sorted(c if isinstance(c, str) else c.name for c in self._client.list_collections())
+
+    def collection_configuration(self, collection_name: str) -> dict[str, Any]:
+        collection = self._collection(collection_name, create=False)
+        return {} if collection is None else dict(collection.configuration_json or {})
+
+    def close(self) -> None:
+        """Release chroma's handles, so the directory may be copied or uploaded."""
+        if self._client is not None:
+            self._collections.clear()
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "ChromaDBClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _check_writable(self, collection_name: str) -> None:
+        if self.mode == "read":
+            raise RuntimeError(
+                f"ChromaDBClient in mode 'read' refuses writes ({self.persist_directory})"
+            )
+        if self.mode == "delta":
+            if self.delta_collection not in (None, collection_name):
+                raise ValueError(
+                    f"a delta holds one collection: {self.delta_collection!r}, not {collection_name!r}"
+                )
+            self.delta_collection = collection_name
+
+    def _collection(self, name: str, create: bool) -> Any:
+        if self._client is None:
+            raise RuntimeError("ChromaDBClient is closed")
+        if name in self._collections:
+            return self._collections[name]
+        if create:
+            collection = self._client.get_or_create_collection(
+                name,
+                configuration={"hnsw": {
+                    "space": self.hnsw.space,
+                    "ef_search": self.hnsw.search_ef,
+                    "ef_construction": self.hnsw.construction_ef,
+                    "max_neighbors": self.hnsw.max_neighbors,
+                }},
+                embedding_function=None,
+            )
+        else:
+            try:
+                collection = self._client.get_collection(name, embedding_function=None)
+            except Exception as exc:  # chroma raises NotFoundError (or ValueError in older builds)
+                if "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError":
+                    return None
+                raise
+        self._collections[name] = collection
+        return collection
+
+    def _batch_size(self) -> int:
+        return int(self._client.get_max_batch_size())
+
+    def _spans(self, total: int) -> Iterator[tuple[int, int]]:
+        size = self._batch_size()
+        for start in range(0, total, size):
+            yield start, min(start + size, total)
+
+    def _batches(self, items: list[str]) -> Iterator[list[str]]:
+        for start, stop in self._spans(len(items)):
+            yield items[start:stop]
+
+
+def _last_occurrence_wins(ids, embeddings, documents, metadatas):  # type: ignore[no-untyped-def]
+    ids = list(ids)
+    embeddings = [list(map(float, vector)) for vector in embeddings]
+    if len(set(ids)) == len(ids):
+        return ids, embeddings, _listed(documents), _listed(metadatas)
+    last = {record_id: position for position, record_id in enumerate(ids)}
+    keep = sorted(last.values())
+    pick = lambda values: None if values is None else [list(values)[i] for i in keep]  # noqa: E731
+    return [ids[i] for i in keep], [embeddings[i] for i in keep], pick(documents), pick(metadatas)
+
+
+def _listed(values):  # type: ignore[no-untyped-def]
+    return None if values is None else list(values)
+
+
+def _plain(result: Any, include: Sequence[str], nested: bool = False) -> dict[str, Any]:
+    """Chroma's result as plain lists (embeddings as lists of floats, not numpy)."""
+    plain: dict[str, Any] = {"ids": list(result["ids"])}
+    for field in include:
+        values = result.get(field)
+        if field == "embeddings" and values is not None:
+            values = [[list(map(float, v)) for v in row] for row in values] if nested else \
+                [list(map(float, v)) for v in values]
+        plain[field] = [] if values is None else list(values)
+    plain["included"] = list(include)
+    return plain

@@ -1,0 +1,475 @@
+"""Compaction: base version + pending deltas → a new immutable version → publish → ack.
+
+Invariant: a delta's message is deleted, and the delta archived, only after the pointer
+names a version that holds it; every failure before that leaves pointer, queue and
+``delta/`` as they were, so the next run redoes the work. Re-applying an applied delta
+is a no-op (the version's merge state lists applied delta ids), and for every id the
+delta with the greatest ``delta_id`` wins — a late delta cannot overwrite a newer one;
+inside one delta a delete wins over its own upsert.
+
+The steps (``write_candidate`` → ``publish_candidate`` → ``acknowledge``) are public so
+the Dagster layer can put its blocking check between write and publish; each runs under
+the caller's ``CompactionLock``. The lock keeps compactors apart; the conditional PUT of
+the pointer makes a compactor that outlived its lock harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import chromadb
+
+from . import manifest as mf
+from .aws import SSE_ARGS
+from .chroma_client import ChromaDBClient
+from .config import HnswSettings, Settings
+from .delta import (
+    ARCHIVE_PREFIX, DELTA_PREFIX, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError, LoadedDelta,
+    check_collection_name, load_delta, parse_delta_key, read_delta_manifest,
+)
+from .embeddings import check_same_embedding, EmbeddingMismatchError
+from .lock import CompactionLock, lock_id_for
+from .queue import DeltaQueue
+from .snapshot_store import (
+    CHROMA_DIR, SNAPSHOT_FORMAT, STATE_FILE, MergeState, PublishOutcome, SnapshotStore, is_local_copy_of,
+    mark_local_copy, next_version,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CompactionStatus(str, Enum):
+    OK = "ok"
+    BUSY = "busy"  # another compactor holds the lock: nothing was touched
+    NOOP = "noop"  # every delta was already applied (or none was given)
+    FAILED = "failed"  # nothing visible changed; messages stay for redelivery
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class CompactionResult:
+    status: CompactionStatus
+    collection: str
+    deltas_processed: int = 0
+    version: str | None = None
+    previous_version: str | None = None
+    vector_count: int | None = None
+    already_applied: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    quarantined: dict[str, str] = field(default_factory=dict)
+    messages_acked: int = 0
+    bytes_downloaded: int = 0
+    bytes_uploaded: int = 0
+    duration_seconds: float = 0.0
+    fence: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (CompactionStatus.OK, CompactionStatus.NOOP)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Enum) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Candidate:
+    """A written, not yet published version (or the reason there is nothing to publish)."""
+
+    collection: str
+    base_version: str | None
+    pointer_etag: str | None
+    manifest: dict[str, Any] | None
+    local_dir: Path | None
+    applied: list[DeltaRef] = field(default_factory=list)
+    already_applied: list[DeltaRef] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    quarantined: dict[str, str] = field(default_factory=dict)
+    base_vector_count: int = 0
+    expected_vector_count: int = 0
+    bytes_downloaded: int = 0
+
+    @property
+    def version(self) -> str | None:
+        return None if self.manifest is None else str(self.manifest["version"])
+
+
+class ChromaCompactor:
+    """Merges deltas into new snapshot versions of one bucket, under the DynamoDB lock."""
+
+    def __init__(self, bucket_name: str | None = None, table_name: str | None = None, *,
+                 settings: Settings | None = None) -> None:
+        self.settings = (settings or Settings.from_env()).with_overrides(
+            vectors_bucket=bucket_name, dynamodb_table_name=table_name)
+        self.bucket = self.settings.vectors_bucket
+        self.store = SnapshotStore(self.settings)
+        self.s3 = self.store.s3
+        self.cache_root = Path(self.settings.cache_dir) / "compactor" / self.bucket
+
+    # -- the whole protocol ----------------------------------------------------------------
+
+    def compact_deltas(self, delta_keys: Sequence[str], collection_name: str = "words", *,
+                       receipt_handles: Mapping[str, str] | None = None) -> CompactionResult:
+        """Apply ``delta_keys`` (any order) to ``collection_name`` and publish a version.
+
+        ``receipt_handles`` maps delta keys to SQS receipt handles, deleted after publish.
+        """
+        check_collection_name(collection_name)
+        started = time.monotonic()
+        lock = CompactionLock(lock_id_for(collection_name), settings=self.settings)
+        if not lock.acquire():
+            log.info("compaction of %s skipped: another compactor holds the lock", collection_name)
+            return CompactionResult(CompactionStatus.BUSY, collection_name)
+        lock.start_heartbeat()
+        try:
+            result = self._compact_locked(delta_keys, collection_name, lock, receipt_handles or {})
+        except Exception as exc:
+            log.exception("compaction of %s failed", collection_name)
+            result = CompactionResult(CompactionStatus.FAILED, collection_name, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            lock.release()
+        result.duration_seconds = time.monotonic() - started
+        result.fence = lock.fence
+        log.info("compaction of %s: %s, %d deltas, version %s, %.2fs", collection_name, result.status,
+                 result.deltas_processed, result.version, result.duration_seconds)
+        return result
+
+    def _compact_locked(self, delta_keys: Sequence[str], collection: str, lock: CompactionLock,
+                        receipt_handles: Mapping[str, str]) -> CompactionResult:
+        candidate = self.write_candidate(collection, delta_keys, fence=lock.fence, lock_owner=lock.owner)
+        result = CompactionResult(
+            CompactionStatus.NOOP, collection, version=candidate.base_version,
+            previous_version=candidate.base_version, vector_count=candidate.base_vector_count,
+            already_applied=[r.key for r in candidate.already_applied], missing=candidate.missing,
+            quarantined=candidate.quarantined, bytes_downloaded=candidate.bytes_downloaded)
+        if candidate.manifest is not None:
+            if lock.lost:
+                self.discard(candidate)
+                raise RuntimeError("lock lost before publish (heartbeat found another owner)")
+            if self.publish_candidate(candidate) is PublishOutcome.CONFLICT:
+                result.status = CompactionStatus.FAILED
+                result.error = "conflict: the pointer moved since this run read it"
+                return result
+            result.status = CompactionStatus.OK
+            result.deltas_processed = len(candidate.applied)
+            result.version = candidate.version
+            result.vector_count = int(candidate.manifest["vector_count"])
+            result.bytes_uploaded = int(candidate.manifest.get("uploaded_bytes", 0))
+        result.messages_acked = self.acknowledge(candidate, receipt_handles)
+        return result
+
+    # -- write ---------------------------------------------------------------------------------
+
+    def write_candidate(self, collection: str, delta_keys: Sequence[str], *, fence: int | None = None,
+                        lock_owner: str | None = None) -> Candidate:
+        """Merge the pending deltas into a new version and upload it, unpublished."""
+        pointer = self.store.read_pointer(collection)
+        base_manifest = None if pointer is None else self.store.read_manifest(collection, pointer.version)
+        candidate = Candidate(collection, None if pointer is None else pointer.version,
+                              None if pointer is None else pointer.etag, None, None)
+        workdir = self.cache_root / collection / f".work-{uuid.uuid4().hex[:12]}"
+        try:
+            state = self._prepare_workdir(candidate, base_manifest, workdir)
+            deltas = self._load_pending(candidate, delta_keys, state, base_manifest, workdir / ".deltas")
+            if not deltas:
+                shutil.rmtree(workdir, ignore_errors=True)
+                return candidate
+            hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else self.settings.hnsw
+            count = self._merge(candidate, deltas, state, workdir, hnsw)
+            candidate.manifest = self.store.upload_version(
+                workdir, self._manifest(candidate, deltas, count, hnsw, base_manifest, fence, lock_owner),
+                base_manifest)
+            candidate.local_dir = workdir
+            return candidate
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    def _prepare_workdir(self, candidate: Candidate, base_manifest: dict[str, Any] | None,
+                         workdir: Path) -> MergeState:
+        """The base version, copied into a private work dir (from cache or S3)."""
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        if base_manifest is None:
+            (workdir / CHROMA_DIR).mkdir(parents=True)
+            return MergeState()
+        cached = self.cache_root / candidate.collection / str(base_manifest["version"])
+        if not is_local_copy_of(cached, base_manifest):
+            self._drop_other_cached_versions(candidate.collection, keep=None)
+            self.store.download_version(base_manifest, self.cache_root)
+            candidate.bytes_downloaded = int(base_manifest.get("total_bytes", 0))
+        # The cache holds exactly the published bytes; the merge writes into a move of it.
+        # If this run fails, the next one downloads again: correctness over a warm cache.
+        cached.rename(workdir)
+        candidate.base_vector_count = int(base_manifest["vector_count"])
+        return self.store.read_state(workdir)
+
+    def _load_pending(self, candidate: Candidate, delta_keys: Sequence[str], state: MergeState,
+                      base_manifest: dict[str, Any] | None, scratch: Path) -> list[LoadedDelta]:
+        refs = self._sorted_refs(candidate, delta_keys)
+        loaded: list[LoadedDelta] = []
+        expected = None if base_manifest is None else (
+            str(base_manifest["embedding_provider"]), int(base_manifest["dimension"]))
+        for ref in refs:
+            if ref.delta_id in state.applied_delta_ids:
+                candidate.already_applied.append(ref)
+                continue
+            delta = self._load_one(candidate, ref, scratch / ref.delta_id)
+            if delta is None:
+                continue
+            try:
+                if expected is None and delta.ids:
+                    expected = (delta.embedding_provider, delta.dimension)
+                elif expected is not None and delta.ids:
+                    check_same_embedding(ref.key, delta.embedding_provider, delta.dimension, *expected)
+            except EmbeddingMismatchError as exc:
+                candidate.quarantined[ref.key] = str(exc)
+                continue
+            loaded.append(delta)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return loaded
+
+    def _sorted_refs(self, candidate: Candidate, delta_keys: Sequence[str]) -> list[DeltaRef]:
+        refs: dict[str, DeltaRef] = {}
+        for key in delta_keys:
+            try:
+                ref = parse_delta_key(key, prefixes=(DELTA_PREFIX, ARCHIVE_PREFIX))
+            except InvalidDeltaError as exc:
+                candidate.quarantined[str(key)] = exc.reason
+                continue
+            if ref.collection != candidate.collection:
+                candidate.quarantined[str(key)] = f"delta of collection {ref.collection!r}, not {candidate.collection!r}"
+                continue
+            refs[ref.delta_id] = ref
+        return [refs[delta_id] for delta_id in sorted(refs)]
+
+    def _load_one(self, candidate: Candidate, ref: DeltaRef, scratch: Path) -> LoadedDelta | None:
+        """Download and verify one delta from ``delta/`` (or ``archive/``, for rebuilds)."""
+        for prefix in (DELTA_PREFIX, ARCHIVE_PREFIX):
+            try:
+                manifest = read_delta_manifest(self.s3, self.bucket, ref, prefix)
+            except FileNotFoundError:
+                continue
+            except InvalidDeltaError as exc:
+                candidate.quarantined[ref.key] = exc.reason
+                return None
+            try:
+                delta = load_delta(self.s3, self.bucket, ref, manifest, scratch, prefix)
+            except (InvalidDeltaError, mf.UnsafePathError) as exc:
+                candidate.quarantined[ref.key] = getattr(exc, "reason", str(exc))
+                return None
+            candidate.bytes_downloaded += int(manifest.get("total_bytes", 0))
+            return delta
+        log.warning("delta %s has no manifest (not written yet, or lost): left for later", ref.key)
+        candidate.missing.append(ref.key)
+        return None
+
+    def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState,
+               workdir: Path, hnsw: HnswSettings) -> int:
+        """Apply the net effect of ``deltas`` in one pass; returns the new vector count."""
+        upserts: dict[str, tuple[LoadedDelta, int]] = {}
+        deletes: set[str] = set()
+        for delta in deltas:  # ascending delta_id: later deltas overwrite earlier ones
+            dropped = set(delta.delete_ids)
+            for position, record_id in enumerate(delta.ids):
+                if record_id in dropped or state.winner(record_id) > delta.ref.delta_id:
+                    continue
+                upserts[record_id] = (delta, position)
+                deletes.discard(record_id)
+                state.upsert_winner[record_id] = delta.ref.delta_id
+                state.delete_winner.pop(record_id, None)
+            for record_id in delta.delete_ids:
+                if state.winner(record_id) > delta.ref.delta_id:
+                    continue
+                upserts.pop(record_id, None)
+                deletes.add(record_id)
+                state.delete_winner[record_id] = delta.ref.delta_id
+                state.upsert_winner.pop(record_id, None)
+        started = time.monotonic()
+        with ChromaDBClient(workdir / CHROMA_DIR, mode="snapshot", settings=self.settings, hnsw=hnsw) as db:
+            touched = list(upserts) + sorted(deletes)
+            present = set(db.get_vectors(candidate.collection, ids=touched, include=[])["ids"]) if touched else set()
+            candidate.expected_vector_count = (candidate.base_vector_count
+                                               + len(set(upserts) - present) - len(deletes & present))
+            self._apply_upserts(db, candidate.collection, upserts)
+            if deletes:
+                db.delete_vectors(candidate.collection, sorted(deletes))
+            count = db.count(candidate.collection)
+        log.info("merged %d deltas: %d upserts, %d deletes in %.2fs (%d → %d vectors)", len(deltas),
+                 len(upserts), len(deletes), time.monotonic() - started, candidate.base_vector_count, count)
+        if count != candidate.expected_vector_count:
+            raise RuntimeError(f"merge produced {count} vectors, expected {candidate.expected_vector_count}")
+        state.applied_delta_ids.update(d.ref.delta_id for d in deltas)
+        (workdir / STATE_FILE).write_bytes(state.to_bytes())
+        candidate.applied = [d.ref for d in deltas]
+        return count
+
+    def _apply_upserts(self, db: ChromaDBClient, collection: str,
+                       upserts: dict[str, tuple[LoadedDelta, int]]) -> None:
+        if not upserts:
+            db._collection(collection, create=True)  # a version always holds its collection
+            return
+        ids = list(upserts)
+        picks = [upserts[i] for i in ids]
+        db.upsert_vectors(
+            collection, ids,
+            [d.embeddings[p] for d, p in picks],
+            documents=[d.documents[p] for d, p in picks],
+            metadatas=[d.metadatas[p] for d, p in picks],
+        )
+
+    def _manifest(self, candidate: Candidate, deltas: list[LoadedDelta], count: int, hnsw: HnswSettings,
+                  base: dict[str, Any] | None, fence: int | None, lock_owner: str | None) -> dict[str, Any]:
+        first = next((d for d in deltas if d.ids), None)
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "collection": candidate.collection,
+            "version": next_version(candidate.base_version),
+            "parent_version": candidate.base_version,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "vector_count": count,
+            "parent_vector_count": candidate.base_vector_count,
+            "applied_delta_ids": [d.ref.delta_id for d in deltas],
+            "delta_upserts": sum(len(d.ids) for d in deltas),
+            "delta_deletes": sum(len(d.delete_ids) for d in deltas),
+            "chromadb_version": chromadb.__version__,
+            "hnsw": hnsw.as_dict(),
+            "dimension": int(base["dimension"]) if base else (first.dimension if first else 0),
+            "embedding_provider": str(base["embedding_provider"]) if base else (
+                first.embedding_provider if first else ""),
+            "fence": fence,
+            "lock_owner": lock_owner,
+            "chroma_dir": CHROMA_DIR,
+            "state_file": STATE_FILE,
+        }
+
+    # -- publish ---------------------------------------------------------------------------------
+
+    def publish_candidate(self, candidate: Candidate) -> PublishOutcome:
+        """Conditional PUT of the pointer; on success the work dir becomes the warm cache."""
+        if candidate.manifest is None:
+            raise ValueError("nothing to publish")
+        outcome = self.store.publish(candidate.manifest, candidate.pointer_etag)
+        if outcome is PublishOutcome.PUBLISHED and candidate.local_dir is not None:
+            self._drop_other_cached_versions(candidate.collection, keep=None)
+            mark_local_copy(candidate.local_dir, candidate.manifest)
+            candidate.local_dir.rename(self.cache_root / candidate.collection / str(candidate.version))
+            candidate.local_dir = None
+        else:
+            self.discard(candidate)
+        return outcome
+
+    def discard(self, candidate: Candidate) -> None:
+        if candidate.local_dir is not None:
+            shutil.rmtree(candidate.local_dir, ignore_errors=True)
+            candidate.local_dir = None
+
+    # -- acknowledge -----------------------------------------------------------------------------
+
+    def acknowledge(self, candidate: Candidate, receipt_handles: Mapping[str, str]) -> int:
+        """After publish: delete messages, archive applied deltas, quarantine poison ones."""
+        done = candidate.applied + candidate.already_applied
+        queue = DeltaQueue(self.settings) if receipt_handles else None
+        handles = [receipt_handles[r.key] for r in done if r.key in receipt_handles]
+        acked = queue.ack(handles) if queue and handles else 0
+        for ref in done:
+            self.move_delta(ref.key, ref.archive_key)
+        for key, reason in candidate.quarantined.items():
+            self.quarantine(key, reason)
+            if queue and key in receipt_handles:
+                queue.dead_letter(receipt_handles[key], _message_body(key), reason)
+        return acked
+
+    def quarantine(self, delta_key: str, reason: str) -> str | None:
+        """Move a poison delta's objects to ``quarantine/`` beside a ``reason.json``."""
+        try:
+            ref = parse_delta_key(delta_key)
+        except InvalidDeltaError:
+            log.warning("not quarantined (key outside delta/): %r: %s", delta_key, reason)
+            return None
+        target = f"{QUARANTINE_PREFIX}{ref.collection}/{ref.delta_id}/"
+        self.s3.put_object(Bucket=self.bucket, Key=target + "reason.json", ContentType="application/json",
+                           Body=mf.dumps({"delta_key": ref.key, "reason": reason,
+                                          "quarantined_at": datetime.now(timezone.utc).isoformat()}),
+                           **SSE_ARGS)
+        self.move_delta(ref.key, target + "delta/")
+        log.warning("quarantined %s: %s", ref.key, reason)
+        return target
+
+    def move_delta(self, source_prefix: str, target_prefix: str) -> int:
+        """Copy every object, then delete the sources; idempotent, safe to re-run after a crash."""
+        keys = [o["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=source_prefix) for o in page.get("Contents", [])]
+        # The manifest goes last, as when the delta was written, and is deleted first.
+        keys.sort(key=lambda k: k.endswith(mf.MANIFEST_NAME))
+        for key in keys:
+            self.s3.copy_object(Bucket=self.bucket, Key=target_prefix + key[len(source_prefix):],
+                                CopySource={"Bucket": self.bucket, "Key": key}, **SSE_ARGS)
+        for start in range(0, len(keys), 1000):
+            batch = sorted(keys[start:start + 1000], key=lambda k: not k.endswith(mf.MANIFEST_NAME))
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch]})
+        return len(keys)
+
+    # -- queue-driven compaction -------------------------------------------------------------------
+
+    def compact_pending(self, collection_name: str | None = None, *, max_messages: int = 1000,
+                        reconcile: bool = True) -> list[CompactionResult]:
+        """Drain the queue (and, with ``reconcile``, list ``delta/``) and compact each collection."""
+        queue = DeltaQueue(self.settings)
+        messages, malformed = queue.receive(max_messages=max_messages, visibility_timeout=self.settings.lock_ttl_seconds)
+        for bad in malformed:
+            queue.dead_letter(bad.receipt_handle, bad.raw_body, bad.reason)
+        by_collection: dict[str, dict[str, str]] = {}
+        others = []
+        for message in messages:
+            if collection_name and message.ref.collection != collection_name:
+                others.append(message.receipt_handle)
+                continue
+            by_collection.setdefault(message.ref.collection, {})[message.ref.key] = message.receipt_handle
+        queue.release(others)
+        if reconcile:
+            for key in self.list_pending_delta_keys(collection_name):
+                by_collection.setdefault(parse_delta_key(key).collection, {}).setdefault(key, "")
+        results = []
+        for collection, handles in sorted(by_collection.items()):
+            result = self.compact_deltas(list(handles), collection,
+                                         receipt_handles={k: h for k, h in handles.items() if h})
+            if result.status in (CompactionStatus.BUSY, CompactionStatus.FAILED):
+                queue.release(h for h in handles.values() if h)
+            results.append(result)
+        return results
+
+    def list_pending_delta_keys(self, collection_name: str | None = None) -> list[str]:
+        """Complete deltas (manifest present) under ``delta/``: what reconciliation finds."""
+        prefix = DELTA_PREFIX + (f"{collection_name}/" if collection_name else "")
+        keys = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/" + mf.MANIFEST_NAME):
+                    try:
+                        keys.append(parse_delta_key(obj["Key"]).key)
+                    except InvalidDeltaError as exc:
+                        log.warning("ignoring %s: %s", obj["Key"], exc.reason)
+        return sorted(set(keys))
+
+    def _drop_other_cached_versions(self, collection: str, keep: str | None) -> None:
+        root = self.cache_root / collection
+        if not root.is_dir():
+            return
+        for child in root.iterdir():
+            if child.name != keep and not child.name.startswith(".work-"):
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def _message_body(delta_key: str) -> str:
+    return json.dumps({"delta_key": delta_key})

@@ -1,0 +1,290 @@
+"""Immutable versions and the one mutable pointer per collection.
+
+Invariant: ``snapshot/<collection>/latest.json`` only ever names a version whose manifest
+exists, and a version's manifest is written after every file it lists; versions are never
+modified after their manifest exists. The pointer moves by one conditional PUT
+(``If-Match`` the ETag read at the start, ``If-None-Match: *`` for the first version), so
+a writer that lost a race — or paused past its lock's expiry — changes nothing visible:
+its version stays an orphan for GC.
+
+It relies on S3's strong read-after-write consistency and conditional writes. Readers
+never list prefixes: pointer → manifest → files, downloaded into a fresh directory that
+is renamed into place only when every checksum matched.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from . import manifest as mf
+from .aws import SSE_ARGS, client, error_code
+from .config import Settings
+from .transfer import TransferItem, download_files, upload_files
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_PREFIX = "snapshot/"
+POINTER_NAME = "latest.json"
+SNAPSHOT_FORMAT = "vector_pipeline.snapshot/1"
+CHROMA_DIR = "chroma"
+STATE_FILE = "state.json.gz"
+LOCAL_MANIFEST = ".manifest.json"  # a local copy's own record of what it holds
+_VERSION_RE = re.compile(r"^(\d{8})-(\d{8}T\d{6}\d{3}Z)$")
+
+
+class PublishOutcome(Enum):
+    PUBLISHED = "published"
+    CONFLICT = "conflict"  # the pointer moved since it was read: nothing changed
+
+
+class SnapshotNotFoundError(RuntimeError):
+    """No version of the collection has been published (or the named one is gone)."""
+
+
+@dataclass(frozen=True)
+class Pointer:
+    collection: str
+    version: str
+    manifest_key: str
+    etag: str
+    document: dict[str, Any]
+
+
+def version_number(version: str) -> int:
+    match = _VERSION_RE.match(version)
+    if not match:
+        raise ValueError(f"not a snapshot version: {version!r}")
+    return int(match.group(1))
+
+
+def next_version(previous: str | None, now: datetime | None = None) -> str:
+    number = 0 if previous is None else version_number(previous)
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
+    return f"{number + 1:08d}-{stamp}"
+
+
+def version_prefix(collection: str, version: str) -> str:
+    return f"{SNAPSHOT_PREFIX}{collection}/{version}/"
+
+
+@dataclass
+class MergeState:
+    """Who won each id: the ``delta_id`` of its last upsert or delete, and applied deltas.
+
+    Kept with every version so a delta that arrives after a later one was applied still
+    obeys last-writer-wins per id, and a re-delivered delta is recognised as applied.
+    """
+
+    applied_delta_ids: set[str] = field(default_factory=set)
+    upsert_winner: dict[str, str] = field(default_factory=dict)
+    delete_winner: dict[str, str] = field(default_factory=dict)
+
+    def winner(self, record_id: str) -> str:
+        return max(self.upsert_winner.get(record_id, ""), self.delete_winner.get(record_id, ""))
+
+    def to_bytes(self) -> bytes:
+        deltas = sorted(self.applied_delta_ids | set(self.upsert_winner.values())
+                        | set(self.delete_winner.values()))
+        index = {delta_id: position for position, delta_id in enumerate(deltas)}
+        document = {
+            "deltas": deltas,
+            "applied": sorted(index[d] for d in self.applied_delta_ids),
+            "upserts": {i: index[d] for i, d in self.upsert_winner.items()},
+            "deletes": {i: index[d] for i, d in self.delete_winner.items()},
+        }
+        return gzip.compress(json.dumps(document, separators=(",", ":")).encode(), compresslevel=5)
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> "MergeState":
+        document = json.loads(gzip.decompress(body))
+        deltas = document["deltas"]
+        return cls(
+            applied_delta_ids={deltas[i] for i in document["applied"]},
+            upsert_winner={i: deltas[d] for i, d in document["upserts"].items()},
+            delete_winner={i: deltas[d] for i, d in document["deletes"].items()},
+        )
+
+
+def is_local_copy_of(local_dir: Path, manifest: dict[str, Any]) -> bool:
+    """Whether ``local_dir`` was written as a whole copy of ``manifest``'s version."""
+    try:
+        held = json.loads((local_dir / LOCAL_MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return bool(held.get("files") == manifest["files"])
+
+
+def mark_local_copy(local_dir: Path, manifest: dict[str, Any]) -> None:
+    (local_dir / LOCAL_MANIFEST).write_bytes(mf.dumps(manifest))
+
+
+class SnapshotStore:
+    """Versions, manifests and the pointer of every collection in one bucket."""
+
+    def __init__(self, settings: Settings, bucket: str | None = None) -> None:
+        self.settings = settings
+        self.bucket = bucket or settings.vectors_bucket
+        self.s3 = client("s3", settings)
+
+    # -- pointer ----------------------------------------------------------------------
+
+    def pointer_key(self, collection: str) -> str:
+        return f"{SNAPSHOT_PREFIX}{collection}/{POINTER_NAME}"
+
+    def read_pointer(self, collection: str) -> Pointer | None:
+        """The published version and the pointer's ETag, or None before the first publish."""
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=self.pointer_key(collection))
+        except Exception as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            if error_code(exc) == "NoSuchBucket":
+                raise RuntimeError(
+                    f"bucket {self.bucket!r} does not exist (run `vector-pipeline setup`)") from exc
+            raise
+        document = mf.loads(response["Body"].read(), self.pointer_key(collection))
+        version = str(document["version"])
+        version_number(version)
+        return Pointer(collection, version, str(document["manifest_key"]), response["ETag"], document)
+
+    def publish(self, manifest: dict[str, Any], expected_etag: str | None) -> PublishOutcome:
+        """Swap the pointer to ``manifest``'s version, if it still holds ``expected_etag``.
+
+        On conflict nothing changes and the caller's version is an orphan; safe to retry
+        only after re-reading the pointer and re-merging.
+        """
+        collection, version = manifest["collection"], manifest["version"]
+        document = {
+            "collection": collection,
+            "version": version,
+            "manifest_key": version_prefix(collection, version) + mf.MANIFEST_NAME,
+            "vector_count": manifest["vector_count"],
+            "parent_version": manifest.get("parent_version"),
+            "fence": manifest.get("fence"),
+            "published_at": datetime.now(timezone.utc).isoformat(),
+        }
+        condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.pointer_key(collection),
+                               Body=mf.dumps(document), ContentType="application/json",
+                               **condition, **SSE_ARGS)
+        except Exception as exc:
+            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                log.warning("publish of %s/%s lost: the pointer moved", collection, version)
+                return PublishOutcome.CONFLICT
+            raise
+        log.info("published %s/%s (%d vectors)", collection, version, manifest["vector_count"])
+        return PublishOutcome.PUBLISHED
+
+    # -- versions ------------------------------------------------------------------------
+
+    def read_manifest(self, collection: str, version: str) -> dict[str, Any]:
+        key = version_prefix(collection, version) + mf.MANIFEST_NAME
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                raise SnapshotNotFoundError(f"version {collection}/{version} has no manifest") from None
+            raise
+        manifest = mf.loads(body, key)
+        if manifest.get("format") != SNAPSHOT_FORMAT or manifest.get("version") != version:
+            raise mf.IntegrityError(f"{key}: not the manifest of version {version}")
+        return manifest
+
+    def upload_version(self, local_dir: Path, manifest: dict[str, Any],
+                       parent: dict[str, Any] | None) -> dict[str, Any]:
+        """Upload a closed version directory, files first and manifest last.
+
+        A file identical (path, size, sha256) to one of the parent version is not sent
+        again: the manifest points at the parent's object. Returns the manifest written.
+        """
+        prefix = version_prefix(manifest["collection"], manifest["version"])
+        reusable = {(e["path"], e["size"], e["sha256"]): e.get("key") or
+                    version_prefix(parent["collection"], parent["version"]) + e["path"]
+                    for e in (parent or {}).get("files", [])}
+        entries, to_send = [], []
+        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, LOCAL_MANIFEST)):
+            key = reusable.get((entry.path, entry.size, entry.sha256))
+            if key is None:
+                key = prefix + entry.path
+                to_send.append(TransferItem(local_dir / entry.path, key, entry.size))
+            entries.append(mf.FileEntry(entry.path, entry.size, entry.sha256, key))
+        sent = upload_files(self.s3, self.bucket, to_send, f"version {manifest['collection']}/{manifest['version']}")
+        manifest = {**manifest, "files": [e.as_dict() for e in entries],
+                    "total_bytes": sum(e.size for e in entries), "uploaded_bytes": sent,
+                    "reused_files": len(entries) - len(to_send)}
+        self.s3.put_object(Bucket=self.bucket, Key=prefix + mf.MANIFEST_NAME, Body=mf.dumps(manifest),
+                           ContentType="application/json", **SSE_ARGS)
+        return manifest
+
+    def download_version(self, manifest: dict[str, Any], cache_root: Path) -> Path:
+        """The version's directory under ``cache_root``, downloading it if absent.
+
+        Downloads go to a fresh sibling directory, every file is checked against the
+        manifest, and only then is it renamed into place: a reader sees a whole version or
+        none. Returns ``cache_root/<collection>/<version>``.
+        """
+        collection, version = manifest["collection"], manifest["version"]
+        target = cache_root / collection / version
+        if target.is_dir():
+            if is_local_copy_of(target, manifest):
+                return target
+            # Same name, other bytes (another bucket or endpoint used this cache): set aside.
+            shutil.rmtree(target.rename(target.with_name(f".stale-{uuid.uuid4().hex[:8]}")), ignore_errors=True)
+        staging = cache_root / collection / f".incoming-{version}-{uuid.uuid4().hex[:8]}"
+        entries = [mf.FileEntry.from_dict(e) for e in manifest["files"]]
+        items = [TransferItem(mf.safe_join(staging, e.path), self._checked_key(e, collection), e.size)
+                 for e in entries]
+        try:
+            staging.mkdir(parents=True)
+            download_files(self.s3, self.bucket, items, f"version {collection}/{version}")
+            mf.verify_files(staging, entries)
+            mark_local_copy(staging, manifest)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                if not target.is_dir():  # another process won the same rename: use theirs
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def _checked_key(self, entry: mf.FileEntry, collection: str) -> str:
+        key = entry.key
+        if not key.startswith(f"{SNAPSHOT_PREFIX}{collection}/") or ".." in key.split("/"):
+            raise mf.UnsafePathError(f"manifest key {key!r} is outside snapshot/{collection}/")
+        return key
+
+    def read_state(self, version_dir: Path) -> MergeState:
+        path = version_dir / STATE_FILE
+        return MergeState.from_bytes(path.read_bytes()) if path.exists() else MergeState()
+
+    def list_versions(self, collection: str) -> list[str]:
+        """Version names under the collection's prefix (for GC and status, never readers)."""
+        paginator = self.s3.get_paginator("list_objects_v2")
+        versions = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{SNAPSHOT_PREFIX}{collection}/",
+                                       Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                if _VERSION_RE.match(name):
+                    versions.append(name)
+        return sorted(versions)
+
+    def list_collections(self) -> list[str]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        names = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=SNAPSHOT_PREFIX, Delimiter="/"):
+            names.extend(c["Prefix"][len(SNAPSHOT_PREFIX):].rstrip("/") for c in page.get("CommonPrefixes", []))
+        return sorted(names)
