@@ -34,7 +34,7 @@ from .chroma_client import ChromaDBClient
 from .config import HnswSettings, Settings
 from .delta import (
     ARCHIVE_PREFIX, DELTA_PREFIX, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError, LoadedDelta,
-    check_collection_name, load_delta, parse_delta_key, read_delta_manifest,
+    check_collection_name, fetch_delta, parse_delta_key,
 )
 from .embeddings import check_same_embedding, EmbeddingMismatchError
 from .lock import CompactionLock, lock_id_for
@@ -172,10 +172,16 @@ class ChromaCompactor:
     # -- write ---------------------------------------------------------------------------------
 
     def write_candidate(self, collection: str, delta_keys: Sequence[str], *, fence: int | None = None,
-                        lock_owner: str | None = None) -> Candidate:
-        """Merge the pending deltas into a new version and upload it, unpublished."""
+                        lock_owner: str | None = None, from_scratch: bool = False,
+                        hnsw: HnswSettings | None = None) -> Candidate:
+        """Merge the pending deltas into a new version and upload it, unpublished.
+
+        ``from_scratch`` merges onto an empty collection instead of the published version
+        (a rebuild); the version still follows the pointer's number and ETag.
+        """
         pointer = self.store.read_pointer(collection)
-        base_manifest = None if pointer is None else self.store.read_manifest(collection, pointer.version)
+        pointer_manifest = None if pointer is None else self.store.read_manifest(collection, pointer.version)
+        base_manifest = None if from_scratch else pointer_manifest
         candidate = Candidate(collection, None if pointer is None else pointer.version,
                               None if pointer is None else pointer.etag, None, None)
         workdir = self.cache_root / collection / f".work-{uuid.uuid4().hex[:12]}"
@@ -185,11 +191,12 @@ class ChromaCompactor:
             if not deltas:
                 shutil.rmtree(workdir, ignore_errors=True)
                 return candidate
-            hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else self.settings.hnsw
+            if hnsw is None:
+                hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else self.settings.hnsw
             count = self._merge(candidate, deltas, state, workdir, hnsw)
-            candidate.manifest = self.store.upload_version(
-                workdir, self._manifest(candidate, deltas, count, hnsw, base_manifest, fence, lock_owner),
-                base_manifest)
+            manifest = self._manifest(candidate, deltas, count, hnsw, base_manifest, fence, lock_owner)
+            manifest["rebuilt_from_scratch"] = from_scratch
+            candidate.manifest = self.store.upload_version(workdir, manifest, pointer_manifest)
             candidate.local_dir = workdir
             return candidate
         except BaseException:
@@ -254,25 +261,17 @@ class ChromaCompactor:
         return [refs[delta_id] for delta_id in sorted(refs)]
 
     def _load_one(self, candidate: Candidate, ref: DeltaRef, scratch: Path) -> LoadedDelta | None:
-        """Download and verify one delta from ``delta/`` (or ``archive/``, for rebuilds)."""
-        for prefix in (DELTA_PREFIX, ARCHIVE_PREFIX):
-            try:
-                manifest = read_delta_manifest(self.s3, self.bucket, ref, prefix)
-            except FileNotFoundError:
-                continue
-            except InvalidDeltaError as exc:
-                candidate.quarantined[ref.key] = exc.reason
-                return None
-            try:
-                delta = load_delta(self.s3, self.bucket, ref, manifest, scratch, prefix)
-            except (InvalidDeltaError, mf.UnsafePathError) as exc:
-                candidate.quarantined[ref.key] = getattr(exc, "reason", str(exc))
-                return None
-            candidate.bytes_downloaded += int(manifest.get("total_bytes", 0))
-            return delta
-        log.warning("delta %s has no manifest (not written yet, or lost): left for later", ref.key)
-        candidate.missing.append(ref.key)
-        return None
+        try:
+            delta = fetch_delta(self.s3, self.bucket, ref, scratch)
+        except InvalidDeltaError as exc:
+            candidate.quarantined[ref.key] = exc.reason
+            return None
+        except FileNotFoundError:
+            log.warning("delta %s has no manifest (not written yet, or lost): left for later", ref.key)
+            candidate.missing.append(ref.key)
+            return None
+        candidate.bytes_downloaded += int(delta.manifest.get("total_bytes", 0))
+        return delta
 
     def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState,
                workdir: Path, hnsw: HnswSettings) -> int:

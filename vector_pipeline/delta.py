@@ -395,3 +395,35 @@ def _check_records(loaded: LoadedDelta) -> None:
                 f"vector of dimension {len(vector)}, manifest says {loaded.dimension}", loaded.ref.key)
         if not all(math.isfinite(x) for x in vector):
             raise InvalidDeltaError("embedding contains NaN or infinity", loaded.ref.key)
+
+
+def fetch_delta(s3: Any, bucket: str, ref: DeltaRef, scratch: Path) -> LoadedDelta:
+    """The delta from ``delta/`` (or ``archive/``, for rebuilds), downloaded and verified.
+
+    Raises ``FileNotFoundError`` when no manifest exists anywhere (not written yet, or
+    lost) and ``InvalidDeltaError`` when it is poison, or was quarantined before.
+    """
+    for prefix in (DELTA_PREFIX, ARCHIVE_PREFIX):
+        try:
+            manifest = read_delta_manifest(s3, bucket, ref, prefix)
+        except FileNotFoundError:
+            continue
+        try:
+            return load_delta(s3, bucket, ref, manifest, scratch, prefix)
+        except mf.UnsafePathError as exc:
+            raise InvalidDeltaError(str(exc), ref.key) from None
+    reason = quarantine_reason(s3, bucket, ref)
+    if reason is not None:
+        raise InvalidDeltaError(f"quarantined earlier: {reason}", ref.key)
+    raise FileNotFoundError(f"{ref.key}manifest.json")
+
+
+def quarantine_reason(s3: Any, bucket: str, ref: DeltaRef) -> str | None:
+    key = f"{QUARANTINE_PREFIX}{ref.collection}/{ref.delta_id}/reason.json"
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        raise
+    return str(mf.loads(body, key).get("reason", "unknown"))

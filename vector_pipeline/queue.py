@@ -125,6 +125,25 @@ class DeltaQueue:
                 log.warning("could not delete message: %s", failure.get("Message"))
         return deleted
 
+    def ack_applied(self, collection: str, applied_delta_ids: set[str], poison: dict[str, str] | None = None,
+                    max_messages: int = 1000) -> int:
+        """After publish, when no receipt handles were kept (the Dagster path): read what is
+        visible, delete the messages of applied deltas, dead-letter those of poison ones
+        (keyed by delta key), and make every other message visible again at once."""
+        poison = poison or {}
+        messages, malformed = self.receive(max_messages=max_messages, visibility_timeout=60)
+        acked, others = [], []
+        for message in messages:
+            if message.ref.collection == collection and message.ref.delta_id in applied_delta_ids:
+                acked.append(message.receipt_handle)
+            elif message.ref.collection == collection and message.ref.key in poison:
+                self.dead_letter(message.receipt_handle, json.dumps(message.body), poison[message.ref.key])
+            else:
+                others.append(message.receipt_handle)
+        others.extend(bad.receipt_handle for bad in malformed)
+        self.release(others)
+        return self.ack(acked) if acked else 0
+
     def release(self, receipt_handles: Iterable[str]) -> None:
         """Make messages visible again at once (for other collections' compactors)."""
         for handle in receipt_handles:
