@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -184,6 +185,7 @@ class ChromaCompactor:
         base_manifest = None if from_scratch else pointer_manifest
         candidate = Candidate(collection, None if pointer is None else pointer.version,
                               None if pointer is None else pointer.etag, None, None)
+        self._drop_stale_workdirs(collection)
         workdir = self.cache_root / collection / f".work-{uuid.uuid4().hex[:12]}"
         try:
             state = self._prepare_workdir(candidate, base_manifest, workdir)
@@ -419,6 +421,32 @@ class ChromaCompactor:
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch]})
         return len(keys)
 
+    # -- validation of one delta (the Dagster ``delta`` asset) ------------------------------------
+
+    def validate_delta(self, ref: DeltaRef) -> LoadedDelta:
+        """Download and check one delta against the published version; quarantine it if poison.
+
+        Raises ``InvalidDeltaError`` (after quarantining) or ``FileNotFoundError``.
+        """
+        pointer = self.store.read_pointer(ref.collection)
+        scratch = Path(tempfile.mkdtemp(prefix="vp-validate-"))
+        try:
+            delta = fetch_delta(self.s3, self.bucket, ref, scratch)
+            if pointer is not None and delta.ids:
+                published = self.store.read_manifest(ref.collection, pointer.version)
+                check_same_embedding(ref.key, delta.embedding_provider, delta.dimension,
+                                     str(published["embedding_provider"]), int(published["dimension"]))
+            return delta
+        except EmbeddingMismatchError as exc:
+            self.quarantine(ref.key, str(exc))
+            raise InvalidDeltaError(str(exc), ref.key) from None
+        except InvalidDeltaError as exc:
+            if not exc.reason.startswith("quarantined earlier"):
+                self.quarantine(ref.key, exc.reason)
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
     # -- queue-driven compaction -------------------------------------------------------------------
 
     def compact_pending(self, collection_name: str | None = None, *, max_messages: int = 1000,
@@ -460,6 +488,15 @@ class ChromaCompactor:
                     except InvalidDeltaError as exc:
                         log.warning("ignoring %s: %s", obj["Key"], exc.reason)
         return sorted(set(keys))
+
+    def _drop_stale_workdirs(self, collection: str) -> None:
+        """Work dirs of runs that died or whose audit failed, older than a lock's lifetime."""
+        root = self.cache_root / collection
+        if root.is_dir():
+            horizon = time.time() - self.settings.lock_ttl_seconds
+            for child in root.glob(".work-*"):
+                if child.stat().st_mtime < horizon:
+                    shutil.rmtree(child, ignore_errors=True)
 
     def _drop_other_cached_versions(self, collection: str, keep: str | None) -> None:
         root = self.cache_root / collection

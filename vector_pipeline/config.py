@@ -19,6 +19,7 @@ defaults below.
 | EMBEDDING_PROVIDER           | ``minilm`` (offline) or ``openai``                        | minilm |
 | OPENAI_API_KEY / OPENAI_EMBEDDING_MODEL | for the ``openai`` provider                    | - / text-embedding-3-small |
 | HNSW_SEARCH_EF / HNSW_CONSTRUCTION_EF / HNSW_M | HNSW settings of new collections        | 100 / 200 / 16 |
+| VECTOR_COLLECTIONS           | collections the Dagster layer builds assets and jobs for  | words,lines |
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class Settings:
     openai_api_key: str | None = None
     openai_embedding_model: str = "text-embedding-3-small"
     hnsw: HnswSettings = HnswSettings()
+    # Collections the Dagster layer builds snapshot assets and jobs for.
+    collections: tuple[str, ...] = ("words", "lines")
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -116,11 +119,13 @@ class Settings:
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_embedding_model=env.get("OPENAI_EMBEDDING_MODEL", defaults.openai_embedding_model),
             hnsw=hnsw,
+            collections=tuple(c.strip() for c in env.get("VECTOR_COLLECTIONS", "words,lines").split(",") if c.strip()),
         )
 
     def local_aws_environment(self) -> dict[str, str]:
         """The environment a shell needs to reach the same endpoint and resources."""
         env = {
+            "VECTOR_COLLECTIONS": ",".join(self.collections),
             "VECTORS_BUCKET": self.vectors_bucket,
             "DELTA_QUEUE_NAME": self.delta_queue_name,
             "DYNAMODB_TABLE_NAME": self.dynamodb_table_name,

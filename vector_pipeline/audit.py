@@ -1,0 +1,62 @@
+"""The audit between write and publish: is a candidate version what its merge intended?
+
+Reads the candidate back from S3 (every file checked against the manifest's sha256),
+opens it read-only and compares its vector count with the manifest, with the prior
+published count plus the net effect of the applied deltas, and with the bound the deltas'
+sizes put on any change. A failing audit leaves readers on the previous version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .chroma_client import ChromaDBClient
+from .compactor import Candidate
+from .config import Settings
+from .manifest import IntegrityError, UnsafePathError
+from .snapshot_store import CHROMA_DIR, SnapshotStore
+
+
+@dataclass
+class AuditReport:
+    passed: bool
+    checks: dict[str, bool] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""
+
+
+def audit_candidate(settings: Settings, candidate: Candidate) -> AuditReport:
+    if candidate.manifest is None:
+        return AuditReport(True, facts={"note": "no new version: nothing pending"})
+    manifest = candidate.manifest
+    store = SnapshotStore(settings)
+    try:
+        local = store.download_version(manifest, Path(settings.cache_dir) / "audit")
+    except (IntegrityError, UnsafePathError) as exc:
+        return AuditReport(False, {"files_match_manifest": False}, problem=f"candidate files: {exc}")
+    with ChromaDBClient(local / CHROMA_DIR, mode="read", settings=settings) as db:
+        count = db.count(candidate.collection)
+    parent = int(manifest.get("parent_vector_count", 0))
+    prior = _published_count(store, candidate)
+    change_bound = int(manifest.get("delta_upserts", 0)) + int(manifest.get("delta_deletes", 0))
+    checks = {
+        "files_match_manifest": True,
+        "count_matches_manifest": count == int(manifest["vector_count"]),
+        "count_is_prior_plus_net_delta_effect": count == candidate.expected_vector_count,
+        "parent_count_matches_prior_snapshot": manifest.get("rebuilt_from_scratch") or parent == prior,
+        "change_within_delta_sizes": abs(count - parent) <= change_bound,
+    }
+    facts = {"vector_count": count, "manifest_vector_count": manifest["vector_count"],
+             "expected_vector_count": candidate.expected_vector_count, "prior_vector_count": prior,
+             "net_change": count - parent, "delta_records": change_bound}
+    failed = [name for name, ok in checks.items() if not ok]
+    return AuditReport(not failed, {k: bool(v) for k, v in checks.items()}, facts,
+                       problem=f"failed: {', '.join(failed)}" if failed else "")
+
+
+def _published_count(store: SnapshotStore, candidate: Candidate) -> int:
+    if candidate.base_version is None:
+        return 0
+    return int(store.read_manifest(candidate.collection, candidate.base_version)["vector_count"])
