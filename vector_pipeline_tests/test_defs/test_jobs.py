@@ -1,0 +1,152 @@
+"""Delta partitions, the compaction job (write → blocking audit → publish), rebuild,
+rollback, GC and partition pruning, executed in process against the moto server."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
+from vector_pipeline.aws import client
+from vector_pipeline.config import Settings
+from vector_pipeline.defs.jobs import prune_delta_partitions
+from vector_pipeline.delta import new_delta_id
+from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.reader import close_readers
+from vector_pipeline.snapshot_store import SnapshotStore
+
+from ..conftest import all_keys, vectors
+
+
+def _run(defs: dg.Definitions, instance: dg.DagsterInstance, job: str, **kwargs: object) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+
+
+def _content(settings: Settings) -> dict:
+    close_readers()
+    got = open_snapshot(settings=settings).get_vectors("words", include=["embeddings", "documents", "metadatas"])
+    return {i: (tuple(np.round(e, 6)), d, tuple(sorted((m or {}).items())))
+            for i, e, d, m in zip(got["ids"], got["embeddings"], got["documents"], got["metadatas"])}
+
+
+def _produce(settings: Settings, rng: np.random.Generator, ids: list[str], **extra: object) -> dict:
+    return produce_embedding_delta(ids, vectors(rng, len(ids)), documents=[f"doc {i}" for i in ids],
+                                   metadatas=[{"n": n} for n in range(len(ids))], settings=settings, **extra)
+
+
+def test_delta_partition_materializes_with_counts(defs: dg.Definitions, instance: dg.DagsterInstance,
+                                                  settings: Settings, rng: np.random.Generator) -> None:
+    produced = _produce(settings, rng, ["a", "b", "c"], delete_ids=["z"])
+    key = f"words.{produced['delta_id']}"
+    instance.add_dynamic_partitions("delta", [key])
+    result = _run(defs, instance, "validate_delta", partition_key=key)
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("delta")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["vectors"] == 3 and metadata["deletes"] == 1 and metadata["dimension"] == 8
+    assert metadata["bytes"] > 0
+
+
+def test_invalid_delta_fails_with_reason_and_is_quarantined(defs: dg.Definitions, instance: dg.DagsterInstance,
+                                                            settings: Settings, rng: np.random.Generator) -> None:
+    produced = _produce(settings, rng, ["a"])
+    s3 = client("s3", settings)
+    sqlite_key = next(k for k in all_keys(settings, produced["delta_key"]) if k.endswith("chroma.sqlite3"))
+    s3.put_object(Bucket=settings.vectors_bucket, Key=sqlite_key, Body=b"not sqlite")
+    key = f"words.{produced['delta_id']}"
+    instance.add_dynamic_partitions("delta", [key])
+    result = _run(defs, instance, "validate_delta", partition_key=key)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "checksum" in failure.description and "quarantined" in failure.description
+    assert all_keys(settings, produced["delta_key"]) == []
+    assert any(k.endswith("reason.json") for k in all_keys(settings, f"quarantine/words/{produced['delta_id']}/"))
+
+
+def test_compaction_job_publishes_after_the_check_passes(defs: dg.Definitions, instance: dg.DagsterInstance,
+                                                         settings: Settings, rng: np.random.Generator) -> None:
+    for start in (0, 5):
+        _produce(settings, rng, [f"id{i}" for i in range(start, start + 5)])
+    result = _run(defs, instance, "compact_words")
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["vector_count"].value == 10
+    pointer = SnapshotStore(settings).read_pointer("words")
+    assert pointer is not None and pointer.document["vector_count"] == 10
+    [published] = result.asset_materializations_for_node("words__snapshot")
+    assert published.metadata["version"].value == pointer.version
+    assert published.metadata["messages_acked"].value == 2
+    assert DeltaQueue(settings).approximate_depth() == {"visible": 0, "in_flight": 0}
+    assert all_keys(settings, "delta/") == []
+    [candidate] = result.asset_materializations_for_node("words__snapshot_candidate")
+    for name in ("version", "vector_count", "bytes", "deltas_applied", "duration_s", "lock_wait_s"):
+        assert name in candidate.metadata
+
+
+def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instance: dg.DagsterInstance,
+                                                   settings: Settings, rng: np.random.Generator,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _produce(settings, rng, ["a", "b"])
+    assert _run(defs, instance, "compact_words").success
+    before = SnapshotStore(settings).read_pointer("words")
+    pending = _produce(settings, rng, ["c"])
+    original = ChromaCompactor.write_candidate
+
+    def tampered(self: ChromaCompactor, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        candidate = original(self, *args, **kwargs)
+        victim = max(candidate.manifest["files"], key=lambda f: f["size"])
+        client("s3", settings).put_object(Bucket=settings.vectors_bucket, Key=victim["key"], Body=b"tampered")
+        return candidate
+
+    monkeypatch.setattr(ChromaCompactor, "write_candidate", tampered)
+    result = _run(defs, instance, "compact_words")
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and "files" in check.description
+    assert result.asset_materializations_for_node("words__snapshot") == []
+    after = SnapshotStore(settings).read_pointer("words")
+    assert after.version == before.version and after.etag == before.etag
+    assert all_keys(settings, pending["delta_key"]) != []  # the delta waits for the next run
+
+
+def test_rebuild_job_reproduces_incremental_content(defs: dg.Definitions, instance: dg.DagsterInstance,
+                                                    settings: Settings, rng: np.random.Generator) -> None:
+    _produce(settings, rng, ["a", "b", "c"])
+    assert _run(defs, instance, "compact_words").success
+    _produce(settings, rng, ["b", "d"], delete_ids=["a"])
+    assert _run(defs, instance, "compact_words").success
+    incremental = _content(settings)
+    result = _run(defs, instance, "rebuild_words", run_config={"ops": {"words__snapshot_candidate": {
+        "config": {"rebuild_from_archive": True, "hnsw_search_ef": 150}}}})
+    assert result.success
+    assert _content(settings) == incremental
+    pointer = SnapshotStore(settings).read_pointer("words")
+    assert SnapshotStore(settings).read_manifest("words", pointer.version)["hnsw"]["search_ef"] == 150
+
+
+def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, instance: dg.DagsterInstance,
+                                                      settings: Settings, rng: np.random.Generator) -> None:
+    versions = []
+    for ids in (["a"], ["b"], ["c"]):
+        _produce(settings, rng, ids)
+        assert _run(defs, instance, "compact_words").success
+        versions.append(SnapshotStore(settings).read_pointer("words").version)
+    result = _run(defs, instance, "rollback_job", run_config={"ops": {"rollback_pointer": {
+        "config": {"collection": "words", "version": versions[0]}}}})
+    assert result.success
+    assert SnapshotStore(settings).read_pointer("words").version == versions[0]
+    gc = _run(defs, instance, "gc_job", run_config={"ops": {"collect_snapshot_garbage": {
+        "config": {"retain_versions": 0, "grace_hours": 0.0}}}})
+    assert gc.success
+    assert SnapshotStore(settings).list_versions("words") == [versions[0]]
+    assert sorted(_content(settings)) == ["a"]
+
+
+def test_partition_count_stays_bounded(instance: dg.DagsterInstance) -> None:
+    now = datetime.now(timezone.utc)
+    old = [f"words.{new_delta_id(int((now - timedelta(days=30)).timestamp() * 1000) + i)}" for i in range(50)]
+    fresh = [f"words.{new_delta_id(int(now.timestamp() * 1000) + i)}" for i in range(5)]
+    instance.add_dynamic_partitions("delta", old + fresh)
+    removed = prune_delta_partitions(instance, timedelta(days=7), now=now)
+    assert removed == 50
+    assert sorted(instance.get_dynamic_partitions("delta")) == sorted(fresh)
