@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
 
     dagster = commands.add_parser("dagster-dev", help="`dagster dev` on the embedded AWS (or AWS_ENDPOINT_URL)")
     dagster.add_argument("--port", type=int, default=3000)
+    dagster.add_argument("--seed-receipts", type=int, default=6,
+                         help="produce deltas of the first N shipped receipts for the sensors to find (0: none)")
     dagster.set_defaults(handler=_dagster_dev)
     return parser
 
@@ -296,6 +298,11 @@ def _dagster_dev(args: argparse.Namespace) -> int:
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text((root / "dagster.yaml").read_text())
     with _embedded_aws(Settings.from_env()) as settings:
+        if args.seed_receipts:
+            from .demo import produce_receipts
+
+            produced = produce_receipts(settings, args.seed_receipts)
+            print(f"seeded {produced} deltas; the delta_queue_sensor picks them up within a minute")
         env = {**os.environ, **settings.local_aws_environment(), "DAGSTER_HOME": str(home)}
         print(f"dagster dev on http://127.0.0.1:{args.port} (AWS endpoint {settings.aws_endpoint_url or 'real AWS'})")
         process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",

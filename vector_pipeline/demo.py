@@ -64,6 +64,11 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, receipts_li
     return {"deltas": produced, "versions": versions, "timings": timings, "answers": answers}
 
 
+def produce_receipts(settings: Settings, receipts_limit: int, say: Callable[[str], None] = print) -> int:
+    """Deltas of the first ``receipts_limit`` receipts, announced, not compacted."""
+    return _produce_round(settings, load_receipts()[:receipts_limit], MiniLMProvider(), say, {}, "seed")
+
+
 def _produce_round(settings: Settings, receipts: list[dict[str, Any]], provider: MiniLMProvider,
                    say: Callable[[str], None], timings: dict[str, float], label: str,
                    extra_deletes: dict[str, list[str]] | None = None) -> int:
