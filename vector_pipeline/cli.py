@@ -293,6 +293,8 @@ def _print_status(report: dict[str, Any]) -> None:
 
 
 def _dagster_dev(args: argparse.Namespace) -> int:
+    from .local_aws import stop_process_group
+
     root = Path.cwd()
     home = root / ".tmp_dagster_home_dev"
     home.mkdir(exist_ok=True)
@@ -310,12 +312,8 @@ def _dagster_dev(args: argparse.Namespace) -> int:
         try:
             return process.wait()
         except KeyboardInterrupt:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                return process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                return 130
+            stop_process_group(process, signal.SIGINT, grace_seconds=30)
+            return 130
 
 
 if __name__ == "__main__":

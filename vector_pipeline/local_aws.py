@@ -30,6 +30,22 @@ FAKE_ACCESS_KEY = "testing"
 MAX_RECEIVE_COUNT = 5
 
 
+def stop_process_group(process: "subprocess.Popen[Any]", first_signal: int = signal.SIGTERM,
+                       grace_seconds: float = 20.0) -> int | None:
+    """Stop a child started with ``start_new_session=True`` and all it spawned: the signal,
+    then SIGKILL to the whole group after ``grace_seconds`` (dagster dev can ignore SIGTERM)."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, first_signal)
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=grace_seconds)
+        except ProcessLookupError:
+            pass
+    return process.returncode
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,14 +84,8 @@ class MotoServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        if process is not None:
+            stop_process_group(process)
 
     def settings(self, base: Settings | None = None) -> Settings:
         """``base`` pointed at this server, with the fake credentials moto accepts."""

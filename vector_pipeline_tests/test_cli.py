@@ -10,11 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from vector_pipeline.config import Settings
 
-from .conftest import vectors
 
 CLI = [sys.executable, "-m", "vector_pipeline.cli"]
 

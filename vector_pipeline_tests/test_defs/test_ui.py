@@ -4,7 +4,6 @@ and the runs page shows a completed compaction run. Screenshots go to the test's
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 from vector_pipeline import produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.defs import build_definitions
-from vector_pipeline.local_aws import free_port
+from vector_pipeline.local_aws import free_port, stop_process_group
 
 from ..conftest import vectors
 
@@ -49,7 +48,7 @@ def dagster_dev(dagster_home: Path, settings: Settings, tmp_path: Path) -> Itera
         _wait_for(f"{url}/server_info", process, timeout_seconds=180)
         yield url
     finally:
-        _stop_group(process)
+        stop_process_group(process)
         log.close()
 
 
@@ -64,18 +63,6 @@ def _wait_for(url: str, process: subprocess.Popen, timeout_seconds: float) -> No
         except OSError:
             time.sleep(1)
     raise TimeoutError(f"{url} did not answer in {timeout_seconds}s")
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """dagster dev can ignore SIGTERM for a long time: SIGTERM, then SIGKILL, by group."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
 
 
 def _dismiss_welcome(page) -> None:  # type: ignore[no-untyped-def]
