@@ -6,6 +6,8 @@ moto's server on loopback and real AWS.
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Any
 
 import boto3
@@ -21,19 +23,31 @@ _BOTO_CONFIG = Config(
     read_timeout=60,
 )
 
+_client_lock = threading.Lock()
+
 # Every object this project writes is encrypted at rest.
 SSE_ARGS: dict[str, str] = {"ServerSideEncryption": "AES256"}
 
 
 def client(service: str, settings: Settings) -> Any:
-    return boto3.session.Session().client(
-        service,
-        region_name=settings.aws_region,
-        endpoint_url=settings.aws_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        config=_BOTO_CONFIG,
-    )
+    """A boto3 client for ``settings``' endpoint, shared per process (clients are thread-safe
+    and take ~100 ms to build, more than a small delta takes to upload)."""
+    return _cached_client(service, settings.aws_region, settings.aws_endpoint_url,
+                          settings.aws_access_key_id, settings.aws_secret_access_key)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_client(service: str, region: str, endpoint_url: str | None, access_key_id: str | None,
+                   secret_access_key: str | None) -> Any:
+    with _client_lock:  # boto3 sessions are not thread-safe while they build clients
+        return boto3.session.Session().client(
+            service,
+            region_name=region,
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=_BOTO_CONFIG,
+        )
 
 
 def error_code(exc: BaseException) -> str:

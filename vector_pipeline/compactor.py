@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -46,6 +47,8 @@ from .snapshot_store import (
 )
 
 log = logging.getLogger(__name__)
+
+_FETCH_WORKERS = 6
 
 
 class CompactionStatus(str, Enum):
@@ -229,11 +232,12 @@ class ChromaCompactor:
         loaded: list[LoadedDelta] = []
         expected = None if base_manifest is None else (
             str(base_manifest["embedding_provider"]), int(base_manifest["dimension"]))
-        for ref in refs:
-            if ref.delta_id in state.applied_delta_ids:
-                candidate.already_applied.append(ref)
-                continue
-            delta = self._load_one(candidate, ref, scratch / ref.delta_id)
+        candidate.already_applied = [r for r in refs if r.delta_id in state.applied_delta_ids]
+        pending = [r for r in refs if r.delta_id not in state.applied_delta_ids]
+        # Small deltas are latency-bound: fetch several at once, then check them in id order.
+        with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
+            fetched = list(pool.map(lambda r: self._load_one(candidate, r, scratch / r.delta_id), pending))
+        for ref, delta in zip(pending, fetched):
             if delta is None:
                 continue
             try:
@@ -383,8 +387,8 @@ class ChromaCompactor:
         queue = DeltaQueue(self.settings) if receipt_handles else None
         handles = [receipt_handles[r.key] for r in done if r.key in receipt_handles]
         acked = queue.ack(handles) if queue and handles else 0
-        for ref in done:
-            self.move_delta(ref.key, ref.archive_key)
+        with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
+            list(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done))
         for key, reason in candidate.quarantined.items():
             self.quarantine(key, reason)
             if queue and key in receipt_handles:

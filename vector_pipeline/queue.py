@@ -21,6 +21,8 @@ from .delta import DeltaRef, InvalidDeltaError, parse_delta_key
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 1024
+# Queue URLs never change for a name; looking one up costs a request per delta otherwise.
+_queue_urls: dict[tuple[str | None, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,12 @@ class DeltaQueue:
                 "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))}
 
     def _queue_url(self, name: str) -> str:
+        cache_key = (self.settings.aws_endpoint_url, self.settings.aws_region, name)
+        if cache_key not in _queue_urls:
+            _queue_urls[cache_key] = self._lookup_queue_url(name)
+        return _queue_urls[cache_key]
+
+    def _lookup_queue_url(self, name: str) -> str:
         try:
             return str(self._sqs.get_queue_url(QueueName=name)["QueueUrl"])
         except Exception as exc:
