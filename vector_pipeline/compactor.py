@@ -38,7 +38,8 @@ from .delta import (
     ARCHIVE_PREFIX, DELTA_PREFIX, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError, LoadedDelta,
     check_collection_name, fetch_delta, parse_delta_key,
 )
-from .embeddings import check_same_embedding, EmbeddingMismatchError
+from .embeddings import EmbeddingMismatchError, check_same_embedding
+from .faults import checkpoint
 from .lock import CompactionLock, lock_id_for
 from .queue import DeltaQueue
 from .snapshot_store import (
@@ -136,6 +137,7 @@ class ChromaCompactor:
             log.info("compaction of %s skipped: another compactor holds the lock", collection_name)
             return CompactionResult(CompactionStatus.BUSY, collection_name)
         lock.start_heartbeat()
+        checkpoint(self.settings, "after_lock")
         try:
             result = self._compact_locked(delta_keys, collection_name, lock, receipt_handles or {})
         except Exception as exc:
@@ -158,6 +160,7 @@ class ChromaCompactor:
             already_applied=[r.key for r in candidate.already_applied], missing=candidate.missing,
             quarantined=candidate.quarantined, bytes_downloaded=candidate.bytes_downloaded)
         if candidate.manifest is not None:
+            checkpoint(self.settings, "after_upload")
             if lock.lost:
                 self.discard(candidate)
                 raise RuntimeError("lock lost before publish (heartbeat found another owner)")
@@ -170,6 +173,7 @@ class ChromaCompactor:
             result.version = candidate.version
             result.vector_count = int(candidate.manifest["vector_count"])
             result.bytes_uploaded = int(candidate.manifest.get("uploaded_bytes", 0))
+            checkpoint(self.settings, "after_publish")
         result.messages_acked = self.acknowledge(candidate, receipt_handles)
         return result
 
@@ -277,6 +281,7 @@ class ChromaCompactor:
             candidate.missing.append(ref.key)
             return None
         candidate.bytes_downloaded += int(delta.manifest.get("total_bytes", 0))
+        checkpoint(self.settings, "mid_download")
         return delta
 
     def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState,
@@ -307,6 +312,7 @@ class ChromaCompactor:
             candidate.expected_vector_count = (candidate.base_vector_count
                                                + len(set(upserts) - present) - len(deletes & present))
             self._apply_upserts(db, candidate.collection, upserts)
+            checkpoint(self.settings, "mid_merge")
             if deletes:
                 db.delete_vectors(candidate.collection, sorted(deletes))
             count = db.count(candidate.collection)
@@ -387,8 +393,10 @@ class ChromaCompactor:
         queue = DeltaQueue(self.settings) if receipt_handles else None
         handles = [receipt_handles[r.key] for r in done if r.key in receipt_handles]
         acked = queue.ack(handles) if queue and handles else 0
-        with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
-            list(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done))
+        for position, ref in enumerate(done):
+            if position == 1:
+                checkpoint(self.settings, "mid_archive")
+            self.move_delta(ref.key, ref.archive_key)
         for key, reason in candidate.quarantined.items():
             self.quarantine(key, reason)
             if queue and key in receipt_handles:

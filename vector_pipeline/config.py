@@ -20,6 +20,7 @@ defaults below.
 | OPENAI_API_KEY / OPENAI_EMBEDDING_MODEL | for the ``openai`` provider                    | - / text-embedding-3-small |
 | HNSW_SEARCH_EF / HNSW_CONSTRUCTION_EF / HNSW_M | HNSW settings of new collections        | 100 / 200 / 16 |
 | VECTOR_COLLECTIONS           | collections the Dagster layer builds assets and jobs for  | words,lines |
+| VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class Settings:
     hnsw: HnswSettings = HnswSettings()
     # Collections the Dagster layer builds snapshot assets and jobs for.
     collections: tuple[str, ...] = ("words", "lines")
+    # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
+    fault: str | None = None
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -119,6 +122,7 @@ class Settings:
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_embedding_model=env.get("OPENAI_EMBEDDING_MODEL", defaults.openai_embedding_model),
             hnsw=hnsw,
+            fault=env.get("VECTOR_PIPELINE_FAULT") or None,
             collections=tuple(c.strip() for c in env.get("VECTOR_COLLECTIONS", "words,lines").split(",") if c.strip()),
         )
 

@@ -30,6 +30,7 @@ from typing import Any
 from . import manifest as mf
 from .aws import SSE_ARGS, client, error_code
 from .config import Settings
+from .faults import checkpoint
 from .transfer import TransferItem, download_files, upload_files
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,8 @@ class SnapshotStore:
                 key = prefix + entry.path
                 to_send.append(TransferItem(local_dir / entry.path, key, entry.size))
             entries.append(mf.FileEntry(entry.path, entry.size, entry.sha256, key))
-        sent = upload_files(self.s3, self.bucket, to_send, f"version {manifest['collection']}/{manifest['version']}")
+        sent = upload_files(self.s3, self.bucket, to_send, f"version {manifest['collection']}/{manifest['version']}",
+                            on_file_done=lambda done: done == 1 and checkpoint(self.settings, "mid_upload"))
         manifest = {**manifest, "files": [e.as_dict() for e in entries],
                     "total_bytes": sum(e.size for e in entries), "uploaded_bytes": sent,
                     "reused_files": len(entries) - len(to_send)}

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from boto3.s3.transfer import TransferConfig
 
@@ -59,9 +59,10 @@ class _Progress:
                 self._last_log = now
                 self._log(now)
 
-    def file_done(self) -> None:
+    def file_done(self) -> int:
         with self._lock:
             self.done_files += 1
+            return self.done_files
 
     def finish(self) -> float:
         now = time.monotonic()
@@ -78,7 +79,8 @@ class _Progress:
         )
 
 
-def upload_files(s3: Any, bucket: str, items: Sequence[TransferItem], what: str) -> int:
+def upload_files(s3: Any, bucket: str, items: Sequence[TransferItem], what: str,
+                 on_file_done: Callable[[int], None] | None = None) -> int:
     """Upload every item; returns the bytes sent. Raises on the first failure."""
     progress = _Progress(f"upload {what}:", sum(i.size for i in items), len(items))
 
@@ -87,7 +89,9 @@ def upload_files(s3: Any, bucket: str, items: Sequence[TransferItem], what: str)
             str(item.local_path), bucket, item.key,
             ExtraArgs=dict(SSE_ARGS), Config=_TRANSFER_CONFIG, Callback=progress.add_bytes,
         )
-        progress.file_done()
+        done = progress.file_done()
+        if on_file_done is not None:
+            on_file_done(done)
 
     _run_all(one, items)
     progress.finish()

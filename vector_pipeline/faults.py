@@ -1,0 +1,29 @@
+"""Fault injection for the reliability suite: kill or stop this process at a named step.
+
+Off unless ``VECTOR_PIPELINE_FAULT`` (``Settings.fault``) is ``crash:<step>`` (SIGKILL, as a
+power cut or OOM kill would) or ``pause:<step>`` (SIGSTOP, as a long GC pause or a frozen
+VM would). Steps, in compaction order: after_lock, mid_download, mid_merge, mid_upload,
+after_upload, after_publish, mid_archive.
+"""
+
+import logging
+import os
+import signal
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+STEPS = ("after_lock", "mid_download", "mid_merge", "mid_upload", "after_upload", "after_publish", "mid_archive")
+
+
+def checkpoint(settings: Settings, step: str) -> None:
+    if not settings.fault:
+        return
+    action, _, target = settings.fault.partition(":")
+    if target != step:
+        return
+    log.warning("fault injection: %s at %s (pid %d)", action, step, os.getpid())
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.kill(os.getpid(), signal.SIGKILL if action == "crash" else signal.SIGSTOP)

@@ -1,0 +1,57 @@
+"""Shared by the reliability tests: compactor subprocesses, invariants, the expected state."""
+
+import os
+import subprocess
+import sys
+
+from vector_pipeline.config import Settings
+from vector_pipeline.snapshot_store import SnapshotStore
+
+from ..conftest import all_keys
+
+
+def compactor_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VECTORS_", "DELTA_", "DYNAMODB_"))}
+    env.update(settings.local_aws_environment())
+    env["VECTOR_PIPELINE_CACHE_DIR"] = settings.cache_dir
+    env["COMPACTION_LOCK_TTL_SECONDS"] = str(settings.lock_ttl_seconds)
+    env.update(extra)
+    return env
+
+
+def start_compactor(settings: Settings, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vector_pipeline.cli", "compact", *args],
+                            env=compactor_env(settings, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def assert_pointer_names_a_complete_version(settings: Settings, collection: str = "words") -> str | None:
+    store = SnapshotStore(settings)
+    pointer = store.read_pointer(collection)
+    if pointer is None:
+        return None
+    manifest = store.read_manifest(collection, pointer.version)
+    for entry in manifest["files"]:
+        head = store.s3.head_object(Bucket=store.bucket, Key=entry["key"])
+        assert head["ContentLength"] == entry["size"], entry
+    return pointer.version
+
+
+def applied_along_pointer_chain(settings: Settings, collection: str = "words") -> list[list[str]]:
+    """applied_delta_ids of every version from the pointer back to the first."""
+    store = SnapshotStore(settings)
+    pointer = store.read_pointer(collection)
+    chain, version = [], pointer.version if pointer else None
+    while version:
+        manifest = store.read_manifest(collection, version)
+        chain.append(list(manifest["applied_delta_ids"]))
+        version = manifest.get("parent_version")
+    return chain
+
+
+def assert_each_delta_applied_once(settings: Settings, expected_delta_ids: set[str], collection: str = "words") -> None:
+    chain = applied_along_pointer_chain(settings, collection)
+    flat = [delta_id for applied in chain for delta_id in applied]
+    assert len(flat) == len(set(flat)), "a delta was applied twice along the pointer chain"
+    assert set(flat) == expected_delta_ids, "a delta was lost"
+    assert all_keys(settings, f"delta/{collection}/") == []
