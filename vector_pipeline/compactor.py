@@ -36,7 +36,7 @@ from .chroma_client import ChromaDBClient
 from .config import HnswSettings, Settings
 from .delta import (
     ARCHIVE_PREFIX, DELTA_PREFIX, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError, LoadedDelta,
-    check_collection_name, fetch_delta, parse_delta_key,
+    check_collection_name, delta_id_time, fetch_delta, parse_delta_key,
 )
 from .embeddings import EmbeddingMismatchError, check_same_embedding
 from .faults import checkpoint
@@ -121,6 +121,8 @@ class ChromaCompactor:
         self.store = SnapshotStore(self.settings)
         self.s3 = self.store.s3
         self.cache_root = Path(self.settings.cache_dir) / "compactor" / self.bucket
+        # Past this age a delta without manifest is poison, not an upload in progress.
+        self.missing_manifest_grace_seconds = 4 * self.settings.lock_ttl_seconds
 
     # -- the whole protocol ----------------------------------------------------------------
 
@@ -277,8 +279,13 @@ class ChromaCompactor:
             candidate.quarantined[ref.key] = exc.reason
             return None
         except FileNotFoundError:
-            log.warning("delta %s has no manifest (not written yet, or lost): left for later", ref.key)
-            candidate.missing.append(ref.key)
+            age = time.time() - delta_id_time(ref.delta_id).timestamp()
+            if age > self.missing_manifest_grace_seconds:
+                # A producer that died mid-upload, or a message for a delta that never existed.
+                candidate.quarantined[ref.key] = f"no manifest {age:.0f}s after the delta was created"
+            else:
+                log.warning("delta %s has no manifest yet (%.0fs old): left for later", ref.key, age)
+                candidate.missing.append(ref.key)
             return None
         candidate.bytes_downloaded += int(delta.manifest.get("total_bytes", 0))
         checkpoint(self.settings, "mid_download")
@@ -481,12 +488,24 @@ class ChromaCompactor:
                 by_collection.setdefault(parse_delta_key(key).collection, {}).setdefault(key, "")
         results = []
         for collection, handles in sorted(by_collection.items()):
+            if collection not in self.settings.collections:
+                results.append(self._refuse_unknown_collection(collection, handles, queue))
+                continue
             result = self.compact_deltas(list(handles), collection,
                                          receipt_handles={k: h for k, h in handles.items() if h})
             if result.status in (CompactionStatus.BUSY, CompactionStatus.FAILED):
                 queue.release(h for h in handles.values() if h)
             results.append(result)
         return results
+
+    def _refuse_unknown_collection(self, collection: str, handles: Mapping[str, str],
+                                   queue: DeltaQueue) -> CompactionResult:
+        reason = f"collection {collection!r} is not configured (VECTOR_COLLECTIONS={','.join(self.settings.collections)})"
+        for key, handle in handles.items():
+            self.quarantine(key, reason)
+            if handle:
+                queue.dead_letter(handle, _message_body(key), reason)
+        return CompactionResult(CompactionStatus.NOOP, collection, quarantined={k: reason for k in handles})
 
     def list_pending_delta_keys(self, collection_name: str | None = None) -> list[str]:
         """Complete deltas (manifest present) under ``delta/``: what reconciliation finds."""

@@ -244,37 +244,43 @@ def produce_embedding_delta(
 
 def upload_delta_directory(delta: ChromaDBClient, bucket: str, prefix: str = DELTA_PREFIX) -> str:
     """Close the delta client, write its manifest, upload files then the manifest."""
+    manifest = close_and_describe_delta(delta)
+    return upload_delta_files(delta.settings, bucket, delta.persist_directory, manifest, prefix)
+
+
+def close_and_describe_delta(delta: ChromaDBClient) -> dict[str, Any]:
+    """Release chroma and return the delta's manifest (files, sha256, counts, embedding)."""
     collection = delta.delta_collection
     if collection is None:
         raise ValueError("the delta is empty: nothing was upserted or deleted")
-    settings = delta.settings
-    delta_id = delta.delta_id or new_delta_id()
     upsert_count = delta.count(collection)
-    dimension = delta.dimension
-    hnsw = delta.hnsw.as_dict()
     delta.close()
-    directory = delta.persist_directory
-    files = mf.describe_files(directory)
-    key = delta_key_for(collection, delta_id, prefix)
-    manifest = {
+    files = mf.describe_files(delta.persist_directory)
+    return {
         "format": DELTA_FORMAT,
-        "delta_id": delta_id,
+        "delta_id": delta.delta_id or new_delta_id(),
         "collection": collection,
         "created_at": datetime.now(timezone.utc).isoformat(),
         "upsert_count": upsert_count,
         "delete_ids": list(delta.delete_ids),
         "delete_count": len(delta.delete_ids),
-        "dimension": dimension,
-        "embedding_provider": delta.embedding_provider_name or provider_name(settings),
+        "dimension": delta.dimension,
+        "embedding_provider": delta.embedding_provider_name or provider_name(delta.settings),
         "chromadb_version": chromadb.__version__,
-        "hnsw": hnsw,
+        "hnsw": delta.hnsw.as_dict(),
         "files": [entry.as_dict() for entry in files],
         "total_bytes": sum(entry.size for entry in files),
     }
+
+
+def upload_delta_files(settings: Settings, bucket: str, directory: Path, manifest: dict[str, Any],
+                       prefix: str = DELTA_PREFIX) -> str:
+    """Upload the listed files, then the manifest (its presence marks the delta complete)."""
+    key = delta_key_for(manifest["collection"], manifest["delta_id"], prefix)
     s3 = client("s3", settings)
-    items = [TransferItem(directory / e.path, key + e.path, e.size) for e in files]
+    items = [TransferItem(directory / e["path"], key + e["path"], int(e["size"])) for e in manifest["files"]]
     try:
-        upload_files(s3, bucket, items, f"delta {collection}/{delta_id}")
+        upload_files(s3, bucket, items, f"delta {manifest['collection']}/{manifest['delta_id']}")
         s3.put_object(Bucket=bucket, Key=key + mf.MANIFEST_NAME, Body=mf.dumps(manifest),
                       ContentType="application/json", **SSE_ARGS)
     except Exception as exc:
@@ -385,10 +391,18 @@ def load_delta(s3: Any, bucket: str, ref: DeltaRef, manifest: dict[str, Any], wo
 
 
 def _check_records(loaded: LoadedDelta) -> None:
+    """The same rules the producer applies, for deltas written by anything else."""
     if len(loaded.ids) != int(loaded.manifest.get("upsert_count", -1)):
         raise InvalidDeltaError(
             f"holds {len(loaded.ids)} vectors, manifest says {loaded.manifest.get('upsert_count')}",
             loaded.ref.key)
+    try:
+        _check_ids("id", list(loaded.ids))
+        _check_ids("delete id", loaded.delete_ids)
+        for position, metadata in enumerate(loaded.metadatas):
+            _check_metadata(position, metadata)
+    except ValueError as exc:
+        raise InvalidDeltaError(str(exc), loaded.ref.key) from None
     for vector in loaded.embeddings:
         if len(vector) != loaded.dimension:
             raise InvalidDeltaError(

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 MANIFEST_NAME = "manifest.json"
 # A manifest is a few KB; anything past this is refused before it is parsed.
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _HASH_CHUNK = 4 * 1024 * 1024
 
 

@@ -18,9 +18,11 @@ from typing import Any, Sequence
 from .chroma_client import ChromaDBClient
 from .config import Settings
 from .embeddings import EmbeddingProvider, check_same_embedding, provider_from_settings
-from .snapshot_store import CHROMA_DIR, SnapshotNotFoundError, SnapshotStore
+from .snapshot_store import CHROMA_DIR, Pointer, SnapshotNotFoundError, SnapshotStore
 
 log = logging.getLogger(__name__)
+
+_MAX_POINTER_MOVES = 5
 
 
 class SnapshotReader:
@@ -41,22 +43,36 @@ class SnapshotReader:
     def refresh(self) -> ChromaDBClient:
         """Follow the pointer: download and open its version if it is not the open one."""
         with self._lock:
-            pointer = self.store.read_pointer(self.collection)
-            if pointer is None:
-                raise SnapshotNotFoundError(
-                    f"collection {self.collection!r} has no published snapshot in s3://{self.store.bucket}")
-            if self.client is not None and pointer.version == self.version:
-                return self.client
-            manifest = self.store.read_manifest(self.collection, pointer.version)
-            version_dir = self.store.download_version(manifest, self.root)
-            client = ChromaDBClient(version_dir / CHROMA_DIR, mode="read", settings=self.settings)
-            previous, previous_version = self.client, self.version
-            self.client, self.version, self.manifest = client, pointer.version, manifest
-            if previous is not None:
-                previous.close()
-            self._prune_local_versions(keep={pointer.version, previous_version})
-            log.info("reader of %s now on version %s", self.collection, self.version)
-            return client
+            for attempt in range(_MAX_POINTER_MOVES):
+                pointer = self.store.read_pointer(self.collection)
+                if pointer is None:
+                    raise SnapshotNotFoundError(
+                        f"collection {self.collection!r} has no published snapshot in s3://{self.store.bucket}")
+                if self.client is not None and pointer.version == self.version:
+                    return self.client
+                try:
+                    return self._switch_to(pointer)
+                except Exception:
+                    # The version vanished under us (GC after the pointer moved on): follow the
+                    # pointer again. If it did not move, the failure is real.
+                    moved = self.store.read_pointer(self.collection)
+                    if moved is None or moved.version == pointer.version or attempt == _MAX_POINTER_MOVES - 1:
+                        raise
+                    log.warning("version %s went away while downloading; following the pointer to %s",
+                                pointer.version, moved.version)
+            raise AssertionError("unreachable")
+
+    def _switch_to(self, pointer: Pointer) -> ChromaDBClient:
+        manifest = self.store.read_manifest(self.collection, pointer.version)
+        version_dir = self.store.download_version(manifest, self.root)
+        client = ChromaDBClient(version_dir / CHROMA_DIR, mode="read", settings=self.settings)
+        previous, previous_version = self.client, self.version
+        self.client, self.version, self.manifest = client, pointer.version, manifest
+        if previous is not None:
+            previous.close()
+        self._prune_local_versions(keep={pointer.version, previous_version})
+        log.info("reader of %s now on version %s", self.collection, self.version)
+        return client
 
     def query(self, query_texts: Sequence[str] | None, query_embeddings: Sequence[Sequence[float]] | None,
               n_results: int, where: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""Deltas written by something other than our producer: valid chroma data with a hostile or
+broken twist, uploaded the way a producer would (files, then manifest) and announced."""
+
+import json
+import sqlite3
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from vector_pipeline.aws import SSE_ARGS, client
+from vector_pipeline.chroma_client import ChromaDBClient
+from vector_pipeline.config import Settings
+from vector_pipeline.delta import close_and_describe_delta, delta_key_for, new_delta_id
+from vector_pipeline.manifest import dumps, sha256_of
+from vector_pipeline.queue import DeltaQueue
+
+
+def craft_delta(settings: Settings, *, ids: list[str] | None = None, dimension: int = 8, collection: str = "words",
+                files: Callable[[Path, dict[str, Any]], None] | None = None,
+                manifest: Callable[[dict[str, Any]], None] | None = None, delta_id: str | None = None,
+                upload_manifest: bool = True, raw_manifest: bytes | None = None) -> str:
+    ids = ids or ["p0"]
+    workdir = Path(tempfile.mkdtemp(prefix="vp-craft-")) / "chroma"
+    delta = ChromaDBClient(workdir, mode="delta", settings=settings)
+    delta.delta_id = delta_id or new_delta_id()
+    delta.upsert_vectors(collection, ids, np.random.default_rng(0).random((len(ids), dimension)).tolist())
+    described = close_and_describe_delta(delta)
+    if files:
+        files(workdir, described)
+    if manifest:
+        manifest(described)
+    key = delta_key_for(collection, delta.delta_id)
+    s3 = client("s3", settings)
+    for local in sorted(p for p in workdir.rglob("*") if p.is_file()):  # the real files, as a producer would
+        relative = local.relative_to(workdir).as_posix()
+        s3.upload_file(str(local), settings.vectors_bucket, key + relative, ExtraArgs=SSE_ARGS)
+    if upload_manifest:
+        body = raw_manifest if raw_manifest is not None else dumps(described)
+        s3.put_object(Bucket=settings.vectors_bucket, Key=key + "manifest.json", Body=body, **SSE_ARGS)
+    DeltaQueue(settings).send({"delta_key": key, "collection": collection, "delta_id": delta.delta_id})
+    return key
+
+
+def rehash(workdir: Path, described: dict[str, Any], path: str) -> None:
+    """Make the manifest agree with a file changed on purpose (so only deeper checks catch it)."""
+    for entry in described["files"]:
+        if entry["path"] == path:
+            entry["size"] = (workdir / path).stat().st_size
+            entry["sha256"] = sha256_of(workdir / path)
+
+
+def truncate_sqlite(workdir: Path, described: dict[str, Any]) -> None:
+    with open(workdir / "chroma.sqlite3", "r+b") as handle:
+        handle.truncate(4096)
+    rehash(workdir, described, "chroma.sqlite3")
+
+
+def nan_embeddings(workdir: Path, described: dict[str, Any]) -> None:
+    with sqlite3.connect(workdir / "chroma.sqlite3") as db:
+        dimension = described["dimension"]
+        db.execute("UPDATE embeddings_queue SET vector = ?", (struct.pack(f"{dimension}f", *[float("nan")] * dimension),))
+    rehash(workdir, described, "chroma.sqlite3")
+
+
+def corrupt_a_file(workdir: Path, described: dict[str, Any]) -> None:
+    with open(workdir / "chroma.sqlite3", "ab") as handle:
+        handle.write(b"\0garbage")
+
+
+def dead_letter_reasons(settings: Settings) -> dict[str, str]:
+    """delta_key → reason of every message on the dead-letter queue."""
+    queue = DeltaQueue(settings)
+    sqs = client("sqs", settings)
+    reasons: dict[str, str] = {}
+    for _ in range(20):
+        got = sqs.receive_message(QueueUrl=queue.dead_letter_url, MaxNumberOfMessages=10,
+                                  MessageAttributeNames=["All"], VisibilityTimeout=60).get("Messages", [])
+        if not got:
+            break
+        for message in got:
+            try:
+                key = json.loads(message["Body"]).get("delta_key", message["Body"])
+            except ValueError:
+                key = message["Body"]
+            reasons[str(key)] = message.get("MessageAttributes", {}).get("reason", {}).get("StringValue", "")
+    return reasons

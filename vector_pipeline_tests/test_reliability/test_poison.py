@@ -1,0 +1,77 @@
+"""Poison deltas (14 kinds) in one batch with good ones: each is quarantined beside a
+reason object, its message goes to the dead-letter queue with the reason, and the good
+deltas of the same batch still land. Malformed messages go to the dead-letter queue too."""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
+from vector_pipeline.aws import client
+from vector_pipeline.config import Settings
+from vector_pipeline.delta import new_delta_id
+from vector_pipeline.manifest import MAX_MANIFEST_BYTES
+from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.reader import close_readers
+
+from ..conftest import all_keys, vectors
+from .crafting import corrupt_a_file, craft_delta, dead_letter_reasons, nan_embeddings, truncate_sqlite
+
+TWO_HOURS_AGO_MS = int((datetime.now(timezone.utc) - timedelta(hours=2)).timestamp() * 1000)
+
+
+def _poison(settings: Settings) -> dict[str, tuple[str, str]]:
+    """kind → (delta key, a word its quarantine reason must contain)."""
+    huge = {"padding": "x" * (MAX_MANIFEST_BYTES + 1024)}
+    return {
+        "no manifest": (craft_delta(settings, upload_manifest=False, delta_id=new_delta_id(TWO_HOURS_AGO_MS)),
+                        "no manifest"),
+        "manifest without files": (craft_delta(settings, manifest=lambda m: m.update(files=[])), "no files"),
+        "checksum mismatch": (craft_delta(settings, files=corrupt_a_file), "checksum"),
+        "truncated sqlite": (craft_delta(settings, files=truncate_sqlite), "unreadable"),
+        "wrong dimension": (craft_delta(settings, dimension=4), "4-d"),
+        "NaN embeddings": (craft_delta(settings, files=nan_embeddings), "NaN"),
+        "over-long id": (craft_delta(settings, ids=["x" * 600]), "characters"),
+        "bad delete ids": (craft_delta(settings, manifest=lambda m: m.update(delete_ids=["ok", 5])), "delete_ids"),
+        "unknown collection": (craft_delta(settings, collection="receipts"), "not configured"),
+        "zip-bomb-sized manifest": (craft_delta(settings, manifest=lambda m: m.update(huge)), "bytes"),
+        "path with ..": (craft_delta(settings, manifest=lambda m: m["files"].append(
+            {"path": "../../../escape", "size": 1, "sha256": "0" * 64})), "unsafe path"),
+        "absolute path": (craft_delta(settings, manifest=lambda m: m["files"].append(
+            {"path": "/tmp/escape", "size": 1, "sha256": "0" * 64})), "unsafe path"),
+        "manifest of another delta": (craft_delta(settings, manifest=lambda m: m.update(delta_id=new_delta_id())),
+                                      "another delta"),
+        "manifest not JSON": (craft_delta(settings, raw_manifest=b"{not json"), "not valid JSON"),
+    }
+
+
+def test_poison_deltas_are_quarantined_and_dead_lettered_while_good_ones_land(
+        settings: Settings, rng: np.random.Generator) -> None:
+    produce_embedding_delta(["base"], vectors(rng, 1), settings=settings)
+    assert ChromaCompactor(settings=settings).compact_pending()[0].status == "ok"
+    poison = _poison(settings)
+    good = [produce_embedding_delta([f"good{i}"], vectors(rng, 1), settings=settings)["delta_key"] for i in range(2)]
+    sqs, queue = client("sqs", settings), DeltaQueue(settings)
+    for body in ('{"delta_key": "delta/words/../../etc/"}', '{"delta_key": "/etc/passwd"}', "not json at all"):
+        sqs.send_message(QueueUrl=queue.url, MessageBody=body)
+
+    results = ChromaCompactor(settings=settings).compact_pending()
+
+    words = next(r for r in results if r.collection == "words")
+    assert words.status == "ok" and words.deltas_processed == len(good)
+    close_readers()
+    assert sorted(open_snapshot(settings=settings).get_vectors("words")["ids"]) == ["base", "good0", "good1"]
+    reasons = dead_letter_reasons(settings)
+    s3 = client("s3", settings)
+    for kind, (key, word) in poison.items():
+        delta_id = key.rstrip("/").rsplit("/", 1)[1]
+        collection = key.split("/")[1]
+        reason_key = f"quarantine/{collection}/{delta_id}/reason.json"
+        reason = json.loads(s3.get_object(Bucket=settings.vectors_bucket, Key=reason_key)["Body"].read())["reason"]
+        assert word in reason, f"{kind}: {reason}"
+        assert all_keys(settings, key) == [], f"{kind}: still under delta/"
+        assert word in reasons.get(key, ""), f"{kind}: message not dead-lettered with its reason"
+    assert {"delta/words/../../etc/", "/etc/passwd", "not json at all"} <= set(reasons)
+    assert queue.approximate_depth() == {"visible": 0, "in_flight": 0}
+    print(f"FIGURE poison kinds quarantined: {len(poison)}; malformed messages dead-lettered: 3")
