@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterable
 
 MANIFEST_NAME = "manifest.json"
@@ -66,7 +66,7 @@ def check_relative_path(relative: str) -> str:
         raise UnsafePathError(f"unsafe path in manifest: {relative!r}")
     if any(ord(ch) < 32 for ch in relative):
         raise UnsafePathError(f"control character in path: {relative!r}")
-    parts = PurePosixPath(relative).parts
+    parts = relative.split("/")
     if any(part in ("..", ".", "") for part in parts) or ":" in parts[0]:
         raise UnsafePathError(f"unsafe path in manifest: {relative!r}")
     return relative
