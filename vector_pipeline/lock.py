@@ -231,6 +231,9 @@ class CompactionLock:
             code = error_code(exc)
             if code == "ConditionalCheckFailedException":
                 raise _ConditionFailed() from None
+            if code in ("ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"):
+                raise LockTableError(
+                    f"lock table {self.table_name!r} still throttled after retries with backoff: {exc}") from exc
             if code == "ResourceNotFoundException":
                 raise LockTableError(
                     f"lock table {self.table_name!r} does not exist "
