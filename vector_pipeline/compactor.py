@@ -200,7 +200,7 @@ class ChromaCompactor:
             state = self._prepare_workdir(candidate, base_manifest, workdir)
             deltas = self._load_pending(candidate, delta_keys, state, base_manifest, workdir / ".deltas")
             if not deltas:
-                shutil.rmtree(workdir, ignore_errors=True)
+                self._return_to_cache(workdir, base_manifest)
                 return candidate
             if hnsw is None:
                 hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else self.settings.hnsw
@@ -213,6 +213,14 @@ class ChromaCompactor:
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+    def _return_to_cache(self, workdir: Path, base_manifest: dict[str, Any] | None) -> None:
+        """Nothing was merged: the work dir still holds the base version's exact bytes."""
+        if base_manifest is None or not is_local_copy_of(workdir, base_manifest):
+            shutil.rmtree(workdir, ignore_errors=True)
+            return
+        shutil.rmtree(workdir / ".deltas", ignore_errors=True)
+        workdir.rename(self.cache_root / str(base_manifest["collection"]) / str(base_manifest["version"]))
 
     def _prepare_workdir(self, candidate: Candidate, base_manifest: dict[str, Any] | None,
                          workdir: Path) -> MergeState:
@@ -236,7 +244,9 @@ class ChromaCompactor:
                       base_manifest: dict[str, Any] | None, scratch: Path) -> list[LoadedDelta]:
         refs = self._sorted_refs(candidate, delta_keys)
         loaded: list[LoadedDelta] = []
-        expected = None if base_manifest is None else (
+        # A collection whose versions never held a vector has no embedding yet: the first
+        # delta with upserts decides it.
+        expected = None if not base_manifest or not int(base_manifest.get("dimension", 0)) else (
             str(base_manifest["embedding_provider"]), int(base_manifest["dimension"]))
         candidate.already_applied = [r for r in refs if r.delta_id in state.applied_delta_ids]
         pending = [r for r in refs if r.delta_id not in state.applied_delta_ids]
@@ -362,8 +372,9 @@ class ChromaCompactor:
             "delta_deletes": sum(len(d.delete_ids) for d in deltas),
             "chromadb_version": chromadb.__version__,
             "hnsw": hnsw.as_dict(),
-            "dimension": int(base["dimension"]) if base else (first.dimension if first else 0),
-            "embedding_provider": str(base["embedding_provider"]) if base else (
+            "dimension": int(base["dimension"]) if base and int(base["dimension"]) else (
+                first.dimension if first else 0),
+            "embedding_provider": str(base["embedding_provider"]) if base and int(base["dimension"]) else (
                 first.embedding_provider if first else ""),
             "fence": fence,
             "lock_owner": lock_owner,
