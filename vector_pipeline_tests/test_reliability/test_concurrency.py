@@ -77,6 +77,8 @@ def test_four_compactors_in_a_loop_lose_no_update(settings: Settings, rng: np.ra
     got = open_snapshot(settings=settings).get_vectors("words", include=["documents"])
     assert dict(zip(got["ids"], got["documents"])) == expected
     assert sum(published) >= 2, f"the loops published {published}: no concurrency was exercised"
+    print(f"FIGURE concurrent compactors: {COMPACTORS} processes, {ROUNDS} deltas, publishes {published}, "
+          f"pointer versions {len(chain)}")
 
 
 def _stopped(pid: int) -> bool:

@@ -83,3 +83,5 @@ def test_readers_see_whole_versions_through_publishes_and_gc(settings: Settings,
         assert report["mixed"] == [], f"an answer mixed versions: {report['mixed']}"
         assert report["errors"] == 0
         assert report["answers"] > PUBLISHES and report["generations"] > 1
+    print(f"FIGURE readers under churn: {PUBLISHES} publishes, {READERS} readers, answers checked "
+          f"{[r['answers'] for r in reports]}, generations seen {[r['generations'] for r in reports]}, errors 0")
