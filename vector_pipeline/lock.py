@@ -1,6 +1,6 @@
 """The compaction lock: at most one live holder per collection, on DynamoDB.
 
-Invariant: a lock item names at most one owner whose ``expires`` lies in the future, and
+Invariant: a lock item names at most one owner whose ``expires_ms`` lies in the future, and
 only that owner can extend or release it. Acquire is one conditional write (item absent,
 released, or expired), so two acquirers can never both succeed for the same lifetime.
 
@@ -15,6 +15,7 @@ them.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -97,16 +98,12 @@ class CompactionLock:
                 "update_item",
                 TableName=self.table_name,
                 Key={"lock_id": {"S": self.lock_id}},
-                UpdateExpression="SET #owner = :owner, #expires = :expires, acquired_at = :now",
-                ConditionExpression=(
-                    "attribute_not_exists(lock_id) OR attribute_not_exists(#owner) OR #expires < :now"
-                ),
-                ExpressionAttributeNames={"#owner": "owner", "#expires": "expires"},
-                ExpressionAttributeValues={
-                    ":owner": {"S": self.owner},
-                    ":expires": {"N": str(int(expires))},
-                    ":now": {"N": str(int(now))},
-                },
+                UpdateExpression="SET #owner = :owner, #expires_ms = :expires_ms, #expires = :expires, "
+                                 "acquired_at = :now_ms",
+                ConditionExpression=("attribute_not_exists(lock_id) OR attribute_not_exists(#owner) "
+                                     "OR #expires_ms < :now_ms"),
+                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeValues={":owner": {"S": self.owner}, ":now_ms": _ms(now), **_expiry(expires)},
             )
         except _ConditionFailed:
             return False
@@ -125,13 +122,10 @@ class CompactionLock:
                 "update_item",
                 TableName=self.table_name,
                 Key={"lock_id": {"S": self.lock_id}},
-                UpdateExpression="SET #expires = :expires",
+                UpdateExpression="SET #expires_ms = :expires_ms, #expires = :expires",
                 ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner", "#expires": "expires"},
-                ExpressionAttributeValues={
-                    ":owner": {"S": self.owner},
-                    ":expires": {"N": str(int(expires))},
-                },
+                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeValues={":owner": {"S": self.owner}, **_expiry(expires)},
             )
         except _ConditionFailed:
             self.lost = True
@@ -146,9 +140,9 @@ class CompactionLock:
                 "update_item",
                 TableName=self.table_name,
                 Key={"lock_id": {"S": self.lock_id}},
-                UpdateExpression="REMOVE #owner SET #expires = :zero",
+                UpdateExpression="REMOVE #owner SET #expires = :zero, #expires_ms = :zero",
                 ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner", "#expires": "expires"},
+                ExpressionAttributeNames=_NAMES,
                 ExpressionAttributeValues={":owner": {"S": self.owner}, ":zero": {"N": "0"}},
             )
         except _ConditionFailed:
@@ -169,7 +163,7 @@ class CompactionLock:
         ).get("Item", {})
         return LockHolder(
             owner=item.get("owner", {}).get("S"),
-            expires=float(item.get("expires", {}).get("N", 0)),
+            expires=float(item.get("expires_ms", {}).get("N", 0)) / 1000,
             fence=int(fence_item.get("fence", {}).get("N", 0)),
         )
 
@@ -246,3 +240,16 @@ class CompactionLock:
 
 class _ConditionFailed(Exception):
     pass
+
+
+# ``expires_ms`` decides ownership to the millisecond; ``expires`` (whole seconds, rounded up)
+# is the table's TTL attribute, which lets DynamoDB remove locks of holders that died.
+_NAMES = {"#owner": "owner", "#expires": "expires", "#expires_ms": "expires_ms"}
+
+
+def _ms(seconds: float) -> dict[str, str]:
+    return {"N": str(int(seconds * 1000))}
+
+
+def _expiry(expires: float) -> dict[str, dict[str, str]]:
+    return {":expires_ms": _ms(expires), ":expires": {"N": str(math.ceil(expires))}}
