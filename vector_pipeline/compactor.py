@@ -411,10 +411,11 @@ class ChromaCompactor:
         queue = DeltaQueue(self.settings) if receipt_handles else None
         handles = [receipt_handles[r.key] for r in done if r.key in receipt_handles]
         acked = queue.ack(handles) if queue and handles else 0
-        for position, ref in enumerate(done):
-            if position == 1:
-                checkpoint(self.settings, "mid_archive")
-            self.move_delta(ref.key, ref.archive_key)
+        if done:
+            self.move_delta(done[0].key, done[0].archive_key)
+            checkpoint(self.settings, "mid_archive")
+        with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
+            list(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done[1:]))
         for key, reason in candidate.quarantined.items():
             self.quarantine(key, reason)
             if queue and key in receipt_handles:

@@ -20,6 +20,7 @@ defaults below.
 | OPENAI_API_KEY / OPENAI_EMBEDDING_MODEL | for the ``openai`` provider                    | - / text-embedding-3-small |
 | HNSW_SEARCH_EF / HNSW_CONSTRUCTION_EF / HNSW_M | HNSW settings of new collections        | 100 / 200 / 16 |
 | VECTOR_COLLECTIONS           | collections the Dagster layer builds assets and jobs for  | words,lines |
+| READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
 | VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
 """
 
@@ -83,6 +84,8 @@ class Settings:
     hnsw: HnswSettings = HnswSettings()
     # Collections the Dagster layer builds snapshot assets and jobs for.
     collections: tuple[str, ...] = ("words", "lines")
+    # Readers re-read the pointer at most this often (0: before every query).
+    reader_pointer_ttl_seconds: float = 1.0
     # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
     fault: str | None = None
 
@@ -123,6 +126,7 @@ class Settings:
             openai_embedding_model=env.get("OPENAI_EMBEDDING_MODEL", defaults.openai_embedding_model),
             hnsw=hnsw,
             fault=env.get("VECTOR_PIPELINE_FAULT") or None,
+            reader_pointer_ttl_seconds=float(env.get("READER_POINTER_TTL_SECONDS", defaults.reader_pointer_ttl_seconds)),
             collections=tuple(c.strip() for c in env.get("VECTOR_COLLECTIONS", "words,lines").split(",") if c.strip()),
         )
 

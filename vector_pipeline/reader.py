@@ -1,8 +1,8 @@
 """Readers: query the published version of a collection, from a local copy.
 
 Invariant: a reader answers from exactly one whole, checksummed version — the one the
-pointer named when the query started, or, while that one downloads, none (the call waits
-for it). It never lists prefixes and never writes: the local copy is opened in ``read``
+pointer named when it last read it (at most ``reader_pointer_ttl_seconds`` ago), or, while
+that one downloads, none (the call waits for it). It never lists prefixes and never writes: the local copy is opened in ``read``
 mode. One open client per (cache root, collection) is kept for the process, so a query on
 an unchanged pointer costs one small GET and a chroma query, not a download or an open.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,15 +40,19 @@ class SnapshotReader:
         self.client: ChromaDBClient | None = None
         self._provider: EmbeddingProvider | None = None
         self._lock = threading.Lock()
+        self._pointer_read_at = float("-inf")
 
     def refresh(self) -> ChromaDBClient:
         """Follow the pointer: download and open its version if it is not the open one."""
         with self._lock:
+            if self.client is not None and time.monotonic() - self._pointer_read_at < self.settings.reader_pointer_ttl_seconds:
+                return self.client  # the pointer was read moments ago: skip the GET
             for attempt in range(_MAX_POINTER_MOVES):
                 pointer = self.store.read_pointer(self.collection)
                 if pointer is None:
                     raise SnapshotNotFoundError(
                         f"collection {self.collection!r} has no published snapshot in s3://{self.store.bucket}")
+                self._pointer_read_at = time.monotonic()
                 if self.client is not None and pointer.version == self.version:
                     return self.client
                 try:

@@ -28,7 +28,9 @@ def moto_server() -> Iterator[MotoServer]:
 @pytest.fixture
 def settings(moto_server: MotoServer, tmp_path: Path) -> Iterator[Settings]:
     moto_server.reset()
-    configured = moto_server.settings(Settings(cache_dir=str(tmp_path / "cache"), lock_ttl_seconds=60))
+    # Readers follow the pointer on every query here, so tests see each publish at once.
+    configured = moto_server.settings(Settings(cache_dir=str(tmp_path / "cache"), lock_ttl_seconds=60,
+                                               reader_pointer_ttl_seconds=0))
     setup_resources(configured)
     logging.getLogger("vector_pipeline").setLevel(logging.INFO)
     yield configured

@@ -4,6 +4,7 @@ downloaded or corrupt version, and return documents and metadata exactly as writ
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,19 @@ def test_query_texts_refuse_a_collection_of_another_model(settings: Settings, rn
     _publish(settings, ["a"], vectors(rng, 1), embedding_provider="openai:text-embedding-3-small")
     with pytest.raises(ValueError, match="text-embedding-3-small"):
         query_snapshot(query_texts=["walmart"], snapshot_path=tmp_path, settings=settings)
+
+
+def test_pointer_is_reread_at_most_once_per_ttl(settings: Settings, rng: np.random.Generator, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    cached = settings.with_overrides(reader_pointer_ttl_seconds=0.5)
+    _publish(settings, ["a"], vectors(rng, 1))
+    assert open_snapshot(snapshot_path=tmp_path, settings=cached).count("words") == 1
+    _publish(settings, ["b"], vectors(rng, 1))
+    reads = []
+    original = SnapshotStore.read_pointer
+    monkeypatch.setattr(SnapshotStore, "read_pointer", lambda self, c: reads.append(c) or original(self, c))
+    assert open_snapshot(snapshot_path=tmp_path, settings=cached).count("words") == 1  # within the TTL
+    assert reads == []
+    time.sleep(0.6)
+    assert open_snapshot(snapshot_path=tmp_path, settings=cached).count("words") == 2  # the TTL passed
+    assert reads == ["words"]

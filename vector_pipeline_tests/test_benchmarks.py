@@ -1,0 +1,21 @@
+"""The benchmark suite runs end to end (tiny sizes) and writes its report; no timing is
+asserted here: speed is shown by the report, as ratios measured in one run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_suite_writes_results_and_report(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--sizes", "500", "--deltas", "1", "3",
+                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["snapshot_vectors"], r["deltas"]) for r in results["compaction"]] == [(500, 1), (500, 3)]
+    assert all(r["baseline_s"] > 0 and r["ours_warm_s"] > 0 for r in results["compaction"])
+    report = (tmp_path / "report.md").read_text()
+    assert "## Targets" in report and "baseline" in report
+    assert (tmp_path / "compaction_vs_snapshot.png").stat().st_size > 1000
