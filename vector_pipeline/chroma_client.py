@@ -160,6 +160,11 @@ class ChromaDBClient:
 
     # -- collection settings ----------------------------------------------------------------
 
+    def ensure_collection(self, collection_name: str) -> None:
+        """Create the collection (with this client's HNSW settings) if it does not exist."""
+        self._check_writable(collection_name)
+        self._collection(collection_name, create=True)
+
     def collection_names(self) -> list[str]:
         return sorted(c if isinstance(c, str) else c.name for c in self._client.list_collections())
 

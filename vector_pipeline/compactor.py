@@ -345,7 +345,7 @@ class ChromaCompactor:
     def _apply_upserts(self, db: ChromaDBClient, collection: str,
                        upserts: dict[str, tuple[LoadedDelta, int]]) -> None:
         if not upserts:
-            db._collection(collection, create=True)  # a version always holds its collection
+            db.ensure_collection(collection)  # a version always holds its collection
             return
         ids = list(upserts)
         picks = [upserts[i] for i in ids]

@@ -138,7 +138,11 @@ def query_snapshot(query_texts: Sequence[str] | None = None,
 
 def open_snapshot(collection_name: str = "words", snapshot_path: str | Path | None = None,
                   *, settings: Settings | None = None) -> ChromaDBClient:
-    """The published version as a read-mode client (the same local copy queries use)."""
+    """The published version as a read-mode client (the same local copy queries use).
+
+    The client stays valid until a later call of this process follows the pointer to a
+    newer version; call again for a fresh view rather than holding it across publishes.
+    """
     return _reader(collection_name, snapshot_path, settings).refresh()
 
 

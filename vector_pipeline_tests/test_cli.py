@@ -78,3 +78,19 @@ def test_demo_runs_on_its_own_embedded_aws(tmp_path: Path) -> None:
     walmart = next(line for line in result.stdout.splitlines() if line.startswith("query words 'walmart'"))
     assert "'WALMART' (WALMART SUPERCENTER" in walmart
     assert "round 2: compacted words: ok" in result.stdout
+
+
+def test_produce_reads_parquet(settings: Settings, tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": ["p0", "p1"], "embedding": [[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]],
+                          "document": ["first", "second"], "merchant": ["TARGET", "COSTCO"]})
+    source = tmp_path / "rows.parquet"
+    frame.to_parquet(source)
+    produced = run(settings, "produce", str(source), "--collection", "lines")
+    assert produced.returncode == 0, produced.stderr
+    assert run(settings, "compact", "--collection", "lines").returncode == 0
+    from vector_pipeline import open_snapshot
+
+    got = open_snapshot("lines", settings=settings).get_vectors("lines", include=["documents", "metadatas"])
+    assert dict(zip(got["ids"], got["metadatas"])) == {"p0": {"merchant": "TARGET"}, "p1": {"merchant": "COSTCO"}}
