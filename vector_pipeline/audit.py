@@ -8,6 +8,7 @@ sizes put on any change. A failing audit leaves readers on the previous version.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,10 @@ def audit_candidate(settings: Settings, candidate: Candidate) -> AuditReport:
         return AuditReport(True, facts={"note": "no new version: nothing pending"})
     manifest = candidate.manifest
     store = SnapshotStore(settings)
+    root = Path(settings.cache_dir) / "audit"
+    _drop_other_audited_versions(root / candidate.collection, keep=str(manifest["version"]))
     try:
-        local = store.download_version(manifest, Path(settings.cache_dir) / "audit")
+        local = store.download_version(manifest, root)
     except (IntegrityError, UnsafePathError) as exc:
         return AuditReport(False, {"files_match_manifest": False}, problem=f"candidate files: {exc}")
     with ChromaDBClient(local / CHROMA_DIR, mode="read", settings=settings) as db:
@@ -54,6 +57,14 @@ def audit_candidate(settings: Settings, candidate: Candidate) -> AuditReport:
     failed = [name for name, ok in checks.items() if not ok]
     return AuditReport(not failed, {k: bool(v) for k, v in checks.items()}, facts,
                        problem=f"failed: {', '.join(failed)}" if failed else "")
+
+
+def _drop_other_audited_versions(collection_root: Path, keep: str) -> None:
+    """One audited copy per collection: the publish step re-audits the same candidate."""
+    if collection_root.is_dir():
+        for child in collection_root.iterdir():
+            if child.name != keep:
+                shutil.rmtree(child, ignore_errors=True)
 
 
 def _published_count(store: SnapshotStore, candidate: Candidate) -> int:

@@ -176,7 +176,11 @@ class ChromaCompactor:
             result.vector_count = int(candidate.manifest["vector_count"])
             result.bytes_uploaded = int(candidate.manifest.get("uploaded_bytes", 0))
             checkpoint(self.settings, "after_publish")
-        result.messages_acked = self.acknowledge(candidate, receipt_handles)
+        try:
+            result.messages_acked = self.acknowledge(candidate, receipt_handles)
+        except Exception as exc:  # published all the same: redelivery acks and archives later
+            log.exception("acknowledging after publish failed")
+            result.error = f"published; acknowledging failed (redelivery will finish it): {exc}"
         return result
 
     # -- write ---------------------------------------------------------------------------------
@@ -390,12 +394,14 @@ class ChromaCompactor:
             raise ValueError("nothing to publish")
         outcome = self.store.publish(candidate.manifest, candidate.pointer_etag)
         if outcome is PublishOutcome.PUBLISHED and candidate.local_dir is not None:
-            self._drop_other_cached_versions(candidate.collection, keep=None)
-            mark_local_copy(candidate.local_dir, candidate.manifest)
-            candidate.local_dir.rename(self.cache_root / candidate.collection / str(candidate.version))
-            candidate.local_dir = None
-        else:
-            self.discard(candidate)
+            try:  # only a warm cache for the next run: a failure here must not undo the publish
+                self._drop_other_cached_versions(candidate.collection, keep=None)
+                mark_local_copy(candidate.local_dir, candidate.manifest)
+                candidate.local_dir.rename(self.cache_root / candidate.collection / str(candidate.version))
+                candidate.local_dir = None
+            except OSError:
+                log.warning("could not keep %s as the warm cache", candidate.version, exc_info=True)
+        self.discard(candidate)
         return outcome
 
     def discard(self, candidate: Candidate) -> None:
@@ -463,8 +469,8 @@ class ChromaCompactor:
         scratch = Path(tempfile.mkdtemp(prefix="vp-validate-"))
         try:
             delta = fetch_delta(self.s3, self.bucket, ref, scratch)
-            if pointer is not None and delta.ids:
-                published = self.store.read_manifest(ref.collection, pointer.version)
+            published = None if pointer is None else self.store.read_manifest(ref.collection, pointer.version)
+            if published is not None and delta.ids and int(published.get("dimension", 0)):
                 check_same_embedding(ref.key, delta.embedding_provider, delta.dimension,
                                      str(published["embedding_provider"]), int(published["dimension"]))
             return delta

@@ -220,13 +220,13 @@ def produce_embedding_delta(
     metadatas = None if metadatas is None else [m or None for m in metadatas]
     workdir = Path(tempfile.mkdtemp(prefix="vp-delta-"))
     try:
-        delta = ChromaDBClient(workdir / "chroma", mode="delta", settings=settings)
-        delta.embedding_provider_name = embedding_provider or provider_name(settings)
-        if ids:
-            delta.upsert_vectors(collection_name, ids, embeddings, documents, metadatas)
-        if delete_ids:
-            delta.delete_vectors(collection_name, delete_ids)
-        delta_key = delta.persist_and_upload_delta(settings.vectors_bucket)
+        with ChromaDBClient(workdir / "chroma", mode="delta", settings=settings) as delta:
+            delta.embedding_provider_name = embedding_provider or provider_name(settings)
+            if ids:
+                delta.upsert_vectors(collection_name, ids, embeddings, documents, metadatas)
+            if delete_ids:
+                delta.delete_vectors(collection_name, delete_ids)
+            delta_key = delta.persist_and_upload_delta(settings.vectors_bucket)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ref = parse_delta_key(delta_key)

@@ -100,8 +100,9 @@ class CompactionLock:
                 Key={"lock_id": {"S": self.lock_id}},
                 UpdateExpression="SET #owner = :owner, #expires_ms = :expires_ms, #expires = :expires, "
                                  "acquired_at = :now_ms",
+                # "= :owner": botocore may retry a write whose answer was lost; it is ours.
                 ConditionExpression=("attribute_not_exists(lock_id) OR attribute_not_exists(#owner) "
-                                     "OR #expires_ms < :now_ms"),
+                                     "OR #expires_ms < :now_ms OR #owner = :owner"),
                 ExpressionAttributeNames=_NAMES,
                 ExpressionAttributeValues={":owner": {"S": self.owner}, ":now_ms": _ms(now), **_expiry(expires)},
             )
@@ -109,7 +110,11 @@ class CompactionLock:
             return False
         self.expires = expires
         self.lost = False
-        self.fence = self._next_fence()
+        try:
+            self.fence = self._next_fence()
+        except Exception:
+            self.release()
+            raise
         log.info("lock %s acquired (owner %s, fence %s, expires in %ss)",
                  self.lock_id, self.owner[:8], self.fence, self.ttl_seconds)
         return True

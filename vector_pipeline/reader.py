@@ -41,6 +41,7 @@ class SnapshotReader:
         self._provider: EmbeddingProvider | None = None
         self._lock = threading.Lock()
         self._pointer_read_at = float("-inf")
+        self._retired: tuple[ChromaDBClient, str | None] | None = None
 
     def refresh(self) -> ChromaDBClient:
         """Follow the pointer: download and open its version if it is not the open one."""
@@ -71,11 +72,13 @@ class SnapshotReader:
         manifest = self.store.read_manifest(self.collection, pointer.version)
         version_dir = self.store.download_version(manifest, self.root)
         client = ChromaDBClient(version_dir / CHROMA_DIR, mode="read", settings=self.settings)
-        previous, previous_version = self.client, self.version
+        # A query of another thread may still be running on the previous client: it is
+        # closed one switch later, and its files are kept until then.
+        if self._retired is not None:
+            self._retired[0].close()
+        self._retired = None if self.client is None else (self.client, self.version)
         self.client, self.version, self.manifest = client, pointer.version, manifest
-        if previous is not None:
-            previous.close()
-        self._prune_local_versions(keep={pointer.version, previous_version})
+        self._prune_local_versions(keep={pointer.version, self._retired[1] if self._retired else None})
         log.info("reader of %s now on version %s", self.collection, self.version)
         return client
 
@@ -105,10 +108,10 @@ class SnapshotReader:
 
     def close(self) -> None:
         with self._lock:
-            if self.client is not None:
-                self.client.close()
-                self.client = None
-                self.version = None
+            for client in (self.client, self._retired[0] if self._retired else None):
+                if client is not None:
+                    client.close()
+            self.client, self.version, self._retired = None, None, None
 
 
 _readers: dict[tuple[str, str, str, str | None], SnapshotReader] = {}

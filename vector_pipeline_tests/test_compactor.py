@@ -194,3 +194,14 @@ def test_batches_larger_than_chroma_max_batch_size(settings: Settings, rng: np.r
     key = produce_embedding_delta(ids, vectors(rng, len(ids), dimension=4), settings=settings)["delta_key"]
     result = ChromaCompactor(settings=settings).compact_deltas([key], "words")
     assert result.status == "ok" and result.vector_count == 6000
+
+
+def test_validation_accepts_vectors_after_a_version_that_held_none(settings: Settings, rng: np.random.Generator) -> None:
+    from vector_pipeline.delta import parse_delta_key
+
+    compactor = ChromaCompactor(settings=settings)
+    tombstones = produce_embedding_delta([], [], delete_ids=["gone"], settings=settings)["delta_key"]
+    assert compactor.compact_deltas([tombstones], "words").vector_count == 0
+    key = produce(settings, ["a"], rng)["delta_key"]
+    assert compactor.validate_delta(parse_delta_key(key)).ids == ["a"]
+    assert compactor.compact_deltas([key], "words").vector_count == 1

@@ -97,3 +97,11 @@ def test_missing_table_is_a_clear_error(settings: Settings) -> None:
     lock = CompactionLock("chroma-words-snapshot", table_name="no-such-table", settings=settings)
     with pytest.raises(LockTableError, match="no-such-table"):
         lock.acquire()
+
+
+def test_acquire_retried_by_the_same_owner_succeeds(settings: Settings) -> None:
+    """botocore may resend a write whose answer was lost: the lock is then already ours."""
+    lock = _lock(settings)
+    assert lock.acquire()
+    assert lock.acquire()
+    assert _lock(settings).acquire() is False

@@ -8,7 +8,6 @@ collection, none while one is queued or running for it.
 """
 
 
-import hashlib
 import json
 from typing import Any
 
@@ -64,10 +63,11 @@ def _compaction_request(context: dg.SensorEvaluationContext, settings: Settings,
     if active:
         context.log.info(f"{collection}: a compaction is queued or running; its deltas wait for the next tick")
         return None
-    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
     handles = {k: receipt_handles[k] for k in keys if k in receipt_handles}
+    # No run_key: Dagster never re-requests a key whose run failed, and the active-run check
+    # above already keeps one compaction per collection.
     return dg.RunRequest(
-        job_name=compaction_job_name(collection), run_key=f"compact:{collection}:{digest}",
+        job_name=compaction_job_name(collection),
         tags={COMPACTION_TAG: collection, "vector_pipeline/deltas": str(len(keys))},
         run_config={"ops": {candidate_op_name(collection): {"config": {
             "delta_keys": keys, "receipt_handles": handles}}}})

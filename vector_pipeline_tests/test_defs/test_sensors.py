@@ -73,3 +73,14 @@ def test_known_partitions_are_not_added_again(
 def test_empty_queue_skips(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings) -> None:
     result = _evaluate(defs, instance, "delta_queue_sensor")
     assert not result.run_requests and "no new deltas" in str(result.skip_message)
+
+
+def test_compaction_is_requested_again_after_a_failed_run(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    produce_embedding_delta(["w"], vectors(rng, 1), settings=settings, notify=False)
+    first = _evaluate(defs, instance, "delta_reconciliation_sensor")
+    assert "compact_words" in [r.job_name for r in first.run_requests]
+    instance.create_run_for_job(defs.resolve_job_def("compact_words"), status=dg.DagsterRunStatus.FAILURE,
+                                run_config={})
+    again = _evaluate(defs, instance, "delta_reconciliation_sensor")
+    assert "compact_words" in [r.job_name for r in again.run_requests]
