@@ -37,12 +37,23 @@ def _upload_dir(s3: Any, bucket: str, source: Path, prefix: str) -> int:
     return moved
 
 
-def baseline_compaction(s3: Any, bucket: str, snapshot_prefix: str, delta_prefixes: list[str],
+def _download_files(s3: Any, bucket: str, files: list[tuple[str, str]], target: Path) -> int:
+    moved = 0
+    for key, relative in files:
+        local = target / relative
+        local.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, key, str(local))
+        moved += local.stat().st_size
+    return moved
+
+
+def baseline_compaction(s3: Any, bucket: str, snapshot_files: list[tuple[str, str]], delta_prefixes: list[str],
                         collection: str) -> dict[str, float]:
-    """Returns seconds and bytes moved; the result lands under baseline/snapshot/."""
+    """``snapshot_files``: (key, relative path) of every file of the current snapshot.
+    Returns seconds and bytes moved; the result lands under baseline/snapshot/."""
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="baseline-"))
-    moved = _download_prefix(s3, bucket, snapshot_prefix, work / "snapshot")
+    moved = _download_files(s3, bucket, snapshot_files, work / "snapshot")
     chroma_dir = work / "snapshot" / "chroma"
     snapshot = chromadb.PersistentClient(path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False))
     target = snapshot.get_or_create_collection(collection, embedding_function=None)

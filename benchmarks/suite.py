@@ -16,7 +16,7 @@ import numpy as np
 from vector_pipeline import ChromaCompactor, ChromaDBClient, produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.reader import SnapshotReader
-from vector_pipeline.snapshot_store import CHROMA_DIR, SnapshotStore, version_prefix
+from vector_pipeline.snapshot_store import CHROMA_DIR, SnapshotStore
 
 from .baseline import baseline_compaction
 
@@ -87,9 +87,10 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
         warm = ChromaCompactor(settings=work.settings)
         for count in delta_counts:
             keys = [work.delta(collection) for _ in range(count)]
-            pointer = store.read_pointer(collection)
-            base = baseline_compaction(store.s3, store.bucket, version_prefix(collection, pointer.version),
-                                       keys, collection)
+            manifest = store.read_manifest(collection, store.read_pointer(collection).version)
+            # The whole snapshot, wherever its files live (ours reuses unchanged parent files).
+            files = [(entry["key"], entry["path"]) for entry in manifest["files"]]
+            base = baseline_compaction(store.s3, store.bucket, files, keys, collection)
             result = warm.compact_deltas(keys, collection)
             assert result.status == "ok", result
             cold_keys = [work.delta(collection) for _ in range(count)]
