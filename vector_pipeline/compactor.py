@@ -248,10 +248,7 @@ class ChromaCompactor:
                       base_manifest: dict[str, Any] | None, scratch: Path) -> list[LoadedDelta]:
         refs = self._sorted_refs(candidate, delta_keys)
         loaded: list[LoadedDelta] = []
-        # A collection whose versions never held a vector has no embedding yet: the first
-        # delta with upserts decides it.
-        expected = None if not base_manifest or not int(base_manifest.get("dimension", 0)) else (
-            str(base_manifest["embedding_provider"]), int(base_manifest["dimension"]))
+        expected = collection_embedding(base_manifest)
         candidate.already_applied = [r for r in refs if r.delta_id in state.applied_delta_ids]
         pending = [r for r in refs if r.delta_id not in state.applied_delta_ids]
         # Small deltas are latency-bound: fetch several at once, then check them in id order.
@@ -363,6 +360,8 @@ class ChromaCompactor:
     def _manifest(self, candidate: Candidate, deltas: list[LoadedDelta], count: int, hnsw: HnswSettings,
                   base: dict[str, Any] | None, fence: int | None, lock_owner: str | None) -> dict[str, Any]:
         first = next((d for d in deltas if d.ids), None)
+        embedding = collection_embedding(base) or (
+            (first.embedding_provider, first.dimension) if first else ("", 0))
         return {
             "format": SNAPSHOT_FORMAT,
             "collection": candidate.collection,
@@ -376,10 +375,8 @@ class ChromaCompactor:
             "delta_deletes": sum(len(d.delete_ids) for d in deltas),
             "chromadb_version": chromadb.__version__,
             "hnsw": hnsw.as_dict(),
-            "dimension": int(base["dimension"]) if base and int(base["dimension"]) else (
-                first.dimension if first else 0),
-            "embedding_provider": str(base["embedding_provider"]) if base and int(base["dimension"]) else (
-                first.embedding_provider if first else ""),
+            "embedding_provider": embedding[0],
+            "dimension": embedding[1],
             "fence": fence,
             "lock_owner": lock_owner,
             "chroma_dir": CHROMA_DIR,
@@ -422,11 +419,16 @@ class ChromaCompactor:
             checkpoint(self.settings, "mid_archive")
         with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
             list(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done[1:]))
-        for key, reason in candidate.quarantined.items():
-            self.quarantine(key, reason)
-            if queue and key in receipt_handles:
-                queue.dead_letter(receipt_handles[key], _message_body(key), reason)
+        self._quarantine_all(candidate.quarantined, receipt_handles, queue)
         return acked
+
+    def _quarantine_all(self, reasons: Mapping[str, str], receipt_handles: Mapping[str, str],
+                        queue: DeltaQueue | None) -> None:
+        """Quarantine each delta; its message, if this run holds it, goes to the dead-letter queue."""
+        for key, reason in reasons.items():
+            self.quarantine(key, reason)
+            if queue and receipt_handles.get(key):
+                queue.dead_letter(receipt_handles[key], _message_body(key), reason)
 
     def quarantine(self, delta_key: str, reason: str) -> str | None:
         """Move a poison delta's objects to ``quarantine/`` beside a ``reason.json``."""
@@ -469,10 +471,10 @@ class ChromaCompactor:
         scratch = Path(tempfile.mkdtemp(prefix="vp-validate-"))
         try:
             delta = fetch_delta(self.s3, self.bucket, ref, scratch)
-            published = None if pointer is None else self.store.read_manifest(ref.collection, pointer.version)
-            if published is not None and delta.ids and int(published.get("dimension", 0)):
-                check_same_embedding(ref.key, delta.embedding_provider, delta.dimension,
-                                     str(published["embedding_provider"]), int(published["dimension"]))
+            expected = collection_embedding(
+                None if pointer is None else self.store.read_manifest(ref.collection, pointer.version))
+            if expected is not None and delta.ids:
+                check_same_embedding(ref.key, delta.embedding_provider, delta.dimension, *expected)
             return delta
         except EmbeddingMismatchError as exc:
             self.quarantine(ref.key, str(exc))
@@ -519,11 +521,9 @@ class ChromaCompactor:
     def _refuse_unknown_collection(self, collection: str, handles: Mapping[str, str],
                                    queue: DeltaQueue) -> CompactionResult:
         reason = f"collection {collection!r} is not configured (VECTOR_COLLECTIONS={','.join(self.settings.collections)})"
-        for key, handle in handles.items():
-            self.quarantine(key, reason)
-            if handle:
-                queue.dead_letter(handle, _message_body(key), reason)
-        return CompactionResult(CompactionStatus.NOOP, collection, quarantined={k: reason for k in handles})
+        quarantined = {key: reason for key in handles}
+        self._quarantine_all(quarantined, handles, queue)
+        return CompactionResult(CompactionStatus.NOOP, collection, quarantined=quarantined)
 
     def list_pending_delta_keys(self, collection_name: str | None = None) -> list[str]:
         """Complete deltas (manifest present) under ``delta/``: what reconciliation finds."""
@@ -554,6 +554,14 @@ class ChromaCompactor:
         for child in root.iterdir():
             if child.name != keep and not child.name.startswith(".work-"):
                 shutil.rmtree(child, ignore_errors=True)
+
+
+def collection_embedding(manifest: dict[str, Any] | None) -> tuple[str, int] | None:
+    """(provider, dimension) a version fixes for its collection; None while it holds no
+    vector yet (never published, or only tombstones), so the first upserting delta decides."""
+    if manifest is None or not int(manifest.get("dimension", 0)):
+        return None
+    return str(manifest["embedding_provider"]), int(manifest["dimension"])
 
 
 def _message_body(delta_key: str) -> str:
