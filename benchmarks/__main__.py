@@ -52,10 +52,10 @@ def main() -> int:
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "processor": platform.processor() or platform.machine(), "cpus": _cpus()},
             "producer": suite.producer_latency(work, [100, 1000], profile["producer_repeats"]),
-            "compaction": suite.compaction(work, profile["snapshot_sizes"], profile["delta_counts"]),
         }
-        results["chroma_ceiling"] = suite.chroma_bulk_upsert_rate(work, profile["snapshot_sizes"][-1],
-                                                                  profile["ceiling_vectors"])
+        results["compaction"], results["folds"] = suite.compaction(work, profile["snapshot_sizes"],
+                                                                   profile["delta_counts"])
+        results["ceilings"] = suite.ceilings(work, profile["snapshot_sizes"][-1], profile["ceiling_vectors"])
         results["query"] = suite.query_latency(work, profile["snapshot_sizes"], profile["queries"])
     results["peak_rss_mb"] = suite.peak_rss_mb()
     results["wall_seconds"] = time.perf_counter() - started

@@ -1,7 +1,8 @@
 """The original design's compaction, written plainly (not the library's code).
 
 Download the whole current snapshot, merge each delta with get + upsert, upload the whole
-snapshot as a new prefix, then copy it object by object to ``snapshot/latest/``.
+snapshot as a new prefix, then copy it object by object to ``latest/``. It keeps its own
+snapshot (seeded from the same base as ours) so that it always works on one chroma dir.
 """
 
 import os
@@ -37,25 +38,21 @@ def _upload_dir(s3: Any, bucket: str, source: Path, prefix: str) -> int:
     return moved
 
 
-def _download_files(s3: Any, bucket: str, files: list[tuple[str, str]], target: Path) -> int:
-    moved = 0
-    for key, relative in files:
-        local = target / relative
-        local.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, key, str(local))
-        moved += local.stat().st_size
-    return moved
+def seed_baseline(s3: Any, bucket: str, collection: str, chroma_dir: Path) -> str:
+    """The baseline's own snapshot (one chroma dir under ``baseline/<collection>/latest/``),
+    seeded from the same base as ours; returns its prefix."""
+    latest = f"baseline/{collection}/latest/"
+    _upload_dir(s3, bucket, chroma_dir, latest)
+    return latest
 
 
-def baseline_compaction(s3: Any, bucket: str, snapshot_files: list[tuple[str, str]], delta_prefixes: list[str],
+def baseline_compaction(s3: Any, bucket: str, latest: str, delta_prefixes: list[str],
                         collection: str) -> dict[str, float]:
-    """``snapshot_files``: (key, relative path) of every file of the current snapshot.
-    Returns seconds and bytes moved; the result lands under baseline/snapshot/."""
+    """Returns seconds, merge seconds and bytes moved; the result replaces ``latest``."""
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="baseline-"))
-    moved = _download_files(s3, bucket, snapshot_files, work / "snapshot")
-    chroma_dir = work / "snapshot" / "chroma"
-    snapshot = chromadb.PersistentClient(path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False))
+    moved = _download_prefix(s3, bucket, latest, work / "snapshot")
+    snapshot = chromadb.PersistentClient(path=str(work / "snapshot"), settings=ChromaSettings(anonymized_telemetry=False))
     target = snapshot.get_or_create_collection(collection, embedding_function=None)
     merge_seconds = 0.0
     for number, prefix in enumerate(delta_prefixes):
@@ -72,10 +69,11 @@ def baseline_compaction(s3: Any, bucket: str, snapshot_files: list[tuple[str, st
         delta.close()
     snapshot.close()
     stamp = f"{time.time():.6f}-{os.getpid()}"
-    moved += _upload_dir(s3, bucket, work / "snapshot", f"baseline/snapshot/{stamp}/")
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"baseline/snapshot/{stamp}/"):
+    versioned = latest.replace("/latest/", f"/{stamp}/")
+    moved += _upload_dir(s3, bucket, work / "snapshot", versioned)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=versioned):
         for obj in page.get("Contents", []):  # "latest" by copying object by object
-            s3.copy_object(Bucket=bucket, Key=obj["Key"].replace(stamp, "latest"),
+            s3.copy_object(Bucket=bucket, Key=latest + obj["Key"][len(versioned):],
                            CopySource={"Bucket": bucket, "Key": obj["Key"]})
             moved += obj["Size"]
     shutil.rmtree(work, ignore_errors=True)

@@ -31,19 +31,21 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
             ratio = fifty[largest]["ours_warm_s"] / fifty[smallest]["ours_warm_s"]
             out.append([f"same deltas into {largest:,} ≤ 1.5× into {smallest:,} (warm)", f"{ratio:.2f}×",
                         verdict(ratio <= 1.5)])
-        ceiling = results["chroma_ceiling"]["vectors_per_s"]
-        share = fifty[largest]["ours_warm_vectors_per_s"] / ceiling
-        out.append(["merged vectors/s ≥ 90 % of chroma's bulk upsert", f"{100 * share:.0f} %", verdict(share >= 0.9)])
-    query = next(q for q in results["query"] if q["snapshot_vectors"] == largest)
-    out.append([f"warm query p50 ≤ 5 ms at {largest:,}", f"{query['warm']['p50_ms']:.2f} ms",
-                verdict(query["warm"]["p50_ms"] <= 5)])
+        ceiling = results["ceilings"]["chroma_into_empty_per_s"]
+        share = fifty[largest]["ours_merge_vectors_per_s"] / ceiling
+        out.append(["merged vectors/s ≥ 90 % of chroma's bulk upsert (same records, same target: a new segment)",
+                    f"{100 * share:.0f} %", verdict(share >= 0.9)])
+    for query in (q for q in results["query"] if q["snapshot_vectors"] == largest):
+        out.append([f"warm query p50 ≤ 5 ms at {largest:,} ({query['layout']}, {query['segments']} segments)",
+                    f"{query['warm']['p50_ms']:.2f} ms", verdict(query["warm"]["p50_ms"] <= 5)])
     producer = results["producer"]["100"]["mean_ms"]
-    out.append(["producer ≤ 100 ms per 100 vectors", f"{producer:.0f} ms", verdict(producer <= 100)])
+    out.append(["producer ≤ 100 ms per 100 vectors (mean)", f"{producer:.0f} ms", verdict(producer <= 100)])
     if largest in fifty:
         row = fifty[largest]
+        share = row["ours_warm_bytes_moved"] / row["ours_cold_bytes_moved"]
         out.append(["bytes moved (warm) ≈ changed files, not the base again",
-                    f"warm {row['ours_warm_bytes_moved'] / 1e6:.1f} MB vs cold {row['ours_cold_bytes_moved'] / 1e6:.1f} MB",
-                    verdict(row["ours_warm_bytes_moved"] < row["ours_cold_bytes_moved"])])
+                    f"warm {row['ours_warm_bytes_moved'] / 1e6:.1f} MB = {100 * share:.0f} % of cold "
+                    f"{row['ours_cold_bytes_moved'] / 1e6:.1f} MB", verdict(share <= 0.25)])
     return out
 
 
@@ -53,25 +55,36 @@ def write_report(results: dict[str, Any], out: Path) -> None:
              f"Python {results['machine']['python']}; moto server on loopback; 384-d seeded random vectors. "
              f"Run {results['started_at']}, {results['wall_seconds']:.0f} s, peak RSS {results['peak_rss_mb']:.0f} MB.",
              "", "## Targets", "", *_table(["target", "measured", "verdict"], targets(results)),
-             "", "## Compaction (deltas of 100 vectors)", ""]
-    lines += _table(["snapshot", "deltas", "ours warm s", "ours cold s", "baseline s", "speedup", "merged vec/s",
-                     "MB moved warm / cold / baseline"],
-                    [[f"{r['snapshot_vectors']:,}", r["deltas"], r["ours_warm_s"], r["ours_cold_s"], r["baseline_s"],
-                      f"{r['speedup_vs_baseline']:.2f}×", f"{r['ours_warm_vectors_per_s']:.0f}",
+             "", "## Compaction (deltas of 100 vectors)", "",
+             "Each row starts from a version of one segment (the background fold runs between rows, below).", ""]
+    lines += _table(["snapshot", "deltas", "fold", "ours warm s", "ours cold s", "baseline s", "speedup",
+                     "merge vec/s ours / baseline", "MB moved warm / cold / baseline"],
+                    [[f"{r['snapshot_vectors']:,}", r["deltas"], f"{r['fold']} → {r['segments']} seg",
+                      r["ours_warm_s"], r["ours_cold_s"], r["baseline_s"],
+                      f"{r['speedup_vs_baseline']:.2f}×",
+                      f"{r['ours_merge_vectors_per_s']:.0f} / {r['baseline_merge_vectors_per_s']:.0f}",
                       f"{r['ours_warm_bytes_moved'] / 1e6:.1f} / {r['ours_cold_bytes_moved'] / 1e6:.1f} / "
                       f"{r['baseline_bytes_moved'] / 1e6:.1f}"] for r in results["compaction"]])
+    ceilings = results["ceilings"]
     lines += ["", f"Original design: {ORIGINAL['compaction']}; {ORIGINAL['merge_per_delta']} merge per delta.", "",
-              f"chroma's own bulk upsert of {results['chroma_ceiling']['vectors']:,} vectors into a "
-              f"{results['chroma_ceiling']['snapshot_vectors']:,}-vector copy: "
-              f"{results['chroma_ceiling']['vectors_per_s']:.0f} vectors/s (the ceiling).", "",
-              "## Producer", ""]
+              "### Background folds (recent segments back into the base; run between the rows above)", ""]
+    lines += _table(["snapshot", "vectors after", "seconds", "merge s", "MB moved"],
+                    [[f"{f['snapshot_vectors']:,}", f"{f['vector_count']:,}", f["seconds"], f["merge_seconds"],
+                      f"{f['bytes_moved'] / 1e6:.1f}"] for f in results["folds"]])
+    lines += ["", f"### Ceilings: the same {ceilings['vectors']:,} records", ""]
+    lines += _table(["inserted by", "vectors/s"], [
+        [f"chroma bulk upsert into a copy of the {ceilings['snapshot_vectors']:,}-vector base",
+         f"{ceilings['chroma_into_base_per_s']:.0f}"],
+        ["chroma bulk upsert into an empty collection", f"{ceilings['chroma_into_empty_per_s']:.0f}"],
+        ["raw hnswlib add_items (same M, ef_construction, space)", f"{ceilings['hnswlib_per_s']:.0f}"]])
+    lines += ["", "## Producer", ""]
     lines += _table(["vectors per delta", "mean ms", "p50 ms", "p95 ms", "original design"],
                     [[size, r["mean_ms"], r["p50_ms"], r["p95_ms"], ORIGINAL["producer"]]
                      for size, r in results["producer"].items()])
     lines += ["", "## Queries (n_results=10)", ""]
-    lines += _table(["snapshot", "cold start s", "warm p50/p95/p99 ms", "with where p50/p95/p99 ms",
-                     "original warm / cold"],
-                    [[f"{q['snapshot_vectors']:,}", q["cold_start_s"],
+    lines += _table(["snapshot", "layout", "segments", "cold start s", "warm p50/p95/p99 ms",
+                     "with where p50/p95/p99 ms", "original warm / cold"],
+                    [[f"{q['vectors']:,}", q["layout"], q["segments"], q["cold_start_s"],
                       "/".join(f"{q['warm'][k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
                       "/".join(f"{q['warm_where'][k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
                       f"{ORIGINAL['warm_query']} / {ORIGINAL['cold_start']}"] for q in results["query"]])

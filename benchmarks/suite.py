@@ -1,6 +1,7 @@
 """The figures: producer latency, compaction (ours warm and cold, the baseline) for delta
-counts and snapshot sizes, chroma's own bulk upsert rate (the ceiling), query latency warm
-(with and without a filter) and cold start, bytes moved, peak memory."""
+counts and snapshot sizes, the background folds, chroma's own bulk upsert rate and raw
+hnswlib's insert rate (the ceilings), query latency warm (with and without a filter) and
+cold start on segmented and folded versions, bytes moved, peak memory."""
 
 import logging
 import resource
@@ -8,17 +9,20 @@ import shutil
 import statistics
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, ChromaDBClient, produce_embedding_delta
 from vector_pipeline.config import Settings
+from vector_pipeline.maintenance import fold_segments
 from vector_pipeline.reader import SnapshotReader
-from vector_pipeline.snapshot_store import CHROMA_DIR, SnapshotStore
+from vector_pipeline.segments import segments_of
+from vector_pipeline.snapshot_store import SnapshotStore
 
-from .baseline import baseline_compaction
+from .baseline import baseline_compaction, seed_baseline
 
 log = logging.getLogger("benchmarks")
 DIMENSION = 384
@@ -78,19 +82,26 @@ def producer_latency(work: Workload, sizes: list[int], repeats: int) -> dict[str
     return out
 
 
-def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int]) -> list[dict[str, Any]]:
-    rows = []
+def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int]) -> tuple[list[dict], list[dict]]:
+    """Rows of ours (warm and cold cache) beside the baseline, and the background folds run
+    between rows (each row starts from a version of one segment)."""
+    rows, folds = [], []
     store = SnapshotStore(work.settings)
     for size in snapshot_sizes:
         collection = f"bench{size}"
         work.snapshot(collection, size)
+        with _base_segment(store, collection) as base_dir:
+            latest = seed_baseline(store.s3, store.bucket, collection, base_dir)
         warm = ChromaCompactor(settings=work.settings)
         for count in delta_counts:
+            folded = fold_segments(work.settings, collection)
+            if folded.status == "ok":
+                folds.append({"snapshot_vectors": size, "vector_count": folded.vector_count,
+                              "seconds": folded.duration_seconds, "merge_seconds": folded.merge_seconds,
+                              "bytes_moved": folded.bytes_downloaded + folded.bytes_uploaded})
+            warm.compact_deltas([], collection)  # the warm compactor's cache follows the pointer
             keys = [work.delta(collection) for _ in range(count)]
-            manifest = store.read_manifest(collection, store.read_pointer(collection).version)
-            # The whole snapshot, wherever its files live (ours reuses unchanged parent files).
-            files = [(entry["key"], entry["path"]) for entry in manifest["files"]]
-            base = baseline_compaction(store.s3, store.bucket, files, keys, collection)
+            base = baseline_compaction(store.s3, store.bucket, latest, keys, collection)
             result = warm.compact_deltas(keys, collection)
             assert result.status == "ok", result
             cold_keys = [work.delta(collection) for _ in range(count)]
@@ -98,13 +109,16 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
             cold = ChromaCompactor(settings=cold_settings).compact_deltas(cold_keys, collection)
             shutil.rmtree(cold_settings.cache_dir, ignore_errors=True)
             assert cold.status == "ok", cold
-            warm.compact_deltas([], collection)  # let the warm compactor's cache follow the pointer
             merged = count * DELTA_SIZE
             row = {
                 "snapshot_vectors": size, "deltas": count, "merged_vectors": merged,
+                "fold": result.fold, "segments": result.segments,
                 "ours_warm_s": result.duration_seconds, "ours_cold_s": cold.duration_seconds,
+                "ours_merge_s": result.merge_seconds,
                 "baseline_s": base["seconds"], "baseline_merge_s": base["merge_seconds"],
                 "ours_warm_vectors_per_s": merged / result.duration_seconds,
+                "ours_merge_vectors_per_s": merged / result.merge_seconds,
+                "baseline_merge_vectors_per_s": merged / base["merge_seconds"],
                 "ours_warm_bytes_moved": result.bytes_downloaded + result.bytes_uploaded,
                 "ours_cold_bytes_moved": cold.bytes_downloaded + cold.bytes_uploaded,
                 "baseline_bytes_moved": base["bytes_moved"],
@@ -112,44 +126,88 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
             }
             log.info("compaction %s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
             rows.append(row)
-    return rows
+    return rows, folds
 
 
-def chroma_bulk_upsert_rate(work: Workload, snapshot_size: int, vectors: int) -> dict[str, float]:
-    """chroma's own upsert of ``vectors`` records into a copy of a snapshot: the ceiling."""
-    collection = f"bench{snapshot_size}"
-    store = SnapshotStore(work.settings)
+@contextmanager
+def _base_segment(store: SnapshotStore, collection: str) -> Iterator[Path]:
+    """A private copy of the published version's base segment."""
     manifest = store.read_manifest(collection, store.read_pointer(collection).version)
-    root = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
-    local = store.download_version(manifest, root)
+    root = Path(tempfile.mkdtemp(prefix="bench-base-"))
+    try:
+        yield store.download_version(manifest, root) / segments_of(manifest)[0].path
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def ceilings(work: Workload, snapshot_size: int, vectors: int) -> dict[str, Any]:
+    """The same ``vectors`` records inserted by chroma's own bulk upsert, into a copy of the
+    base (what the baseline pays) and into an empty collection (what an appended segment
+    pays), and by raw hnswlib with the same HNSW settings: the ceilings."""
     ids, embeddings, metadatas = work.records(vectors)
-    with ChromaDBClient(local / CHROMA_DIR, mode="snapshot", settings=work.settings) as db:
+    store = SnapshotStore(work.settings)
+    rates = {"snapshot_vectors": snapshot_size, "vectors": vectors}
+    with _base_segment(store, f"bench{snapshot_size}") as base_dir:
+        rates["chroma_into_base_per_s"] = vectors / _chroma_upsert(work, base_dir, f"bench{snapshot_size}",
+                                                                  ids, embeddings, metadatas)
+    with tempfile.TemporaryDirectory(prefix="bench-empty-") as empty:
+        rates["chroma_into_empty_per_s"] = vectors / _chroma_upsert(work, Path(empty), "empty",
+                                                                    ids, embeddings, metadatas)
+    rates["hnswlib_per_s"] = vectors / _hnswlib_insert(work.settings, np.asarray(embeddings, dtype=np.float32))
+    log.info("ceilings %s", rates)
+    return rates
+
+
+def _chroma_upsert(work: Workload, directory: Path, collection: str, ids: list[str],
+                   embeddings: list[list[float]], metadatas: list[dict[str, Any]]) -> float:
+    with ChromaDBClient(directory, mode="snapshot", settings=work.settings) as db:
+        db.ensure_collection(collection)
         started = time.perf_counter()
         db.upsert_vectors(collection, ids, embeddings, documents=ids, metadatas=metadatas)
-        seconds = time.perf_counter() - started
-    shutil.rmtree(root, ignore_errors=True)
-    return {"snapshot_vectors": snapshot_size, "vectors": vectors, "seconds": seconds,
-            "vectors_per_s": vectors / seconds}
+        return time.perf_counter() - started
+
+
+def _hnswlib_insert(settings: Settings, data: np.ndarray) -> float:
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=data.shape[1])
+    index.init_index(max_elements=len(data), ef_construction=settings.hnsw.construction_ef,
+                     M=settings.hnsw.max_neighbors)
+    started = time.perf_counter()
+    index.add_items(data, np.arange(len(data)))
+    return time.perf_counter() - started
 
 
 def query_latency(work: Workload, snapshot_sizes: list[int], queries: int) -> list[dict[str, Any]]:
+    """Warm and cold queries on the version as the compactions left it (base + recent
+    segments), then on the same content folded into one segment."""
     rows = []
     for size in snapshot_sizes:
         collection = f"bench{size}"
-        probes = work.vectors(queries).tolist()
-        root = tempfile.mkdtemp(prefix="bench-reader-")
-        reader = SnapshotReader(collection, root, work.settings)
-        started = time.perf_counter()
-        reader.refresh()  # cold start: pointer + manifest + download + checksums + open
-        cold = time.perf_counter() - started
-        warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
-        filtered = _timed(lambda q: reader.query(None, [q], 10, {"merchant": "m3"}), probes)
-        reader.close()
-        shutil.rmtree(root, ignore_errors=True)
-        rows.append({"snapshot_vectors": size, "cold_start_s": cold, "warm": warm, "warm_where": filtered})
-        log.info("query %d: cold %.2fs, warm p50 %.1f ms, where p50 %.1f ms", size, cold, warm["p50_ms"],
-                 filtered["p50_ms"])
+        for layout in ("as compacted", "folded"):
+            if layout == "folded":
+                fold_segments(work.settings, collection)
+            rows.append(_query_row(work, collection, size, layout, queries))
     return rows
+
+
+def _query_row(work: Workload, collection: str, size: int, layout: str, queries: int) -> dict[str, Any]:
+    probes = work.vectors(queries).tolist()
+    root = tempfile.mkdtemp(prefix="bench-reader-")
+    reader = SnapshotReader(collection, root, work.settings)
+    started = time.perf_counter()
+    reader.refresh()  # cold start: pointer + manifest + download + checksums + open
+    cold = time.perf_counter() - started
+    segments = len(reader.manifest["segments"])
+    warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
+    filtered = _timed(lambda q: reader.query(None, [q], 10, {"merchant": "m3"}), probes)
+    vectors = int(reader.manifest["vector_count"])
+    reader.close()
+    shutil.rmtree(root, ignore_errors=True)
+    log.info("query %d (%s, %d segments): cold %.2fs, warm p50 %.1f ms, where p50 %.1f ms", size, layout, segments,
+             cold, warm["p50_ms"], filtered["p50_ms"])
+    return {"snapshot_vectors": size, "vectors": vectors, "layout": layout, "segments": segments,
+            "cold_start_s": cold, "warm": warm, "warm_where": filtered}
 
 
 def _timed(call: Callable[[list[float]], Any], probes: list[list[float]]) -> dict[str, float]:

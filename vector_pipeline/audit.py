@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chroma_client import ChromaDBClient
 from .compactor import Candidate
 from .config import Settings
 from .manifest import IntegrityError, UnsafePathError
-from .snapshot_store import CHROMA_DIR, SnapshotStore
+from .segments import open_version
+from .snapshot_store import SnapshotStore
 
 
 @dataclass
@@ -39,7 +39,7 @@ def audit_candidate(settings: Settings, candidate: Candidate) -> AuditReport:
         local = store.download_version(manifest, root)
     except (IntegrityError, UnsafePathError) as exc:
         return AuditReport(False, {"files_match_manifest": False}, problem=f"candidate files: {exc}")
-    with ChromaDBClient(local / CHROMA_DIR, mode="read", settings=settings) as db:
+    with open_version(local, manifest, settings) as db:
         count = db.count(candidate.collection)
     parent = int(manifest.get("parent_vector_count", 0))
     prior = _published_count(store, candidate)

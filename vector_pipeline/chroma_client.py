@@ -48,6 +48,7 @@ class ChromaDBClient:
             settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
         )
         self._collections: dict[str, Any] = {}
+        self._read_counts: dict[str, int] = {}
         # delta mode: what the delta carries besides its upserts
         self.delta_collection: str | None = None
         self.delete_ids: list[str] = []
@@ -58,8 +59,13 @@ class ChromaDBClient:
     # -- reads ---------------------------------------------------------------------------
 
     def count(self, collection_name: str) -> int:
+        if collection_name in self._read_counts:
+            return self._read_counts[collection_name]
         collection = self._collection(collection_name, create=False)
-        return 0 if collection is None else int(collection.count())
+        count = 0 if collection is None else int(collection.count())
+        if self.mode == "read":  # a read-mode directory cannot change: count once
+            self._read_counts[collection_name] = count
+        return count
 
     def get_vectors(
         self,
@@ -92,23 +98,28 @@ class ChromaDBClient:
         where: dict[str, Any] | None = None,
         include: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        if query_embeddings is None:
-            if query_texts is None:
-                raise ValueError("query needs query_embeddings or query_texts")
-            if self.embedding_provider is None:
-                raise ValueError("query_texts needs an embedding provider; pass query_embeddings")
-            query_embeddings = self.embedding_provider.embed(list(query_texts))
+        query_embeddings = self._query_embeddings(query_embeddings, query_texts)
         include = list(include) if include is not None else ["documents", "metadatas", "distances"]
         collection = self._collection(collection_name, create=False)
         if collection is None:
             empty = [[] for _ in query_embeddings]
             return {"ids": empty, **{field: [[] for _ in query_embeddings] for field in include}}
-        n_results = max(1, min(int(n_results), collection.count() or 1))
+        n_results = max(1, min(int(n_results), self.count(collection_name) or 1))
         result = collection.query(
             query_embeddings=[list(map(float, vector)) for vector in query_embeddings],
             n_results=n_results, where=where, include=include,
         )
         return _plain(result, include, nested=True)
+
+    def _query_embeddings(self, query_embeddings: Sequence[Sequence[float]] | None,
+                          query_texts: Sequence[str] | None) -> Sequence[Sequence[float]]:
+        if query_embeddings is not None:
+            return query_embeddings
+        if query_texts is None:
+            raise ValueError("query needs query_embeddings or query_texts")
+        if self.embedding_provider is None:
+            raise ValueError("query_texts needs an embedding provider; pass query_embeddings")
+        return self.embedding_provider.embed(list(query_texts))
 
     # -- writes --------------------------------------------------------------------------
 

@@ -42,8 +42,11 @@ from .embeddings import EmbeddingMismatchError, check_same_embedding
 from .faults import checkpoint
 from .lock import CompactionLock, lock_id_for
 from .queue import DeltaQueue
+from .segments import (
+    MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks,
+)
 from .snapshot_store import (
-    CHROMA_DIR, SNAPSHOT_FORMAT, STATE_FILE, MergeState, PublishOutcome, SnapshotStore, is_local_copy_of,
+    SNAPSHOT_FORMAT, STATE_FILE, MergeState, PublishOutcome, SnapshotStore, is_local_copy_of,
     mark_local_copy, next_version,
 )
 
@@ -78,6 +81,9 @@ class CompactionResult:
     bytes_uploaded: int = 0
     duration_seconds: float = 0.0
     fence: int | None = None
+    fold: str | None = None  # append | fold_recent | fold_all (segments.py)
+    segments: int | None = None
+    merge_seconds: float = 0.0
     error: str | None = None
 
     @property
@@ -104,6 +110,8 @@ class Candidate:
     base_vector_count: int = 0
     expected_vector_count: int = 0
     bytes_downloaded: int = 0
+    fold: FoldKind | None = None  # how the merge placed the deltas among the segments
+    merge_seconds: float = 0.0  # net effect + the segment written (not transfers)
 
     @property
     def version(self) -> str | None:
@@ -174,6 +182,9 @@ class ChromaCompactor:
             result.deltas_processed = len(candidate.applied)
             result.version = candidate.version
             result.vector_count = int(candidate.manifest["vector_count"])
+            result.fold = str(candidate.fold)
+            result.segments = len(candidate.manifest["segments"])
+            result.merge_seconds = candidate.merge_seconds
             result.bytes_uploaded = int(candidate.manifest.get("uploaded_bytes", 0))
             checkpoint(self.settings, "after_publish")
         try:
@@ -187,11 +198,12 @@ class ChromaCompactor:
 
     def write_candidate(self, collection: str, delta_keys: Sequence[str], *, fence: int | None = None,
                         lock_owner: str | None = None, from_scratch: bool = False,
-                        hnsw: HnswSettings | None = None) -> Candidate:
+                        hnsw: HnswSettings | None = None, fold_all: bool = False) -> Candidate:
         """Merge the pending deltas into a new version and upload it, unpublished.
 
         ``from_scratch`` merges onto an empty collection instead of the published version
-        (a rebuild); the version still follows the pointer's number and ETag.
+        (a rebuild); the version still follows the pointer's number and ETag. ``fold_all``
+        folds every segment back into the base even without deltas (the background merge).
         """
         pointer = self.store.read_pointer(collection)
         pointer_manifest = None if pointer is None else self.store.read_manifest(collection, pointer.version)
@@ -203,15 +215,18 @@ class ChromaCompactor:
         try:
             state = self._prepare_workdir(candidate, base_manifest, workdir)
             deltas = self._load_pending(candidate, delta_keys, state, base_manifest, workdir / ".deltas")
-            if not deltas:
+            fold_all = fold_all and _has_recent_or_masked(base_manifest)
+            if not deltas and not fold_all:
                 self._return_to_cache(workdir, base_manifest)
                 return candidate
             if hnsw is None:
                 hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else self.settings.hnsw
-            count = self._merge(candidate, deltas, state, workdir, hnsw)
-            manifest = self._manifest(candidate, deltas, count, hnsw, base_manifest, fence, lock_owner)
+            version = next_version(candidate.base_version)
+            segments = self._merge(candidate, deltas, state, workdir, hnsw, base_manifest, version, fold_all)
+            manifest = self._manifest(candidate, version, deltas, segments, hnsw, base_manifest, fence, lock_owner)
             manifest["rebuilt_from_scratch"] = from_scratch
-            candidate.manifest = self.store.upload_version(workdir, manifest, pointer_manifest)
+            untouched = [s.path for s in segments if s.name in {b.name for b in segments_of(base_manifest)}]
+            candidate.manifest = self.store.upload_version(workdir, manifest, pointer_manifest, untouched)
             candidate.local_dir = workdir
             return candidate
         except BaseException:
@@ -231,7 +246,7 @@ class ChromaCompactor:
         """The base version, copied into a private work dir (from cache or S3)."""
         workdir.parent.mkdir(parents=True, exist_ok=True)
         if base_manifest is None:
-            (workdir / CHROMA_DIR).mkdir(parents=True)
+            workdir.mkdir(parents=True)
             return MergeState()
         cached = self.cache_root / candidate.collection / str(base_manifest["version"])
         if not is_local_copy_of(cached, base_manifest):
@@ -302,46 +317,96 @@ class ChromaCompactor:
         checkpoint(self.settings, "mid_download")
         return delta
 
-    def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState,
-               workdir: Path, hnsw: HnswSettings) -> int:
-        """Apply the net effect of ``deltas`` in one pass; returns the new vector count."""
-        upserts: dict[str, tuple[LoadedDelta, int]] = {}
-        deletes: set[str] = set()
-        for delta in deltas:  # ascending delta_id: later deltas overwrite earlier ones
-            dropped = set(delta.delete_ids)
-            for position, record_id in enumerate(delta.ids):
-                if record_id in dropped or state.winner(record_id) > delta.ref.delta_id:
-                    continue
-                upserts[record_id] = (delta, position)
-                deletes.discard(record_id)
-                state.upsert_winner[record_id] = delta.ref.delta_id
-                state.delete_winner.pop(record_id, None)
-            for record_id in delta.delete_ids:
-                if state.winner(record_id) > delta.ref.delta_id:
-                    continue
-                upserts.pop(record_id, None)
-                deletes.add(record_id)
-                state.delete_winner[record_id] = delta.ref.delta_id
-                state.upsert_winner.pop(record_id, None)
+    def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState, workdir: Path,
+               hnsw: HnswSettings, base_manifest: dict[str, Any] | None, version: str,
+               fold_all: bool = False) -> list[Segment]:
+        """Apply the net effect of ``deltas`` in one pass, writing one segment; returns the
+        new version's segments."""
         started = time.monotonic()
-        with ChromaDBClient(workdir / CHROMA_DIR, mode="snapshot", settings=self.settings, hnsw=hnsw) as db:
-            touched = list(upserts) + sorted(deletes)
-            present = set(db.get_vectors(candidate.collection, ids=touched, include=[])["ids"]) if touched else set()
-            candidate.expected_vector_count = (candidate.base_vector_count
-                                               + len(set(upserts) - present) - len(deletes & present))
-            self._apply_upserts(db, candidate.collection, upserts)
-            checkpoint(self.settings, "mid_merge")
-            if deletes:
-                db.delete_vectors(candidate.collection, sorted(deletes))
-            count = db.count(candidate.collection)
-        log.info("merged %d deltas: %d upserts, %d deletes in %.2fs (%d → %d vectors)", len(deltas),
-                 len(upserts), len(deletes), time.monotonic() - started, candidate.base_vector_count, count)
+        upserts, deletes = _net_effect(deltas, state)
+        candidate.expected_vector_count = (candidate.base_vector_count
+                                           + sum(1 for i in upserts if i not in state.location)
+                                           - sum(1 for i in deletes if i in state.location))
+        segments = segments_of(base_manifest)
+        plan = plan_fold(segments, len(upserts), self.settings, fold_all=fold_all)
+        masks = read_masks(workdir)
+        if plan.kind is FoldKind.APPEND and segments and not upserts:
+            new_segment = None  # deletes only: masks change, no segment is written
+        else:
+            new_segment = self._write_segment(candidate.collection, workdir, plan, masks, state, upserts, deletes,
+                                              hnsw, name=version.split("-", 1)[0])
+        kept = {s.name: set(masks.get(s.name, ())) for s in plan.keep}
+        for record_id in [*upserts, *deletes]:  # the older copy, where it stays, is masked
+            if state.location.get(record_id) in kept:
+                kept[state.location[record_id]].add(record_id)
+        self._relocate(state, plan, new_segment, upserts, deletes)
+        write_masks(workdir, kept)
+        result = [Segment(s.name, s.stored, len(kept[s.name])) for s in plan.keep]
+        result += [new_segment] if new_segment else []
+        count = sum(s.live for s in result)
+        candidate.merge_seconds = time.monotonic() - started
+        log.info("merged %d deltas (%s): %d upserts, %d deletes in %.2fs (%d → %d vectors, %d segments)",
+                 len(deltas), plan.kind, len(upserts), len(deletes), candidate.merge_seconds,
+                 candidate.base_vector_count, count, len(result))
         if count != candidate.expected_vector_count:
             raise RuntimeError(f"merge produced {count} vectors, expected {candidate.expected_vector_count}")
         state.applied_delta_ids.update(d.ref.delta_id for d in deltas)
         (workdir / STATE_FILE).write_bytes(state.to_bytes())
         candidate.applied = [d.ref for d in deltas]
-        return count
+        candidate.fold = plan.kind
+        return result
+
+    def _write_segment(self, collection: str, workdir: Path, plan: FoldPlan, masks: Mapping[str, set[str]],
+                       state: MergeState, upserts: dict[str, tuple[LoadedDelta, int]], deletes: set[str],
+                       hnsw: HnswSettings, name: str) -> Segment:
+        """The one segment this run writes: a move of ``plan.copy_from`` (or empty), plus the
+        live records of ``plan.read_from``, plus the deltas' upserts, minus what is gone."""
+        target = workdir / SEGMENTS_DIR / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        doomed: set[str] = set()
+        if plan.copy_from is not None:
+            (workdir / plan.copy_from.path).rename(target)
+            doomed = (set(masks.get(plan.copy_from.name, ()))
+                      | {i for i in deletes if state.location.get(i) == plan.copy_from.name}) - set(upserts)
+        with ChromaDBClient(target, mode="snapshot", settings=self.settings, hnsw=hnsw) as db:
+            if doomed:
+                db.delete_vectors(collection, sorted(doomed))
+            for source in plan.read_from:
+                self._carry_live_records(db, collection, workdir / source.path,
+                                         [i for i, where in state.location.items() if where == source.name
+                                          and i not in upserts and i not in deletes])
+                shutil.rmtree(workdir / source.path)
+            self._apply_upserts(db, collection, upserts)
+            checkpoint(self.settings, "mid_merge")
+            return Segment(name, db.count(collection))
+
+    def _carry_live_records(self, db: ChromaDBClient, collection: str, source_dir: Path, ids: list[str]) -> None:
+        if not ids:
+            return
+        with ChromaDBClient(source_dir, mode="read", settings=self.settings) as source:
+            records = source.get_vectors(collection, ids=ids, include=["embeddings", "documents", "metadatas"])
+        if len(records["ids"]) != len(ids):
+            raise RuntimeError(f"segment {source_dir.name} holds {len(records['ids'])} of its {len(ids)} live ids")
+        db.upsert_vectors(collection, records["ids"], records["embeddings"],
+                          documents=records["documents"], metadatas=records["metadatas"])
+
+    @staticmethod
+    def _relocate(state: MergeState, plan: FoldPlan, new_segment: Segment | None,
+                  upserts: Mapping[str, Any], deletes: set[str]) -> None:
+        for record_id in deletes:
+            state.location.pop(record_id, None)
+        if new_segment is None:
+            return
+        folded = {s.name for s in (*plan.read_from, *([plan.copy_from] if plan.copy_from else []))}
+        for record_id, where in state.location.items():
+            if where in folded:
+                state.location[record_id] = new_segment.name
+        for record_id in upserts:
+            state.location[record_id] = new_segment.name
+        held = sum(1 for where in state.location.values() if where == new_segment.name)
+        if held != new_segment.stored:  # the segment must hold exactly the ids located in it
+            raise RuntimeError(f"segment {new_segment.name} holds {new_segment.stored} records, "
+                               f"the merge state places {held} there")
 
     def _apply_upserts(self, db: ChromaDBClient, collection: str,
                        upserts: dict[str, tuple[LoadedDelta, int]]) -> None:
@@ -357,18 +422,19 @@ class ChromaCompactor:
             metadatas=[d.metadatas[p] for d, p in picks],
         )
 
-    def _manifest(self, candidate: Candidate, deltas: list[LoadedDelta], count: int, hnsw: HnswSettings,
-                  base: dict[str, Any] | None, fence: int | None, lock_owner: str | None) -> dict[str, Any]:
+    def _manifest(self, candidate: Candidate, version: str, deltas: list[LoadedDelta], segments: list[Segment],
+                  hnsw: HnswSettings, base: dict[str, Any] | None, fence: int | None,
+                  lock_owner: str | None) -> dict[str, Any]:
         first = next((d for d in deltas if d.ids), None)
         embedding = collection_embedding(base) or (
             (first.embedding_provider, first.dimension) if first else ("", 0))
         return {
             "format": SNAPSHOT_FORMAT,
             "collection": candidate.collection,
-            "version": next_version(candidate.base_version),
+            "version": version,
             "parent_version": candidate.base_version,
             "created_at": datetime.now(timezone.utc).isoformat(),
-            "vector_count": count,
+            "vector_count": sum(s.live for s in segments),
             "parent_vector_count": candidate.base_vector_count,
             "applied_delta_ids": [d.ref.delta_id for d in deltas],
             "delta_upserts": sum(len(d.ids) for d in deltas),
@@ -379,8 +445,10 @@ class ChromaCompactor:
             "dimension": embedding[1],
             "fence": fence,
             "lock_owner": lock_owner,
-            "chroma_dir": CHROMA_DIR,
+            "segments": [s.as_dict() for s in segments],
+            "fold": str(candidate.fold),
             "state_file": STATE_FILE,
+            "masks_file": MASKS_FILE,
         }
 
     # -- publish ---------------------------------------------------------------------------------
@@ -566,3 +634,32 @@ def collection_embedding(manifest: dict[str, Any] | None) -> tuple[str, int] | N
 
 def _message_body(delta_key: str) -> str:
     return json.dumps({"delta_key": delta_key})
+
+
+def _net_effect(deltas: list[LoadedDelta], state: MergeState) -> tuple[dict[str, tuple[LoadedDelta, int]], set[str]]:
+    """Upserts (id → the delta and row that wins) and deletes of ``deltas`` (ascending
+    ``delta_id``) that beat what ``state`` holds; the winners are recorded in ``state``."""
+    upserts: dict[str, tuple[LoadedDelta, int]] = {}
+    deletes: set[str] = set()
+    for delta in deltas:  # later deltas overwrite earlier ones
+        dropped = set(delta.delete_ids)
+        for position, record_id in enumerate(delta.ids):
+            if record_id in dropped or state.winner(record_id) > delta.ref.delta_id:
+                continue
+            upserts[record_id] = (delta, position)
+            deletes.discard(record_id)
+            state.upsert_winner[record_id] = delta.ref.delta_id
+            state.delete_winner.pop(record_id, None)
+        for record_id in delta.delete_ids:
+            if state.winner(record_id) > delta.ref.delta_id:
+                continue
+            upserts.pop(record_id, None)
+            deletes.add(record_id)
+            state.delete_winner[record_id] = delta.ref.delta_id
+            state.upsert_winner.pop(record_id, None)
+    return upserts, deletes
+
+
+def _has_recent_or_masked(manifest: dict[str, Any] | None) -> bool:
+    segments = segments_of(manifest)
+    return len(segments) > 1 or any(s.masked for s in segments)

@@ -86,6 +86,10 @@ class Settings:
     collections: tuple[str, ...] = ("words", "lines")
     # Readers re-read the pointer at most this often (0: before every query).
     reader_pointer_ttl_seconds: float = 1.0
+    # Segmented versions (segments.py): at most this many segments per version, and the
+    # recent ones fold back into the base once they (and its masked ids) pass this share of it.
+    segment_max_count: int = 4
+    segment_fold_ratio: float = 0.25
     # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
     fault: str | None = None
 
@@ -127,6 +131,8 @@ class Settings:
             hnsw=hnsw,
             fault=env.get("VECTOR_PIPELINE_FAULT") or None,
             reader_pointer_ttl_seconds=float(env.get("READER_POINTER_TTL_SECONDS", defaults.reader_pointer_ttl_seconds)),
+            segment_max_count=int(env.get("SEGMENT_MAX_COUNT", defaults.segment_max_count)),
+            segment_fold_ratio=float(env.get("SEGMENT_FOLD_RATIO", defaults.segment_fold_ratio)),
             collections=tuple(c.strip() for c in env.get("VECTOR_COLLECTIONS", "words,lines").split(",") if c.strip()),
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -45,11 +46,22 @@ def archived_delta_keys(settings: Settings, collection: str, until_delta_id: str
 def rebuild_from_archive(settings: Settings, collection: str, *, until_delta_id: str | None = None,
                          hnsw: HnswSettings | None = None) -> CompactionResult:
     """A new version holding exactly the archived deltas (up to ``until_delta_id``), published."""
-    compactor = ChromaCompactor(settings=settings)
     keys = archived_delta_keys(settings, collection, until_delta_id)
+    return _write_and_publish(settings, collection, keys, from_scratch=True, hnsw=hnsw)
+
+
+def fold_segments(settings: Settings, collection: str) -> CompactionResult:
+    """The background merge: a new version whose one segment holds what the published
+    version's base and recent segments hold (noop when it has a single unmasked segment)."""
+    return _write_and_publish(settings, collection, [], fold_all=True)
+
+
+def _write_and_publish(settings: Settings, collection: str, keys: list[str], **write_options: Any) -> CompactionResult:
+    compactor = ChromaCompactor(settings=settings)
+    started = time.monotonic()
     with CompactionLock(lock_id_for(collection), settings=settings) as lock:
         candidate = compactor.write_candidate(collection, keys, fence=lock.fence, lock_owner=lock.owner,
-                                              from_scratch=True, hnsw=hnsw)
+                                              **write_options)
         if candidate.manifest is None:
             return CompactionResult(CompactionStatus.NOOP, collection, version=candidate.base_version)
         outcome = compactor.publish_candidate(candidate)
@@ -57,6 +69,11 @@ def rebuild_from_archive(settings: Settings, collection: str, *, until_delta_id:
     return CompactionResult(status, collection, deltas_processed=len(candidate.applied), version=candidate.version,
                             previous_version=candidate.base_version,
                             vector_count=int(candidate.manifest["vector_count"]), fence=lock.fence,
+                            bytes_downloaded=candidate.bytes_downloaded,
+                            bytes_uploaded=int(candidate.manifest.get("uploaded_bytes", 0)),
+                            duration_seconds=time.monotonic() - started, fold=str(candidate.fold),
+                            segments=len(candidate.manifest["segments"]),
+                            merge_seconds=candidate.merge_seconds,
                             error=None if status is CompactionStatus.OK else "conflict: the pointer moved")
 
 

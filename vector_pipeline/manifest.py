@@ -81,13 +81,15 @@ def safe_join(root: Path, relative: str) -> Path:
     return target
 
 
-def describe_files(directory: Path, skip: Iterable[str] = (MANIFEST_NAME,)) -> list[FileEntry]:
-    """Every regular file below ``directory``, sorted, with size and sha256."""
+def describe_files(directory: Path, skip: Iterable[str] = (MANIFEST_NAME,),
+                   skip_dirs: tuple[str, ...] = ()) -> list[FileEntry]:
+    """Every regular file below ``directory`` (but not below ``skip_dirs``, each ending
+    in "/"), sorted, with size and sha256."""
     skipped = set(skip)
     entries = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         relative = path.relative_to(directory).as_posix()
-        if relative in skipped or relative.endswith(("-wal", "-shm", "-journal")):
+        if relative in skipped or relative.startswith(skip_dirs) or relative.endswith(("-wal", "-shm", "-journal")):
             continue
         entries.append(FileEntry(relative, path.stat().st_size, sha256_of(path)))
     return entries

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 from .chroma_client import ChromaDBClient
 from .config import Settings
 from .embeddings import EmbeddingProvider, check_same_embedding, provider_from_settings
-from .snapshot_store import CHROMA_DIR, Pointer, SnapshotNotFoundError, SnapshotStore
+from .segments import open_version
+from .snapshot_store import Pointer, SnapshotNotFoundError, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class SnapshotReader:
     def _switch_to(self, pointer: Pointer) -> ChromaDBClient:
         manifest = self.store.read_manifest(self.collection, pointer.version)
         version_dir = self.store.download_version(manifest, self.root)
-        client = ChromaDBClient(version_dir / CHROMA_DIR, mode="read", settings=self.settings)
+        client = open_version(version_dir, manifest, self.settings)
         # A query of another thread may still be running on the previous client: it is
         # closed one switch later, and its files are kept until then.
         if self._retired is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from . import manifest as mf
 from .aws import SSE_ARGS, client, error_code
@@ -37,8 +37,7 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_PREFIX = "snapshot/"
 POINTER_NAME = "latest.json"
-SNAPSHOT_FORMAT = "vector_pipeline.snapshot/1"
-CHROMA_DIR = "chroma"
+SNAPSHOT_FORMAT = "vector_pipeline.snapshot/2"  # 2: segmented (segments.py)
 STATE_FILE = "state.json.gz"
 LOCAL_MANIFEST = ".manifest.json"  # a local copy's own record of what it holds
 _VERSION_RE = re.compile(r"^(\d{8})-(\d{8}T\d{6}\d{3}Z)$")
@@ -90,6 +89,8 @@ class MergeState:
     applied_delta_ids: set[str] = field(default_factory=set)
     upsert_winner: dict[str, str] = field(default_factory=dict)
     delete_winner: dict[str, str] = field(default_factory=dict)
+    # The segment holding each live id (segments.py): where an update or delete must mask it.
+    location: dict[str, str] = field(default_factory=dict)
 
     def winner(self, record_id: str) -> str:
         return max(self.upsert_winner.get(record_id, ""), self.delete_winner.get(record_id, ""))
@@ -98,11 +99,15 @@ class MergeState:
         deltas = sorted(self.applied_delta_ids | set(self.upsert_winner.values())
                         | set(self.delete_winner.values()))
         index = {delta_id: position for position, delta_id in enumerate(deltas)}
+        segments = sorted(set(self.location.values()))
+        segment_index = {name: position for position, name in enumerate(segments)}
         document = {
             "deltas": deltas,
             "applied": sorted(index[d] for d in self.applied_delta_ids),
             "upserts": {i: index[d] for i, d in self.upsert_winner.items()},
             "deletes": {i: index[d] for i, d in self.delete_winner.items()},
+            "segments": segments,
+            "located": {i: segment_index[name] for i, name in self.location.items()},
         }
         return gzip.compress(json.dumps(document, separators=(",", ":")).encode(), compresslevel=5)
 
@@ -114,6 +119,7 @@ class MergeState:
             applied_delta_ids={deltas[i] for i in document["applied"]},
             upsert_winner={i: deltas[d] for i, d in document["upserts"].items()},
             delete_winner={i: deltas[d] for i, d in document["deletes"].items()},
+            location={i: document["segments"][s] for i, s in document.get("located", {}).items()},
         )
 
 
@@ -204,23 +210,29 @@ class SnapshotStore:
         return manifest
 
     def upload_version(self, local_dir: Path, manifest: dict[str, Any],
-                       parent: dict[str, Any] | None) -> dict[str, Any]:
+                       parent: dict[str, Any] | None, untouched: Sequence[str] = ()) -> dict[str, Any]:
         """Upload a closed version directory, files first and manifest last.
 
         A file identical (path, size, sha256) to one of the parent version is not sent
-        again: the manifest points at the parent's object. Returns the manifest written.
+        again: the manifest points at the parent's object. Files below an ``untouched``
+        directory (a segment this run never opened) are the parent's entries as they
+        are, without reading them again. Returns the manifest written.
         """
         prefix = version_prefix(manifest["collection"], manifest["version"])
         reusable = {(e["path"], e["size"], e["sha256"]): e.get("key") or
                     version_prefix(parent["collection"], parent["version"]) + e["path"]
                     for e in (parent or {}).get("files", [])}
-        entries, to_send = [], []
-        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, LOCAL_MANIFEST)):
+        kept_dirs = tuple(path.rstrip("/") + "/" for path in untouched)
+        kept = [mf.FileEntry.from_dict({**e, "key": reusable[(e["path"], e["size"], e["sha256"])]})
+                for e in (parent or {}).get("files", []) if e["path"].startswith(kept_dirs)]
+        entries, to_send = list(kept), []
+        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, LOCAL_MANIFEST), skip_dirs=kept_dirs):
             key = reusable.get((entry.path, entry.size, entry.sha256))
             if key is None:
                 key = prefix + entry.path
                 to_send.append(TransferItem(local_dir / entry.path, key, entry.size))
             entries.append(mf.FileEntry(entry.path, entry.size, entry.sha256, key))
+        entries.sort(key=lambda e: e.path)
         sent = upload_files(self.s3, self.bucket, to_send, f"version {manifest['collection']}/{manifest['version']}",
                             on_file_done=lambda done: done == 1 and checkpoint(self.settings, "mid_upload"))
         manifest = {**manifest, "files": [e.as_dict() for e in entries],

@@ -1,6 +1,7 @@
 """Property-based test of the merge (hypothesis): random sequences of upserts and deletes,
 split into random deltas, compacted in random batches and orders, always give the snapshot
-of the sequential model (last writer per id wins; inside one delta a delete wins)."""
+of the sequential model (last writer per id wins; inside one delta a delete wins), whatever
+the segment policy: exact reads, counts and queries over segments with masked ids agree."""
 
 import os
 import tempfile
@@ -55,11 +56,13 @@ def _sequential_model(deltas: list[list[tuple[str, str, int]]]) -> dict[str, str
 
 @hypothesis_settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                                   HealthCheck.too_slow])
-@given(history=histories())
-def test_any_split_and_order_equals_the_sequential_model(moto_server: MotoServer, history) -> None:  # type: ignore[no-untyped-def]
+@given(history=histories(), max_segments=st.sampled_from([1, 2, 3, 4]), fold_ratio=st.sampled_from([0.25, 100.0]))
+def test_any_split_and_order_equals_the_sequential_model(moto_server: MotoServer, history, max_segments: int,
+                                                         fold_ratio: float) -> None:  # type: ignore[no-untyped-def]
     deltas, batches = history
     moto_server.reset()
-    config = moto_server.settings(Settings(cache_dir=tempfile.mkdtemp(prefix="vp-prop-"), lock_ttl_seconds=60))
+    config = moto_server.settings(Settings(cache_dir=tempfile.mkdtemp(prefix="vp-prop-"), lock_ttl_seconds=60,
+                                           segment_max_count=max_segments, segment_fold_ratio=fold_ratio))
     setup_resources(config)
     keys = []
     for delta in deltas:  # produced in order: delta ids grow with it
@@ -69,9 +72,19 @@ def test_any_split_and_order_equals_the_sequential_model(moto_server: MotoServer
             documents=[str(v) for v in upserts.values()], delete_ids=sorted(deletes) or None,
             settings=config, notify=False)["delta_key"])
     compactor = ChromaCompactor(settings=config)
+    results = []
     for batch in batches:
-        result = compactor.compact_deltas([keys[i] for i in batch], "words")
-        assert result.status in ("ok", "noop"), result
+        results.append(compactor.compact_deltas([keys[i] for i in batch], "words"))
+        assert results[-1].status in ("ok", "noop"), results[-1]
+        assert results[-1].segments is None or results[-1].segments <= max(max_segments, 1)
     close_readers()
-    got = open_snapshot(settings=config).get_vectors("words", include=["documents"])
-    assert dict(zip(got["ids"], got["documents"])) == _sequential_model(deltas)
+    expected = _sequential_model(deltas)
+    snapshot = open_snapshot(settings=config)
+    got = snapshot.get_vectors("words", include=["documents"])
+    assert dict(zip(got["ids"], got["documents"])) == expected
+    assert snapshot.count("words") == len(expected)
+    picked = snapshot.get_vectors("words", ids=IDS, include=["documents"])
+    assert dict(zip(picked["ids"], picked["documents"])) == expected
+    if expected:  # a query for more than all returns each live id once, never a replaced copy
+        found = snapshot.query("words", query_embeddings=[[1.0, 1.0, 0.5]], n_results=len(IDS))
+        assert sorted(zip(found["ids"][0], found["documents"][0])) == sorted(expected.items())

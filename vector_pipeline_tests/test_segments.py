@@ -1,0 +1,109 @@
+"""Segmented versions against the moto server: a small compaction writes one small segment
+and references the base's objects; updates and deletes of base ids are masked (never
+returned by a query, an exact read or a count); the segment count stays bounded, and the
+recent segments fold back into the base."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta, query_snapshot
+from vector_pipeline.config import Settings
+from vector_pipeline.maintenance import fold_segments
+from vector_pipeline.segments import FoldKind, Segment, plan_fold
+from vector_pipeline.snapshot_store import SnapshotStore, version_prefix
+
+from .conftest import vectors
+
+
+def _produce(settings: Settings, ids: list[str], embeddings: list[list[float]], tag: str,
+             deletes: list[str] | None = None) -> str:
+    return produce_embedding_delta(ids, embeddings, documents=[f"{i}{tag}" for i in ids],
+                                   metadatas=[{"tag": tag} for _ in ids], delete_ids=deletes,
+                                   settings=settings, notify=False)["delta_key"]
+
+
+def _manifest(settings: Settings) -> dict:
+    store = SnapshotStore(settings)
+    return store.read_manifest("words", store.read_pointer("words").version)
+
+
+def test_small_compaction_appends_a_segment_and_references_the_base(settings: Settings,
+                                                                   rng: np.random.Generator) -> None:
+    compactor = ChromaCompactor(settings=settings)
+    base = compactor.compact_deltas([_produce(settings, [f"b{i}" for i in range(400)], vectors(rng, 400), "")], "words")
+    base_manifest = _manifest(settings)
+    small = compactor.compact_deltas([_produce(settings, ["n1", "n2"], vectors(rng, 2), "-new")], "words")
+    manifest = _manifest(settings)
+    assert small.fold == "append" and small.segments == 2 and small.vector_count == 402
+    base_segment = manifest["segments"][0]
+    assert base_segment == base_manifest["segments"][0]
+    base_files = [f for f in manifest["files"] if f["path"].startswith(base_segment["path"] + "/")]
+    assert base_files and all(f["key"].startswith(version_prefix("words", base.version)) for f in base_files)
+    sent = [f for f in manifest["files"] if f["key"].startswith(version_prefix("words", small.version))]
+    assert small.bytes_uploaded == sum(f["size"] for f in sent)
+    assert not any(f["path"].startswith(base_segment["path"] + "/") for f in sent)
+
+
+def test_replaced_and_deleted_base_vectors_are_masked_everywhere(settings: Settings,
+                                                                 rng: np.random.Generator) -> None:
+    ids = [f"b{i}" for i in range(300)]
+    old = vectors(rng, 300)
+    compactor = ChromaCompactor(settings=settings)
+    compactor.compact_deltas([_produce(settings, ids, old, "-old")], "words")
+    moved = vectors(rng, 2)
+    result = compactor.compact_deltas([_produce(settings, ["b0", "b1"], moved, "-new", deletes=["b2"])], "words")
+    assert result.fold == "append" and result.vector_count == 299
+    snapshot = open_snapshot(settings=settings)
+    assert snapshot.count("words") == 299
+    exact = snapshot.get_vectors("words", ids=["b0", "b1", "b2", "b3"], include=["documents"])
+    assert dict(zip(exact["ids"], exact["documents"])) == {"b0": "b0-new", "b1": "b1-new", "b3": "b3-old"}
+    # The old embedding of b0 is its own nearest neighbour in the base: the mask must hide it.
+    for probe, record_id in ((old[0], "b0"), (old[2], "b2")):
+        found = query_snapshot(query_embeddings=[probe], n_results=5, settings=settings)
+        assert f"{record_id}-old" not in found["documents"][0]
+    found = query_snapshot(query_embeddings=[moved[0]], n_results=1, settings=settings)
+    assert found["ids"][0] == ["b0"] and found["documents"][0] == ["b0-new"]
+    assert len(set(snapshot.get_vectors("words", include=[])["ids"])) == 299
+
+
+def test_segment_count_stays_bounded_and_folds_back_into_the_base(settings: Settings,
+                                                                  rng: np.random.Generator) -> None:
+    config = settings.with_overrides(segment_max_count=3, segment_fold_ratio=0.3)
+    compactor = ChromaCompactor(settings=config)
+    compactor.compact_deltas([_produce(config, [f"b{i}" for i in range(200)], vectors(rng, 200), "")], "words")
+    folds = []
+    for round_number in range(8):
+        ids = [f"r{round_number}-{i}" for i in range(10)] + [f"b{round_number}"]
+        result = compactor.compact_deltas([_produce(config, ids, vectors(rng, 11), "-r")], "words")
+        assert result.status == "ok" and result.segments <= 3
+        folds.append(result.fold)
+    assert {"append", "fold_recent", "fold_all"} <= set(folds)
+    assert open_snapshot(settings=config).count("words") == 200 + 8 * 10
+
+
+def test_background_fold_leaves_one_segment_with_the_same_content(settings: Settings,
+                                                                  rng: np.random.Generator) -> None:
+    compactor = ChromaCompactor(settings=settings)
+    compactor.compact_deltas([_produce(settings, [f"b{i}" for i in range(300)], vectors(rng, 300), "-old")], "words")
+    compactor.compact_deltas([_produce(settings, ["b0", "n0"], vectors(rng, 2), "-new", deletes=["b1"])], "words")
+    before = open_snapshot(settings=settings).get_vectors("words", include=["documents"])
+    folded = fold_segments(settings, "words")
+    assert folded.status == "ok" and folded.fold == "fold_all" and folded.segments == 1
+    assert folded.deltas_processed == 0 and folded.vector_count == 300
+    after = open_snapshot(settings=settings).get_vectors("words", include=["documents"])
+    assert sorted(zip(after["ids"], after["documents"])) == sorted(zip(before["ids"], before["documents"]))
+    assert _manifest(settings)["segments"][0]["masked"] == 0
+    assert fold_segments(settings, "words").status == "noop"
+
+
+def test_fold_policy_bounds_segments_and_recent_share() -> None:
+    settings = Settings(segment_max_count=3, segment_fold_ratio=0.25)
+    base = Segment("00000001", 1000)
+    assert plan_fold([], 50, settings).kind is FoldKind.APPEND
+    assert plan_fold([base], 50, settings).kind is FoldKind.APPEND
+    assert plan_fold([base, Segment("00000002", 50)], 50, settings).kind is FoldKind.APPEND
+    third = plan_fold([base, Segment("00000002", 50), Segment("00000003", 50)], 50, settings)
+    assert third.kind is FoldKind.FOLD_RECENT and third.keep == (base,)
+    assert plan_fold([base, Segment("00000002", 100)], 200, settings).kind is FoldKind.FOLD_ALL
+    assert plan_fold([Segment("00000001", 1000, masked=240)], 20, settings).kind is FoldKind.FOLD_ALL
