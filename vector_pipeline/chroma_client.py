@@ -8,7 +8,11 @@ downloaded version cannot drift from its manifest.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -21,6 +25,16 @@ from .embeddings import EmbeddingProvider
 log = logging.getLogger(__name__)
 
 MODES = ("read", "delta", "snapshot")
+_CHROMA_SETTINGS = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _empty_persist_directory() -> Path:
+    """A persist dir with chroma's schema and no collection, made once per process."""
+    path = Path(tempfile.mkdtemp(prefix="vp-chroma-empty-"))
+    chromadb.PersistentClient(path=str(path), settings=_CHROMA_SETTINGS.model_copy()).close()
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 class ChromaDBClient:
@@ -43,10 +57,12 @@ class ChromaDBClient:
         self.hnsw = hnsw or self.settings.hnsw
         self.embedding_provider = embedding_provider
         self.persist_directory.mkdir(parents=True, exist_ok=True)
+        if mode != "read" and not (self.persist_directory / "chroma.sqlite3").exists():
+            # A new directory starts as a copy of an empty one: chroma's schema set-up is
+            # most of a small producer's time otherwise.
+            shutil.copytree(_empty_persist_directory(), self.persist_directory, dirs_exist_ok=True)
         self._client: Any = chromadb.PersistentClient(
-            path=str(self.persist_directory),
-            settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
-        )
+            path=str(self.persist_directory), settings=_CHROMA_SETTINGS.model_copy())
         self._collections: dict[str, Any] = {}
         self._read_counts: dict[str, int] = {}
         # delta mode: what the delta carries besides its upserts

@@ -38,6 +38,11 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_LOCK_TTL_SECONDS = 900
 
 
+def _memory_backed_tmp() -> str | None:
+    """/dev/shm when this machine has a writable one (None: the system's temp dir)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 @dataclass(frozen=True)
 class HnswSettings:
     """HNSW parameters a collection is created with; recorded in every version manifest."""
@@ -78,6 +83,9 @@ class Settings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     cache_dir: str = os.path.join(tempfile.gettempdir(), "vector_pipeline_cache")
+    # Where producers build a delta before uploading it. Scratch only (S3 is what keeps it),
+    # so memory-backed by default: chroma's fsyncs are most of a small delta's write time.
+    scratch_dir: str | None = _memory_backed_tmp()
     embedding_provider: str = "minilm"
     openai_api_key: str | None = None
     openai_embedding_model: str = "text-embedding-3-small"
@@ -125,6 +133,7 @@ class Settings:
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             cache_dir=env.get("VECTOR_PIPELINE_CACHE_DIR", defaults.cache_dir),
+            scratch_dir=env.get("VECTOR_PIPELINE_SCRATCH_DIR") or defaults.scratch_dir,
             embedding_provider=env.get("EMBEDDING_PROVIDER", defaults.embedding_provider),
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_embedding_model=env.get("OPENAI_EMBEDDING_MODEL", defaults.openai_embedding_model),

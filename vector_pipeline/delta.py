@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import chromadb
+import numpy as np
 from chromadb.api.types import validate_metadata
 
 from . import manifest as mf
@@ -169,6 +170,12 @@ def _check_ids(what: str, values: list[str]) -> None:
 
 
 def _check_embeddings(embeddings: Sequence[Sequence[float]]) -> int:
+    try:  # the common case in one vectorised pass; the loop below names the first problem
+        matrix = np.asarray(embeddings, dtype=np.float64)
+        if matrix.ndim == 2 and matrix.shape[1] > 0 and np.isfinite(matrix).all():
+            return int(matrix.shape[1])
+    except (TypeError, ValueError):
+        pass
     dimension = 0
     for position, vector in enumerate(embeddings):
         try:
@@ -218,7 +225,7 @@ def produce_embedding_delta(
     started = time.perf_counter()
     dimension = validate_delta_input(ids, embeddings, documents, metadatas, collection_name, delete_ids)
     metadatas = None if metadatas is None else [m or None for m in metadatas]
-    workdir = Path(tempfile.mkdtemp(prefix="vp-delta-"))
+    workdir = Path(tempfile.mkdtemp(prefix="vp-delta-", dir=settings.scratch_dir))
     try:
         with ChromaDBClient(workdir / "chroma", mode="delta", settings=settings) as delta:
             delta.embedding_provider_name = embedding_provider or provider_name(settings)
