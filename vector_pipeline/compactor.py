@@ -214,7 +214,11 @@ class ChromaCompactor:
         workdir = self.cache_root / collection / f".work-{uuid.uuid4().hex[:12]}"
         try:
             state = self._prepare_workdir(candidate, base_manifest, workdir)
-            deltas = self._load_pending(candidate, delta_keys, state, base_manifest, workdir / ".deltas")
+            scratch = Path(tempfile.mkdtemp(prefix="vp-fetch-", dir=self.settings.scratch_dir))
+            try:  # deltas are read once and dropped: memory-backed scratch when there is one
+                deltas = self._load_pending(candidate, delta_keys, state, base_manifest, scratch)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             fold_all = fold_all and _has_recent_or_masked(base_manifest)
             if not deltas and not fold_all:
                 self._return_to_cache(workdir, base_manifest)
@@ -238,7 +242,6 @@ class ChromaCompactor:
         if base_manifest is None or not is_local_copy_of(workdir, base_manifest):
             shutil.rmtree(workdir, ignore_errors=True)
             return
-        shutil.rmtree(workdir / ".deltas", ignore_errors=True)
         workdir.rename(self.cache_root / str(base_manifest["collection"]) / str(base_manifest["version"]))
 
     def _prepare_workdir(self, candidate: Candidate, base_manifest: dict[str, Any] | None,
@@ -281,7 +284,6 @@ class ChromaCompactor:
                 candidate.quarantined[ref.key] = str(exc)
                 continue
             loaded.append(delta)
-        shutil.rmtree(scratch, ignore_errors=True)
         return loaded
 
     def _sorted_refs(self, candidate: Candidate, delta_keys: Sequence[str]) -> list[DeltaRef]:
@@ -313,6 +315,8 @@ class ChromaCompactor:
                 log.warning("delta %s has no manifest yet (%.0fs old): left for later", ref.key, age)
                 candidate.missing.append(ref.key)
             return None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # its records are in memory now
         candidate.bytes_downloaded += int(delta.manifest.get("total_bytes", 0))
         checkpoint(self.settings, "mid_download")
         return delta
