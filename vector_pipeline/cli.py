@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument("--no-reconcile", action="store_true", help="only what the queue announces")
     compact.set_defaults(handler=_compact)
 
+    fold = commands.add_parser("fold", help="fold a collection's recent segments back into its base (background merge)")
+    fold.add_argument("collection", nargs="+", help="collection(s) to fold")
+    fold.set_defaults(handler=_fold)
+
     query = commands.add_parser("query", help="query the published snapshot")
     query.add_argument("text", nargs="+", help="query text(s), embedded with EMBEDDING_PROVIDER")
     query.add_argument("--collection", default="words")
@@ -249,6 +253,25 @@ def _compact(args: argparse.Namespace) -> int:
     if any(r.status is CompactionStatus.FAILED for r in results):
         return 1
     return 75 if any(r.status is CompactionStatus.BUSY for r in results) else 0
+
+
+def _fold(args: argparse.Namespace) -> int:
+    from .compactor import CompactionStatus
+    from .lock import LockBusyError
+    from .maintenance import fold_segments
+
+    settings = Settings.from_env()
+    failed = busy = False
+    for collection in args.collection:
+        try:
+            result = fold_segments(settings, collection)
+        except LockBusyError as exc:
+            print(f"{collection}: busy ({exc})")
+            busy = True
+            continue
+        print(json.dumps(result.as_dict(), indent=2, default=str))
+        failed = failed or result.status is CompactionStatus.FAILED
+    return 1 if failed else 75 if busy else 0
 
 
 def _query(args: argparse.Namespace) -> int:

@@ -9,9 +9,10 @@ deltas, not the snapshot.
 
 Why: an HNSW insert rewrites neighbour lists all over ``data_level0.bin``, so merging
 into the base rewrites (and re-uploads) the whole index. The fold policy bounds what
-readers pay for this: at most ``segment_max_count`` segments, and the recent ones
-(plus the base's masked ids) stay below ``segment_fold_ratio`` of the base before they
-are folded back into it, as LSM trees and Lance's fragments compact.
+readers pay for this: at most ``segment_max_count`` segments, and once the recent ones
+(plus the base's masked ids) pass ``segment_fold_ratio`` of the base, the next compaction
+folds them back into it (as LSM trees and Lance's fragments compact); ``fold_segments``
+does it on demand, off the ingest path.
 """
 
 from __future__ import annotations
@@ -83,9 +84,12 @@ def plan_fold(segments: Sequence[Segment], incoming: int, settings: Settings, fo
         return FoldPlan(FoldKind.APPEND, (), None, ())
     base, recent = segments[0], tuple(segments[1:])
     recent_stored = sum(s.stored for s in recent)
-    if fold_all or base.masked + recent_stored + incoming > settings.segment_fold_ratio * max(base.stored, 1):
+    # The recent tier as it stands decides, not ``incoming``: a large batch becomes one
+    # segment now and is folded by the next compaction (or the nightly fold), so no single
+    # compaction pays for both its own deltas and a rewrite of the base.
+    if fold_all or base.masked + recent_stored > settings.segment_fold_ratio * max(base.stored, 1):
         return FoldPlan(FoldKind.FOLD_ALL, (), base, recent)
-    if len(segments) + 1 > settings.segment_max_count:
+    if len(segments) + (1 if incoming else 0) > settings.segment_max_count:
         if not recent or settings.segment_max_count < 2:
             return FoldPlan(FoldKind.FOLD_ALL, (), base, recent)
         return FoldPlan(FoldKind.FOLD_RECENT, (base,), recent[0], recent[1:])

@@ -28,7 +28,7 @@ def run(settings: Settings | None, *args: str, cwd: Path | None = None, timeout:
 def test_help_explains_every_command() -> None:
     result = run(None, "--help")
     assert result.returncode == 0
-    for command in ("local-aws", "setup", "demo", "produce", "compact", "query", "status"):
+    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "query", "status"):
         assert command in result.stdout
     assert "AWS_ENDPOINT_URL" in result.stdout
 
@@ -64,6 +64,19 @@ def test_produce_reports_bad_rows_clearly(settings: Settings, tmp_path: Path) ->
     result = run(settings, "produce", str(source))
     assert result.returncode == 2
     assert "dimension" in result.stderr
+
+
+def test_fold_leaves_one_segment(settings: Settings, rng: np.random.Generator) -> None:
+    from vector_pipeline import ChromaCompactor, produce_embedding_delta
+
+    compactor = ChromaCompactor(settings=settings)
+    for ids in ([f"b{i}" for i in range(100)], ["n1"]):
+        key = produce_embedding_delta(ids, rng.random((len(ids), 4)).tolist(), settings=settings, notify=False)
+        assert compactor.compact_deltas([key["delta_key"]], "words").segments == (1 if len(ids) > 1 else 2)
+    folded = run(settings, "fold", "words")
+    assert folded.returncode == 0, folded.stderr
+    report = json.loads(folded.stdout)
+    assert report["fold"] == "fold_all" and report["segments"] == 1 and report["vector_count"] == 101
 
 
 def test_compact_with_nothing_pending(settings: Settings) -> None:

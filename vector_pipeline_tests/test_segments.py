@@ -105,5 +105,6 @@ def test_fold_policy_bounds_segments_and_recent_share() -> None:
     assert plan_fold([base, Segment("00000002", 50)], 50, settings).kind is FoldKind.APPEND
     third = plan_fold([base, Segment("00000002", 50), Segment("00000003", 50)], 50, settings)
     assert third.kind is FoldKind.FOLD_RECENT and third.keep == (base,)
-    assert plan_fold([base, Segment("00000002", 100)], 200, settings).kind is FoldKind.FOLD_ALL
-    assert plan_fold([Segment("00000001", 1000, masked=240)], 20, settings).kind is FoldKind.FOLD_ALL
+    assert plan_fold([base], 5000, settings).kind is FoldKind.APPEND  # a big batch: its own segment first
+    assert plan_fold([base, Segment("00000002", 300)], 10, settings).kind is FoldKind.FOLD_ALL
+    assert plan_fold([Segment("00000001", 1000, masked=260)], 20, settings).kind is FoldKind.FOLD_ALL

@@ -9,7 +9,7 @@ from .assets import delta, snapshot_assets
 from .checks import snapshot_checks
 from .jobs import collection_jobs, gc_job, rollback_job, validate_delta_job
 from .resources import pipeline_resource
-from .schedules import gc_schedule
+from .schedules import fold_schedules, gc_schedule
 from .sensors import sensors
 
 
@@ -22,6 +22,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=[check for c in collections for check in snapshot_checks(c)],
         jobs=[validate_delta_job, *compaction_jobs, rollback_job, gc_job],
         sensors=sensors([validate_delta_job, *compaction_jobs]),
-        schedules=[gc_schedule],
+        schedules=[*fold_schedules(collections, compaction_jobs), gc_schedule],
         resources={"vector_pipeline": pipeline_resource(settings)},
     )

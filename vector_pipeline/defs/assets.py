@@ -57,9 +57,11 @@ def delta(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineReso
 
 
 class CompactionConfig(dg.Config):
-    """What a compaction run merges: pending deltas (default) or a rebuild from archive/."""
+    """What a compaction run merges: pending deltas (default) or a rebuild from archive/;
+    ``fold_segments`` also folds the recent segments back into the base (the background merge)."""
 
     rebuild_from_archive: bool = False
+    fold_segments: bool = False
     until_delta_id: str | None = None
     hnsw_search_ef: int | None = None
     delta_keys: list[str] = []
@@ -100,7 +102,8 @@ def snapshot_assets(collection: str) -> list[dg.AssetsDefinition]:
             context.log.info(f"merging up to {len(keys)} deltas into {collection}")
             hnsw = HnswSettings(search_ef=config.hnsw_search_ef) if config.hnsw_search_ef else None
             candidate = compactor.write_candidate(collection, keys, fence=lock.fence, lock_owner=lock.owner,
-                                                  from_scratch=config.rebuild_from_archive, hnsw=hnsw)
+                                                  from_scratch=config.rebuild_from_archive, hnsw=hnsw,
+                                                  fold_all=config.fold_segments)
         finally:
             lock.release()
         return dg.Output({"candidate": candidate, "receipt_handles": dict(config.receipt_handles)},
@@ -156,6 +159,9 @@ def _candidate_metadata(candidate: Candidate, seconds: float, lock_wait: float) 
         "deltas_already_applied": len(candidate.already_applied),
         "deltas_quarantined": dg.MetadataValue.json(candidate.quarantined),
         "deltas_missing": len(candidate.missing),
+        "fold": str(candidate.fold or ""),
+        "segments": len(manifest.get("segments", [])),
+        "merge_s": dg.MetadataValue.float(round(candidate.merge_seconds, 3)),
         "duration_s": dg.MetadataValue.float(round(seconds, 3)),
         "lock_wait_s": dg.MetadataValue.float(round(lock_wait, 3)),
         "hnsw": dg.MetadataValue.json(manifest.get("hnsw", {})),

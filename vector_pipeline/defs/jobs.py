@@ -1,4 +1,4 @@
-"""Jobs: validate one delta, compact or rebuild a collection, roll back, collect garbage."""
+"""Jobs: validate one delta, compact, rebuild or fold a collection, roll back, collect garbage."""
 
 
 from datetime import datetime, timedelta, timezone
@@ -37,7 +37,16 @@ def collection_jobs(collection: str) -> list[Any]:
         config={"ops": {candidate_op_name(collection): {"config": {"rebuild_from_archive": True}}}},
         description=f"Rebuild {collection} from archive/ (optionally up to a delta id, with new HNSW "
                     "settings) into a new version, audited and published.")
-    return [compact, rebuild]
+    fold = dg.define_asset_job(
+        fold_job_name(collection), selection=selection, tags=tags, executor_def=dg.in_process_executor,
+        config={"ops": {candidate_op_name(collection): {"config": {"fold_segments": True}}}},
+        description=f"Fold {collection}'s recent segments (and pending deltas) back into its base: one "
+                    "segment, no masked ids; audited and published like a compaction.")
+    return [compact, rebuild, fold]
+
+
+def fold_job_name(collection: str) -> str:
+    return f"fold_{collection}"
 
 
 class RollbackConfig(dg.Config):

@@ -16,7 +16,8 @@ def test_definitions_load() -> None:
 
     assert isinstance(defs, dg.Definitions)
     names = {job.name for job in defs.resolve_all_job_defs()}
-    assert {"validate_delta", "compact_words", "compact_lines", "rebuild_words", "rollback_job", "gc_job"} <= names
+    assert {"validate_delta", "compact_words", "compact_lines", "rebuild_words", "fold_words", "rollback_job",
+            "gc_job"} <= names
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"delta", "words/snapshot_candidate", "words/snapshot"} <= keys

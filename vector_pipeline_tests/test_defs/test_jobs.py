@@ -124,6 +124,22 @@ def test_rebuild_job_reproduces_incremental_content(defs: dg.Definitions, instan
     assert SnapshotStore(settings).read_manifest("words", pointer.version)["hnsw"]["search_ef"] == 150
 
 
+def test_fold_job_folds_segments_through_the_audit(defs: dg.Definitions, instance: dg.DagsterInstance,
+                                                   settings: Settings, rng: np.random.Generator) -> None:
+    _produce(settings, rng, [f"b{i}" for i in range(200)])
+    assert _run(defs, instance, "compact_words").success
+    _produce(settings, rng, ["b0", "n0"], delete_ids=["b1"])
+    assert _run(defs, instance, "compact_words").success
+    before = _content(settings)
+    result = _run(defs, instance, "fold_words")
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    [written] = result.asset_materializations_for_node("words__snapshot_candidate")
+    assert written.metadata["fold"].value == "fold_all" and written.metadata["segments"].value == 1
+    assert _content(settings) == before
+
+
 def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                       settings: Settings, rng: np.random.Generator) -> None:
     versions = []
