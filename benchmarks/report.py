@@ -26,7 +26,11 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
     out = []
     if largest in fifty:
         speedup = fifty[largest]["speedup_vs_baseline"]
-        out.append([f"50×100 into {largest:,}: ≥ 5× faster than baseline", f"{speedup:.2f}×", verdict(speedup >= 5)])
+        out.append([f"50×100 into {largest:,}: ≥ 5× faster than baseline (whole compaction, incl. ack + archive)",
+                    f"{speedup:.2f}×", verdict(speedup >= 5)])
+        publish = fifty[largest]["publish_speedup_vs_baseline"]
+        out.append(["same, until readers see the deltas (our publish vs the baseline's copy to latest/)",
+                    f"{publish:.2f}×", verdict(publish >= 5)])
         if smallest in fifty and smallest != largest:
             ratio = fifty[largest]["ours_warm_s"] / fifty[smallest]["ours_warm_s"]
             out.append([f"same deltas into {largest:,} ≤ 1.5× into {smallest:,} (warm)", f"{ratio:.2f}×",
@@ -57,10 +61,11 @@ def write_report(results: dict[str, Any], out: Path) -> None:
              "", "## Targets", "", *_table(["target", "measured", "verdict"], targets(results)),
              "", "## Compaction (deltas of 100 vectors)", "",
              "Each row starts from a version of one segment (the background fold runs between rows, below).", ""]
-    lines += _table(["snapshot", "deltas", "fold", "ours warm s", "ours cold s", "baseline s", "speedup",
+    lines += _table(["snapshot", "deltas", "fold", "ours warm s (published at)", "ours cold s", "baseline s",
+                     "speedup",
                      "merge vec/s ours / baseline", "MB moved warm / cold / baseline"],
                     [[f"{r['snapshot_vectors']:,}", r["deltas"], f"{r['fold']} → {r['segments']} seg",
-                      r["ours_warm_s"], r["ours_cold_s"], r["baseline_s"],
+                      f"{r['ours_warm_s']:.3g} ({r['ours_warm_publish_s']:.3g})", r["ours_cold_s"], r["baseline_s"],
                       f"{r['speedup_vs_baseline']:.2f}×",
                       f"{r['ours_merge_vectors_per_s']:.0f} / {r['baseline_merge_vectors_per_s']:.0f}",
                       f"{r['ours_warm_bytes_moved'] / 1e6:.1f} / {r['ours_cold_bytes_moved'] / 1e6:.1f} / "

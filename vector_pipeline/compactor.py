@@ -84,6 +84,7 @@ class CompactionResult:
     fold: str | None = None  # append | fold_recent | fold_all (segments.py)
     segments: int | None = None
     merge_seconds: float = 0.0
+    publish_seconds: float | None = None  # from the call until readers could see the version
     error: str | None = None
 
     @property
@@ -149,7 +150,7 @@ class ChromaCompactor:
         lock.start_heartbeat()
         checkpoint(self.settings, "after_lock")
         try:
-            result = self._compact_locked(delta_keys, collection_name, lock, receipt_handles or {})
+            result = self._compact_locked(delta_keys, collection_name, lock, receipt_handles or {}, started)
         except Exception as exc:
             log.exception("compaction of %s failed", collection_name)
             result = CompactionResult(CompactionStatus.FAILED, collection_name, error=f"{type(exc).__name__}: {exc}")
@@ -162,7 +163,7 @@ class ChromaCompactor:
         return result
 
     def _compact_locked(self, delta_keys: Sequence[str], collection: str, lock: CompactionLock,
-                        receipt_handles: Mapping[str, str]) -> CompactionResult:
+                        receipt_handles: Mapping[str, str], started: float) -> CompactionResult:
         candidate = self.write_candidate(collection, delta_keys, fence=lock.fence, lock_owner=lock.owner)
         result = CompactionResult(
             CompactionStatus.NOOP, collection, version=candidate.base_version,
@@ -179,6 +180,7 @@ class ChromaCompactor:
                 result.error = "conflict: the pointer moved since this run read it"
                 return result
             result.status = CompactionStatus.OK
+            result.publish_seconds = time.monotonic() - started
             result.deltas_processed = len(candidate.applied)
             result.version = candidate.version
             result.vector_count = int(candidate.manifest["vector_count"])

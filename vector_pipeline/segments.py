@@ -17,9 +17,11 @@ does it on demand, off the ingest path.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import heapq
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -120,6 +122,11 @@ def open_version(version_dir: Path, manifest: Mapping[str, Any], settings: Setti
     return SegmentedClient(version_dir, segments, masks, settings, embedding_provider)
 
 
+@functools.lru_cache(maxsize=1)
+def _query_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="vp-segment-query")
+
+
 class SegmentedClient(ChromaDBClient):
     """Read mode over several segments: masked ids dropped, top-k merged by distance."""
 
@@ -168,9 +175,11 @@ class SegmentedClient(ChromaDBClient):
         include = list(include) if include is not None else ["documents", "metadatas", "distances"]
         fields = list(dict.fromkeys([*include, "distances"]))
         per_query: list[list[tuple[float, int, str, dict[str, Any]]]] = [[] for _ in query_embeddings]
-        for order, (segment, part) in enumerate(zip(self.segments, self.parts)):
-            hits = self._segment_hits(part, self.masks[segment.name], collection_name, query_embeddings,
-                                      n_results, where, fields)
+        # chroma releases the GIL while it searches: the segments are searched side by side.
+        searches = _query_pool().map(
+            lambda pair: self._segment_hits(pair[1], self.masks[pair[0].name], collection_name, query_embeddings,
+                                            n_results, where, fields), zip(self.segments, self.parts))
+        for order, hits in enumerate(searches):
             for row, found in enumerate(hits):
                 per_query[row].extend((distance, order, record_id, values) for distance, record_id, values in found)
         result: dict[str, Any] = {"ids": [], **{field: [] for field in include}}
