@@ -18,7 +18,7 @@ from .report import write_report
 PROFILES = {
     # 2 cores: quick finishes in under 3 minutes; full is the one docs/performance.md reports.
     "quick": {"snapshot_sizes": [2_000, 10_000], "delta_counts": [1, 10, 50], "producer_repeats": 5,
-              "queries": 200, "ceiling_vectors": 5_000},
+              "queries": 100, "ceiling_vectors": 5_000},
     "full": {"snapshot_sizes": [10_000, 100_000], "delta_counts": [1, 10, 50, 200], "producer_repeats": 20,
              "queries": 1_000, "ceiling_vectors": 5_000},
 }
