@@ -38,9 +38,15 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_LOCK_TTL_SECONDS = 900
 
 
-def _memory_backed_tmp() -> str | None:
-    """/dev/shm when this machine has a writable one (None: the system's temp dir)."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def _memory_backed_tmp(min_free_bytes: int = 1 << 30) -> str | None:
+    """/dev/shm when this machine has a writable one with room (a container's default 64 MB
+    is not: several large deltas are read at once); None: the system's temp dir."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = stats.f_bavail * stats.f_frsize >= min_free_bytes
+    return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK) else None
 
 
 @dataclass(frozen=True)
