@@ -46,7 +46,7 @@ from .segments import (
     MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks,
 )
 from .snapshot_store import (
-    SNAPSHOT_FORMAT, STATE_FILE, MergeState, PublishOutcome, SnapshotStore, is_local_copy_of,
+    SNAPSHOT_FORMAT, STATE_FILE, UnsupportedFormatError, MergeState, PublishOutcome, SnapshotStore, is_local_copy_of,
     mark_local_copy, next_version,
 )
 
@@ -208,7 +208,8 @@ class ChromaCompactor:
         folds every segment back into the base even without deltas (the background merge).
         """
         pointer = self.store.read_pointer(collection)
-        pointer_manifest = None if pointer is None else self.store.read_manifest(collection, pointer.version)
+        pointer_manifest = None if pointer is None else self._pointer_manifest(collection, pointer.version,
+                                                                              from_scratch)
         base_manifest = None if from_scratch else pointer_manifest
         candidate = Candidate(collection, None if pointer is None else pointer.version,
                               None if pointer is None else pointer.etag, None, None)
@@ -238,6 +239,16 @@ class ChromaCompactor:
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+    def _pointer_manifest(self, collection: str, version: str, from_scratch: bool) -> dict[str, Any] | None:
+        try:
+            return self.store.read_manifest(collection, version)
+        except UnsupportedFormatError:
+            if not from_scratch:
+                raise
+            # A rebuild is the way off an older format: it needs nothing of that version.
+            log.warning("rebuilding %s over %s, a version of an older snapshot format", collection, version)
+            return None
 
     def _return_to_cache(self, workdir: Path, base_manifest: dict[str, Any] | None) -> None:
         """Nothing was merged: the work dir still holds the base version's exact bytes."""

@@ -142,7 +142,7 @@ def _referenced_keys(store: SnapshotStore, collection: str, versions: list[str])
     referenced: set[str] = set()
     for version in versions:
         try:
-            manifest: dict[str, Any] = store.read_manifest(collection, version)
+            manifest: dict[str, Any] = store.read_manifest(collection, version, any_format=True)
         except SnapshotNotFoundError:
             continue  # an orphan without manifest references nothing
         referenced.update(entry["key"] for entry in manifest["files"])

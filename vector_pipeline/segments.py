@@ -148,8 +148,8 @@ class SegmentedClient(ChromaDBClient):
         self.dimension, self.embedding_provider_name = 0, None
 
     def count(self, collection_name: str) -> int:
-        return sum(part.count(collection_name) - len(self.masks[s.name])
-                   for s, part in zip(self.segments, self.parts))
+        counts = [(part.count(collection_name), len(self.masks[s.name])) for s, part in zip(self.segments, self.parts)]
+        return sum(stored - masked for stored, masked in counts if stored)  # masks are of the snapshot's collection
 
     def get_vectors(self, collection_name: str, ids: Sequence[str] | None = None,
                     where: dict[str, Any] | None = None, include: Sequence[str] | None = None) -> dict[str, Any]:

@@ -52,6 +52,10 @@ class SnapshotNotFoundError(RuntimeError):
     """No version of the collection has been published (or the named one is gone)."""
 
 
+class UnsupportedFormatError(mf.IntegrityError):
+    """A version written in another snapshot format (format 1 had one ``chroma/`` dir)."""
+
+
 @dataclass(frozen=True)
 class Pointer:
     collection: str
@@ -196,7 +200,9 @@ class SnapshotStore:
 
     # -- versions ------------------------------------------------------------------------
 
-    def read_manifest(self, collection: str, version: str) -> dict[str, Any]:
+    def read_manifest(self, collection: str, version: str, any_format: bool = False) -> dict[str, Any]:
+        """The version's manifest; ``any_format`` also returns one of an older snapshot
+        format (for GC, which needs only its file keys)."""
         key = version_prefix(collection, version) + mf.MANIFEST_NAME
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -205,6 +211,13 @@ class SnapshotStore:
                 raise SnapshotNotFoundError(f"version {collection}/{version} has no manifest") from None
             raise
         manifest = mf.loads(body, key)
+        if str(manifest.get("format", "")).startswith("vector_pipeline.snapshot/") \
+                and manifest.get("format") != SNAPSHOT_FORMAT and manifest.get("version") == version:
+            if any_format:
+                return manifest
+            raise UnsupportedFormatError(
+                f"{key}: written in {manifest['format']}, this build reads {SNAPSHOT_FORMAT}; rebuild the "
+                f"collection from archive/ (Dagster job rebuild_{collection}, or maintenance.rebuild_from_archive)")
         if manifest.get("format") != SNAPSHOT_FORMAT or manifest.get("version") != version:
             raise mf.IntegrityError(f"{key}: not the manifest of version {version}")
         return manifest

@@ -1,17 +1,23 @@
 """Segmented versions against the moto server: a small compaction writes one small segment
 and references the base's objects; updates and deletes of base ids are masked (never
 returned by a query, an exact read or a count); the segment count stays bounded, and the
-recent segments fold back into the base."""
+recent segments fold back into the base; a version of the older one-directory format is
+refused by name, and a rebuild moves off it."""
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+
 import numpy as np
+import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta, query_snapshot
 from vector_pipeline.config import Settings
-from vector_pipeline.maintenance import fold_segments
+from vector_pipeline.maintenance import collect_garbage, fold_segments, rebuild_from_archive
+from vector_pipeline.reader import close_readers
 from vector_pipeline.segments import FoldKind, Segment, plan_fold
-from vector_pipeline.snapshot_store import SnapshotStore, version_prefix
+from vector_pipeline.snapshot_store import SnapshotStore, UnsupportedFormatError, version_prefix
 
 from .conftest import vectors
 
@@ -108,3 +114,25 @@ def test_fold_policy_bounds_segments_and_recent_share() -> None:
     assert plan_fold([base], 5000, settings).kind is FoldKind.APPEND  # a big batch: its own segment first
     assert plan_fold([base, Segment("00000002", 300)], 10, settings).kind is FoldKind.FOLD_ALL
     assert plan_fold([Segment("00000001", 1000, masked=260)], 20, settings).kind is FoldKind.FOLD_ALL
+
+
+def test_a_version_of_an_older_format_is_refused_by_name_and_a_rebuild_moves_off_it(
+        settings: Settings, rng: np.random.Generator) -> None:
+    compactor = ChromaCompactor(settings=settings)
+    compactor.compact_deltas([_produce(settings, ["a", "b"], vectors(rng, 2), "")], "words")
+    store = SnapshotStore(settings)
+    pointer = store.read_pointer("words")
+    old = {**_manifest(settings), "format": "vector_pipeline.snapshot/1"}
+    key = version_prefix("words", pointer.version) + "manifest.json"
+    store.s3.put_object(Bucket=store.bucket, Key=key, Body=json.dumps(old).encode())
+    close_readers()
+    with pytest.raises(UnsupportedFormatError, match="rebuild"):
+        open_snapshot(settings=settings)
+    refused = compactor.compact_deltas([_produce(settings, ["c"], vectors(rng, 1), "")], "words")
+    assert refused.status == "failed" and "snapshot/1" in refused.error
+    rebuilt = rebuild_from_archive(settings, "words")
+    assert rebuilt.status == "ok" and rebuilt.vector_count == 2
+    close_readers()
+    assert open_snapshot(settings=settings).count("words") == 2
+    report = collect_garbage(settings, "words", retain_versions=0, grace=timedelta(0))
+    assert report.deleted_versions == [pointer.version] and report.kept_versions == [rebuilt.version]
