@@ -51,18 +51,24 @@ class ChromaDBClient:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        self.persist_directory = Path(persist_directory)
-        self.mode = mode
-        self.settings = settings or Settings.from_env()
-        self.hnsw = hnsw or self.settings.hnsw
-        self.embedding_provider = embedding_provider
+        self._init_fields(persist_directory, mode, settings or Settings.from_env(), hnsw, embedding_provider)
         self.persist_directory.mkdir(parents=True, exist_ok=True)
         if mode != "read" and not (self.persist_directory / "chroma.sqlite3").exists():
             # A new directory starts as a copy of an empty one: chroma's schema set-up is
             # most of a small producer's time otherwise.
             shutil.copytree(_empty_persist_directory(), self.persist_directory, dirs_exist_ok=True)
-        self._client: Any = chromadb.PersistentClient(
+        self._client = chromadb.PersistentClient(
             path=str(self.persist_directory), settings=_CHROMA_SETTINGS.model_copy())
+
+    def _init_fields(self, persist_directory: str | Path, mode: str, settings: Settings,
+                     hnsw: HnswSettings | None, embedding_provider: EmbeddingProvider | None) -> None:
+        """Every attribute but the chroma client (subclasses over several dirs share these)."""
+        self.persist_directory = Path(persist_directory)
+        self.mode = mode
+        self.settings = settings
+        self.hnsw = hnsw or settings.hnsw
+        self.embedding_provider = embedding_provider
+        self._client: Any = None
         self._collections: dict[str, Any] = {}
         self._read_counts: dict[str, int] = {}
         # delta mode: what the delta carries besides its upserts

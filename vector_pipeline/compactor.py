@@ -232,7 +232,8 @@ class ChromaCompactor:
             segments = self._merge(candidate, deltas, state, workdir, hnsw, base_manifest, version, fold_all)
             manifest = self._manifest(candidate, version, deltas, segments, hnsw, base_manifest, fence, lock_owner)
             manifest["rebuilt_from_scratch"] = from_scratch
-            untouched = [s.path for s in segments if s.name in {b.name for b in segments_of(base_manifest)}]
+            base_names = {b.name for b in segments_of(base_manifest)}
+            untouched = [s.path for s in segments if s.name in base_names]
             candidate.manifest = self.store.upload_version(workdir, manifest, pointer_manifest, untouched)
             candidate.local_dir = workdir
             return candidate
@@ -414,10 +415,11 @@ class ChromaCompactor:
             state.location.pop(record_id, None)
         if new_segment is None:
             return
-        folded = {s.name for s in (*plan.read_from, *([plan.copy_from] if plan.copy_from else []))}
-        for record_id, where in state.location.items():
-            if where in folded:
-                state.location[record_id] = new_segment.name
+        folded = plan.folded
+        if folded:  # an append folds nothing: no need to walk every live id
+            for record_id, where in state.location.items():
+                if where in folded:
+                    state.location[record_id] = new_segment.name
         for record_id in upserts:
             state.location[record_id] = new_segment.name
         held = sum(1 for where in state.location.values() if where == new_segment.name)

@@ -89,7 +89,7 @@ class Settings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     cache_dir: str = os.path.join(tempfile.gettempdir(), "vector_pipeline_cache")
-    # Where producers build a delta before uploading it. Scratch only (S3 is what keeps it),
+    # Where producers build a delta and the compactor reads one. Scratch only (S3 keeps it),
     # so memory-backed by default: chroma's fsyncs are most of a small delta's write time.
     scratch_dir: str | None = _memory_backed_tmp()
     embedding_provider: str = "minilm"

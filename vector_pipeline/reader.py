@@ -2,8 +2,8 @@
 
 Invariant: a reader answers from exactly one whole, checksummed version — the one the
 pointer named when it last read it (at most ``reader_pointer_ttl_seconds`` ago), or, while
-that one downloads, none (the call waits for it). It never lists prefixes and never writes: the local copy is opened in ``read``
-mode. One open client per (cache root, collection) is kept for the process, so a query on
+that one downloads, none (the call waits for it). It never lists prefixes and never
+writes: the local copy is opened in ``read`` mode. One open client per (cache root, collection) is kept for the process, so a query on
 an unchanged pointer costs one small GET and a chroma query, not a download or an open.
 """
 

@@ -75,6 +75,11 @@ class FoldPlan:
     copy_from: Segment | None  # the segment the new one starts as a copy of
     read_from: tuple[Segment, ...]  # segments whose live records move into the new one
 
+    @property
+    def folded(self) -> set[str]:
+        """Names of the segments the new one replaces."""
+        return {s.name for s in (*self.read_from, *([self.copy_from] if self.copy_from else []))}
+
 
 def segments_of(manifest: Mapping[str, Any] | None) -> list[Segment]:
     return [Segment.from_dict(s) for s in (manifest or {}).get("segments", [])]
@@ -132,20 +137,11 @@ class SegmentedClient(ChromaDBClient):
 
     def __init__(self, version_dir: Path, segments: Sequence[Segment], masks: Mapping[str, set[str]],
                  settings: Settings, embedding_provider: EmbeddingProvider | None = None) -> None:
-        self.persist_directory = Path(version_dir)
-        self.mode = "read"
-        self.settings = settings
-        self.hnsw = settings.hnsw
-        self.embedding_provider = embedding_provider
+        self._init_fields(version_dir, "read", settings, None, embedding_provider)
         self.segments = list(segments)
         self.masks = {s.name: frozenset(masks.get(s.name, ())) for s in self.segments}
         self.parts = [ChromaDBClient(self.persist_directory / s.path, mode="read", settings=settings)
                       for s in self.segments]
-        self._client = None
-        self._collections = {}
-        self._read_counts = {}
-        self.delta_collection, self.delete_ids, self.delta_id = None, [], None
-        self.dimension, self.embedding_provider_name = 0, None
 
     def count(self, collection_name: str) -> int:
         counts = [(part.count(collection_name), len(self.masks[s.name])) for s, part in zip(self.segments, self.parts)]

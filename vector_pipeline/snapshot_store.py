@@ -211,15 +211,13 @@ class SnapshotStore:
                 raise SnapshotNotFoundError(f"version {collection}/{version} has no manifest") from None
             raise
         manifest = mf.loads(body, key)
-        if str(manifest.get("format", "")).startswith("vector_pipeline.snapshot/") \
-                and manifest.get("format") != SNAPSHOT_FORMAT and manifest.get("version") == version:
-            if any_format:
-                return manifest
-            raise UnsupportedFormatError(
-                f"{key}: written in {manifest['format']}, this build reads {SNAPSHOT_FORMAT}; rebuild the "
-                f"collection from archive/ (Dagster job rebuild_{collection}, or maintenance.rebuild_from_archive)")
-        if manifest.get("format") != SNAPSHOT_FORMAT or manifest.get("version") != version:
+        written_in = str(manifest.get("format", ""))
+        if manifest.get("version") != version or not written_in.startswith("vector_pipeline.snapshot/"):
             raise mf.IntegrityError(f"{key}: not the manifest of version {version}")
+        if written_in != SNAPSHOT_FORMAT and not any_format:
+            raise UnsupportedFormatError(
+                f"{key}: written in {written_in}, this build reads {SNAPSHOT_FORMAT}; rebuild the "
+                f"collection from archive/ (Dagster job rebuild_{collection}, or maintenance.rebuild_from_archive)")
         return manifest
 
     def upload_version(self, local_dir: Path, manifest: dict[str, Any],
