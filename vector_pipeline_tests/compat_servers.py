@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ class LoopbackServer:
     """One server process on 127.0.0.1:``port``, ready once ``ready_path`` answers HTTP."""
 
     def __init__(self, name: str, argv: list[str], port: int, workdir: Path, env: Mapping[str, str] | None = None,
-                 ready_path: str = "/") -> None:
+                 ready_path: str | None = "/") -> None:
         self.name, self.argv, self.port, self.workdir = name, argv, port, workdir
         self.env = {**os.environ, **(env or {})}
         self.ready_path = ready_path
@@ -47,7 +48,7 @@ class LoopbackServer:
         self.process = subprocess.Popen(self.argv, cwd=self.workdir, env=self.env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
+        while self.ready_path is not None and time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
             try:
@@ -57,6 +58,8 @@ class LoopbackServer:
                 return self
             except OSError:
                 time.sleep(0.2)
+        if self.ready_path is None:
+            return self
         self.stop()
         raise RuntimeError(f"{self.name} did not answer on {self.endpoint_url} in {timeout_seconds}s")
 
@@ -103,6 +106,76 @@ def dynalite(workdir: Path) -> LoopbackServer:
                                        "--port", str(port)], port, workdir)
 
 
+CEPH_CONF = """[global]
+fsid = {fsid}
+mon_host = v2:127.0.0.1:{mon_port}
+public_network = 127.0.0.1/32
+auth_cluster_required = none
+auth_service_required = none
+auth_client_required = none
+ms_mon_client_mode = crc
+ms_bind_ipv6 = false
+osd_pool_default_size = 1
+osd_pool_default_min_size = 1
+osd_pool_default_pg_num = 8
+osd_pool_default_pgp_num = 8
+mon_allow_pool_size_one = true
+mon_warn_on_pool_no_redundancy = false
+osd_crush_chooseleaf_type = 0
+osd_objectstore = memstore
+memstore_device_bytes = 1073741824
+run_dir = {dir}/run
+admin_socket = {dir}/run/$name.asok
+log_file = {dir}/log/$name.log
+pid_file = {dir}/run/$name.pid
+keyring = {dir}/keyring
+[mon.a]
+mon_data = {dir}/mon.a
+[osd.0]
+osd_data = {dir}/osd.0
+[client.rgw]
+rgw_frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw_data = {dir}/rgw
+"""
+
+
+def ceph_rgw(workdir: Path, access_key: str, secret_key: str) -> list[LoopbackServer]:
+    """Ceph (Debian's 16.2): monitor, memstore OSD and radosgw on loopback, no cephx, with
+    one S3 user; returns the started processes, radosgw last (its ``endpoint_url``)."""
+    for part in ("mon.a", "osd.0", "run", "log", "rgw"):
+        (workdir / part).mkdir(parents=True, exist_ok=True)
+    conf, mon_port, rgw_port, fsid = workdir / "ceph.conf", free_port(), free_port(), str(uuid.uuid4())
+    conf.write_text(CEPH_CONF.format(fsid=fsid, mon_port=mon_port, rgw_port=rgw_port, dir=workdir))
+
+    def run(*argv: str) -> str:
+        done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr[-2000:]}")
+        return done.stdout
+
+    run("ceph-authtool", "--create-keyring", str(workdir / "keyring"), "--gen-key", "-n", "mon.", "--cap", "mon", "allow *")
+    run("monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{mon_port}]", "--fsid", fsid, str(workdir / "monmap"))
+    run("ceph-mon", "-c", str(conf), "--mkfs", "-i", "a", "--monmap", str(workdir / "monmap"),
+        "--keyring", str(workdir / "keyring"))
+    started: list[LoopbackServer] = []
+    try:
+        started.append(LoopbackServer("ceph-mon", ["/usr/bin/ceph-mon", "-c", str(conf), "-f", "-i", "a"], mon_port,
+                                      workdir, ready_path=None).start())
+        run("ceph", "-c", str(conf), "--connect-timeout", "60", "osd", "create")
+        run("ceph-osd", "-c", str(conf), "-i", "0", "--mkfs")
+        started.append(LoopbackServer("ceph-osd", ["/usr/bin/ceph-osd", "-c", str(conf), "-f", "-i", "0"], 0, workdir,
+                                      ready_path=None).start())
+        started.append(LoopbackServer("radosgw", ["/usr/bin/radosgw", "-c", str(conf), "-f", "-n", "client.rgw"],
+                                      rgw_port, workdir).start(timeout_seconds=180))
+        run("radosgw-admin", "-c", str(conf), "user", "create", "--uid=vector-pipeline", "--display-name=vector-pipeline",
+            f"--access-key={access_key}", f"--secret={secret_key}")
+        return started
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+
+
 @dataclass
 class Backend:
     """Endpoints per service and the credentials they take: what a user would export."""
@@ -112,28 +185,37 @@ class Backend:
     access_key: str = "testing"
     secret_key: str = "testing"
     servers: tuple[LoopbackServer, ...] = ()
+    sse: str = "AES256"  # VECTORS_SSE the store accepts
+    etag_dialect: str = "quoted"  # the If-Match form the conditional-write check should find
 
     def settings(self, base: Settings) -> Settings:
         return replace(base, aws_endpoint_url=None, aws_service_endpoints=tuple(sorted(self.endpoints.items())),
-                       aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+                       aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, sse=self.sse)
 
     def stop(self) -> None:
-        for server in self.servers:
+        for server in reversed(self.servers):
             server.stop()
 
 
 def start_backend(name: str, workdir: Path) -> Backend:
     """The servers of backend ``name``, started: ``ministack`` = MiniStack (S3, SQS) +
+    DynamoDB Local; ``rgw`` = Ceph RGW (S3, stock: no SSE headers) + MiniStack (SQS) +
     DynamoDB Local."""
     started: list[LoopbackServer] = []
     try:
         dynamodb = dynamodb_local(workdir / "dynamodb-local")
         started.append(dynamodb.start())
+        stack = ministack(workdir / "ministack")
+        started.append(stack.start())
         if name == "ministack":
-            stack = ministack(workdir / "ministack")
-            started.append(stack.start())
             return Backend(name, {"s3": stack.endpoint_url, "sqs": stack.endpoint_url,
                                   "dynamodb": dynamodb.endpoint_url}, servers=tuple(started))
+        if name == "rgw":
+            ceph = ceph_rgw(workdir / "ceph", "testing", "testing")
+            started.extend(ceph)
+            return Backend(name, {"s3": ceph[-1].endpoint_url, "sqs": stack.endpoint_url,
+                                  "dynamodb": dynamodb.endpoint_url}, servers=tuple(started), sse="none",
+                           etag_dialect="unquoted")
         raise ValueError(f"unknown backend {name!r}")
     except BaseException:
         for server in started:

@@ -8,6 +8,7 @@ project's own ``setup_resources``."""
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +21,8 @@ from vector_pipeline.reader import close_readers
 
 from ..compat_servers import Backend, start_backend, unique_names
 
-INDEPENDENT_BACKENDS = ("ministack",)  # MiniStack (S3, SQS) + DynamoDB Local
+# CI: MiniStack (S3, SQS) + DynamoDB Local. `./dev compat` adds "rgw": Ceph RGW for S3.
+INDEPENDENT_BACKENDS = tuple(os.environ.get("VP_COMPAT_BACKENDS", "ministack").split(","))
 
 
 @pytest.fixture(scope="session")

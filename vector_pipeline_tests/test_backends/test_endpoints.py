@@ -11,6 +11,8 @@ import sys
 from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import OptionalFeature
 
+from ..compat_servers import Backend
+
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VECTORS_", "DELTA_", "DYNAMODB_"))}
@@ -27,9 +29,9 @@ def test_status_names_every_service_endpoint(settings: Settings) -> None:
         assert f"{service} {settings.endpoint_url_for(service)}" in result.stdout
 
 
-def test_setup_reports_conditional_writes_enforced(settings: Settings) -> None:
+def test_setup_reports_conditional_writes_enforced(settings: Settings, backend: Backend) -> None:
     result = _cli(settings, "setup")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["conditional_writes"] == "enforced (If-Match ETag quoted)"
+    assert report["conditional_writes"] == f"enforced (If-Match ETag {backend.etag_dialect})"
     assert report["lock_table_ttl"] == OptionalFeature.ENABLED.value
