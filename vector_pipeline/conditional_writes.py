@@ -44,6 +44,10 @@ class UnsafeEndpointError(RuntimeError):
     """The S3 endpoint does not enforce conditional writes: publishing there could lose updates."""
 
 
+class ObjectEncryptionRefusedError(RuntimeError):
+    """The S3 endpoint refuses the per-object encryption header ``VECTORS_SSE`` asks for."""
+
+
 @dataclass(frozen=True)
 class ConditionalWrites:
     """What the check found for one bucket on one endpoint."""
@@ -73,10 +77,13 @@ def verified_conditional_writes(s3: Any, bucket: str, endpoint: str, put_args: d
         return known
 
 
-def forget_checks() -> None:
-    """Drop every remembered result (tests that restart a server on the same port)."""
-    with _checked_lock:
-        _checked.clear()
+def _accepts_plain_put(s3: Any, bucket: str, key: str) -> bool:
+    """Whether a PUT without encryption arguments goes through (the key is deleted after)."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"plain")
+        return True
+    except Exception:
+        return False
 
 
 def check_conditional_writes(s3: Any, bucket: str, endpoint: str,
@@ -95,11 +102,13 @@ def check_conditional_writes(s3: Any, bucket: str, endpoint: str,
         except Exception as exc:
             if error_code(exc) in REFUSED_CODES:
                 return None
-            hint = (f" The PUT also carried {extra}: a store that refuses object encryption headers "
-                    f"works with VECTORS_SSE=none." if extra else "")
+            if extra and condition.get("IfNoneMatch") and _accepts_plain_put(s3, bucket, key):
+                raise ObjectEncryptionRefusedError(
+                    f"{where} refuses PUTs carrying {extra} ({error_code(exc)}); set VECTORS_SSE=none to "
+                    f"write objects without the header (the store's own encryption at rest applies)") from exc
             raise UnsafeEndpointError(
                 f"{where} failed a conditional-write check ({error_code(exc) or type(exc).__name__}: "
-                f"{exc}); the commit protocol needs If-None-Match and If-Match on PUT.{hint}") from exc
+                f"{exc}); the commit protocol needs If-None-Match and If-Match on PUT") from exc
 
     try:
         first = put(b"first", IfNoneMatch="*")
@@ -109,7 +118,7 @@ def check_conditional_writes(s3: Any, bucket: str, endpoint: str,
             raise UnsafeEndpointError(
                 f"{where} ignores If-None-Match: * (it overwrote an existing object); refusing to publish "
                 f"there: a paused compactor could overwrite a newer pointer. Use a store that enforces "
-                f"conditional writes (AWS S3, MinIO, Ceph RGW, ...).")
+                f"conditional writes (AWS S3, Ceph RGW, ...).")
         dialect, current = EtagDialect.QUOTED, put(b"third", IfMatch=EtagDialect.QUOTED.condition(first))
         if current is None:
             dialect, current = EtagDialect.UNQUOTED, put(b"third", IfMatch=EtagDialect.UNQUOTED.condition(first))
@@ -119,7 +128,7 @@ def check_conditional_writes(s3: Any, bucket: str, endpoint: str,
             raise UnsafeEndpointError(
                 f"{where} ignores If-Match (a PUT with a stale ETag overwrote the object); refusing to "
                 f"publish there: a paused compactor could overwrite a newer pointer. Use a store that "
-                f"enforces conditional writes (AWS S3, MinIO, Ceph RGW, ...).")
+                f"enforces conditional writes (AWS S3, Ceph RGW, ...).")
     finally:
         try:
             s3.delete_object(Bucket=bucket, Key=key)

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO, Any, Mapping
 
 from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import free_port, stop_process_group
@@ -187,6 +187,7 @@ class Backend:
     servers: tuple[LoopbackServer, ...] = ()
     sse: str = "AES256"  # VECTORS_SSE the store accepts
     etag_dialect: str = "quoted"  # the If-Match form the conditional-write check should find
+    lock_table_ttl: bool = True  # whether the DynamoDB implementation has UpdateTimeToLive
 
     def settings(self, base: Settings) -> Settings:
         return replace(base, aws_endpoint_url=None, aws_service_endpoints=tuple(sorted(self.endpoints.items())),
@@ -197,28 +198,31 @@ class Backend:
             server.stop()
 
 
+# Backend name → (S3 server, DynamoDB server, Backend options); SQS is always MiniStack's.
+BACKENDS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "ministack": ("ministack", "dynamodb-local", {}),
+    "ministack-dynalite": ("ministack", "dynalite", {"lock_table_ttl": False}),
+    "rgw": ("rgw", "dynamodb-local", {"sse": "none", "etag_dialect": "unquoted"}),  # stock RGW: no SSE headers
+}
+
+
 def start_backend(name: str, workdir: Path) -> Backend:
-    """The servers of backend ``name``, started: ``ministack`` = MiniStack (S3, SQS) +
-    DynamoDB Local; ``rgw`` = Ceph RGW (S3, stock: no SSE headers) + MiniStack (SQS) +
-    DynamoDB Local."""
+    """The servers of backend ``name`` (``BACKENDS``), started on loopback."""
+    s3_server, table_server, options = BACKENDS[name]
     started: list[LoopbackServer] = []
     try:
-        dynamodb = dynamodb_local(workdir / "dynamodb-local")
-        started.append(dynamodb.start())
         stack = ministack(workdir / "ministack")
         started.append(stack.start())
-        if name == "ministack":
-            return Backend(name, {"s3": stack.endpoint_url, "sqs": stack.endpoint_url,
-                                  "dynamodb": dynamodb.endpoint_url}, servers=tuple(started))
-        if name == "rgw":
-            ceph = ceph_rgw(workdir / "ceph", "testing", "testing")
-            started.extend(ceph)
-            return Backend(name, {"s3": ceph[-1].endpoint_url, "sqs": stack.endpoint_url,
-                                  "dynamodb": dynamodb.endpoint_url}, servers=tuple(started), sse="none",
-                           etag_dialect="unquoted")
-        raise ValueError(f"unknown backend {name!r}")
+        table = (dynalite if table_server == "dynalite" else dynamodb_local)(workdir / table_server)
+        started.append(table.start())
+        s3_url = stack.endpoint_url
+        if s3_server == "rgw":
+            started.extend(ceph_rgw(workdir / "ceph", "testing", "testing"))
+            s3_url = started[-1].endpoint_url
+        return Backend(name, {"s3": s3_url, "sqs": stack.endpoint_url, "dynamodb": table.endpoint_url},
+                       servers=tuple(started), **options)
     except BaseException:
-        for server in started:
+        for server in reversed(started):
             server.stop()
         raise
 
