@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .aws import error_code
+from .aws import error_code, sse_args
+from .config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,13 @@ def verified_conditional_writes(s3: Any, bucket: str, endpoint: str, put_args: d
         if known is None:
             known = _checked[(endpoint, bucket)] = check_conditional_writes(s3, bucket, endpoint, put_args)
         return known
+
+
+def checked_bucket(s3: Any, settings: Settings, bucket: str | None = None, fresh: bool = False) -> ConditionalWrites:
+    """``verified_conditional_writes`` for ``settings``' bucket (or ``bucket``) on its S3
+    endpoint, probing with the encryption arguments every write of this project carries."""
+    endpoint = settings.endpoint_url_for("s3") or f"AWS S3 ({settings.aws_region})"
+    return verified_conditional_writes(s3, bucket or settings.vectors_bucket, endpoint, sse_args(settings), fresh)
 
 
 def _accepts_plain_put(s3: Any, bucket: str, key: str) -> bool:

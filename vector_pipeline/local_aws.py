@@ -25,8 +25,8 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any
 
-from .aws import client, error_code, sse_args
-from .conditional_writes import verified_conditional_writes
+from .aws import client, error_code
+from .conditional_writes import checked_bucket
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ def setup_resources(settings: Settings) -> dict[str, Any]:
     """Create bucket, queues and lock table if absent; returns what exists now. Raises
     ``UnsafeEndpointError`` if the bucket's store ignores conditional writes."""
     bucket, encryption = _ensure_bucket(settings)
-    endpoint = settings.endpoint_url_for("s3") or f"AWS S3 ({settings.aws_region})"
-    checked = verified_conditional_writes(client("s3", settings), bucket, endpoint, sse_args(settings), fresh=True)
+    checked = checked_bucket(client("s3", settings), settings, fresh=True)
     table, ttl = _ensure_lock_table(settings)
     return {
         "bucket": bucket,

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from . import manifest as mf
 from .aws import client, error_code, sse_args
-from .conditional_writes import REFUSED_CODES, ConditionalWrites, verified_conditional_writes
+from .conditional_writes import REFUSED_CODES, ConditionalWrites, checked_bucket
 from .config import Settings
 from .faults import checkpoint
 from .transfer import TransferItem, download_files, upload_files
@@ -155,8 +155,7 @@ class SnapshotStore:
     def conditional_writes(self) -> ConditionalWrites:
         """This bucket's store, checked to enforce conditional writes (once per process);
         raises ``UnsafeEndpointError`` naming the endpoint when it does not."""
-        endpoint = self.settings.endpoint_url_for("s3") or f"AWS S3 ({self.settings.aws_region})"
-        return verified_conditional_writes(self.s3, self.bucket, endpoint, sse_args(self.settings))
+        return checked_bucket(self.s3, self.settings, self.bucket)
 
     # -- pointer ----------------------------------------------------------------------
 
@@ -228,7 +227,7 @@ class SnapshotStore:
         if written_in != SNAPSHOT_FORMAT and not any_format:
             raise UnsupportedFormatError(
                 f"{key}: written in {written_in}, this build reads {SNAPSHOT_FORMAT}; rebuild the "
-                f"collection from archive/ (Dagster job rebuild_{collection}, or maintenance.rebuild_from_archive)")
+                f"collection from archive/ (the Dagster compaction job with rebuild_from_archive, or maintenance.rebuild_from_archive)")
         return manifest
 
     def upload_version(self, local_dir: Path, manifest: dict[str, Any],

@@ -11,11 +11,11 @@ from vector_pipeline.config import Settings
 
 from ..test_cli import test_produce_compact_query_status_round_trip  # noqa: F401
 from ..test_compactor import (  # noqa: F401
+    test_a_lost_publish_leaves_the_delta_pending_and_the_next_run_applies_it,
     test_busy_lock_leaves_everything_unchanged,
     test_compaction_publishes_a_version_and_archives_deltas,
     test_crash_after_upload_before_publish_changes_nothing_visible,
     test_deletes_remove_vectors_and_delete_wins_inside_one_delta,
-    test_messages_are_deleted_only_after_publish,
     test_paused_lock_holder_cannot_publish_over_newer_pointer,
     test_redelivered_delta_is_a_noop,
 )
