@@ -1,14 +1,16 @@
 """The core suite on independent AWS implementations (``conftest.INDEPENDENT_BACKENDS``):
 produce, compact (with archiving), query, the lock, a conflicting publish, a paused holder
 (in-process and as a SIGSTOPped process), a crash before publish (in-process and SIGKILL),
-and the CLI as a subprocess (endpoints per service passed on). The tests are those of the
-moto suite, collected again here with this package's ``settings``; what they cover is said
-in their own modules. Not covered here: Dagster, Pinecone, the full reliability counts."""
+the CLI as a subprocess (endpoints per service passed on), and the collection catalog's
+conditional writes. The tests are those of the moto suite, collected again here with this
+package's ``settings``; what they cover is said in their own modules. Not covered here: Dagster, Pinecone, the full reliability counts."""
 
 import numpy as np
 
 from vector_pipeline.config import Settings
 
+from ..test_catalog import test_collections_are_created_listed_shown_and_set_from_the_command_line  # noqa: F401
+from ..test_catalog import test_concurrent_changes_never_overwrite_each_other  # noqa: F401
 from ..test_cli import test_produce_compact_query_status_round_trip  # noqa: F401
 from ..test_compactor import (  # noqa: F401
     test_a_lost_publish_leaves_the_delta_pending_and_the_next_run_applies_it,
