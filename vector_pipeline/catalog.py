@@ -19,6 +19,7 @@ from typing import Any
 
 from . import manifest as mf
 from .aws import client, error_code, sse_args
+from .conditional_writes import REFUSED_CODES, checked_bucket
 from .config import HnswSettings, Settings
 from .delta_keys import check_collection_name
 from .embeddings import provider_name
@@ -150,7 +151,8 @@ class CollectionCatalog:
         if found is None:
             raise UnknownCollectionError(f"collection {name!r} does not exist (vector-pipeline collections create)")
         updated = self._normalized(found[0].changed(**changes))
-        self._write(updated, {"IfMatch": found[1]}, f"collection {name!r} changed meanwhile: try again")
+        if_match = checked_bucket(self.s3, self.settings).if_match(found[1])  # the ETag form the store compares
+        self._write(updated, if_match, f"collection {name!r} changed meanwhile: try again")
         return updated
 
     def admits(self, name: str) -> None:
@@ -199,10 +201,11 @@ class CollectionCatalog:
         return CollectionConfig.from_dict(mf.loads(response["Body"].read(), key)), str(response["ETag"])
 
     def _write(self, config: CollectionConfig, condition: dict[str, str], conflict: str) -> None:
+        checked_bucket(self.s3, self.settings)  # a store that ignores the condition is refused first
         try:
             self.s3.put_object(Bucket=self.bucket, Key=self.key(config.name), Body=mf.dumps(config.as_dict()),
                                ContentType="application/json", **condition, **sse_args(self.settings))
         except Exception as exc:
-            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            if error_code(exc) in REFUSED_CODES:
                 raise CatalogConflictError(conflict) from None
             raise

@@ -26,7 +26,8 @@ EPILOG = """\
 environment:
   VECTORS_BUCKET, DELTA_QUEUE_NAME (or DELTA_QUEUE_URL), DYNAMODB_TABLE_NAME,
   COMPACTION_LOCK_TTL_SECONDS (default 900), EMBEDDING_PROVIDER (minilm | openai),
-  AWS_ENDPOINT_URL (unset = real AWS), AWS_DEFAULT_REGION, VECTOR_PIPELINE_CACHE_DIR
+  AWS_ENDPOINT_URL or per service AWS_ENDPOINT_URL_S3 / _SQS / _DYNAMODB (unset = real AWS),
+  AWS_DEFAULT_REGION, VECTOR_PIPELINE_CACHE_DIR, VECTORS_SSE (AES256 | aws:kms | none)
 
 typical session on the embedded AWS:
   vector-pipeline local-aws            # terminal 1: prints the exports for terminal 2
@@ -64,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--port", type=int, default=5000, help="loopback port (default 5000)")
     local.set_defaults(handler=_local_aws)
 
-    commands.add_parser("setup", help="create bucket, queues and lock table (idempotent)").set_defaults(handler=_setup)
+    commands.add_parser("setup", help="create bucket, queues and lock table (idempotent); refuse an S3 "
+                                               "endpoint that ignores conditional writes").set_defaults(handler=_setup)
 
     demo = commands.add_parser("demo", help="the whole pipeline on shipped receipts, on the embedded AWS")
     demo.add_argument("--receipts", type=int, default=None, help="use only the first N receipts")
@@ -103,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     _collections_parser(commands)
     _history_parsers(commands)
 
-    dagster = commands.add_parser("dagster-dev", help="`dagster dev` on the embedded AWS (or AWS_ENDPOINT_URL)")
+    dagster = commands.add_parser("dagster-dev", help="`dagster dev` on the embedded AWS (or the configured endpoints)")
     dagster.add_argument("--port", type=int, default=3000)
     dagster.add_argument("--seed-receipts", type=int, default=6,
                          help="produce deltas of the first N shipped receipts for the sensors to find (0: none)")
@@ -307,6 +309,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_status(report: dict[str, Any]) -> None:
+    print(f"AWS endpoint: {report['endpoints']}")
     print(f"bucket {report['bucket']}; queue: {report['queue']['visible']} visible, "
           f"{report['queue']['in_flight']} in flight")
     if not report["collections"]:

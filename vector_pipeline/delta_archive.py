@@ -18,6 +18,7 @@ from . import manifest as mf
 from .aws import sse_args
 from .config import Settings
 from .delta_keys import QUARANTINE_PREFIX, InvalidDeltaError, parse_delta_key
+from .s3_objects import copy_object
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,7 @@ def move_delta(s3: Any, settings: Settings, source_prefix: str, target_prefix: s
     # The manifest goes last, as when the delta was written, and is deleted first.
     keys.sort(key=lambda k: k.endswith(mf.MANIFEST_NAME))
     for key in keys:
-        s3.copy_object(Bucket=bucket, Key=target_prefix + key[len(source_prefix):],
-                       CopySource={"Bucket": bucket, "Key": key}, **sse_args(settings))
+        copy_object(s3, bucket, key, target_prefix + key[len(source_prefix):], sse_args(settings))
     for start in range(0, len(keys), 1000):
         batch = sorted(keys[start:start + 1000], key=lambda k: not k.endswith(mf.MANIFEST_NAME))
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch]})

@@ -3,7 +3,11 @@
 ``MotoServer`` runs ``moto.server`` as a child process in its own process group, so
 whoever started it can stop it — and everything it spawned — by that group.
 ``setup_resources`` creates the bucket, the delta queue with its dead-letter queue, and
-the lock table with TTL, for whatever endpoint the settings name (real AWS included).
+the lock table with TTL, for whatever endpoint the settings name (real AWS included), and
+refuses an S3 endpoint that does not enforce conditional writes (``conditional_writes.py``).
+What is optional is only warned about where a store lacks it: the lock table's TTL (cleanup
+of expired lock items, not correctness) and the bucket's default encryption (the objects
+carry their own, ``VECTORS_SSE``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import sys
 import time
 import urllib.request
 from dataclasses import replace
+from enum import Enum
 from typing import Any
 
 from .aws import client, error_code
+from .conditional_writes import checked_bucket
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,15 @@ log = logging.getLogger(__name__)
 FAKE_ACCESS_KEY = "testing"
 # A message that failed this often is poison: it moves to the dead-letter queue.
 MAX_RECEIVE_COUNT = 5
+
+
+class OptionalFeature(Enum):
+    """What setup made of a feature the pipeline can run without."""
+
+    ENABLED = "enabled"
+    NOT_REQUESTED = "not requested"  # e.g. bucket default encryption with VECTORS_SSE=none
+    UNSUPPORTED = "unsupported by the endpoint"  # warned about; the pipeline runs without it
+    LEFT_AS_IS = "left as it was"  # the bucket existed: its settings are its owner's
 
 
 def stop_process_group(process: "subprocess.Popen[Any]", first_signal: int = signal.SIGTERM,
@@ -89,7 +104,7 @@ class MotoServer:
 
     def settings(self, base: Settings | None = None) -> Settings:
         """``base`` pointed at this server, with the fake credentials moto accepts."""
-        return replace(base or Settings(), aws_endpoint_url=self.endpoint_url,
+        return replace(base or Settings(), aws_endpoint_url=self.endpoint_url, aws_service_endpoints=(),
                        aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_ACCESS_KEY)
 
     def __enter__(self) -> "MotoServer":
@@ -100,19 +115,26 @@ class MotoServer:
 
 
 def setup_resources(settings: Settings) -> dict[str, Any]:
-    """Create bucket, queues and lock table if absent; returns what exists now."""
+    """Create bucket, queues and lock table if absent; returns what exists now. Raises
+    ``UnsafeEndpointError`` if the bucket's store ignores conditional writes."""
+    bucket, encryption = _ensure_bucket(settings)
+    checked = checked_bucket(client("s3", settings), settings, fresh=True)
+    table, ttl = _ensure_lock_table(settings)
     return {
-        "bucket": _ensure_bucket(settings),
+        "bucket": bucket,
         "queue_url": _ensure_queues(settings),
-        "table": _ensure_lock_table(settings),
+        "table": table,
+        "conditional_writes": f"enforced (If-Match ETag {checked.etag_dialect.value})",
+        "bucket_default_encryption": encryption.value,
+        "lock_table_ttl": ttl.value,
     }
 
 
-def _ensure_bucket(settings: Settings) -> str:
+def _ensure_bucket(settings: Settings) -> tuple[str, OptionalFeature]:
     s3 = client("s3", settings)
     try:
         s3.head_bucket(Bucket=settings.vectors_bucket)
-        return settings.vectors_bucket
+        return settings.vectors_bucket, OptionalFeature.LEFT_AS_IS
     except Exception as exc:
         if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
             raise
@@ -120,14 +142,22 @@ def _ensure_bucket(settings: Settings) -> str:
     if settings.aws_region != "us-east-1":
         args["CreateBucketConfiguration"] = {"LocationConstraint": settings.aws_region}
     s3.create_bucket(**args)
-    if settings.sse != "none":  # the bucket's default follows the objects' own encryption
-        default = {"SSEAlgorithm": settings.sse}
-        if settings.sse_kms_key_id:
-            default["KMSMasterKeyID"] = settings.sse_kms_key_id
+    log.info("created bucket %s", settings.vectors_bucket)
+    if settings.sse == "none":
+        return settings.vectors_bucket, OptionalFeature.NOT_REQUESTED
+    default = {"SSEAlgorithm": settings.sse}  # the bucket's default follows the objects' own encryption
+    if settings.sse_kms_key_id:
+        default["KMSMasterKeyID"] = settings.sse_kms_key_id
+    try:
         s3.put_bucket_encryption(Bucket=settings.vectors_bucket, ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": default}]})
-    log.info("created bucket %s", settings.vectors_bucket)
-    return settings.vectors_bucket
+    except Exception as exc:
+        if not error_code(exc):  # not an answer of the store (connection lost, ...)
+            raise
+        log.warning("bucket %s: default encryption refused (%s); going on: every object this project "
+                    "writes carries its own (VECTORS_SSE=%s)", settings.vectors_bucket, error_code(exc), settings.sse)
+        return settings.vectors_bucket, OptionalFeature.UNSUPPORTED
+    return settings.vectors_bucket, OptionalFeature.ENABLED
 
 
 def _ensure_queues(settings: Settings) -> str:
@@ -150,7 +180,7 @@ def _ensure_queues(settings: Settings) -> str:
     return str(url)
 
 
-def _ensure_lock_table(settings: Settings) -> str:
+def _ensure_lock_table(settings: Settings) -> tuple[str, OptionalFeature]:
     dynamodb = client("dynamodb", settings)
     name = settings.dynamodb_table_name
     try:
@@ -165,7 +195,15 @@ def _ensure_lock_table(settings: Settings) -> str:
         )
         dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
         log.info("created lock table %s", name)
-    ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-        dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"})
-    return name
+    try:
+        ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"})
+    except Exception as exc:
+        if not error_code(exc):
+            raise
+        log.warning("lock table %s: TTL not available on %s (%s); going on: an expired lock is taken over "
+                    "all the same, only its item is not deleted by the table", name,
+                    settings.endpoint_url_for("dynamodb") or "AWS", error_code(exc))
+        return name, OptionalFeature.UNSUPPORTED
+    return name, OptionalFeature.ENABLED

@@ -7,7 +7,10 @@ modified after their manifest exists. The pointer moves by one conditional PUT
 a writer that lost a race — or paused past its lock's expiry — changes nothing visible:
 its version stays an orphan for GC.
 
-It relies on S3's strong read-after-write consistency and conditional writes. Readers
+It relies on S3's strong read-after-write consistency and conditional writes; the latter are
+checked once per process and bucket before the first upload or publish
+(``conditional_writes.py``), which refuses a store that ignores them and learns the form of
+``If-Match`` it compares. Readers
 never list prefixes: pointer → manifest → files, downloaded into a fresh directory that
 is renamed into place only when every checksum matched.
 """
@@ -29,6 +32,7 @@ from typing import Any, Sequence
 
 from . import manifest as mf
 from .aws import client, error_code, sse_args
+from .conditional_writes import REFUSED_CODES, ConditionalWrites, checked_bucket
 from .config import Settings
 from .faults import checkpoint
 from .transfer import TransferItem, download_files, upload_files
@@ -159,6 +163,11 @@ class SnapshotStore:
         self.bucket = bucket or settings.vectors_bucket
         self.s3 = client("s3", settings)
 
+    def conditional_writes(self) -> ConditionalWrites:
+        """This bucket's store, checked to enforce conditional writes (once per process);
+        raises ``UnsafeEndpointError`` naming the endpoint when it does not."""
+        return checked_bucket(self.s3, self.settings, self.bucket)
+
     # -- pointer ----------------------------------------------------------------------
 
     def pointer_key(self, collection: str) -> str:
@@ -201,13 +210,14 @@ class SnapshotStore:
             "published_at": now.isoformat(),
             "history": pointer_history(previous_document, now),
         }
-        condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
+        checked = self.conditional_writes()
+        condition = checked.if_match(expected_etag) if expected_etag else {"IfNoneMatch": "*"}
         try:
             self.s3.put_object(Bucket=self.bucket, Key=self.pointer_key(collection),
                                Body=mf.dumps(document), ContentType="application/json",
                                **condition, **sse_args(self.settings))
         except Exception as exc:
-            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            if error_code(exc) in REFUSED_CODES:
                 log.warning("publish of %s/%s lost: the pointer moved", collection, version)
                 return PublishOutcome.CONFLICT
             raise
@@ -245,6 +255,7 @@ class SnapshotStore:
         directory (a segment this run never opened) are the parent's entries as they
         are, without reading them again. Returns the manifest written.
         """
+        self.conditional_writes()  # nothing is uploaded to a store that could not publish it safely
         prefix = version_prefix(manifest["collection"], manifest["version"])
         reusable = {(e["path"], e["size"], e["sha256"]): e.get("key") or
                     version_prefix(parent["collection"], parent["version"]) + e["path"]

@@ -22,7 +22,8 @@ def collection_status(settings: Settings) -> dict[str, Any]:
         collection = parse_delta_key(key).collection
         pending[collection] = pending.get(collection, 0) + 1
     collections = sorted(set(store.list_collections()) | set(pending) | set(CollectionCatalog(settings).names()))
-    report: dict[str, Any] = {"bucket": settings.vectors_bucket, "collections": {}}
+    report: dict[str, Any] = {"bucket": settings.vectors_bucket, "endpoints": settings.describe_endpoints(),
+                              "collections": {}}
     for collection in collections:
         pointer = store.read_pointer(collection)
         holder = CompactionLock(lock_id_for(collection), settings=settings).holder()
