@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     dagster.add_argument("--seed-receipts", type=int, default=6,
                          help="produce deltas of the first N shipped receipts for the sensors to find (0: none)")
     dagster.set_defaults(handler=_dagster_dev)
+    _pinecone_commands(commands)
     return parser
 
 
@@ -337,6 +338,104 @@ def _dagster_dev(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             stop_process_group(process, signal.SIGINT, grace_seconds=30)
             return 130
+
+
+# -- Pinecone migration (docs/migration.md) -------------------------------------------------
+
+PINECONE_EPILOG = """\
+environment: PINECONE_API_KEY, PINECONE_INDEX_HOST (the index's data-plane URL), optional
+PINECONE_NAMESPACES=collection=namespace,... (default namespace: the collection's name),
+PINECONE_DOCUMENT_FIELD (metadata key carrying the text, default "text").
+
+the three phases:
+  1 parallel  vector-pipeline pinecone backfill --collection words && vector-pipeline compact
+              vector-pipeline pinecone mirror --collection words      (after each publish)
+              vector-pipeline pinecone compare --collection words --sample 200 --out report/
+  2 cutover   PINECONE_CUTOVER_CHROMA_SHARE=0.1 (then 0.5, 1.0) with migration.router.CutoverRouter
+  3 cleanup   vector-pipeline pinecone export --collection words   (says when it is safe to delete)
+"""
+
+
+def _pinecone_commands(commands: Any) -> None:
+    group = commands.add_parser("pinecone", help="migrate from a Pinecone index: backfill, mirror, compare, export",
+                                epilog=PINECONE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = group.add_subparsers(dest="pinecone_command", required=True, metavar="ACTION")
+
+    backfill = actions.add_parser("backfill", help="every vector of the namespace into deltas of the collection "
+                                  "(resumable: a checkpoint in the bucket)")
+    backfill.add_argument("--collection", required=True)
+    backfill.add_argument("--batch", type=int, default=100, help="ids per page, one delta per page (default 100)")
+    backfill.add_argument("--restart", action="store_true", help="ignore the checkpoint and copy everything again")
+    backfill.set_defaults(handler=_pinecone_backfill)
+
+    mirror = actions.add_parser("mirror", help="dual-write: send the published snapshot's unmirrored deltas "
+                                "(upserts and deletes) to Pinecone, from the watermark in the bucket")
+    mirror.add_argument("--collection", action="append", default=None, help="default: every configured collection")
+    mirror.set_defaults(handler=_pinecone_mirror)
+
+    compare = actions.add_parser("compare", help="recall@k of the snapshot and of Pinecone against exact search, "
+                                 "overlap@k, drift and latency; exits 1 below --min-recall")
+    compare.add_argument("--collection", required=True)
+    source = compare.add_mutually_exclusive_group()
+    source.add_argument("--queries", type=Path, help="file of query texts, one per line (embedded with EMBEDDING_PROVIDER)")
+    source.add_argument("--sample", type=int, help="sample N stored vectors as queries (default 100)")
+    compare.add_argument("--k", type=int, default=10)
+    compare.add_argument("--min-recall", type=float, default=None, help="recall bar of the Chroma snapshot "
+                         "(default PINECONE_MIN_RECALL, 0.95)")
+    compare.add_argument("--out", type=Path, required=True, help="directory for report.json, report.md, per_query.csv")
+    compare.set_defaults(handler=_pinecone_compare)
+
+    export = actions.add_parser("export", help="the whole namespace to Parquet in the bucket, verified against "
+                                "describe_index_stats and a listing before it says the index may be deleted")
+    export.add_argument("--collection", default="words", help="whose namespace (default words)")
+    export.add_argument("--out", default=None, help="s3://bucket/key.parquet (default "
+                        "s3://$VECTORS_BUCKET/exports/pinecone/<namespace>/<UTC stamp>.parquet)")
+    export.set_defaults(handler=_pinecone_export)
+
+
+def _pinecone_backfill(args: argparse.Namespace) -> int:
+    from .migration.backfill import backfill
+
+    result = backfill(Settings.from_env(), args.collection, args.batch, restart=args.restart,
+                      say=lambda line: print(line, flush=True))
+    print(json.dumps(result.as_dict()))
+    return 0
+
+
+def _pinecone_mirror(args: argparse.Namespace) -> int:
+    from .migration.mirror import MirrorOutcome, mirror
+
+    settings = Settings.from_env()
+    results = [mirror(settings, c) for c in (args.collection or settings.collections)]
+    print(json.dumps([r.as_dict() for r in results], indent=2))
+    return 75 if any(r.outcome is MirrorOutcome.BEHIND for r in results) else 0
+
+
+def _pinecone_compare(args: argparse.Namespace) -> int:
+    from .migration.compare import compare_collection, read_query_file, write_report
+
+    texts = read_query_file(args.queries) if args.queries else None
+    comparison = compare_collection(Settings.from_env(), args.collection, texts=texts,
+                                    sample=None if texts else (args.sample or 100), k=args.k,
+                                    min_recall=args.min_recall)
+    paths = write_report(comparison, args.out)
+    report = comparison.report
+    print(f"{report['collection']}: recall@{report['k']} chroma {report['recall_at_k']['chroma']}, "
+          f"pinecone {report['recall_at_k']['pinecone']}; overlap@{report['k']} {report['overlap_at_k']}; "
+          f"ids only in chroma {report['ids_only_in_chroma']}, only in pinecone {report['ids_only_in_pinecone']}")
+    print(f"report: {paths['md']} ({paths['json'].name}, {paths['csv'].name})")
+    if not comparison.passed():
+        print(f"recall of the Chroma snapshot is below {report['min_recall']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pinecone_export(args: argparse.Namespace) -> int:
+    from .migration.export import ExportOutcome, export_namespace
+
+    result = export_namespace(Settings.from_env(), args.collection, args.out)
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0 if result.outcome is ExportOutcome.VERIFIED else 1
 
 
 if __name__ == "__main__":

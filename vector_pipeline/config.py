@@ -22,6 +22,17 @@ defaults below.
 | VECTOR_COLLECTIONS           | collections the Dagster layer builds assets and jobs for  | words,lines |
 | READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
 | VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
+| PINECONE_API_KEY             | the Pinecone project's API key (migration only)           | unset |
+| PINECONE_INDEX_HOST          | the index's data-plane URL (``http://`` for a local one)  | unset = no Pinecone |
+| PINECONE_NAMESPACES          | per-collection namespace overrides: ``words=ns1,lines=ns2`` | the collection's name |
+| PINECONE_DOCUMENT_FIELD      | metadata key carrying a vector's document text            | text |
+| PINECONE_MAX_ATTEMPTS        | tries per Pinecone call on 429/5xx/unreachable            | 5 |
+| PINECONE_RETRY_BASE_SECONDS  | first backoff (doubles per try, with jitter)              | 0.5 |
+| PINECONE_MIN_RECALL          | recall@k bar of the Chroma snapshot (compare, asset check) | 0.95 |
+| PINECONE_COMPARE_SAMPLE      | stored vectors sampled as queries by the Dagster comparison | 50 |
+| PINECONE_COMPARE_QUERIES     | a file of query texts (one per line) for it instead        | unset |
+| PINECONE_CUTOVER_CHROMA_SHARE | share of routed queries sent to Chroma (0..1)            | 0.0 |
+| PINECONE_CUTOVER_SHADOW      | also query the other backend and record overlap (1/0)     | 0 |
 """
 
 from __future__ import annotations
@@ -47,6 +58,17 @@ def _memory_backed_tmp(min_free_bytes: int = 1 << 30) -> str | None:
         return None
     roomy = stats.f_bavail * stats.f_frsize >= min_free_bytes
     return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK) else None
+
+
+def _pairs(text: str, key: str) -> tuple[tuple[str, str], ...]:
+    """``a=x,b=y`` as ((a, x), (b, y)); a malformed entry is an error naming the key."""
+    pairs = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"{key}: expected collection=namespace, got {entry!r}")
+        pairs.append((name.strip(), value.strip()))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -106,6 +128,23 @@ class Settings:
     segment_fold_ratio: float = 0.25
     # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
     fault: str | None = None
+    # -- Pinecone migration (migration/, pinecone_client.py) --
+    pinecone_api_key: str | None = None
+    pinecone_index_host: str | None = None
+    # (collection, namespace) pairs overriding the default namespace (the collection's name).
+    pinecone_namespaces: tuple[tuple[str, str], ...] = ()
+    pinecone_document_field: str = "text"
+    pinecone_max_attempts: int = 5
+    pinecone_retry_base_seconds: float = 0.5
+    pinecone_min_recall: float = 0.95
+    pinecone_compare_sample: int = 50
+    pinecone_compare_queries: str | None = None
+    pinecone_cutover_chroma_share: float = 0.0
+    pinecone_cutover_shadow: bool = False
+
+    def pinecone_namespace(self, collection: str) -> str:
+        """The Pinecone namespace mirroring ``collection``: its override, else its own name."""
+        return dict(self.pinecone_namespaces).get(collection, collection)
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -149,6 +188,20 @@ class Settings:
             segment_max_count=int(env.get("SEGMENT_MAX_COUNT", defaults.segment_max_count)),
             segment_fold_ratio=float(env.get("SEGMENT_FOLD_RATIO", defaults.segment_fold_ratio)),
             collections=tuple(c.strip() for c in env.get("VECTOR_COLLECTIONS", "words,lines").split(",") if c.strip()),
+            # -- Pinecone migration --
+            pinecone_api_key=env.get("PINECONE_API_KEY") or None,
+            pinecone_index_host=env.get("PINECONE_INDEX_HOST") or None,
+            pinecone_namespaces=_pairs(env.get("PINECONE_NAMESPACES", ""), "PINECONE_NAMESPACES"),
+            pinecone_document_field=env.get("PINECONE_DOCUMENT_FIELD", defaults.pinecone_document_field),
+            pinecone_max_attempts=int(env.get("PINECONE_MAX_ATTEMPTS", defaults.pinecone_max_attempts)),
+            pinecone_retry_base_seconds=float(env.get("PINECONE_RETRY_BASE_SECONDS",
+                                                      defaults.pinecone_retry_base_seconds)),
+            pinecone_min_recall=float(env.get("PINECONE_MIN_RECALL", defaults.pinecone_min_recall)),
+            pinecone_compare_sample=int(env.get("PINECONE_COMPARE_SAMPLE", defaults.pinecone_compare_sample)),
+            pinecone_compare_queries=env.get("PINECONE_COMPARE_QUERIES") or None,
+            pinecone_cutover_chroma_share=float(env.get("PINECONE_CUTOVER_CHROMA_SHARE",
+                                                        defaults.pinecone_cutover_chroma_share)),
+            pinecone_cutover_shadow=env.get("PINECONE_CUTOVER_SHADOW", "0").lower() in ("1", "true", "yes"),
         )
 
     def local_aws_environment(self) -> dict[str, str]:

@@ -8,6 +8,7 @@ from vector_pipeline.config import Settings
 from .assets import delta, snapshot_assets
 from .checks import snapshot_checks
 from .jobs import collection_jobs, gc_job, rollback_job, validate_delta_job
+from .pinecone import pinecone_definitions
 from .resources import pipeline_resource
 from .schedules import fold_schedules, gc_schedule
 from .sensors import sensors
@@ -17,7 +18,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     collections = list(settings.collections)
     compaction_jobs = [job for c in collections for job in collection_jobs(c)]
-    return dg.Definitions(
+    definitions = dg.Definitions(
         assets=[delta, *[a for c in collections for a in snapshot_assets(c)]],
         asset_checks=[check for c in collections for check in snapshot_checks(c)],
         jobs=[validate_delta_job, *compaction_jobs, rollback_job, gc_job],
@@ -25,3 +26,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules=[*fold_schedules(collections, compaction_jobs), gc_schedule],
         resources={"vector_pipeline": pipeline_resource(settings)},
     )
+    if settings.pinecone_index_host:  # the Pinecone migration, while one is under way
+        definitions = dg.Definitions.merge(definitions, pinecone_definitions(settings))
+    return definitions
