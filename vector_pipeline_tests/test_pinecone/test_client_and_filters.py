@@ -55,12 +55,12 @@ def test_wrong_api_key_is_refused_naming_the_host(pinecone_settings: Settings) -
     assert pinecone_settings.pinecone_index_host in str(raised.value) and "PINECONE_API_KEY" in str(raised.value)
 
 
-def test_unreachable_host_is_named_after_retries(pinecone_settings: Settings) -> None:
+def test_unreachable_host_is_named_after_the_sdk_retries(pinecone_settings: Settings) -> None:
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     host = f"http://127.0.0.1:{port}"
-    index = PineconeIndex(pinecone_settings.with_overrides(pinecone_index_host=host, pinecone_max_attempts=2))
+    index = PineconeIndex(pinecone_settings.with_overrides(pinecone_index_host=host, pinecone_max_attempts=1))
     with pytest.raises(PineconeIndexError) as raised:
         index.stats()
     assert raised.value.problem is PineconeProblem.UNREACHABLE and host in str(raised.value)
