@@ -314,6 +314,9 @@ def _print_status(report: dict[str, Any]) -> None:
         print(f"  {name}: version {info['version']} ({info['vector_count']} vectors, "
               f"{info['versions_stored']} stored), {info['pending_deltas']} pending deltas, {lock}, "
               f"fence {info['lock_fence']}")
+        if info.get("pinecone_mirror"):
+            print(f"    pinecone mirror: {info['pinecone_mirror']['lag_deltas']} deltas behind, "
+                  f"watermark {info['pinecone_mirror']['watermark']}")
 
 
 def _dagster_dev(args: argparse.Namespace) -> int:

@@ -4,8 +4,8 @@ Serves what the official SDK calls on an index host: ``POST /vectors/upsert``, `
 (exact cosine search, metadata filters ``$eq $ne $gt $gte $lt $lte $in $nin $and $or``),
 ``GET /vectors/fetch``, ``POST /vectors/delete``, ``GET /vectors/list`` (sorted ids, prefix,
 ``limit`` + ``paginationToken``) and ``POST /describe_index_stats``, per namespace. A wrong
-``Api-Key`` gets 401, a vector of another dimension 400; ``refuse(n)`` makes the next ``n``
-requests fail with 503 (or 429), as an outage would. Run it in a thread (``PineconeServer``)
+``Api-Key`` gets 401, a vector of another dimension 400; ``refuse(n, after=m)`` makes ``n``
+requests fail with 503 (or 429) once ``m`` more were served, as an outage would. Run it in a thread (``PineconeServer``)
 or as a process: ``python -m vector_pipeline_tests.pinecone_server --port 5081``.
 """
 
@@ -71,13 +71,15 @@ class PineconeState:
         self.lock = threading.Lock()
         self.refusals_left = 0
         self.refusal_status = 503
+        self.served_before_refusing = 0
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
         self.headers_seen: list[dict[str, str]] = []
 
-    def refuse(self, count: int, status: int = 503) -> None:
-        """Fail the next ``count`` requests with ``status`` (an outage, or throttling)."""
+    def refuse(self, count: int, status: int = 503, after: int = 0) -> None:
+        """Fail ``count`` requests with ``status`` (an outage, or throttling), once ``after``
+        more requests were served."""
         with self.lock:
-            self.refusals_left, self.refusal_status = count, status
+            self.refusals_left, self.refusal_status, self.served_before_refusing = count, status, after
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -101,7 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append((method, url.path))
             state.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
-            if state.refusals_left > 0:
+            if state.served_before_refusing > 0:
+                state.served_before_refusing -= 1
+            elif state.refusals_left > 0:
                 state.refusals_left -= 1
                 self._reply(state.refusal_status, {"error": {"code": "UNAVAILABLE", "message": "loopback outage"}},
                             {"Retry-After": "0"})
