@@ -154,11 +154,16 @@ def compare_collection(settings: Settings, collection: str, *, texts: list[str] 
         pinecone_top = [m.id for m in matches]
         pinecone_distance = {m.id: m.distance for m in matches}
         gaps = [abs(d - pinecone_distance[i]) for i, d in zip(chroma_top, chroma_distances) if i in pinecone_distance]
+        # Equally near counts as shared: identical texts have identical vectors, ties are arbitrary.
+        pinecone_kth = max(pinecone_distance.values()) if len(matches) >= k else float("inf")
+        tied = sum(1 for i, d in zip(chroma_top, chroma_distances) if i in pinecone_distance
+                   or d <= pinecone_kth + TIE_TOLERANCE)
         rows.append({
             "query": label,
             "recall_chroma": exact_chroma.recall(vector, chroma_top, k),
             "recall_pinecone": exact_pinecone.recall(vector, pinecone_top, k),
             "overlap": len(set(chroma_top) & set(pinecone_top)) / k,
+            "overlap_ties": min(tied, k) / k,
             "chroma_ms": round(chroma_ms, 3), "pinecone_ms": round(pinecone_ms, 3),
             "max_distance_gap": max(gaps) if gaps else None,
             "chroma_ids": " ".join(chroma_top), "pinecone_ids": " ".join(pinecone_top),
@@ -174,6 +179,7 @@ def compare_collection(settings: Settings, collection: str, *, texts: list[str] 
         "recall_at_k": {"chroma": round(float(frame["recall_chroma"].mean()), 4),
                         "pinecone": round(float(frame["recall_pinecone"].mean()), 4)},
         "overlap_at_k": round(float(frame["overlap"].mean()), 4),
+        "overlap_at_k_counting_ties": round(float(frame["overlap_ties"].mean()), 4),
         "ids_only_in_chroma": len(only_chroma), "ids_only_in_pinecone": len(only_pinecone),
         "ids_only_in_chroma_sample": only_chroma[:DRIFT_SAMPLE],
         "ids_only_in_pinecone_sample": only_pinecone[:DRIFT_SAMPLE],
@@ -206,7 +212,9 @@ def render_markdown(comparison: Comparison) -> str:
         f"{report['queries']} queries ({report['query_source']}), k = {report['k']}, snapshot {report['snapshot_version']}, "
         f"Pinecone {report['pinecone_host']}.", "",
         summary_frame(report).to_markdown(index=False), "",
-        f"overlap@{report['k']} (chroma vs pinecone): **{report['overlap_at_k']}**; "
+        f"overlap@{report['k']} (chroma vs pinecone): **{report['overlap_at_k']}** "
+        f"({report['overlap_at_k_counting_ties']} counting a hit as shared when it is as near as Pinecone's "
+        f"k-th: duplicate texts tie); "
         f"recall bar {report['min_recall']}: **{verdict}**; largest distance gap on shared hits: "
         f"{report['max_distance_gap']}", "",
         "Recall is each store against exact cosine search over its own vectors (ties at the k-th distance count).", "",
@@ -218,7 +226,7 @@ def render_markdown(comparison: Comparison) -> str:
                       + ", ".join(f"`{i}`" for i in sample), ""]
     worst = frame.sort_values(["recall_chroma", "overlap"]).head(10)
     lines += ["## Lowest-recall queries", "",
-              worst[["query", "recall_chroma", "recall_pinecone", "overlap", "chroma_ms", "pinecone_ms"]]
+              worst[["query", "recall_chroma", "recall_pinecone", "overlap", "overlap_ties", "chroma_ms", "pinecone_ms"]]
               .to_markdown(index=False), ""]
     return "\n".join(lines)
 

@@ -68,7 +68,8 @@ def test_backfill_compact_compare_drift_route_export(pinecone_env: Settings, pin
     assert (report["collection"], report["namespace"], report["queries"], report["k"]) == ("lines", "lines", 12, 10)
     assert report["recall_at_k"]["pinecone"] == 1.0  # the loopback endpoint searches exactly
     assert report["recall_at_k"]["chroma"] >= 0.95
-    assert report["overlap_at_k"] >= 0.9
+    assert report["overlap_at_k"] >= 0.8  # below 1 only where duplicate lines tie at the k-th distance
+    assert report["overlap_at_k_counting_ties"] == 1.0
     assert report["ids_only_in_chroma"] == report["ids_only_in_pinecone"] == 0
     assert report["max_distance_gap"] < 1e-4  # d = 1 - s: both stores on one scale
     assert set(report["latency_ms"]["chroma"]) == {"p50", "p95"}
