@@ -72,6 +72,7 @@ class PineconeState:
         self.refusals_left = 0
         self.refusal_status = 503
         self.served_before_refusing = 0
+        self.unit_cache: dict[str, np.ndarray] = {}  # namespace → unit rows in insertion order
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
         self.headers_seen: list[dict[str, str]] = []
 
@@ -149,6 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         for vector in vectors:
             self._check_dimension(vector["values"])
         space = self.server.state.namespaces.setdefault(body.get("namespace", ""), {})
+        self.server.state.unit_cache.pop(body.get("namespace", ""), None)
         for vector in vectors:
             space[vector["id"]] = (list(vector["values"]), dict(vector.get("metadata") or {}))
         return {"upsertedCount": len(vectors)}
@@ -161,16 +163,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError("query needs a vector")
         self._check_dimension(vector)
         condition = body.get("filter") or {}
-        candidates = [(i, v, m) for i, (v, m) in space.items() if matches(m, condition)]
-        if not candidates:
+        state = self.server.state
+        if namespace not in state.unit_cache:
+            matrix = np.asarray([v for v, _ in space.values()], dtype=np.float64).reshape(len(space), -1)
+            state.unit_cache[namespace] = matrix / (np.linalg.norm(matrix, axis=1, keepdims=True) + 1e-30)
+        rows = [(n, i, v, m) for n, (i, (v, m)) in enumerate(space.items()) if matches(m, condition)]
+        if not rows:
             return {"matches": [], "namespace": namespace}
-        matrix = np.asarray([v for _, v, _ in candidates], dtype=np.float64)
         query = np.asarray(vector, dtype=np.float64)
-        scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query) + 1e-30)
-        order = sorted(range(len(candidates)), key=lambda n: (-scores[n], candidates[n][0]))[:int(body.get("topK", 10))]
+        scores = state.unit_cache[namespace][[n for n, _, _, _ in rows]] @ (query / (np.linalg.norm(query) + 1e-30))
+        order = sorted(range(len(rows)), key=lambda n: (-scores[n], rows[n][1]))[:int(body.get("topK", 10))]
         found = []
         for n in order:
-            record_id, values, metadata = candidates[n]
+            _, record_id, values, metadata = rows[n]
             match: dict[str, Any] = {"id": record_id, "score": float(scores[n])}
             if body.get("includeValues"):
                 match["values"] = values
@@ -187,6 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _delete(self, body: dict[str, Any], _query: dict[str, list[str]]) -> dict[str, Any]:
         space = self.server.state.namespaces.get(body.get("namespace", ""), {})
+        self.server.state.unit_cache.pop(body.get("namespace", ""), None)
         if body.get("deleteAll"):
             space.clear()
         for record_id in body.get("ids", []):
