@@ -72,6 +72,7 @@ class PineconeState:
         self.refusals_left = 0
         self.refusal_status = 503
         self.served_before_refusing = 0
+        self.unlisted: set[str] = set()  # ids /vectors/list leaves out (a listing that breaks the protocol)
         self.unit_cache: dict[str, np.ndarray] = {}  # namespace → unit rows in insertion order
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
         self.headers_seen: list[dict[str, str]] = []
@@ -208,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         limit = int(query.get("limit", ["100"])[0])
         after = base64.urlsafe_b64decode(query["paginationToken"][0]).decode() if "paginationToken" in query else None
         ids = sorted(i for i in self.server.state.namespaces.get(namespace, {}) if i.startswith(prefix)
-                     and (after is None or i > after))
+                     and (after is None or i > after) and i not in self.server.state.unlisted)
         page = ids[:limit]
         response: dict[str, Any] = {"vectors": [{"id": i} for i in page], "namespace": namespace}
         if len(ids) > limit:

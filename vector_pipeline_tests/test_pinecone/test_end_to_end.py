@@ -23,6 +23,7 @@ from vector_pipeline.cli import main
 from vector_pipeline.config import Settings
 from vector_pipeline.migration.router import Backend, CutoverRouter
 from vector_pipeline.pinecone_client import PineconeIndex
+from vector_pipeline.pinecone_filters import UntranslatableFilterError
 
 from ..pinecone_server import PineconeServer
 
@@ -107,6 +108,8 @@ def test_backfill_compact_compare_drift_route_export(pinecone_env: Settings, pin
         answer = router.query(query_texts=["milk"], n_results=5, where={"merchant": {"$ne": "NOBODY"}}, routing_key=user)
         assert set(answer) >= {"ids", "distances", "documents", "metadatas"} and len(answer["ids"][0]) == 5
         assert all(0 <= d <= 2 for d in answer["distances"][0]) and answer["documents"][0][0]
+    with pytest.raises(UntranslatableFilterError, match="contains"):  # refused, never silently dropped
+        router.query(query_texts=["milk"], where={"merchant": {"$contains": "MART"}}, routing_key=users[0])
     counters = router.counters.as_dict()
     assert sum(counters["queries"].values()) == 6 and counters["shadowed"] == 6
     assert 0 < counters["mean_overlap_at_k"] <= 1
