@@ -4,7 +4,8 @@
 applied to Pinecone; ``<collection>/pinecone_comparison`` runs the same comparison as
 ``vector-pipeline pinecone compare`` and records recall/overlap as float metadata (plotted
 over time), with the check ``recall_at_least_bar``. Built only when ``PINECONE_INDEX_HOST``
-is set. Factories take the collection, so they port to a collection-partitioned layout.
+is set; configured from ``Settings`` (through the ``vector_pipeline`` resource) like every
+asset. Factories take the collection, so they port to a collection-partitioned layout.
 """
 
 
@@ -18,33 +19,6 @@ from vector_pipeline.migration.mirror import MirrorOutcome, mirror
 from vector_pipeline.migration.state import MigrationState, migration_key, utc_stamp
 
 from .resources import VectorPipelineResource
-
-
-class PineconeResource(dg.ConfigurableResource):
-    """The Pinecone index being migrated from (data-plane host, key, namespaces, recall bar)."""
-
-    index_host: str
-    api_key: str
-    namespaces: dict[str, str] = {}
-    document_field: str = "text"
-    min_recall: float = 0.95
-    compare_sample: int = 50
-    compare_queries: str | None = None
-
-    def settings(self, base: Settings) -> Settings:
-        return base.with_overrides(pinecone_index_host=self.index_host, pinecone_api_key=self.api_key,
-                                   pinecone_namespaces=tuple(self.namespaces.items()),
-                                   pinecone_document_field=self.document_field, pinecone_min_recall=self.min_recall,
-                                   pinecone_compare_sample=self.compare_sample,
-                                   pinecone_compare_queries=self.compare_queries)
-
-
-def pinecone_resource(settings: Settings) -> PineconeResource:
-    return PineconeResource(index_host=settings.pinecone_index_host or "", api_key=settings.pinecone_api_key or "",
-                            namespaces=dict(settings.pinecone_namespaces),
-                            document_field=settings.pinecone_document_field,
-                            min_recall=settings.pinecone_min_recall, compare_sample=settings.pinecone_compare_sample,
-                            compare_queries=settings.pinecone_compare_queries)
 
 
 class ComparisonConfig(dg.Config):
@@ -64,9 +38,8 @@ def pinecone_assets(collection: str) -> list[dg.AssetsDefinition]:
               check_specs=[dg.AssetCheckSpec("mirror_caught_up", asset=mirror_key,
                                              description="Every delta of the published snapshot reached Pinecone.")],
               description=f"Dual-write: the {collection} deltas the published snapshot applied, sent to Pinecone.")
-    def pinecone_mirror(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineResource,
-                        pinecone: PineconeResource) -> dg.MaterializeResult:
-        settings = pinecone.settings(vector_pipeline.settings())
+    def pinecone_mirror(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
+        settings = vector_pipeline.settings()
         result = mirror(settings, collection, say=context.log.info)
         return dg.MaterializeResult(
             metadata={"outcome": result.outcome.value, "lag_deltas": dg.MetadataValue.int(result.lag_deltas),
@@ -86,8 +59,8 @@ def pinecone_assets(collection: str) -> list[dg.AssetsDefinition]:
                                                          "is at least the bar (PINECONE_MIN_RECALL).")],
               description=f"The {collection} snapshot against Pinecone: recall@k of each vs exact search, overlap@k, drift.")
     def pinecone_comparison(context: dg.AssetExecutionContext, config: ComparisonConfig,
-                            vector_pipeline: VectorPipelineResource, pinecone: PineconeResource) -> dg.MaterializeResult:
-        settings = pinecone.settings(vector_pipeline.settings())
+                            vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
+        settings = vector_pipeline.settings()
         queries_file = config.queries_file or settings.pinecone_compare_queries
         texts = read_query_file(queries_file) if queries_file else None
         comparison = compare_collection(settings, collection, texts=texts, k=config.k,
@@ -123,10 +96,11 @@ def pinecone_assets(collection: str) -> list[dg.AssetsDefinition]:
 
 
 def pinecone_definitions(settings: Settings) -> dg.Definitions:
-    """Mirror + comparison assets, a job per collection running both, and the resource."""
+    """Mirror + comparison assets and a job per collection running both (the settings, the
+    API key among them, reach the assets through the ``vector_pipeline`` resource)."""
     assets = [a for c in settings.collections for a in pinecone_assets(c)]
     jobs = [dg.define_asset_job(f"pinecone_{c}", selection=[dg.AssetKey([c, "pinecone_mirror"]),
                                                              dg.AssetKey([c, "pinecone_comparison"])],
                                 description=f"Mirror the {c} deltas to Pinecone, then compare the two stores.")
             for c in settings.collections]
-    return dg.Definitions(assets=assets, jobs=jobs, resources={"pinecone": pinecone_resource(settings)})
+    return dg.Definitions(assets=assets, jobs=jobs)

@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from ..aws import SSE_ARGS, client, error_code
+from ..aws import client, error_code, sse_args
 from ..config import Settings
 from ..delta import check_collection_name
 
@@ -32,6 +32,7 @@ class MigrationState:
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.vectors_bucket
         self.s3 = client("s3", settings)
+        self.settings = settings
 
     def read(self, key: str) -> dict[str, Any] | None:
         try:
@@ -51,7 +52,7 @@ class MigrationState:
         self.put_bytes(key, json.dumps(document, indent=1, sort_keys=True).encode(), "application/json")
 
     def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **SSE_ARGS)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **sse_args(self.settings))
 
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
