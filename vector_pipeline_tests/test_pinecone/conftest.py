@@ -21,14 +21,9 @@ def pinecone_settings(settings: Settings, pinecone_server: PineconeServer) -> Se
 @pytest.fixture
 def pinecone_env(pinecone_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The process environment of a user running ``vector-pipeline`` against both endpoints."""
-    for name, value in pinecone_settings.local_aws_environment().items():
+    for name, value in pinecone_settings.local_aws_environment().items():  # PINECONE_* among them
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("VECTOR_PIPELINE_CACHE_DIR", pinecone_settings.cache_dir)
-    monkeypatch.setenv("READER_POINTER_TTL_SECONDS", "0")
-    monkeypatch.setenv("PINECONE_INDEX_HOST", str(pinecone_settings.pinecone_index_host))
-    monkeypatch.setenv("PINECONE_API_KEY", DEFAULT_API_KEY)
-    monkeypatch.setenv("PINECONE_MAX_ATTEMPTS", "3")
-    monkeypatch.setenv("PINECONE_RETRY_BASE_SECONDS", "0.05")
+    assert Settings.from_env() == pinecone_settings
     return pinecone_settings
 
 

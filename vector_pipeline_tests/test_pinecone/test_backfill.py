@@ -27,7 +27,6 @@ from vector_pipeline.migration.state import MigrationState
 from vector_pipeline.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord
 
 from ..conftest import all_keys
-from ..pinecone_server import DEFAULT_API_KEY
 
 COUNT, BATCH = 45, 10  # five pages
 
@@ -54,8 +53,7 @@ def test_backfill_killed_after_a_page_resumes_without_duplicates(pinecone_settin
     settings = pinecone_settings
     _seed(settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VECTORS_", "DELTA_", "PINECONE_"))}
-    env.update(settings.local_aws_environment(), PINECONE_INDEX_HOST=str(settings.pinecone_index_host),
-               PINECONE_API_KEY=DEFAULT_API_KEY, VECTOR_PIPELINE_FAULT="crash:backfill_page_3")
+    env.update(settings.local_aws_environment(), VECTOR_PIPELINE_FAULT="crash:backfill_page_3")
     crashed = subprocess.run([sys.executable, "-m", "vector_pipeline.cli", "pinecone", "backfill",
                               "--collection", "words", "--batch", str(BATCH)],
                              env=env, capture_output=True, text=True, timeout=120)
