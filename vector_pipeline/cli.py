@@ -354,7 +354,8 @@ the three phases:
   1 parallel  vector-pipeline pinecone backfill --collection words && vector-pipeline compact
               vector-pipeline pinecone mirror --collection words      (after each publish)
               vector-pipeline pinecone compare --collection words --sample 200 --out report/
-  2 cutover   PINECONE_CUTOVER_CHROMA_SHARE=0.1 (then 0.5, 1.0) with migration.router.CutoverRouter
+  2 cutover   vector-pipeline pinecone query milk --routing-key user-7 --chroma-share 0.1 --shadow
+              (in a service: migration.router.CutoverRouter; PINECONE_CUTOVER_CHROMA_SHARE 0.1 → 0.5 → 1.0)
   3 cleanup   vector-pipeline pinecone export --collection words   (says when it is safe to delete)
 """
 
@@ -390,10 +391,21 @@ def _pinecone_commands(commands: Any) -> None:
 
     export = actions.add_parser("export", help="the whole namespace to Parquet in the bucket, verified against "
                                 "describe_index_stats and a listing before it says the index may be deleted")
-    export.add_argument("--collection", default="words", help="whose namespace (default words)")
+    export.add_argument("--collection", default=None, help="whose namespace (default: every configured collection)")
     export.add_argument("--out", default=None, help="s3://bucket/key.parquet (default "
                         "s3://$VECTORS_BUCKET/exports/pinecone/<namespace>/<UTC stamp>.parquet)")
     export.set_defaults(handler=_pinecone_export)
+
+    route = actions.add_parser("query", help="phase 2: query through the cutover router (the share of routing "
+                               "keys Chroma answers; the rest Pinecone), optionally shadowing the other backend")
+    route.add_argument("text", nargs="+", help="query text(s), embedded with EMBEDDING_PROVIDER")
+    route.add_argument("--collection", default="words")
+    route.add_argument("--routing-key", default=None, help="e.g. a user id (default: the first text)")
+    route.add_argument("--chroma-share", type=float, default=None, help="0..1 (default PINECONE_CUTOVER_CHROMA_SHARE)")
+    route.add_argument("--shadow", action="store_true", help="also ask the other backend; print overlap@k")
+    route.add_argument("-n", "--n-results", type=int, default=5)
+    route.add_argument("--where", type=json.loads, default=None, help="metadata filter, as for `query`")
+    route.set_defaults(handler=_pinecone_query)
 
 
 def _pinecone_backfill(args: argparse.Namespace) -> int:
@@ -436,9 +448,30 @@ def _pinecone_compare(args: argparse.Namespace) -> int:
 def _pinecone_export(args: argparse.Namespace) -> int:
     from .migration.export import ExportOutcome, export_namespace
 
-    result = export_namespace(Settings.from_env(), args.collection, args.out)
-    print(json.dumps(result.as_dict(), indent=2))
-    return 0 if result.outcome is ExportOutcome.VERIFIED else 1
+    settings = Settings.from_env()
+    collections = [args.collection] if args.collection else list(settings.collections)
+    if args.out and len(collections) > 1:
+        raise ValueError("--out names one object: pass --collection too")
+    results = [export_namespace(settings, c, args.out) for c in collections]
+    print(json.dumps([r.as_dict() for r in results], indent=2))
+    return 0 if all(r.outcome is ExportOutcome.VERIFIED for r in results) else 1
+
+
+def _pinecone_query(args: argparse.Namespace) -> int:
+    from .migration.router import CutoverRouter
+
+    router = CutoverRouter(Settings.from_env(), args.collection, chroma_share=args.chroma_share,
+                           shadow=args.shadow or None)
+    key = args.routing_key or args.text[0]
+    result = router.query(query_texts=args.text, n_results=args.n_results, where=args.where, routing_key=key)
+    print(f"routing key {key!r} → {router.route(key).value} (Chroma share {router.chroma_share})")
+    for text, ids, documents, distances in zip(args.text, result["ids"], result["documents"], result["distances"]):
+        print(f"{text!r}:")
+        for record_id, document, distance in zip(ids, documents, distances):
+            print(f"  {distance:.3f}  {record_id}  {document!r}")
+    if router.shadow:
+        print(json.dumps(router.counters.as_dict()))
+    return 0
 
 
 if __name__ == "__main__":

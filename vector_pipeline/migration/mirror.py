@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from ..aws import client
 from ..config import Settings
-from ..delta import DeltaRef, delta_id_time, fetch_delta
+from ..delta import DeltaRef, InvalidDeltaError, delta_id_time, fetch_delta
+from ..lock import CompactionLock, LockBusyError
 from ..pinecone_client import PineconeIndex, PineconeIndexError, PineconeRecord
 from ..snapshot_store import STATE_FILE, MergeState, SnapshotStore, version_prefix
 from .state import MigrationState, migration_key
@@ -36,6 +37,7 @@ class MirrorOutcome(enum.Enum):
     CAUGHT_UP = "caught up"
     UP_TO_DATE = "up to date"  # nothing was pending
     BEHIND = "behind"  # Pinecone failed; the rest waits for the next run
+    BUSY = "busy"  # another mirror of this collection is running
     NOTHING_PUBLISHED = "nothing published"
 
 
@@ -79,7 +81,20 @@ def live_winner(state: MergeState, record_id: str) -> str | None:
 
 def mirror(settings: Settings, collection: str, *, say: Callable[[str], None] = print,
            index: PineconeIndex | None = None) -> MirrorResult:
-    """Replay the published version's unmirrored deltas into the collection's namespace."""
+    """Replay the published version's unmirrored deltas into the collection's namespace.
+
+    One mirror per collection at a time (a DynamoDB lock, like compaction's): two runs from
+    different versions could otherwise send an older winner after a newer one."""
+    try:
+        with CompactionLock(f"pinecone-mirror-{collection}", settings=settings):
+            return _mirror(settings, collection, say, index)
+    except LockBusyError:
+        say(f"mirror {collection}: another mirror holds the lock; nothing sent")
+        return MirrorResult(MirrorOutcome.BUSY, collection, settings.pinecone_namespace(collection), None)
+
+
+def _mirror(settings: Settings, collection: str, say: Callable[[str], None],
+            index: PineconeIndex | None) -> MirrorResult:
     namespace = settings.pinecone_namespace(collection)
     store = SnapshotStore(settings)
     pointer = store.read_pointer(collection)
@@ -103,7 +118,8 @@ def mirror(settings: Settings, collection: str, *, say: Callable[[str], None] = 
         try:
             index.check_dimension(int(manifest.get("dimension", 0)), collection)
             _replay(settings, index, namespace, merge_state, pending, mirrored, doc, result, documents, key, say)
-        except PineconeIndexError as exc:
+        except (PineconeIndexError, FileNotFoundError, InvalidDeltaError) as exc:
+            # Pinecone down, or an applied delta gone from delta/ and archive/: stop, loudly.
             result.outcome, result.error = MirrorOutcome.BEHIND, str(exc)
             log.warning("mirror of %s is behind: %s", collection, exc)
     rest = sorted(merge_state.applied_delta_ids - mirrored)

@@ -114,10 +114,16 @@ def test_backfill_compact_compare_drift_route_export(pinecone_env: Settings, pin
     assert sum(counters["queries"].values()) == 6 and counters["shadowed"] == 6
     assert 0 < counters["mean_overlap_at_k"] <= 1
 
+    capsys.readouterr()
+    assert main(["pinecone", "query", "milk", "--collection", "lines", "--routing-key", "user-1",
+                 "--chroma-share", "0.5", "--shadow", "-n", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert f"'user-1' → {routes['user-1'].value}" in printed and '"shadowed": 1' in printed
+
     # Phase 3: the export, verified against describe_index_stats and a listing.
     assert main(["pinecone", "export", "--collection", "lines"]) == 0
     printed = capsys.readouterr().out
-    exported = json.loads(printed[printed.rindex("\n{") + 1:])
+    [exported] = json.loads(printed[printed.rindex("\n[") + 1:])
     assert exported["outcome"] == "verified" and exported["rows"] == len(receipt_lines) - 2
     bucket, key = exported["uri"][5:].split("/", 1)
     assert key.startswith("exports/pinecone/lines/") and key.endswith(".parquet")

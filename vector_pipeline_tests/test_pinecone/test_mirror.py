@@ -116,3 +116,13 @@ def test_outage_in_the_middle_keeps_what_was_sent(pinecone_settings: Settings, p
     pinecone_server.state.refuse(0)
     assert mirror(settings, "words", say=_quiet).deltas_mirrored == 2
     assert _pinecone_content(settings) == _snapshot_content(settings)
+
+
+def test_a_second_mirror_of_the_collection_waits_its_turn(pinecone_settings: Settings, rng: np.random.Generator) -> None:
+    from vector_pipeline.lock import CompactionLock
+
+    _produce(pinecone_settings, rng, ["a", "b"])
+    ChromaCompactor(settings=pinecone_settings).compact_pending()
+    with CompactionLock("pinecone-mirror-words", settings=pinecone_settings):
+        assert mirror(pinecone_settings, "words", say=_quiet).outcome is MirrorOutcome.BUSY
+    assert mirror(pinecone_settings, "words", say=_quiet).outcome is MirrorOutcome.CAUGHT_UP
