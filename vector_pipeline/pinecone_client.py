@@ -65,7 +65,7 @@ def _sdk_errors() -> dict[str, Any]:
 
     return {name: getattr(errors, name) for name in (
         "UnauthorizedError", "ForbiddenError", "RateLimitError", "ServiceError", "ApiError",
-        "PineconeConnectionError", "PineconeTimeoutError")}
+        "PineconeConnectionError", "PineconeTimeoutError", "PineconeError")}
 
 
 class PineconeIndex:
@@ -109,6 +109,9 @@ class PineconeIndex:
             except e["ApiError"] as exc:
                 problem = PineconeProblem.DIMENSION_MISMATCH if "dimension" in str(exc).lower() else PineconeProblem.REJECTED
                 raise PineconeIndexError(problem, self.host, f"{what}: {exc}") from None
+            except e["PineconeError"] as exc:  # e.g. an answer that is not Pinecone's protocol
+                raise PineconeIndexError(PineconeProblem.REJECTED, self.host,
+                                         f"{what}: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")
 
     # -- data plane ---------------------------------------------------------------------------

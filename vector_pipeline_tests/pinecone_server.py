@@ -72,6 +72,7 @@ class PineconeState:
         self.refusals_left = 0
         self.refusal_status = 503
         self.served_before_refusing = 0
+        self.breaks_protocol = False  # answer 200 with a body that is not Pinecone's JSON
         self.unlisted: set[str] = set()  # ids /vectors/list leaves out (a listing that breaks the protocol)
         self.unit_cache: dict[str, np.ndarray] = {}  # namespace → unit rows in insertion order
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
@@ -112,6 +113,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(state.refusal_status, {"error": {"code": "UNAVAILABLE", "message": "loopback outage"}},
                             {"Retry-After": "0"})
                 return
+        if state.breaks_protocol:
+            payload = b"<html>a proxy login page</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         if self.headers.get("Api-Key") != state.api_key:
             self._reply(401, {"error": {"code": "UNAUTHENTICATED", "message": "Invalid API Key"}})
             return

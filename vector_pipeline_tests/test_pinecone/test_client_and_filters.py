@@ -78,6 +78,15 @@ def test_dimension_mismatch_is_named_with_both_dimensions(pinecone_settings: Set
     assert rejected.value.problem is PineconeProblem.DIMENSION_MISMATCH
 
 
+def test_an_endpoint_breaking_the_protocol_is_named(pinecone_settings: Settings,
+                                                     pinecone_server: PineconeServer) -> None:
+    pinecone_server.state.breaks_protocol = True  # 200 with an HTML page, as a captive proxy answers
+    with pytest.raises(PineconeIndexError) as raised:
+        PineconeIndex(pinecone_settings).stats()
+    assert raised.value.problem is PineconeProblem.REJECTED
+    assert pinecone_server.host in str(raised.value)
+
+
 def test_missing_settings_say_which_key_to_set(settings: Settings) -> None:
     with pytest.raises(PineconeIndexError, match="PINECONE_INDEX_HOST"):
         PineconeIndex(settings)
