@@ -57,6 +57,10 @@ class CutoverCounters:
             self.latency_ms_sum[backend.value] += milliseconds
             self.latency_ms_count[backend.value] += 1
 
+    def record_shadow_failure(self) -> None:
+        with self._lock:
+            self.shadow_failures += 1
+
     def record_overlap(self, overlap: float) -> None:
         with self._lock:
             self.shadowed += 1
@@ -114,7 +118,7 @@ class CutoverRouter:
             try:
                 shadow_answer, shadow_ms = self._ask(other, query_embeddings, n_results, where, pinecone_filter)
             except Exception as exc:  # a shadow never fails the served query
-                self.counters.shadow_failures += 1
+                self.counters.record_shadow_failure()
                 log.warning("shadow query on %s failed: %s", other.value, exc)
             else:
                 self.counters.record(other, shadow_ms, served=False)
