@@ -95,12 +95,23 @@ def pinecone_assets(collection: str) -> list[dg.AssetsDefinition]:
     return [pinecone_mirror, pinecone_comparison]
 
 
+MIRROR_CRON = "*/10 * * * *"
+
+
 def pinecone_definitions(settings: Settings) -> dg.Definitions:
-    """Mirror + comparison assets and a job per collection running both (the settings, the
-    API key among them, reach the assets through the ``vector_pipeline`` resource)."""
+    """Per collection: mirror + comparison assets, job ``pinecone_<c>`` running both, job
+    ``pinecone_mirror_<c>`` scheduled every 10 minutes (so the mirror catches up after an
+    outage by itself). Settings, the API key among them, come through the ``vector_pipeline``
+    resource."""
     assets = [a for c in settings.collections for a in pinecone_assets(c)]
-    jobs = [dg.define_asset_job(f"pinecone_{c}", selection=[dg.AssetKey([c, "pinecone_mirror"]),
-                                                             dg.AssetKey([c, "pinecone_comparison"])],
-                                description=f"Mirror the {c} deltas to Pinecone, then compare the two stores.")
-            for c in settings.collections]
-    return dg.Definitions(assets=assets, jobs=jobs)
+    jobs, schedules = [], []
+    for c in settings.collections:
+        mirror_key = dg.AssetKey([c, "pinecone_mirror"])
+        jobs.append(dg.define_asset_job(f"pinecone_{c}", selection=[mirror_key, dg.AssetKey([c, "pinecone_comparison"])],
+                                        description=f"Mirror the {c} deltas to Pinecone, then compare the two stores."))
+        mirror_job = dg.define_asset_job(f"pinecone_mirror_{c}", selection=[mirror_key],
+                                         description=f"Dual-write: send the published {c} deltas to Pinecone.")
+        jobs.append(mirror_job)
+        schedules.append(dg.ScheduleDefinition(job=mirror_job, cron_schedule=MIRROR_CRON, name=f"pinecone_mirror_{c}_schedule",
+                                               default_status=dg.DefaultScheduleStatus.RUNNING))
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)

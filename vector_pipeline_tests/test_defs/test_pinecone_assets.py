@@ -31,6 +31,8 @@ def test_pinecone_assets_appear_only_when_a_host_is_set(settings: Settings, pine
     with_host = build_definitions(_settings(settings, pinecone_server)).resolve_asset_graph().get_all_asset_keys()
     assert dg.AssetKey(["words", "pinecone_comparison"]) not in without
     assert {dg.AssetKey([c, a]) for c in ("words", "lines") for a in ("pinecone_mirror", "pinecone_comparison")} <= with_host
+    schedule = build_definitions(_settings(settings, pinecone_server)).resolve_schedule_def("pinecone_mirror_words_schedule")
+    assert schedule.job_name == "pinecone_mirror_words"  # the mirror catches up by itself after an outage
 
 
 def test_mirror_then_comparison_records_figures_and_check(settings: Settings, pinecone_server: PineconeServer,  # noqa: F811
