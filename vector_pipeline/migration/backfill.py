@@ -19,7 +19,9 @@ from typing import Any, Callable
 from .. import faults
 from ..aws import client
 from ..config import Settings
-from ..delta import ARCHIVE_PREFIX, DELTA_PREFIX, DeltaRef, new_delta_id, produce_embedding_delta, read_delta_manifest
+from ..delta import produce_embedding_delta
+from ..delta_keys import ARCHIVE_PREFIX, DELTA_PREFIX, DeltaRef, new_delta_id
+from ..delta_reader import read_delta_manifest
 from ..pinecone_client import PineconeIndex, PineconeRecord
 from ..snapshot_store import SnapshotStore
 from .state import MigrationState, migration_key

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from ..aws import client
 from ..config import Settings
-from ..delta import DeltaRef, InvalidDeltaError, delta_id_time, fetch_delta
+from ..delta_keys import DeltaRef, InvalidDeltaError, delta_id_time
+from ..delta_reader import fetch_delta
 from ..lock import CompactionLock, LockBusyError
 from ..pinecone_client import PineconeIndex, PineconeIndexError, PineconeRecord
 from ..snapshot_store import STATE_FILE, MergeState, SnapshotStore, version_prefix

@@ -13,13 +13,21 @@ from typing import Any
 
 from ..aws import client, error_code, sse_args
 from ..config import Settings
-from ..delta import check_collection_name
+from ..delta_keys import check_collection_name
 
 MIGRATION_PREFIX = "migration/"
 
 
 def migration_key(collection: str, name: str) -> str:
     return f"{MIGRATION_PREFIX}{check_collection_name(collection)}/{name}"
+
+
+def migrating_collections(settings: Settings) -> list[str]:
+    """The collections a command without ``--collection`` covers: the allow-list
+    (``VECTOR_COLLECTIONS``) when set, else every collection with a published snapshot."""
+    from ..snapshot_store import SnapshotStore
+
+    return list(settings.collections) or sorted(SnapshotStore(settings).list_collections())
 
 
 def utc_stamp() -> str:

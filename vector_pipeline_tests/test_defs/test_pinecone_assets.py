@@ -1,12 +1,15 @@
 """The Pinecone assets in Dagster, executed in process against moto and the loopback
-endpoint: ``pinecone_words`` mirrors the published snapshot into Pinecone, then compares
-the two, recording recall/overlap as float metadata and the ``recall_at_least_bar`` check;
-a bar above reach fails the check. The assets exist only when PINECONE_INDEX_HOST is set.
+endpoint: job ``pinecone`` on a collection partition mirrors the published snapshot into
+Pinecone, then compares the two, recording recall/overlap as float metadata and the
+``recall_at_least_bar`` check; a bar above reach fails the check. The assets, jobs and the
+mirror's 10-minute schedule exist only when PINECONE_INDEX_HOST is set.
 
 Not covered here: the comparison's figures themselves (test_pinecone/test_end_to_end.py).
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import dagster as dg
 import numpy as np
@@ -18,7 +21,7 @@ from vector_pipeline.defs import build_definitions
 from ..conftest import all_keys, vectors
 from ..pinecone_server import DEFAULT_API_KEY, PineconeServer, pinecone_server  # noqa: F401 (fixture)
 
-RUN_CONFIG = {"ops": {"words__pinecone_comparison": {"config": {"sample": 10, "k": 5}}}}
+RUN_CONFIG = {"ops": {"pinecone_comparison": {"config": {"sample": 10, "k": 5}}}}
 
 
 def _settings(settings: Settings, server: PineconeServer, **extra: object) -> Settings:
@@ -26,13 +29,19 @@ def _settings(settings: Settings, server: PineconeServer, **extra: object) -> Se
                                    pinecone_retry_base_seconds=0.05, **extra)
 
 
-def test_pinecone_assets_appear_only_when_a_host_is_set(settings: Settings, pinecone_server: PineconeServer) -> None:  # noqa: F811
-    without = build_definitions(settings).resolve_asset_graph().get_all_asset_keys()
-    with_host = build_definitions(_settings(settings, pinecone_server)).resolve_asset_graph().get_all_asset_keys()
-    assert dg.AssetKey(["words", "pinecone_comparison"]) not in without
-    assert {dg.AssetKey([c, a]) for c in ("words", "lines") for a in ("pinecone_mirror", "pinecone_comparison")} <= with_host
-    schedule = build_definitions(_settings(settings, pinecone_server)).resolve_schedule_def("pinecone_mirror_words_schedule")
-    assert schedule.job_name == "pinecone_mirror_words"  # the mirror catches up by itself after an outage
+def test_pinecone_assets_and_schedule_appear_only_when_a_host_is_set(
+        settings: Settings, pinecone_server: PineconeServer, instance: dg.DagsterInstance) -> None:  # noqa: F811
+    without = build_definitions(settings)
+    assert dg.AssetKey("pinecone_comparison") not in without.resolve_asset_graph().get_all_asset_keys()
+    with_host = build_definitions(_settings(settings, pinecone_server))
+    assert {dg.AssetKey("pinecone_mirror"), dg.AssetKey("pinecone_comparison")} <= \
+        with_host.resolve_asset_graph().get_all_asset_keys()
+    instance.add_dynamic_partitions("collection", ["words", "lines"])
+    schedule = with_host.resolve_schedule_def("pinecone_mirror_schedule")
+    tick = dg.build_schedule_context(instance=instance, repository_def=with_host.get_repository_def(),
+                                     scheduled_execution_time=datetime(2026, 11, 26, tzinfo=timezone.utc))
+    requests = schedule.evaluate_tick(tick).run_requests or []
+    assert sorted(r.partition_key for r in requests) == ["lines", "words"]  # every collection, each tick
 
 
 def test_mirror_then_comparison_records_figures_and_check(settings: Settings, pinecone_server: PineconeServer,  # noqa: F811
@@ -41,13 +50,14 @@ def test_mirror_then_comparison_records_figures_and_check(settings: Settings, pi
     ids = [f"id{n}" for n in range(30)]
     produce_embedding_delta(ids, vectors(rng, 30), collection_name="words", settings=configured)
     ChromaCompactor(settings=configured).compact_pending()
-    job = build_definitions(configured).resolve_job_def("pinecone_words")
-    result = job.execute_in_process(instance=instance, run_config=RUN_CONFIG, raise_on_error=False)
+    instance.add_dynamic_partitions("collection", ["words"])
+    job = build_definitions(configured).resolve_job_def("pinecone")
+    result = job.execute_in_process(instance=instance, run_config=RUN_CONFIG, partition_key="words", raise_on_error=False)
     assert result.success
-    [mirrored] = result.asset_materializations_for_node("words__pinecone_mirror")
+    [mirrored] = result.asset_materializations_for_node("pinecone_mirror")
     assert mirrored.metadata["deltas_mirrored"].value == 1 and mirrored.metadata["lag_deltas"].value == 0
     assert pinecone_server.ids("words") == set(ids)
-    [compared] = result.asset_materializations_for_node("words__pinecone_comparison")
+    [compared] = result.asset_materializations_for_node("pinecone_comparison")
     figures = {k: v.value for k, v in compared.metadata.items()}
     assert isinstance(compared.metadata["recall_at_k_chroma"], dg.FloatMetadataValue)
     assert figures["recall_at_k_chroma"] == figures["recall_at_k_pinecone"] == figures["overlap_at_k"] == 1.0
@@ -57,7 +67,7 @@ def test_mirror_then_comparison_records_figures_and_check(settings: Settings, pi
     assert any(k.endswith("/report.json") for k in all_keys(configured, "migration/words/comparisons/"))
 
     strict = build_definitions(_settings(settings, pinecone_server, pinecone_min_recall=1.01))
-    failed = strict.resolve_job_def("pinecone_words").execute_in_process(instance=instance, run_config=RUN_CONFIG,
-                                                                         raise_on_error=False)
+    failed = strict.resolve_job_def("pinecone").execute_in_process(instance=instance, run_config=RUN_CONFIG,
+                                                                    partition_key="words", raise_on_error=False)
     [check] = [c for c in failed.get_asset_check_evaluations() if c.check_name == "recall_at_least_bar"]
     assert not check.passed and check.metadata["min_recall"].value == 1.01

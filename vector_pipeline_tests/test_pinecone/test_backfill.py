@@ -21,7 +21,8 @@ import pytest
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import DeltaRef, fetch_delta, read_delta_manifest
+from vector_pipeline.delta_keys import DeltaRef
+from vector_pipeline.delta_reader import fetch_delta, read_delta_manifest
 from vector_pipeline.migration.backfill import BackfillOutcome, backfill, checkpoint_key
 from vector_pipeline.migration.state import MigrationState
 from vector_pipeline.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord

@@ -12,7 +12,7 @@ import numpy as np
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import new_delta_id
+from vector_pipeline.delta_keys import new_delta_id
 from vector_pipeline.migration.mirror import MirrorOutcome, mirror
 from vector_pipeline.pinecone_client import PineconeIndex
 from vector_pipeline.status import collection_status
