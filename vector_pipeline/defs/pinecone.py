@@ -94,11 +94,11 @@ def pinecone_comparison(context: dg.AssetExecutionContext, config: ComparisonCon
 
 pinecone_job = dg.define_asset_job("pinecone", selection=[pinecone_mirror, pinecone_comparison],
                                    description="Mirror a collection's deltas to Pinecone, then compare the two stores.")
-pinecone_mirror_job = dg.define_asset_job("pinecone_mirror", selection=[pinecone_mirror],
+pinecone_mirror_job = dg.define_asset_job("mirror_to_pinecone", selection=[pinecone_mirror],
                                           description="Dual-write: send a collection's published deltas to Pinecone.")
 
 
-@dg.schedule(job=pinecone_mirror_job, cron_schedule="*/10 * * * *", name="pinecone_mirror_schedule",
+@dg.schedule(job=pinecone_mirror_job, cron_schedule="*/10 * * * *", name="mirror_to_pinecone_every_10_minutes",
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def pinecone_mirror_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     """One mirror run per collection partition every 10 minutes: after an outage it catches up by itself."""

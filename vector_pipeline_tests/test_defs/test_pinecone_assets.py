@@ -37,7 +37,9 @@ def test_pinecone_assets_and_schedule_appear_only_when_a_host_is_set(
     assert {dg.AssetKey("pinecone_mirror"), dg.AssetKey("pinecone_comparison")} <= \
         with_host.resolve_asset_graph().get_all_asset_keys()
     instance.add_dynamic_partitions("collection", ["words", "lines"])
-    schedule = with_host.resolve_schedule_def("pinecone_mirror_schedule")
+    dg.Definitions.validate_loadable(with_host)  # job, op and schedule names do not collide
+    assert {"pinecone", "mirror_to_pinecone"} <= {job.name for job in with_host.resolve_all_job_defs()}
+    schedule = with_host.resolve_schedule_def("mirror_to_pinecone_every_10_minutes")
     tick = dg.build_schedule_context(instance=instance, repository_def=with_host.get_repository_def(),
                                      scheduled_execution_time=datetime(2026, 11, 26, tzinfo=timezone.utc))
     requests = schedule.evaluate_tick(tick).run_requests or []
