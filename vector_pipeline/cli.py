@@ -110,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     dagster.add_argument("--seed-receipts", type=int, default=6,
                          help="produce deltas of the first N shipped receipts for the sensors to find (0: none)")
     dagster.set_defaults(handler=_dagster_dev)
+    _pinecone_commands(commands)
     return parser
 
 
@@ -320,6 +321,9 @@ def _print_status(report: dict[str, Any]) -> None:
         print(f"  {name}: version {info['version']} ({info['vector_count']} vectors, "
               f"{info['versions_stored']} stored), {info['pending_deltas']} pending deltas, {lock}, "
               f"fence {info['lock_fence']}")
+        if info.get("pinecone_mirror"):
+            print(f"    pinecone mirror: {info['pinecone_mirror']['lag_deltas']} deltas behind, "
+                  f"watermark {info['pinecone_mirror']['watermark']}")
 
 
 # -- collections: settings per collection, as data in the bucket (catalog.py) ------------------
@@ -469,6 +473,141 @@ def _dagster_dev(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             stop_process_group(process, signal.SIGINT, grace_seconds=30)
             return 130
+
+
+# -- Pinecone migration (docs/migration.md) -------------------------------------------------
+
+PINECONE_EPILOG = """\
+environment: PINECONE_API_KEY, PINECONE_INDEX_HOST (the index's data-plane URL), optional
+PINECONE_NAMESPACES=collection=namespace,... (default namespace: the collection's name),
+PINECONE_DOCUMENT_FIELD (metadata key carrying the text, default "text").
+
+the three phases:
+  1 parallel  vector-pipeline pinecone backfill --collection words && vector-pipeline compact
+              vector-pipeline pinecone mirror --collection words      (after each publish)
+              vector-pipeline pinecone compare --collection words --sample 200 --out report/
+  2 cutover   vector-pipeline pinecone query milk --routing-key user-7 --chroma-share 0.1 --shadow
+              (in a service: migration.router.CutoverRouter; PINECONE_CUTOVER_CHROMA_SHARE 0.1 → 0.5 → 1.0)
+  3 cleanup   vector-pipeline pinecone export --collection words   (says when it is safe to delete)
+"""
+
+
+def _pinecone_commands(commands: Any) -> None:
+    group = commands.add_parser("pinecone", help="migrate from a Pinecone index: backfill, mirror, compare, export",
+                                epilog=PINECONE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = group.add_subparsers(dest="pinecone_command", required=True, metavar="ACTION")
+
+    backfill = actions.add_parser("backfill", help="every vector of the namespace into deltas of the collection "
+                                  "(resumable: a checkpoint in the bucket)")
+    backfill.add_argument("--collection", required=True)
+    backfill.add_argument("--batch", type=int, default=100, help="ids per page, one delta per page (default 100)")
+    backfill.add_argument("--restart", action="store_true", help="ignore the checkpoint and copy everything again")
+    backfill.set_defaults(handler=_pinecone_backfill)
+
+    mirror = actions.add_parser("mirror", help="dual-write: send the published snapshot's unmirrored deltas "
+                                "(upserts and deletes) to Pinecone, from the watermark in the bucket")
+    mirror.add_argument("--collection", action="append", default=None,
+                        help="default: VECTOR_COLLECTIONS, else every published collection")
+    mirror.set_defaults(handler=_pinecone_mirror)
+
+    compare = actions.add_parser("compare", help="recall@k of the snapshot and of Pinecone against exact search, "
+                                 "overlap@k, drift and latency; exits 1 below --min-recall")
+    compare.add_argument("--collection", required=True)
+    source = compare.add_mutually_exclusive_group()
+    source.add_argument("--queries", type=Path, help="file of query texts, one per line (embedded with EMBEDDING_PROVIDER)")
+    source.add_argument("--sample", type=int, help="sample N stored vectors as queries (default 100)")
+    compare.add_argument("--k", type=int, default=10)
+    compare.add_argument("--min-recall", type=float, default=None, help="recall bar of the Chroma snapshot "
+                         "(default PINECONE_MIN_RECALL, 0.95)")
+    compare.add_argument("--out", type=Path, required=True, help="directory for report.json, report.md, per_query.csv")
+    compare.set_defaults(handler=_pinecone_compare)
+
+    export = actions.add_parser("export", help="the whole namespace to Parquet in the bucket, verified against "
+                                "describe_index_stats and a listing before it says the index may be deleted")
+    export.add_argument("--collection", default=None,
+                        help="whose namespace (default: VECTOR_COLLECTIONS, else every published collection)")
+    export.add_argument("--out", default=None, help="s3://bucket/key.parquet (default "
+                        "s3://$VECTORS_BUCKET/exports/pinecone/<namespace>/<UTC stamp>.parquet)")
+    export.set_defaults(handler=_pinecone_export)
+
+    route = actions.add_parser("query", help="phase 2: query through the cutover router (the share of routing "
+                               "keys Chroma answers; the rest Pinecone), optionally shadowing the other backend")
+    route.add_argument("text", nargs="+", help="query text(s), embedded with EMBEDDING_PROVIDER")
+    route.add_argument("--collection", default="words")
+    route.add_argument("--routing-key", default=None, help="e.g. a user id (default: the first text)")
+    route.add_argument("--chroma-share", type=float, default=None, help="0..1 (default PINECONE_CUTOVER_CHROMA_SHARE)")
+    route.add_argument("--shadow", action="store_true", help="also ask the other backend; print overlap@k")
+    route.add_argument("-n", "--n-results", type=int, default=5)
+    route.add_argument("--where", type=json.loads, default=None, help="metadata filter, as for `query`")
+    route.set_defaults(handler=_pinecone_query)
+
+
+def _pinecone_backfill(args: argparse.Namespace) -> int:
+    from .migration.backfill import backfill
+
+    result = backfill(Settings.from_env(), args.collection, args.batch, restart=args.restart,
+                      say=lambda line: print(line, flush=True))
+    print(json.dumps(result.as_dict()))
+    return 0
+
+
+def _pinecone_mirror(args: argparse.Namespace) -> int:
+    from .migration.mirror import MirrorOutcome, mirror
+    from .migration.state import migrating_collections
+
+    settings = Settings.from_env()
+    results = [mirror(settings, c) for c in (args.collection or migrating_collections(settings))]
+    print(json.dumps([r.as_dict() for r in results], indent=2))
+    return 75 if any(r.outcome is MirrorOutcome.BEHIND for r in results) else 0
+
+
+def _pinecone_compare(args: argparse.Namespace) -> int:
+    from .migration.compare import compare_collection, read_query_file, write_report
+
+    texts = read_query_file(args.queries) if args.queries else None
+    comparison = compare_collection(Settings.from_env(), args.collection, texts=texts,
+                                    sample=None if texts else (args.sample or 100), k=args.k,
+                                    min_recall=args.min_recall)
+    paths = write_report(comparison, args.out)
+    report = comparison.report
+    print(f"{report['collection']}: recall@{report['k']} chroma {report['recall_at_k']['chroma']}, "
+          f"pinecone {report['recall_at_k']['pinecone']}; overlap@{report['k']} {report['overlap_at_k']}; "
+          f"ids only in chroma {report['ids_only_in_chroma']}, only in pinecone {report['ids_only_in_pinecone']}")
+    print(f"report: {paths['md']} ({paths['json'].name}, {paths['csv'].name})")
+    if not comparison.passed():
+        print(f"recall of the Chroma snapshot is below {report['min_recall']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pinecone_export(args: argparse.Namespace) -> int:
+    from .migration.export import ExportOutcome, export_namespace
+    from .migration.state import migrating_collections
+
+    settings = Settings.from_env()
+    collections = [args.collection] if args.collection else migrating_collections(settings)
+    if args.out and len(collections) > 1:
+        raise ValueError("--out names one object: pass --collection too")
+    results = [export_namespace(settings, c, args.out) for c in collections]
+    print(json.dumps([r.as_dict() for r in results], indent=2))
+    return 0 if all(r.outcome is ExportOutcome.VERIFIED for r in results) else 1
+
+
+def _pinecone_query(args: argparse.Namespace) -> int:
+    from .migration.router import CutoverRouter
+
+    router = CutoverRouter(Settings.from_env(), args.collection, chroma_share=args.chroma_share,
+                           shadow=args.shadow or None)
+    key = args.routing_key or args.text[0]
+    result = router.query(query_texts=args.text, n_results=args.n_results, where=args.where, routing_key=key)
+    print(f"routing key {key!r} → {router.route(key).value} (Chroma share {router.chroma_share})")
+    for text, ids, documents, distances in zip(args.text, result["ids"], result["documents"], result["distances"]):
+        print(f"{text!r}:")
+        for record_id, document, distance in zip(ids, documents, distances):
+            print(f"  {distance:.3f}  {record_id}  {document!r}")
+    if router.shadow:
+        print(json.dumps(router.counters.as_dict()))
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,17 @@ defaults below.
 | VECTORS_SSE                  | encryption of every object written: ``none``, ``AES256`` (SSE-S3) or ``aws:kms`` | AES256 |
 | VECTORS_SSE_KMS_KEY_ID       | the KMS key for ``aws:kms`` (unset: the account's aws/s3 key) | unset |
 | VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
+| PINECONE_API_KEY             | the Pinecone project's API key (migration only; a secret) | unset |
+| PINECONE_INDEX_HOST          | the index's data-plane URL (``http://`` for a local one)  | unset = no Pinecone |
+| PINECONE_NAMESPACES          | per-collection namespace overrides: ``words=ns1,lines=ns2`` | the collection's name |
+| PINECONE_DOCUMENT_FIELD      | metadata key carrying a vector's document text            | text |
+| PINECONE_MAX_ATTEMPTS        | tries per Pinecone call on 429/5xx/unreachable            | 5 |
+| PINECONE_RETRY_BASE_SECONDS  | first backoff (doubles per try, with jitter)              | 0.5 |
+| PINECONE_MIN_RECALL          | recall@k bar of the Chroma snapshot (compare, asset check) | 0.95 |
+| PINECONE_COMPARE_SAMPLE      | stored vectors sampled as queries by the Dagster comparison | 50 |
+| PINECONE_COMPARE_QUERIES     | a file of query texts (one per line) for it instead        | unset |
+| PINECONE_CUTOVER_CHROMA_SHARE | share of routed queries sent to Chroma (0..1)            | 0.0 |
+| PINECONE_CUTOVER_SHADOW      | also query the other backend and record overlap (1/0)     | 0 |
 
 ``Settings.to_env()`` is the inverse of ``from_env``: it is how the settings reach a
 subprocess (the CLI's children, ``dagster dev``) and the Dagster resource, so every field
@@ -126,6 +137,23 @@ class Settings:
     sse_kms_key_id: str | None = None
     # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
     fault: str | None = None
+    # -- Pinecone migration (pinecone_client.py, migration/) --
+    pinecone_api_key: str | None = None
+    pinecone_index_host: str | None = None
+    # (collection, namespace) pairs overriding the default namespace (the collection's name).
+    pinecone_namespaces: tuple[tuple[str, str], ...] = ()
+    pinecone_document_field: str = "text"
+    pinecone_max_attempts: int = 5
+    pinecone_retry_base_seconds: float = 0.5
+    pinecone_min_recall: float = 0.95
+    pinecone_compare_sample: int = 50
+    pinecone_compare_queries: str | None = None
+    pinecone_cutover_chroma_share: float = 0.0
+    pinecone_cutover_shadow: bool = False
+
+    def pinecone_namespace(self, collection: str) -> str:
+        """The Pinecone namespace mirroring ``collection``: its override, else its own name."""
+        return dict(self.pinecone_namespaces).get(collection, collection)
 
     def __post_init__(self) -> None:
         if self.sse not in SSE_MODES:
@@ -222,6 +250,17 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    """``a=x,b=y`` as ((a, x), (b, y))."""
+    pairs = []
+    for entry in _csv(raw):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"expected collection=namespace, got {entry!r}")
+        pairs.append((name.strip(), value.strip()))
+    return tuple(pairs)
+
+
 def _bool(raw: str) -> bool:
     if raw.lower() in ("1", "true", "yes", "on"):
         return True
@@ -264,6 +303,18 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "VECTORS_SSE": ("sse", _sse, str),
     "VECTORS_SSE_KMS_KEY_ID": ("sse_kms_key_id", str, str),
     "VECTOR_PIPELINE_FAULT": ("fault", str, str),
+    # -- Pinecone migration --
+    "PINECONE_API_KEY": ("pinecone_api_key", str, str),
+    "PINECONE_INDEX_HOST": ("pinecone_index_host", str, str),
+    "PINECONE_NAMESPACES": ("pinecone_namespaces", _pairs, lambda pairs: ",".join(f"{c}={n}" for c, n in pairs)),
+    "PINECONE_DOCUMENT_FIELD": ("pinecone_document_field", str, str),
+    "PINECONE_MAX_ATTEMPTS": ("pinecone_max_attempts", int, str),
+    "PINECONE_RETRY_BASE_SECONDS": ("pinecone_retry_base_seconds", float, repr),
+    "PINECONE_MIN_RECALL": ("pinecone_min_recall", float, repr),
+    "PINECONE_COMPARE_SAMPLE": ("pinecone_compare_sample", int, str),
+    "PINECONE_COMPARE_QUERIES": ("pinecone_compare_queries", str, str),
+    "PINECONE_CUTOVER_CHROMA_SHARE": ("pinecone_cutover_chroma_share", float, repr),
+    "PINECONE_CUTOVER_SHADOW": ("pinecone_cutover_shadow", _bool, lambda flag: "true" if flag else "false"),
 }
 # Keys whose values are secrets: kept out of anything shown in a UI.
-SECRET_ENV_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY"})
+SECRET_ENV_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "PINECONE_API_KEY"})

@@ -52,8 +52,11 @@ def produce_embedding_delta(
     settings: Settings | None = None,
     embedding_provider: str | None = None,
     notify: bool = True,
+    delta_id: str | None = None,
 ) -> dict[str, Any]:
-    """Validate, write a delta (manifest last), upload it and announce it on SQS."""
+    """Validate, write a delta (manifest last), upload it and announce it on SQS.
+
+    ``delta_id`` pins the id (a resumed writer rewriting the delta it had begun); default: new."""
     settings = settings or Settings.from_env()
     started = time.perf_counter()
     dimension = validate_delta_input(ids, embeddings, documents, metadatas, collection_name, delete_ids)
@@ -62,6 +65,7 @@ def produce_embedding_delta(
     try:
         with ChromaDBClient(workdir / "chroma", mode="delta", settings=settings) as delta:
             delta.embedding_provider_name = embedding_provider or provider_name(settings)
+            delta.delta_id = delta_id
             if ids:
                 delta.upsert_vectors(collection_name, ids, embeddings, documents, metadatas)
             if delete_ids:

@@ -3,8 +3,9 @@
 Off unless ``VECTOR_PIPELINE_FAULT`` (``Settings.fault``) is ``crash:<step>`` (SIGKILL, as a
 power cut or OOM kill would) or ``pause:<step>`` (SIGSTOP, as a long GC pause or a frozen
 VM would). Steps, in compaction order: after_lock, mid_download, mid_merge, mid_upload,
-after_upload, after_publish, mid_archive; and a reader's reader_before_download (pointer and
-manifest read, files not yet fetched).
+after_upload, after_publish, mid_archive; a reader's reader_before_download (pointer and
+manifest read, files not yet fetched); the Pinecone backfill's ``backfill_page_<n>`` (page
+n's delta is written, the checkpoint has not moved yet).
 """
 
 import logging

@@ -11,6 +11,7 @@ from .compactor import ChromaCompactor
 from .config import Settings
 from .delta_keys import parse_delta_key
 from .lock import CompactionLock, lock_id_for
+from .migration.mirror import mirror_lag
 from .queue import DeltaQueue
 from .snapshot_store import SnapshotStore
 
@@ -36,6 +37,7 @@ def collection_status(settings: Settings) -> dict[str, Any]:
             "lock_owner": holder.owner if holder.is_live else None,
             "lock_expires_in_s": round(holder.expires - time.time()) if holder.is_live else None,
             "lock_fence": holder.fence,
+            "pinecone_mirror": mirror_lag(settings, collection, pointer.version if pointer else None),
         }
     report["queue"] = DeltaQueue(settings).approximate_depth()
     return report

@@ -13,6 +13,7 @@ from vector_pipeline.config import Settings
 from .assets import delta, snapshot, snapshot_candidate
 from .checks import vector_count_matches
 from .jobs import compaction_job, gc_job, rollback_job, validate_delta_job
+from .pinecone import pinecone_definitions
 from .resources import pipeline_resource
 from .schedules import gc_schedule, nightly_fold
 from .sensors import sensors
@@ -20,7 +21,7 @@ from .sensors import sensors
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    return dg.Definitions(
+    definitions = dg.Definitions(
         assets=[delta, snapshot_candidate, snapshot],
         asset_checks=[vector_count_matches],
         jobs=[validate_delta_job, compaction_job, rollback_job, gc_job],
@@ -28,3 +29,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules=[nightly_fold, gc_schedule],
         resources={"vector_pipeline": pipeline_resource(settings)},
     )
+    if settings.pinecone_index_host:  # the Pinecone migration, while one is under way
+        definitions = dg.Definitions.merge(definitions, pinecone_definitions())
+    return definitions

@@ -43,6 +43,7 @@ class VectorPipelineResource(dg.ConfigurableResource):
     # The secret settings (config.SECRET_ENV_KEYS), one field each, named as the key in lower case.
     aws_secret_access_key: str | None = None
     openai_api_key: str | None = None
+    pinecone_api_key: str | None = None
 
     def settings(self) -> Settings:
         """The library's settings: exactly those this resource was built from."""
