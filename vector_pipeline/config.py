@@ -22,6 +22,9 @@ defaults below.
 | VECTOR_COLLECTIONS           | collections the Dagster layer builds assets and jobs for  | words,lines |
 | READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
 | VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
+| COMPACTION_HEARTBEAT_SECONDS | the lock's heartbeat interval (refused unless the lifetime is at least twice it) | a third of the lifetime |
+| METRICS_SINK                 | ``none``, ``emf`` (embedded metric format on stdout: Lambda) or ``cloudwatch`` (PutMetricData) | none |
+| METRICS_NAMESPACE            | the CloudWatch namespace of every metric (handlers and Dagster runs) | VectorPipeline |
 """
 
 from __future__ import annotations
@@ -106,10 +109,16 @@ class Settings:
     segment_fold_ratio: float = 0.25
     # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
     fault: str | None = None
+    # Deployment (issue 11): the lock's heartbeat interval (None: a third of the lifetime),
+    # and where metrics go — "none", "emf" (stdout, which CloudWatch Logs extracts on
+    # Lambda) or "cloudwatch" (PutMetricData: Dagster runs, the CLI) — in which namespace.
+    lock_heartbeat_seconds: float | None = None
+    metrics_sink: str = "none"
+    metrics_namespace: str = "VectorPipeline"
 
     @property
     def heartbeat_seconds(self) -> float:
-        return self.lock_ttl_seconds / 3
+        return self.lock_heartbeat_seconds or self.lock_ttl_seconds / 3
 
     @property
     def dead_letter_queue_name(self) -> str:
@@ -149,6 +158,10 @@ class Settings:
             segment_max_count=int(env.get("SEGMENT_MAX_COUNT", defaults.segment_max_count)),
             segment_fold_ratio=float(env.get("SEGMENT_FOLD_RATIO", defaults.segment_fold_ratio)),
             collections=tuple(c.strip() for c in env.get("VECTOR_COLLECTIONS", "words,lines").split(",") if c.strip()),
+            # Deployment (issue 11)
+            lock_heartbeat_seconds=float(env["COMPACTION_HEARTBEAT_SECONDS"]) if env.get("COMPACTION_HEARTBEAT_SECONDS") else None,
+            metrics_sink=env.get("METRICS_SINK", defaults.metrics_sink),
+            metrics_namespace=env.get("METRICS_NAMESPACE", defaults.metrics_namespace),
         )
 
     def local_aws_environment(self) -> dict[str, str]:
