@@ -127,7 +127,9 @@ class CompactorBatch:
             logger.info("compaction", extra={k: v for k, v in result.as_dict().items()
                                             if k in ("status", "collection", "deltas_processed", "version",
                                                      "duration_seconds", "error")})
-            vp_metrics.publish(self.settings, _compaction_points(self.compactor, result), emf=_emf())
+            vp_metrics.publish(self.settings, vp_metrics.published_points(
+                self.compactor.store, collection, str(result.status), result.duration_seconds,
+                result.deltas_processed, result.version, result.previous_version), emf=_emf())
         return self.results[collection]
 
     @property
@@ -138,15 +140,6 @@ class CompactorBatch:
     @property
     def deltas_processed(self) -> int:
         return sum(r.deltas_processed for r in self.results.values())
-
-
-def _compaction_points(compactor: ChromaCompactor, result: CompactionResult) -> list[vp_metrics.DataPoint]:
-    published = result.status is CompactionStatus.OK
-    snapshot_bytes = vp_metrics.version_bytes(compactor.store, result.collection, result.version) if published else None
-    parent_bytes = vp_metrics.version_bytes(compactor.store, result.collection,
-                                            result.previous_version) if published else None
-    return vp_metrics.compaction_points(str(result.status), result.duration_seconds, result.deltas_processed,
-                                        snapshot_bytes, parent_bytes)
 
 
 def _emf() -> Metrics | None:

@@ -87,6 +87,19 @@ def compaction_points(status: str, duration_seconds: float, deltas_processed: in
     return points
 
 
+def published_points(store: Any, collection: str, status: str, duration_seconds: float, deltas_processed: int,
+                     version: str | None, previous_version: str | None, lock_was_busy: bool = False) -> list[DataPoint]:
+    """``compaction_points`` for a compaction that ended in ``status``, with the sizes of
+    the version it published (read from the manifests) and, when it had to wait for the
+    lock first (Dagster waits; Lambda reports busy), that busy attempt too."""
+    published = status == "ok" and version is not None
+    points = compaction_points("busy", 0.0, 0) if lock_was_busy else []
+    return points + compaction_points(
+        status, duration_seconds, deltas_processed,
+        version_bytes(store, collection, version) if published else None,
+        version_bytes(store, collection, previous_version) if published else None)
+
+
 def producer_points(failed: bool) -> list[DataPoint]:
     return [DataPoint(Metric.PRODUCER_CALLS, 1), DataPoint(Metric.PRODUCER_ERRORS, 1 if failed else 0)]
 

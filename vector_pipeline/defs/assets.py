@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from vector_pipeline import metrics as vp_metrics
 from vector_pipeline.audit import audit_candidate
 from vector_pipeline.compactor import Candidate, ChromaCompactor
 from vector_pipeline.config import HnswSettings
@@ -92,7 +93,7 @@ def snapshot_assets(collection: str) -> list[dg.AssetsDefinition]:
         settings = vector_pipeline.settings()
         compactor = ChromaCompactor(settings=settings)
         lock = vector_pipeline.lock(collection)
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         lock_wait = acquire_waiting(lock, context.log)
         try:
             if config.rebuild_from_archive:
@@ -106,7 +107,9 @@ def snapshot_assets(collection: str) -> list[dg.AssetsDefinition]:
                                                   fold_all=config.fold_segments)
         finally:
             lock.release()
-        return dg.Output({"candidate": candidate, "receipt_handles": dict(config.receipt_handles)},
+        # started_at / lock_waited: for the run's metrics (acquire_waiting sleeps 2 s per busy try).
+        return dg.Output({"candidate": candidate, "receipt_handles": dict(config.receipt_handles),
+                          "started_at": started_at, "lock_waited": lock_wait > 1.0},
                          metadata=_candidate_metadata(candidate, time.monotonic() - started, lock_wait))
 
     @dg.asset(key=[collection, "snapshot"], ins={"candidate": dg.AssetIn(candidate_key)}, group_name=collection,
@@ -131,6 +134,10 @@ def snapshot_assets(collection: str) -> list[dg.AssetsDefinition]:
                 collection, {r.delta_id for r in written.applied + written.already_applied}, written.quarantined)
         finally:
             lock.release()
+        vp_metrics.publish(settings, vp_metrics.published_points(
+            compactor.store, collection, "ok" if written.manifest is not None else "noop",
+            time.time() - candidate.get("started_at", time.time()), len(written.applied), written.version,
+            written.base_version, candidate.get("lock_waited", False)))
         pointer = compactor.store.read_pointer(collection)
         return dg.MaterializeResult(metadata={
             "published": written.manifest is not None,

@@ -1,4 +1,4 @@
-"""The template's IAM policies, enforced: a separate moto server (moto_iam_server.py: stock
+"""The template's IAM policies, enforced: a separate moto server (moto_aws_like_server.py: stock
 moto, with DynamoDB requests authorized against their table as AWS does) deploys the
 stack, then turns IAM authorization on (``/moto-api/reset-auth``); one IAM user per function role holds
 exactly that role's policy document, resolved from deploy/template.yaml with the deployed
@@ -39,7 +39,7 @@ DENIED = {"AccessDenied", "AccessDeniedException"}
 @pytest.fixture(scope="module")
 def enforcing_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Settings]]:
     """Settings per role (its user's keys) on a moto server that enforces IAM."""
-    with MotoServer(server_command=[str(Path(__file__).with_name("moto_iam_server.py"))]) as server:
+    with MotoServer(server_command=[str(Path(__file__).with_name("moto_aws_like_server.py"))]) as server:
         endpoint = server.endpoint_url
         outputs = deploy_stack(endpoint, STACK, {"BucketName": BUCKET, "ImageUri": IMAGE_URI})
         sqs, dynamodb = boto("sqs", endpoint), boto("dynamodb", endpoint)
