@@ -30,7 +30,9 @@ except Exception as exc:
                               "module_file": None}) + "\n")
     answers.flush()
     raise SystemExit(1)
-answers.write(json.dumps({"ready": True, "module_file": handlers.__file__}) + "\n")
+import aws_lambda_powertools, boto3, chromadb
+answers.write(json.dumps({"ready": True, "module_file": handlers.__file__, "modules": {
+    m.__name__: m.__file__ for m in (aws_lambda_powertools, boto3, chromadb)}, "sys_path": sys.path}) + "\n")
 answers.flush()
 for number, line in enumerate(sys.stdin):
     request = json.loads(line)
@@ -52,7 +54,7 @@ class LambdaProcess:
     """``invoke(handler, event)`` → the handler's answer, or ``{"error", "message"}``."""
 
     def __init__(self, environment: dict[str, str], log_path: Path, sys_path_prefix: list[str] | None = None,
-                 python_flags: tuple[str, ...] = ()) -> None:
+                 python_flags: tuple[str, ...] = (), cwd: Path | None = None) -> None:
         read_end, write_end = os.pipe()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
                "VP_TEST_SYS_PATH_PREFIX": json.dumps(sys_path_prefix or []), **environment}
@@ -60,7 +62,8 @@ class LambdaProcess:
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, *python_flags, "-c", _RUNTIME, str(write_end)], stdin=subprocess.PIPE,
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, pass_fds=(write_end,), start_new_session=True)
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, pass_fds=(write_end,), start_new_session=True,
+            cwd=cwd)
         os.close(write_end)
         self._answers = os.fdopen(read_end, "r")
         self.init = self._next_answer()
