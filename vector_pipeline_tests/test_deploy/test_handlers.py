@@ -155,3 +155,22 @@ def test_s3_event_notification_on_a_delta_manifest_names_the_delta() -> None:
     body = ('{"Records": [{"eventSource": "aws:s3", "s3": {"object": {"key": '
             '"delta/words/01JABCDEFGHJKMNPQRSTVWXYZ0/manifest.json"}}}]}')
     assert parse_message(body).key == "delta/words/01JABCDEFGHJKMNPQRSTVWXYZ0/"
+
+
+def test_text_items_are_embedded_and_text_queries_answer(lambda_process: LambdaProcess, settings: Settings) -> None:
+    texts = {"t0": "walmart supercenter receipt", "t1": "fresh coffee beans", "t2": "gas station fuel"}
+    event = {"collection": "lines", "items": [{"id": i, "text": t, "document": t} for i, t in texts.items()]}
+    assert lambda_process.invoke("producer_handler", event)["result"]["vectors"] == 3
+    assert lambda_process.invoke("compactor_handler", sqs_event(settings))["result"]["deltas_processed"] == 1
+    found = lambda_process.invoke("query_handler", {"collection": "lines", "query_text": "walmart", "n_results": 1})
+    assert found["result"]["ids"] == [["t0"]]
+
+
+def test_a_failing_producer_call_is_counted_as_a_producer_error(settings: Settings, tmp_path: Path,
+                                                                 rng: Any) -> None:
+    environment = lambda_environment(settings, VECTORS_BUCKET="no-such-bucket")
+    with LambdaProcess(environment, tmp_path / "stdout.log") as process:
+        answer = process.invoke("producer_handler", produce_event(rng))
+        assert answer["error"] == "RuntimeError" and "no-such-bucket" in answer["message"]
+        emitted = {point.metric.value: point.value for _, point in metrics_from_emf(process.output().splitlines())}
+    assert emitted == {"ProducerCalls": 1, "ProducerErrors": 1}
