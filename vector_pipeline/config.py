@@ -49,6 +49,7 @@ DEFAULT_TABLE_NAME = "vector-pipeline-locks"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_LOCK_TTL_SECONDS = 900
 SSE_MODES = ("none", "AES256", "aws:kms")
+METRICS_SINKS = ("none", "emf", "cloudwatch")
 _SERVICE_ENDPOINT_PREFIX = "AWS_ENDPOINT_URL_"
 
 
@@ -233,6 +234,12 @@ def _sse(raw: str) -> str:
     return raw
 
 
+def _metrics_sink(raw: str) -> str:
+    if raw not in METRICS_SINKS:
+        raise ValueError(f"expected one of {', '.join(METRICS_SINKS)}")
+    return raw
+
+
 # Environment key → (Settings field, parse, render). The one table both directions use.
 _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "VECTORS_BUCKET": ("vectors_bucket", str, str),
@@ -262,7 +269,7 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "VECTOR_PIPELINE_FAULT": ("fault", str, str),
     # Deployment (issue 11)
     "COMPACTION_HEARTBEAT_SECONDS": ("lock_heartbeat_seconds", float, repr),
-    "METRICS_SINK": ("metrics_sink", str, str),
+    "METRICS_SINK": ("metrics_sink", _metrics_sink, str),
     "METRICS_NAMESPACE": ("metrics_namespace", str, str),
 }
 # Keys whose values are secrets: kept out of anything shown in a UI.

@@ -70,7 +70,6 @@ def producer_handler(event: Any, context: Any) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
-@metrics.log_metrics
 def query_handler(event: Any, context: Any) -> dict[str, Any]:
     request = parse_query_event(event, SETTINGS)
     # One reader per container: its local copy under /tmp (the cache dir) survives warm starts.

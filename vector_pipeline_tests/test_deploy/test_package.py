@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_handlers_run_from_a_pip_target_directory_alone(settings: Settings, tmp_path: Path, rng: Any) -> None:
     target = tmp_path / "task_root"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--no-build-isolation", "--target", str(target),
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--no-build-isolation",
+         "--target", str(target),
          "-c", str(REPO / "requirements.lock"), str(REPO)],
         capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-3000:]
@@ -39,7 +40,8 @@ def test_handlers_run_from_a_pip_target_directory_alone(settings: Settings, tmp_
             assert Path(path).is_relative_to(target), (name, path)
         assert not [p for p in function.init["sys_path"] if "site-packages" in p or p.startswith(str(REPO))]
 
-        event = {"collection": "lines", "items": [{"id": f"l{i}", "embedding": e} for i, e in enumerate(vectors(rng, 3))]}
+        items = [{"id": f"l{i}", "embedding": e} for i, e in enumerate(vectors(rng, 3))]
+        event = {"collection": "lines", "items": items}
         assert function.invoke("producer_handler", event)["result"]["vectors"] == 3
         compacted = function.invoke("compactor_handler", sqs_event(settings))["result"]
         assert compacted == {"status": "ok", "deltas_processed": 1, "batchItemFailures": []}

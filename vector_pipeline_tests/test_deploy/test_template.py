@@ -142,7 +142,8 @@ def test_alarms_carry_the_original_thresholds_and_cloudwatch_accepts_them(endpoi
     template = load_template()
     resolver = Resolver(template, {"BucketName": BUCKET, "ImageUri": IMAGE_URI}, STACK,
                         {"AlarmTopic": "arn:aws:sns:us-east-1:123456789012:vp-alarms",
-                         "DeltaQueue.QueueName": f"{STACK}-deltas", "DeltaDeadLetterQueue.QueueName": f"{STACK}-deltas-dlq"})
+                         "DeltaQueue.QueueName": f"{STACK}-deltas",
+                         "DeltaDeadLetterQueue.QueueName": f"{STACK}-deltas-dlq"})
     alarms = {name: resolver.properties(name) for name, r in template["Resources"].items()
               if r["Type"] == "AWS::CloudWatch::Alarm"}
     expected = {  # name: (metric or expression, threshold)
