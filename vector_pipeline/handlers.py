@@ -27,12 +27,14 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from . import metrics as vp_metrics
 from .compactor import ChromaCompactor, CompactionResult, CompactionStatus
 from .config import Settings
-from .delta import InvalidDeltaError, produce_embedding_delta
+from .delta import produce_embedding_delta
+from .delta_keys import InvalidDeltaError
 from .embeddings import provider_from_settings
 from .lambda_events import parse_produce_event, parse_query_event, sqs_records
 from .lock import refuse_unsafe_lock_timing
 from .queue import parse_message
 from .reader import query_snapshot
+from .snapshot_store import SnapshotNotFoundError
 
 SETTINGS = Settings.from_env()
 refuse_unsafe_lock_timing(SETTINGS)
@@ -73,11 +75,14 @@ def producer_handler(event: Any, context: Any) -> dict[str, Any]:
 def query_handler(event: Any, context: Any) -> dict[str, Any]:
     request = parse_query_event(event, SETTINGS)
     # One reader per container: its local copy under /tmp (the cache dir) survives warm starts.
-    result = query_snapshot(
-        query_texts=None if request.query_text is None else [request.query_text],
-        query_embeddings=None if request.query_embedding is None else [request.query_embedding],
-        n_results=request.n_results, where=request.where, collection_name=request.collection,
-        snapshot_path=Path(SETTINGS.cache_dir) / "snapshots", settings=SETTINGS)
+    try:
+        result = query_snapshot(
+            query_texts=None if request.query_text is None else [request.query_text],
+            query_embeddings=None if request.query_embedding is None else [request.query_embedding],
+            n_results=request.n_results, where=request.where, collection_name=request.collection,
+            snapshot_path=Path(SETTINGS.cache_dir) / "snapshots", settings=SETTINGS)
+    except SnapshotNotFoundError as exc:  # a collection nobody compacted yet is unknown here
+        raise ValueError(f"event field 'collection': {exc}") from None
     return _json_ready(result)
 
 
@@ -108,8 +113,8 @@ class CompactorBatch:
 
     def handle_record(self, record: SQSRecord) -> str:
         ref = parse_message(record.body)
-        if ref.collection not in self.settings.collections:
-            raise InvalidDeltaError(f"collection {ref.collection!r} is not configured", ref.key)
+        if self.settings.collections and ref.collection not in self.settings.collections:
+            raise InvalidDeltaError(f"collection {ref.collection!r} is not in VECTOR_COLLECTIONS", ref.key)
         result = self._compact(ref.collection)
         if result.status in (CompactionStatus.BUSY, CompactionStatus.FAILED):
             raise RecordNotApplied(f"{ref.key}: compaction {result.status}: {result.error or 'lock held'}")
@@ -126,7 +131,7 @@ class CompactorBatch:
             logger.info("compaction", extra={k: v for k, v in result.as_dict().items()
                                             if k in ("status", "collection", "deltas_processed", "version",
                                                      "duration_seconds", "error")})
-            vp_metrics.publish(self.settings, vp_metrics.published_points(
+            vp_metrics.publish(self.settings, vp_metrics.compaction_points(
                 self.compactor.store, collection, str(result.status), result.duration_seconds,
                 result.deltas_processed, result.version, result.previous_version), emf=_emf())
         return self.results[collection]

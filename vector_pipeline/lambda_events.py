@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .config import Settings
+from .delta_keys import check_collection_name
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,15 @@ def _optional(event: Mapping[str, Any], name: str, kind: type | tuple[type, ...]
 
 
 def _collection(event: Mapping[str, Any], settings: Settings) -> str:
+    """A valid collection name, in the VECTOR_COLLECTIONS allow-list when there is one."""
     collection = _field(event, "collection", str)
-    if collection not in settings.collections:
+    try:
+        check_collection_name(collection)
+    except ValueError as exc:
+        raise ValueError(f"event field 'collection': {exc}") from None
+    if settings.collections and collection not in settings.collections:
         raise ValueError(f"event field 'collection': unknown collection {collection!r} "
-                         f"(configured: {', '.join(settings.collections)})")
+                         f"(VECTOR_COLLECTIONS: {', '.join(settings.collections)})")
     return collection
 
 

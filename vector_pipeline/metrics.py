@@ -68,36 +68,43 @@ class DataPoint:
         return UNITS.get(self.metric, "Count")
 
 
-def compaction_points(status: str, duration_seconds: float, deltas_processed: int,
-                      snapshot_bytes: int | None = None, parent_bytes: int | None = None) -> list[DataPoint]:
-    """The points one compaction attempt reports (``status`` as ``CompactionStatus``)."""
-    points = [
+def attempt_points(status: str, duration_seconds: float, lock_was_busy: bool = False) -> list[DataPoint]:
+    """One compaction attempt ended in ``status`` (``CompactionStatus``); ``lock_was_busy``:
+    it found the lock held first and waited (Dagster), which counts as a busy attempt too."""
+    points = [DataPoint(Metric.COMPACTION_ATTEMPTS, 1), DataPoint(Metric.COMPACTION_LOCK_BUSY, 1),
+              DataPoint(Metric.COMPACTION_FAILED, 0)] if lock_was_busy else []
+    points += [
         DataPoint(Metric.COMPACTION_ATTEMPTS, 1),
         DataPoint(Metric.COMPACTION_LOCK_BUSY, 1 if status == "busy" else 0),
         DataPoint(Metric.COMPACTION_FAILED, 1 if status == "failed" else 0),
     ]
-    if status == "busy":
-        return points
-    points += [DataPoint(Metric.COMPACTION_DURATION, duration_seconds),
-               DataPoint(Metric.DELTAS_PROCESSED, deltas_processed)]
+    if status != "busy":
+        points.append(DataPoint(Metric.COMPACTION_DURATION, duration_seconds))
+    return points
+
+
+def publish_points(store: Any, collection: str, deltas_processed: int, version: str | None,
+                   previous_version: str | None) -> list[DataPoint]:
+    """What a publish (or a no-op) added: deltas, and the published version's size and
+    growth over its parent, read from the manifests (``version`` None: nothing published)."""
+    points = [DataPoint(Metric.DELTAS_PROCESSED, deltas_processed)]
+    snapshot_bytes = version_bytes(store, collection, version)
     if snapshot_bytes is not None:
         points.append(DataPoint(Metric.SNAPSHOT_BYTES, snapshot_bytes))
+        parent_bytes = version_bytes(store, collection, previous_version)
         if parent_bytes:
             points.append(DataPoint(Metric.SNAPSHOT_GROWTH, 100.0 * (snapshot_bytes - parent_bytes) / parent_bytes))
     return points
 
 
-def published_points(store: Any, collection: str, status: str, duration_seconds: float, deltas_processed: int,
-                     version: str | None, previous_version: str | None, lock_was_busy: bool = False) -> list[DataPoint]:
-    """``compaction_points`` for a compaction that ended in ``status``, with the sizes of
-    the version it published (read from the manifests) and, when it had to wait for the
-    lock first (Dagster waits; Lambda reports busy), that busy attempt too."""
-    published = status == "ok" and version is not None
-    points = compaction_points("busy", 0.0, 0) if lock_was_busy else []
-    return points + compaction_points(
-        status, duration_seconds, deltas_processed,
-        version_bytes(store, collection, version) if published else None,
-        version_bytes(store, collection, previous_version) if published else None)
+def compaction_points(store: Any, collection: str, status: str, duration_seconds: float, deltas_processed: int,
+                      version: str | None, previous_version: str | None) -> list[DataPoint]:
+    """Everything one whole compaction (``compact_deltas``: lock, write, publish) reports."""
+    points = attempt_points(status, duration_seconds)
+    if status != "busy":
+        published = version if status == "ok" else None
+        points += publish_points(store, collection, deltas_processed, published, previous_version)
+    return points
 
 
 def producer_points(failed: bool) -> list[DataPoint]:

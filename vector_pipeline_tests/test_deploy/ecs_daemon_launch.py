@@ -7,7 +7,7 @@ Run as a script by test_dagster_production.py, with the environment an ECS task 
 ECS agent's task metadata endpoint (ECS_CONTAINER_METADATA_URI_V4) is served here from a
 thread, naming the daemon's task in the embedded ECS. Prints the run id as JSON.
 
-Usage: python ecs_daemon_launch.py JOB_NAME DAEMON_TASK_ARN CLUSTER_ARN
+Usage: python ecs_daemon_launch.py JOB_NAME PARTITION DAEMON_TASK_ARN CLUSTER_ARN
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def serve_task_metadata(task_arn: str, cluster: str) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/v4/daemon"
 
 
-def main(job_name: str, task_arn: str, cluster: str) -> None:
+def main(job_name: str, partition: str, task_arn: str, cluster: str) -> None:
     os.environ["ECS_CONTAINER_METADATA_URI_V4"] = serve_task_metadata(task_arn, cluster)
 
     import dagster as dg
@@ -46,6 +46,7 @@ def main(job_name: str, task_arn: str, cluster: str) -> None:
     from dagster._core.workspace.load_target import ModuleTarget
 
     from vector_pipeline.definitions import defs
+    from vector_pipeline.defs.partitions import collection_partitions
 
     instance = dg.DagsterInstance.get()
     target = ModuleTarget(module_name="vector_pipeline.definitions", attribute="defs",
@@ -54,12 +55,14 @@ def main(job_name: str, task_arn: str, cluster: str) -> None:
         workspace = process_context.create_request_context()
         location = workspace.get_code_location("vector_pipeline")
         remote_job = location.get_repository("__repository__").get_full_job(job_name)
+        instance.add_dynamic_partitions(collection_partitions.name, [partition])  # as the sensors do
         run = instance.create_run_for_job(
             job_def=defs.resolve_job_def(job_name), remote_job_origin=remote_job.get_remote_origin(),
-            job_code_origin=remote_job.get_python_origin(), tags=dict(remote_job.run_tags))
+            job_code_origin=remote_job.get_python_origin(),
+            tags={**remote_job.run_tags, "dagster/partition": partition})
         instance.launch_run(run.run_id, workspace)
     print(json.dumps({"run_id": run.run_id, "launcher": type(instance.run_launcher).__name__}))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -107,8 +107,8 @@ def test_compaction_run_launched_on_ecs_runs_against_postgres_and_s3(aws: MotoSe
         "DELTA_QUEUE_URL": DeltaQueue(settings).url, "VECTORS_SSE": settings.sse, "METRICS_SINK": "cloudwatch",
         "METRICS_NAMESPACE": settings.metrics_namespace,
     }
-    launched = subprocess.run([sys.executable, str(Path(__file__).with_name("ecs_daemon_launch.py")), "compact_words",
-                               daemon_arn, cluster], cwd=REPO, env=environment, capture_output=True, text=True,
+    launched = subprocess.run([sys.executable, str(Path(__file__).with_name("ecs_daemon_launch.py")), "compaction",
+                               "words", daemon_arn, cluster], cwd=REPO, env=environment, capture_output=True, text=True,
                               timeout=600)
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-5000:]
     [answer] = [line for line in launched.stdout.splitlines() if line.startswith('{"run_id"')]
