@@ -39,6 +39,9 @@ defaults below.
 | PINECONE_COMPARE_QUERIES     | a file of query texts (one per line) for it instead        | unset |
 | PINECONE_CUTOVER_CHROMA_SHARE | share of routed queries sent to Chroma (0..1)            | 0.0 |
 | PINECONE_CUTOVER_SHADOW      | also query the other backend and record overlap (1/0)     | 0 |
+| COMPACTION_HEARTBEAT_SECONDS | the lock's heartbeat interval (refused unless the lifetime is at least twice it) | a third of the lifetime |
+| METRICS_SINK                 | ``none``, ``emf`` (embedded metric format on stdout: Lambda) or ``cloudwatch`` (PutMetricData) | none |
+| METRICS_NAMESPACE            | the CloudWatch namespace of every metric (handlers and Dagster runs) | VectorPipeline |
 
 ``Settings.to_env()`` is the inverse of ``from_env``: it is how the settings reach a
 subprocess (the CLI's children, ``dagster dev``) and the Dagster resource, so every field
@@ -58,6 +61,7 @@ DEFAULT_TABLE_NAME = "vector-pipeline-locks"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_LOCK_TTL_SECONDS = 900
 SSE_MODES = ("none", "AES256", "aws:kms")
+METRICS_SINKS = ("none", "emf", "cloudwatch")
 _SERVICE_ENDPOINT_PREFIX = "AWS_ENDPOINT_URL_"
 
 
@@ -150,6 +154,12 @@ class Settings:
     pinecone_compare_queries: str | None = None
     pinecone_cutover_chroma_share: float = 0.0
     pinecone_cutover_shadow: bool = False
+    # Deployment (issue 11): the lock's heartbeat interval (None: a third of the lifetime),
+    # and where metrics go — "none", "emf" (stdout, which CloudWatch Logs extracts on
+    # Lambda) or "cloudwatch" (PutMetricData: Dagster runs, the CLI) — in which namespace.
+    lock_heartbeat_seconds: float | None = None
+    metrics_sink: str = "none"
+    metrics_namespace: str = "VectorPipeline"
 
     def pinecone_namespace(self, collection: str) -> str:
         """The Pinecone namespace mirroring ``collection``: its override, else its own name."""
@@ -163,7 +173,7 @@ class Settings:
 
     @property
     def heartbeat_seconds(self) -> float:
-        return self.lock_ttl_seconds / 3
+        return self.lock_heartbeat_seconds or self.lock_ttl_seconds / 3
 
     @property
     def dead_letter_queue_name(self) -> str:
@@ -275,6 +285,12 @@ def _sse(raw: str) -> str:
     return raw
 
 
+def _metrics_sink(raw: str) -> str:
+    if raw not in METRICS_SINKS:
+        raise ValueError(f"expected one of {', '.join(METRICS_SINKS)}")
+    return raw
+
+
 # Environment key → (Settings field, parse, render). The one table both directions use.
 _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "VECTORS_BUCKET": ("vectors_bucket", str, str),
@@ -315,6 +331,10 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "PINECONE_COMPARE_QUERIES": ("pinecone_compare_queries", str, str),
     "PINECONE_CUTOVER_CHROMA_SHARE": ("pinecone_cutover_chroma_share", float, repr),
     "PINECONE_CUTOVER_SHADOW": ("pinecone_cutover_shadow", _bool, lambda flag: "true" if flag else "false"),
+    # Deployment (issue 11)
+    "COMPACTION_HEARTBEAT_SECONDS": ("lock_heartbeat_seconds", float, repr),
+    "METRICS_SINK": ("metrics_sink", _metrics_sink, str),
+    "METRICS_NAMESPACE": ("metrics_namespace", str, str),
 }
 # Keys whose values are secrets: kept out of anything shown in a UI.
 SECRET_ENV_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "PINECONE_API_KEY"})

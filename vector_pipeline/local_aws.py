@@ -23,7 +23,7 @@ import time
 import urllib.request
 from dataclasses import replace
 from enum import Enum
-from typing import Any
+from typing import Any, Sequence
 
 from .aws import client, error_code
 from .conditional_writes import checked_bucket
@@ -70,14 +70,16 @@ def free_port() -> int:
 class MotoServer:
     """``python -m moto.server`` on 127.0.0.1, stopped by process group."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, server_command: Sequence[str] = ("-m", "moto.server")) -> None:
         self.port = port or free_port()
+        # What the Python interpreter runs: moto's server module, or a script wrapping it.
+        self.server_command = tuple(server_command)
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_seconds: float = 30.0) -> "MotoServer":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, *self.server_command, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + timeout_seconds

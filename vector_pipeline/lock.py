@@ -46,6 +46,21 @@ def lock_id_for(collection_name: str) -> str:
     return f"chroma-{collection_name}-snapshot"
 
 
+# A lifetime this many heartbeats long survives one missed or late beat.
+MIN_HEARTBEATS_PER_LIFETIME = 2.0
+
+
+def refuse_unsafe_lock_timing(settings: Settings) -> None:
+    """Raise ``ValueError`` unless the lock lives comfortably longer than the heartbeat
+    interval (the original system once ran a heartbeat set longer than the lock's life)."""
+    ttl, beat = settings.lock_ttl_seconds, settings.heartbeat_seconds
+    if beat <= 0 or ttl < MIN_HEARTBEATS_PER_LIFETIME * beat:
+        raise ValueError(
+            f"COMPACTION_LOCK_TTL_SECONDS={ttl} must be at least {MIN_HEARTBEATS_PER_LIFETIME:g}x "
+            f"COMPACTION_HEARTBEAT_SECONDS={beat:g} (and the heartbeat positive): a lock could "
+            "expire between two heartbeats while its holder still works")
+
+
 @dataclass(frozen=True)
 class LockHolder:
     owner: str | None

@@ -19,10 +19,12 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
+from urllib.parse import unquote_plus
 
 from .aws import client, error_code
 from .config import Settings
 from .delta_keys import DeltaRef, InvalidDeltaError, parse_delta_key
+from .manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,25 @@ def parse_message(raw_body: str) -> DeltaRef:
         body = json.loads(raw_body)
     except ValueError:
         raise InvalidDeltaError("message is not JSON") from None
+    if isinstance(body, dict) and "delta_key" not in body and "Records" in body:
+        body = {"delta_key": _s3_event_key(body)}  # the bucket's notification on a delta manifest
     if not isinstance(body, dict) or not isinstance(body.get("delta_key"), str):
         raise InvalidDeltaError("message has no string 'delta_key'")
     ref = parse_delta_key(body["delta_key"])
     if body.get("collection", ref.collection) != ref.collection:
         raise InvalidDeltaError("message 'collection' disagrees with its delta_key", body["delta_key"])
     return ref
+
+
+def _s3_event_key(body: dict[str, Any]) -> str:
+    """The object key of an S3 event notification naming one delta manifest."""
+    records = body.get("Records")
+    if not isinstance(records, list) or len(records) != 1 or not isinstance(records[0], dict):
+        raise InvalidDeltaError("S3 event notification without exactly one record")
+    key = records[0].get("s3", {}).get("object", {}).get("key")
+    if not isinstance(key, str) or not unquote_plus(key).endswith("/" + MANIFEST_NAME):
+        raise InvalidDeltaError("S3 event notification not about a delta manifest")
+    return unquote_plus(key)
 
 
 class DeltaQueue:

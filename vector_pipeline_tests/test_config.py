@@ -25,8 +25,9 @@ def test_small_shared_memory_is_not_used_as_scratch() -> None:
 
 def _other_value(field: dataclasses.Field, default: object) -> object:  # type: ignore[type-arg]
     """A valid value unlike the default, for every kind of field Settings has."""
-    special = {"sse": "aws:kms", "pinecone_namespaces": (("words", "receipt-words"), ("lines", "ns-2")), "aws_service_endpoints": (("dynamodb", "http://127.0.0.1:8001"),
-                                                           ("s3", "http://127.0.0.1:8002"))}
+    special = {"sse": "aws:kms", "pinecone_namespaces": (("words", "receipt-words"), ("lines", "ns-2")),
+               "aws_service_endpoints": (("dynamodb", "http://127.0.0.1:8001"), ("s3", "http://127.0.0.1:8002")),
+               "lock_heartbeat_seconds": 12.5, "metrics_sink": "cloudwatch"}
     if field.name in special:
         return special[field.name]
     if isinstance(default, HnswSettings):

@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 
+from vector_pipeline import metrics as vp_metrics
 from vector_pipeline.audit import audit_candidate
 from vector_pipeline.catalog import UnknownCollectionError
 from vector_pipeline.compactor import ChromaCompactor
@@ -110,8 +111,13 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
         candidate = compactor.write_candidate(collection, keys, fence=lock.fence, lock_owner=lock.owner, **options)
     except UnknownCollectionError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except Exception:
+        vp_metrics.publish(settings, vp_metrics.attempt_points("failed", time.monotonic() - started, lock_wait > 1.0))
+        raise
     finally:
         lock.release()
+    # acquire_waiting sleeps 2 s per busy try: a longer wait means the lock was held.
+    vp_metrics.publish(settings, vp_metrics.attempt_points("ok", time.monotonic() - started, lock_wait > 1.0))
     return dg.Output(candidate, metadata=_candidate_metadata(candidate, time.monotonic() - started, lock_wait))
 
 
@@ -135,6 +141,9 @@ def snapshot(context: dg.AssetExecutionContext, candidate: Candidate,
         compactor.acknowledge(candidate, {})  # archive applied deltas, quarantine poison ones
     finally:
         lock.release()
+    vp_metrics.publish(settings, vp_metrics.publish_points(
+        compactor.store, collection, len(candidate.applied),
+        candidate.version if candidate.manifest is not None else None, candidate.base_version))
     pointer = compactor.store.read_pointer(collection)
     count = int(pointer.document["vector_count"]) if pointer else 0
     return dg.MaterializeResult(metadata={
