@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--vectors-per-delta", type=int, help="vectors per delta (collections profile)")
     parser.add_argument("--workers", type=int, help="compaction worker processes of the drain (collections profile)")
     parser.add_argument("--queries", type=int, help="routed and filtered queries each (collections profile)")
+    parser.add_argument("--wait-for-in-flight", type=float, default=180.0,
+                        help="seconds the ticks wait for messages an earlier tick read to come back (collections "
+                             "profile; 0: stop ticking once only those remain)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -105,11 +108,14 @@ def _collections(args: argparse.Namespace) -> int:
         setup_resources(settings)
         results = {"profile": "collections" + (" quick" if args.quick else ""), "parameters": parameters,
                    "started_at": stamp, "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
-                   "machine": _machine(), **collections.run(settings, parameters, scratch)}
+                   "machine": _machine()}
+        save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
+        results.update(collections.run(settings, parameters, scratch, args.wait_for_in_flight, save))
     results["peak_rss_mb"] = suite.peak_rss_mb()
     results["wall_seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_collections_report(results, out)
+    (out / "partial.json").unlink(missing_ok=True)
     print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
     return 0
 

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import dagster as dg
@@ -46,7 +46,7 @@ from vector_pipeline.reader import SnapshotReader, close_readers
 from .suite import DIMENSION, _percentiles
 
 log = logging.getLogger("benchmarks.collections")
-PRODUCER_THREADS = 8
+PRODUCER_THREADS = 6  # each upload runs 5 PUTs at once: 30 of the client's 32 connections
 SHARED = "shared"
 
 
@@ -151,9 +151,10 @@ def _produce_collection(settings: Settings, name: str, deltas: int, vectors: int
 # -- sensor ticks ----------------------------------------------------------------------------------
 
 def sensor_ticks(settings: Settings, requests: RequestLog, instance: dg.DagsterInstance,
-                 max_idle_seconds: float = 180.0) -> list[dict[str, Any]]:
-    """Queue-sensor ticks until the queue is empty. When every message is in flight (read by
-    an earlier tick, hidden for the sensor's visibility timeout), wait for them as the
+                 wait_for_in_flight: float = 180.0) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Queue-sensor ticks until the queue is empty; returns the ticks and the queue's depth
+    after them. When every message left is in flight (read by an earlier tick, hidden for the
+    sensor's visibility timeout), wait up to ``wait_for_in_flight`` seconds for them as the
     daemon's next ticks would; the wait is reported."""
     from vector_pipeline.defs import build_definitions
 
@@ -164,11 +165,11 @@ def sensor_ticks(settings: Settings, requests: RequestLog, instance: dg.DagsterI
     while True:
         depth = queue.approximate_depth()
         if depth["visible"] == 0 and depth["in_flight"] == 0:
-            return ticks
+            return ticks, depth
         if depth["visible"] == 0:
             idle_since = idle_since or time.perf_counter()
-            if time.perf_counter() - idle_since > max_idle_seconds:
-                raise RuntimeError(f"messages stayed in flight for {max_idle_seconds:.0f}s: {depth}")
+            if time.perf_counter() - idle_since >= wait_for_in_flight:
+                return ticks, depth
             time.sleep(1.0)
             continue
         waited = 0.0 if idle_since is None else time.perf_counter() - idle_since
@@ -231,11 +232,14 @@ def drain(settings: Settings, workers: int) -> dict[str, Any]:
 
 def _compact_until_drained(settings: Settings) -> list[dict[str, Any]]:
     """One worker: ``compact_pending()`` (queue + ``delta/`` listing) until a pass publishes nothing."""
-    logging.getLogger("vector_pipeline").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for quiet in ("vector_pipeline", "botocore", "urllib3", "chromadb"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
     compactor = ChromaCompactor(settings=settings)
     results: list[dict[str, Any]] = []
     while True:
         passed = compactor.compact_pending()
+        log.info("worker pass: %s", dict(Counter(str(r.status) for r in passed)))
         results += [{"collection": r.collection, "status": str(r.status), "duration_seconds": r.duration_seconds,
                      "publish_seconds": r.publish_seconds} for r in passed]
         if not any(str(r.status) == "ok" for r in passed) and not compactor.list_pending_delta_keys():
@@ -315,8 +319,10 @@ def query_routing(settings: Settings, model: Model, merchants: int, queries: int
             "same_top10": agree}
 
 
-def run(settings: Settings, parameters: dict[str, Any], scratch: str) -> dict[str, Any]:
-    """The whole profile; ``parameters`` as ``__main__.COLLECTION_PROFILES``."""
+def run(settings: Settings, parameters: dict[str, Any], scratch: str, wait_for_in_flight: float = 180.0,
+        save: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
+    """The whole profile; ``parameters`` as ``__main__.COLLECTION_PROFILES``. ``save`` gets the
+    figures so far after each step (a long run cut short keeps what it measured)."""
     requests = RequestLog(settings)
     model, produce_seconds = produce(settings, parameters["collections"], parameters["deltas_per_collection"],
                                      parameters["vectors_per_delta"])
@@ -329,17 +335,23 @@ def run(settings: Settings, parameters: dict[str, Any], scratch: str) -> dict[st
     home.mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         started = time.perf_counter()
-        out["queue_ticks"] = sensor_ticks(settings, requests, instance)
+        out["queue_ticks"], out["queue_after_ticks"] = sensor_ticks(settings, requests, instance, wait_for_in_flight)
         out["queue_drained_by_ticks_s"] = time.perf_counter() - started
+        save(out)
         defs = build_definitions(settings)
         out["reconciliation_pending"] = evaluate_tick(defs, instance, requests, "delta_reconciliation_sensor")
         out["partitions"] = {name: len(instance.get_dynamic_partitions(name)) for name in ("delta", "collection")}
         out["runs_queued_by_ticks"] = release_queued_runs(instance)
+        save(out)
         out["drain"] = drain(settings, parameters["workers"])
+        save(out)
         out["verify"] = verify(settings, model)
+        save(out)
         out["quiet_ticks"] = [evaluate_tick(defs, instance, requests, name)
                               for name in ("delta_queue_sensor", "delta_reconciliation_sensor")]
+        save(out)
     out["shared_build"] = build_shared(settings, model)
+    save(out)
     out["query_routing"] = query_routing(settings, model, parameters["query_merchants"], parameters["queries"],
                                          scratch + "/readers")
     return out

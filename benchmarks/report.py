@@ -167,7 +167,8 @@ def write_collections_report(results: dict[str, Any], out: Path) -> None:
              "## Targets", "", *_table(["target", "measured", "verdict"], collection_targets(results)),
              "", "## Sensor ticks", "",
              "Each tick evaluated with `build_sensor_context` against a sqlite instance; partition adds applied "
-             "and compaction requests queued as runs, as the daemon would. Requests counted per HTTP request "
+             "and compaction requests registered as runs not yet started, as the daemon's launches would (so "
+             "later ticks' busy check sees them). Requests counted per HTTP request "
              "on the project's shared clients.", ""]
     rows = []
     for number, tick in enumerate(results["queue_ticks"], 1):
@@ -181,7 +182,8 @@ def write_collections_report(results: dict[str, Any], out: Path) -> None:
                      tick["partitions_added"].get("delta", 0), tick["compaction_requests"], "–"])
     lines += _table(["tick", "seconds", "requests", "listings by prefix", "delta partitions added",
                      "compactions requested", "waited for in-flight s"], rows)
-    lines += ["", f"The queue was empty {results['queue_drained_by_ticks_s']:.0f} s after the first tick; "
+    left = results.get("queue_after_ticks", {"visible": 0, "in_flight": 0})
+    lines += ["", f"Queue after the ticks: {left} ({results['queue_drained_by_ticks_s']:.0f} s after the first tick); "
                   f"partitions: {results['partitions']}.", "", "## Drain", "",
               f"{drain['workers']} worker processes, each running `ChromaCompactor.compact_pending()` until nothing "
               f"is pending: {drain['collections_published']:,} collections published in {drain['seconds']:.0f} s "
