@@ -1,9 +1,13 @@
-"""``python -m benchmarks [--quick]``: run every figure and write results.json + report.md."""
+"""``python -m benchmarks [--quick]``: run every figure and write results.json + report.md.
+
+``python -m benchmarks --collections [--quick]``: the collections-by-the-thousand profile
+instead (``collections.py``): sensor ticks, drain, nothing lost, query routing."""
 
 import argparse
 import json
 import logging
 import platform
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -22,6 +26,13 @@ PROFILES = {
     "full": {"snapshot_sizes": [10_000, 100_000], "delta_counts": [1, 10, 50, 200], "producer_repeats": 20,
              "queries": 1_000, "ceiling_vectors": 5_000},
 }
+COLLECTION_PROFILES = {
+    # 384-d like the suite, so the shared collection's where-filter compares with its query figures.
+    "quick": {"collections": 100, "deltas_per_collection": 3, "vectors_per_delta": 50, "workers": 2,
+              "query_merchants": 50, "queries": 200},
+    "full": {"collections": 1_000, "deltas_per_collection": 3, "vectors_per_delta": 50, "workers": 2,
+             "query_merchants": 200, "queries": 1_000},
+}
 
 
 def main() -> int:
@@ -29,11 +40,24 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, < 3 minutes on 2 cores")
     parser.add_argument("--sizes", type=int, nargs="+", help="snapshot sizes (vectors), overriding the profile")
     parser.add_argument("--deltas", type=int, nargs="+", help="delta counts, overriding the profile")
+    parser.add_argument("--collections", action="store_true",
+                        help="the collections profile instead: 1,000 collections (100 with --quick), sensor ticks, "
+                             "drain, query routing")
+    parser.add_argument("--collection-count", type=int, help="collections, overriding the collections profile")
+    parser.add_argument("--deltas-per-collection", type=int, help="deltas per collection (collections profile)")
+    parser.add_argument("--vectors-per-delta", type=int, help="vectors per delta (collections profile)")
+    parser.add_argument("--workers", type=int, help="compaction worker processes of the drain (collections profile)")
+    parser.add_argument("--queries", type=int, help="routed and filtered queries each (collections profile)")
+    parser.add_argument("--wait-for-in-flight", type=float, default=180.0,
+                        help="seconds the ticks wait for messages an earlier tick read to come back (collections "
+                             "profile; 0: stop ticking once only those remain)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for quiet in ("vector_pipeline", "botocore", "urllib3", "chromadb"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
+    if args.collections:
+        return _collections(args)
     profile = dict(PROFILES["quick" if args.quick else "full"])
     profile["snapshot_sizes"] = args.sizes or profile["snapshot_sizes"]
     profile["delta_counts"] = args.deltas or profile["delta_counts"]
@@ -49,8 +73,7 @@ def main() -> int:
         work = suite.Workload(settings)
         results = {
             "profile": "quick" if args.quick else "full", "parameters": profile, "started_at": stamp,
-            "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                        "processor": platform.processor() or platform.machine(), "cpus": _cpus()},
+            "machine": _machine(),
             "producer": suite.producer_latency(work, [100, 1000], profile["producer_repeats"]),
         }
         results["compaction"], results["folds"] = suite.compaction(work, profile["snapshot_sizes"],
@@ -63,6 +86,43 @@ def main() -> int:
     write_report(results, out)
     print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
     return 0
+
+
+def _collections(args: argparse.Namespace) -> int:
+    from . import collections
+    from .report import write_collections_report
+
+    parameters = dict(COLLECTION_PROFILES["quick" if args.quick else "full"])
+    for name, value in (("collections", args.collection_count), ("deltas_per_collection", args.deltas_per_collection),
+                        ("vectors_per_delta", args.vectors_per_delta), ("workers", args.workers),
+                        ("queries", args.queries)):
+        if value is not None:
+            parameters[name] = value
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or Path(__file__).resolve().parent / "results" / f"{stamp}-collections"
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="bench-collections-")
+    with MotoServer() as moto:
+        settings = moto.settings(Settings(cache_dir=scratch + "/cache"))
+        setup_resources(settings)
+        results = {"profile": "collections" + (" quick" if args.quick else ""), "parameters": parameters,
+                   "started_at": stamp, "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+                   "machine": _machine()}
+        save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
+        results.update(collections.run(settings, parameters, scratch, args.wait_for_in_flight, save))
+    results["peak_rss_mb"] = suite.peak_rss_mb()
+    results["wall_seconds"] = time.perf_counter() - started
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_collections_report(results, out)
+    (out / "partial.json").unlink(missing_ok=True)
+    print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
+    return 0
+
+
+def _machine() -> dict[str, object]:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(), "cpus": _cpus()}
 
 
 def _cpus() -> int:

@@ -1,5 +1,5 @@
-"""The benchmark suite runs end to end (tiny sizes) and writes its report; no timing is
-asserted here: speed is shown by the report, as ratios measured in one run."""
+"""The benchmark suite and its collections profile run end to end (tiny sizes) and write their
+reports; no timing is asserted here: speed is shown by the report, as ratios measured in one run."""
 
 import json
 import subprocess
@@ -19,3 +19,23 @@ def test_benchmark_suite_writes_results_and_report(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "## Targets" in report and "baseline" in report
     assert (tmp_path / "compaction_vs_snapshot.png").stat().st_size > 1000
+
+
+def test_collections_profile_writes_results_and_report(tmp_path: Path) -> None:
+    """The collections profile at tiny counts: ticks counted by operation, the drain, the
+    count check and both query routings reported (its figures are for the full profile)."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--collections", "--quick", "--collection-count", "3",
+                             "--deltas-per-collection", "2", "--vectors-per-delta", "3", "--queries", "10",
+                             "--wait-for-in-flight", "0", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    first = results["queue_ticks"][0]
+    assert first["partitions_added"] == {"delta": 6, "collection": 3} and first["requests"]["ReceiveMessage"] >= 1
+    assert results["reconciliation_pending"]["list_prefixes"] == {"delta/": 1}
+    assert results["drain"]["collections_published"] == 3
+    assert results["verify"]["collections_wrong"] == {} and results["verify"]["vectors_expected"] == 3 * 4  # 3 + 3, two replaced
+    assert set(results["query_routing"]["own_collection"]) == {"p50_ms", "p95_ms", "p99_ms"}
+    assert set(results["query_routing"]["shared_where"]) == {"p50_ms", "p95_ms", "p99_ms"}
+    report = (tmp_path / "report.md").read_text()
+    assert "## Sensor ticks" in report and "shared + where" in report

@@ -37,15 +37,16 @@ _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagst
 
 
 def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, refs: list[DeltaRef],
-              cursor: str | None) -> dg.SensorResult:
-    """Partition adds, validation runs and one compaction request per collection."""
+              cursor: str | None, busy: set[str] | None = None) -> dg.SensorResult:
+    """Partition adds, validation runs and one compaction request per collection (none for
+    the ``busy`` ones: a compaction queued or running; looked up when not given)."""
     known = set(context.instance.get_dynamic_partitions(delta_partitions.name))
     new_keys = [r.partition_key for r in dict.fromkeys(refs) if r.partition_key not in known][:MAX_ADDS_PER_TICK]
     requests = [dg.RunRequest(job_name=validate_delta_job.name, partition_key=key, run_key=f"validate:{key}")
                 for key in new_keys]
     collections = sorted({r.collection for r in refs if _allowed(context, settings, r.collection)})
     new_collections = sorted(set(collections) - set(context.instance.get_dynamic_partitions(collection_partitions.name)))
-    busy = _collections_compacting(context.instance)
+    busy = _collections_compacting(context.instance) if busy is None else busy
     for collection in collections:
         if collection in busy:
             context.log.info(f"{collection}: a compaction is queued or running; its deltas wait for the next tick")
@@ -103,11 +104,14 @@ def sensors(jobs: list[Any]) -> list[dg.SensorDefinition]:
         acted_on = [m for m in messages if m.ref.partition_key in known]
         acked = queue.ack(m.receipt_handle for m in acted_on)
         refs = [m.ref for m in messages if m.ref.partition_key not in known]
-        refs += _still_pending(settings, [m.ref for m in acted_on])
+        # A collection with a compaction queued or running gets no request this tick whatever
+        # its listing says: list delta/<c>/ only for the others (one listing per collection).
+        busy = _collections_compacting(context.instance)
+        refs += _still_pending(settings, [m.ref for m in acted_on if m.ref.collection not in busy])
         seen = json.loads(context.cursor) if context.cursor else {}
         cursor = json.dumps({"messages_seen": int(seen.get("messages_seen", 0)) + len(messages),
                              "messages_deleted": int(seen.get("messages_deleted", 0)) + acked})
-        return plan_tick(context, settings, refs, cursor)
+        return plan_tick(context, settings, refs, cursor, busy)
 
     @dg.sensor(name="delta_reconciliation_sensor", minimum_interval_seconds=300, jobs=jobs,
                default_status=dg.DefaultSensorStatus.RUNNING,

@@ -132,3 +132,27 @@ def test_compaction_is_requested_again_after_a_failed_run(
                                 run_config={}, tags={"dagster/partition": "words"})
     again = _evaluate(defs, instance, "delta_reconciliation_sensor")
     assert "words" in _compactions(again)
+
+
+def test_queue_sensor_lists_no_delta_prefix_of_a_collection_already_compacting(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """Deleting an acted-on message lists ``delta/<c>/`` only where a compaction could be
+    requested: with one queued or running for c, the tick requests none, so it lists nothing."""
+    produced = produce_embedding_delta(["w"], vectors(rng, 1), settings=settings)
+    instance.add_dynamic_partitions("delta", [f"words.{produced['delta_id']}"])
+    instance.add_dynamic_partitions("collection", ["words"])
+    instance.create_run_for_job(defs.resolve_job_def("compaction"), status=dg.DagsterRunStatus.STARTED,
+                                run_config={}, tags={"dagster/partition": "words"})
+    listed: list[str] = []
+
+    def record(event_name: str = "", **_: Any) -> None:
+        listed.append(event_name)
+
+    s3 = client("s3", settings)
+    s3.meta.events.register("before-send.s3.ListObjectsV2", record)
+    try:
+        result = _evaluate(defs, instance, "delta_queue_sensor")
+    finally:
+        s3.meta.events.unregister("before-send.s3.ListObjectsV2", record)
+    assert listed == [] and _compactions(result) == {}
+    assert json.loads(result.cursor)["messages_deleted"] == 1
