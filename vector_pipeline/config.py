@@ -22,6 +22,7 @@ defaults below.
 | VECTOR_COLLECTIONS           | collections the Dagster layer builds assets and jobs for  | words,lines |
 | READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
 | VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
+| READER_PENDING_LOOKBACK_SECONDS | fresh reads re-list deltas minted this long before their last look | 30 |
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ class Settings:
     segment_fold_ratio: float = 0.25
     # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
     fault: str | None = None
+    # Readers (reader.py, pending.py): fresh reads (include_pending) list deltas minted since
+    # their last look, less this much, for producers that finish uploading after a later one.
+    reader_pending_lookback_seconds: float = 30.0
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -149,6 +153,9 @@ class Settings:
             segment_max_count=int(env.get("SEGMENT_MAX_COUNT", defaults.segment_max_count)),
             segment_fold_ratio=float(env.get("SEGMENT_FOLD_RATIO", defaults.segment_fold_ratio)),
             collections=tuple(c.strip() for c in env.get("VECTOR_COLLECTIONS", "words,lines").split(",") if c.strip()),
+            # readers
+            reader_pending_lookback_seconds=float(env.get("READER_PENDING_LOOKBACK_SECONDS",
+                                                          defaults.reader_pending_lookback_seconds)),
         )
 
     def local_aws_environment(self) -> dict[str, str]:

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 from . import manifest as mf
 from .aws import SSE_ARGS, client, error_code
 from .config import Settings
+from .consistency import publish_key, record_publish
 from .faults import checkpoint
 from .transfer import TransferItem, download_files, upload_files
 
@@ -195,6 +196,7 @@ class SnapshotStore:
                 log.warning("publish of %s/%s lost: the pointer moved", collection, version)
                 return PublishOutcome.CONFLICT
             raise
+        record_publish(publish_key(self.settings, self.bucket, collection))  # read-your-writes
         log.info("published %s/%s (%d vectors)", collection, version, manifest["vector_count"])
         return PublishOutcome.PUBLISHED
 
