@@ -20,6 +20,7 @@ import heapq
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +38,15 @@ log = logging.getLogger(__name__)
 _MAX_POINTER_MOVES = 5
 INCLUDE_FIELDS = ("documents", "metadatas", "distances", "embeddings")
 DEFAULT_INCLUDE = ("documents", "metadatas", "distances")  # chroma's own default for query
+
+
+@dataclass
+class ReaderStats:
+    """What a reader did so far: versions it switched to, segments it opened or kept open."""
+
+    versions_opened: int = 0
+    segments_opened: int = 0
+    segments_reused: int = 0
 
 
 class SnapshotReader:
@@ -62,6 +72,7 @@ class SnapshotReader:
         self._parts: dict[str, ChromaDBClient] = {}  # open segments, by content (segment_key)
         self._state: tuple[str, MergeState] | None = None
         self._opened_last = 0  # segments the last switch opened (the others were reused)
+        self.stats = ReaderStats()
 
     def refresh(self, consistency: ReadConsistency | str = ReadConsistency.BOUNDED) -> ChromaDBClient:
         """Follow the pointer: build and open its version if it is not the open one."""
@@ -107,8 +118,12 @@ class SnapshotReader:
         for key in [k for k in self._parts if k not in in_use]:
             self._parts.pop(key).close()
         self.local.prune(keep=kept)
+        reused = len(segments_of(manifest)) - self._opened_last
+        self.stats.versions_opened += 1
+        self.stats.segments_opened += self._opened_last
+        self.stats.segments_reused += reused
         log.info("reader of %s now on version %s (%d segments, %d of them reused)", self.collection,
-                 self.version, len(segments_of(manifest)), len(segments_of(manifest)) - self._opened_last)
+                 self.version, len(segments_of(manifest)), reused)
         return client, manifest
 
     def _open(self, version_dir: Path, manifest: dict[str, Any]) -> ChromaDBClient:
@@ -207,7 +222,9 @@ _readers: dict[tuple[str, str, str, str | None], SnapshotReader] = {}
 _readers_lock = threading.Lock()
 
 
-def _reader(collection_name: str, snapshot_path: str | Path | None, settings: Settings | None) -> SnapshotReader:
+def snapshot_reader(collection_name: str = "words", snapshot_path: str | Path | None = None,
+                    settings: Settings | None = None) -> SnapshotReader:
+    """The process's reader of ``collection_name`` (the one query_snapshot and open_snapshot use)."""
     settings = settings or Settings.from_env()
     key = (collection_name, str(Path(snapshot_path).resolve()) if snapshot_path else "",
            settings.vectors_bucket, settings.aws_endpoint_url)
@@ -236,7 +253,7 @@ def query_snapshot(query_texts: Sequence[str] | None = None,
     """
     if query_texts is None and query_embeddings is None:
         raise ValueError("query_snapshot needs query_texts or query_embeddings")
-    return _reader(collection_name, snapshot_path, settings).query(
+    return snapshot_reader(collection_name, snapshot_path, settings).query(
         query_texts, query_embeddings, n_results, where, include, include_pending=include_pending,
         consistency=consistency)
 
@@ -251,7 +268,7 @@ def open_snapshot(collection_name: str = "words", snapshot_path: str | Path | No
     until a later call of this process follows the pointer twice more; call again for a
     fresh view rather than holding it across publishes.
     """
-    return _reader(collection_name, snapshot_path, settings).refresh(consistency)
+    return snapshot_reader(collection_name, snapshot_path, settings).refresh(consistency)
 
 
 def close_readers() -> None:
