@@ -223,3 +223,67 @@ def _timed(call: Callable[[list[float]], Any], probes: list[list[float]]) -> dic
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publishes: int = 5,
+                   pending_deltas: int = 10) -> list[dict[str, Any]]:
+    """A warm reader while the pointer moves: what it downloads after each publish (one
+    delta of 100 vectors, appended as a segment) against the new segment's bytes, and its
+    first query after the publish against its warm queries; then fresh reads: the cost per
+    query of ``include_pending`` over ``pending_deltas`` uncompacted deltas."""
+    rows = []
+    for size in snapshot_sizes:
+        collection = f"bench{size}"
+        root = tempfile.mkdtemp(prefix="bench-refresh-")
+        reader = SnapshotReader(collection, root, work.settings)  # default TTL: the publishes are this
+        compactor = ChromaCompactor(settings=work.settings)      # process's own, seen at once
+        probes = work.vectors(queries).tolist()
+        reader.refresh()
+        warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
+        refreshes = []
+        for _ in range(publishes):
+            result = compactor.compact_deltas([work.delta(collection)], collection)
+            assert result.status == "ok", result
+            manifest = reader.store.read_manifest(collection, str(result.version))
+            newest = segments_of(manifest)[-1].path + "/"
+            segment_bytes = sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest))
+            before_bytes, before_files = reader.local.fetched.bytes, reader.local.fetched.files
+            started = time.perf_counter()
+            reader.query(None, [probes[0]], 10, None)  # follows the pointer, then answers
+            first = time.perf_counter() - started
+            assert reader.version == result.version
+            refreshes.append({"segment_bytes": segment_bytes, "downloaded_bytes": reader.local.fetched.bytes - before_bytes,
+                              "downloaded_files": reader.local.fetched.files - before_files,
+                              "version_bytes": int(manifest["total_bytes"]), "first_query_ms": 1000 * first,
+                              "segments": len(segments_of(manifest)), "fold": result.fold})
+        after = _timed(lambda q: reader.query(None, [q], 10, None), probes)
+        fresh = _fresh_reads(work, reader, collection, probes, pending_deltas)
+        reader.close()
+        shutil.rmtree(root, ignore_errors=True)
+        row = {"snapshot_vectors": size, "warm": warm, "warm_after": after, "refreshes": refreshes,
+               "bytes_ratio": statistics.median(r["downloaded_bytes"] / r["segment_bytes"] for r in refreshes),
+               "first_query_ratio": statistics.median(r["first_query_ms"] for r in refreshes) / warm["p50_ms"],
+               **fresh}
+        log.info("reader refresh %d: bytes %.2f× the new segment, first query %.1f× warm; include_pending %.1f× warm",
+                 size, row["bytes_ratio"], row["first_query_ratio"], row["pending_warm"]["p50_ms"] / after["p50_ms"])
+        rows.append(row)
+    return rows
+
+
+def _fresh_reads(work: Workload, reader: SnapshotReader, collection: str, probes: list[list[float]],
+                 count: int) -> dict[str, Any]:
+    for _ in range(count):
+        work.delta(collection)  # produced, not compacted
+    lists, fetched = reader.pending.lists, reader.pending.fetched
+    started = time.perf_counter()
+    reader.query(None, [probes[0]], 10, None, include_pending=True)  # lists and fetches them all
+    first = time.perf_counter() - started
+    first_lists = reader.pending.lists - lists
+    pending_warm = _timed(lambda q: reader.query(None, [q], 10, None, include_pending=True), probes)
+    lists = reader.pending.lists
+    pending_strong = _timed(lambda q: reader.query(None, [q], 10, None, include_pending=True, consistency="strong"),
+                            probes)
+    return {"pending_deltas": count, "pending_vectors": count * DELTA_SIZE, "pending_first_ms": 1000 * first,
+            "pending_first_lists": first_lists, "pending_fetched": reader.pending.fetched - fetched,
+            "pending_warm": pending_warm, "pending_strong": pending_strong,
+            "pending_strong_lists_per_query": (reader.pending.lists - lists) / len(probes)}

@@ -47,11 +47,19 @@ class Overlay:
     replaced (upserted again or deleted), and the upserts that win."""
 
     hidden: frozenset[str] = frozenset()
+    hidden_in_version: int = 0  # of them, ids the version holds (the others are new)
     ids: list[str] = field(default_factory=list)
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     documents: list[str | None] = field(default_factory=list)
     metadatas: list[dict[str, Any] | None] = field(default_factory=list)
     delta_ids: tuple[str, ...] = ()  # the pending deltas it was built from
+
+    def values(self, row: int, distance: float, include: Sequence[str]) -> dict[str, Any]:
+        """One upsert's fields as a query returns them."""
+        fields = {"distances": lambda: distance, "documents": lambda: self.documents[row],
+                  "metadatas": lambda: self.metadatas[row],
+                  "embeddings": lambda: [float(x) for x in self.embeddings[row]]}
+        return {f: fields[f]() for f in include}
 
     def search(self, query: Sequence[float], n_results: int, where: Mapping[str, Any] | None,
                space: str) -> list[tuple[float, int]]:
@@ -180,7 +188,9 @@ def build_overlay(deltas: Sequence[LoadedDelta], state: MergeState) -> Overlay:
             winner[record_id] = (delta.ref.delta_id, None, -1)
     winning = {i: w for i, w in winner.items() if w[0] > state.winner(i)}  # a late delta loses
     upserts = [(i, delta, row) for i, (_, delta, row) in winning.items() if delta is not None]
-    overlay = Overlay(hidden=frozenset(winning), delta_ids=tuple(d.ref.delta_id for d in deltas))
+    held = state.location or state.upsert_winner  # the version's live ids (all it wrote, if unlocated)
+    overlay = Overlay(hidden=frozenset(winning), hidden_in_version=sum(1 for i in winning if i in held),
+                      delta_ids=tuple(d.ref.delta_id for d in deltas))
     if upserts:
         overlay.ids = [i for i, _, _ in upserts]
         overlay.embeddings = np.asarray([d.embeddings[r] for _, d, r in upserts], dtype=np.float32)

@@ -162,19 +162,16 @@ class SnapshotReader:
         self.pending.look(state.applied_delta_ids, force=consistency is ReadConsistency.STRONG)
         overlay = self.pending.overlay(str(manifest["version"]), state)
         fields = list(dict.fromkeys([*include, "distances"]))
-        # Ask for more: ids the deltas replace or delete may crowd the version's answer.
+        # Ask for more: ids of the version the deltas replace or delete may crowd its answer.
         found = client.query(self.collection, query_embeddings=query_embeddings,
-                             n_results=n_results + len(overlay.hidden), where=where, include=fields)
+                             n_results=n_results + overlay.hidden_in_version, where=where, include=fields)
         space = str((manifest.get("hnsw") or {}).get("space", "cosine"))
         result: dict[str, Any] = {"ids": [], **{f: [] for f in include}}
         for row, query in enumerate(query_embeddings):
             hits = [(found["distances"][row][j], 1, record_id, {f: found[f][row][j] for f in fields})
                     for j, record_id in enumerate(found["ids"][row]) if record_id not in overlay.hidden]
             for distance, at in overlay.search(query, n_results, where, space):
-                values = {"distances": distance, "documents": overlay.documents[at],
-                          "metadatas": overlay.metadatas[at],
-                          "embeddings": [float(x) for x in overlay.embeddings[at]]}
-                hits.append((distance, 0, overlay.ids[at], values))
+                hits.append((distance, 0, overlay.ids[at], overlay.values(at, distance, include)))
             best = heapq.nsmallest(n_results, hits, key=lambda hit: (hit[0], hit[1]))
             result["ids"].append([record_id for _, _, record_id, _ in best])
             for f in include:
