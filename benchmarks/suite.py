@@ -1,7 +1,8 @@
 """The figures: producer latency, compaction (ours warm and cold, the baseline) for delta
 counts and snapshot sizes, the background folds, chroma's own bulk upsert rate and raw
 hnswlib's insert rate (the ceilings), query latency warm (with and without a filter) and
-cold start on segmented and folded versions, bytes moved, peak memory."""
+cold start on segmented and folded versions, a warm reader's refresh after publishes
+(bytes downloaded, first query) and fresh reads' cost per query, bytes moved, peak memory."""
 
 import logging
 import resource
