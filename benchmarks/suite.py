@@ -230,8 +230,10 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
                    pending_deltas: int = 10) -> list[dict[str, Any]]:
     """A warm reader while the pointer moves: what it downloads after each publish (one
     delta of 100 vectors, appended as a segment) against the new segment's bytes, and its
-    first query after the publish against its warm queries; then fresh reads: the cost per
-    query of ``include_pending`` over ``pending_deltas`` uncompacted deltas."""
+    first query after the publish against its warm queries — when the query itself follows
+    the pointer (this process published: read-your-writes), and when the follower thread
+    did it beside the queries; then fresh reads: the cost per query of ``include_pending``
+    over ``pending_deltas`` uncompacted deltas."""
     rows = []
     for size in snapshot_sizes:
         collection = f"bench{size}"
@@ -257,18 +259,45 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
                               "downloaded_files": reader.local.fetched.files - before_files,
                               "version_bytes": int(manifest["total_bytes"]), "first_query_ms": 1000 * first,
                               "segments": len(segments_of(manifest)), "fold": result.fold})
+        followed = [_followed_publish(work, reader, compactor, collection, probes[0]) for _ in range(publishes)]
         after = _timed(lambda q: reader.query(None, [q], 10, None), probes)
         fresh = _fresh_reads(work, reader, collection, probes, pending_deltas)
         reader.close()
         shutil.rmtree(root, ignore_errors=True)
+        both = refreshes + followed
         row = {"snapshot_vectors": size, "warm": warm, "warm_after": after, "refreshes": refreshes,
-               "bytes_ratio": statistics.median(r["downloaded_bytes"] / r["segment_bytes"] for r in refreshes),
+               "followed": followed,
+               "bytes_ratio": statistics.median(r["downloaded_bytes"] / r["segment_bytes"] for r in both),
                "first_query_ratio": statistics.median(r["first_query_ms"] for r in refreshes) / warm["p50_ms"],
+               "followed_first_query_ratio": statistics.median(r["first_query_ms"] for r in followed) / warm["p50_ms"],
                **fresh}
         log.info("reader refresh %d: bytes %.2f× the new segment, first query %.1f× warm; include_pending %.1f× warm",
                  size, row["bytes_ratio"], row["first_query_ratio"], row["pending_warm"]["p50_ms"] / after["p50_ms"])
         rows.append(row)
     return rows
+
+
+def _followed_publish(work: Workload, reader: SnapshotReader, compactor: ChromaCompactor, collection: str,
+                      probe: list[float]) -> dict[str, Any]:
+    """A publish the reader's follower thread picks up (no query waits for it): time from
+    the publish to the switch, bytes fetched, then the first query on the new version."""
+    result = compactor.compact_deltas([work.delta(collection)], collection)
+    assert result.status == "ok", result
+    published = time.perf_counter()
+    manifest = reader.store.read_manifest(collection, str(result.version))
+    newest = segments_of(manifest)[-1].path + "/"
+    before = reader.local.fetched.bytes, reader.local.fetched.files
+    while reader.version != result.version and time.perf_counter() - published < 60:
+        time.sleep(0.002)
+    switched = time.perf_counter() - published
+    started = time.perf_counter()
+    reader.query(None, [probe], 10, None)
+    first = time.perf_counter() - started
+    return {"segment_bytes": sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest)),
+            "downloaded_bytes": reader.local.fetched.bytes - before[0],
+            "downloaded_files": reader.local.fetched.files - before[1], "version_bytes": int(manifest["total_bytes"]),
+            "switched_after_ms": 1000 * switched, "first_query_ms": 1000 * first,
+            "segments": len(segments_of(manifest)), "fold": result.fold}
 
 
 def _fresh_reads(work: Workload, reader: SnapshotReader, collection: str, probes: list[list[float]],

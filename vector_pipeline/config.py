@@ -23,6 +23,7 @@ defaults below.
 | READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
 | VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
 | READER_PENDING_LOOKBACK_SECONDS | fresh reads re-list deltas minted this long before their last look | 30 |
+| READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (0: in the query) | 1 |
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class Settings:
     # Readers (reader.py, pending.py): fresh reads (include_pending) list deltas minted since
     # their last look, less this much, for producers that finish uploading after a later one.
     reader_pending_lookback_seconds: float = 30.0
+    # A thread per reader re-reads the pointer once per TTL while queries come, and switches
+    # versions beside them, so a bounded query never waits for a download.
+    reader_follow_pointer: bool = True
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -156,6 +160,7 @@ class Settings:
             # readers
             reader_pending_lookback_seconds=float(env.get("READER_PENDING_LOOKBACK_SECONDS",
                                                           defaults.reader_pending_lookback_seconds)),
+            reader_follow_pointer=env.get("READER_FOLLOW_POINTER", "1").strip().lower() not in ("0", "false", "no"),
         )
 
     def local_aws_environment(self) -> dict[str, str]:

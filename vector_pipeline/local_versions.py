@@ -209,7 +209,9 @@ class LocalVersions:
         return working
 
     def _segments_present(self, version_dir: Path, manifest: Mapping[str, Any]) -> bool:
-        return all((version_dir / s.path).is_dir() for s in segments_of(manifest))
+        """Each segment is a link to its working copy (a dir of an older layout is rebuilt)."""
+        return all((version_dir / s.path).is_symlink() and (version_dir / s.path).resolve()
+                   == self.segment_path(manifest, s).resolve() for s in segments_of(manifest))
 
     # -- pruning ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ manifest appears more than the lookback after its id was minted is seen once com
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import shutil
@@ -176,6 +177,28 @@ class PendingDeltas:
             shutil.rmtree(scratch, ignore_errors=True)
         self.fetched += sum(isinstance(d, LoadedDelta) for d in loaded)
         return loaded
+
+
+def query_with_overlay(client: Any, collection: str, overlay: Overlay, query_embeddings: Sequence[Sequence[float]],
+                       n_results: int, where: dict[str, Any] | None, include: list[str], space: str) -> dict[str, Any]:
+    """The version's answer (``client``) with ``overlay`` applied: replaced and deleted ids
+    dropped, the pending upserts' exact nearest merged in by distance."""
+    fields = list(dict.fromkeys([*include, "distances"]))
+    # Ask for more: ids of the version the deltas replace or delete may crowd its answer.
+    found = client.query(collection, query_embeddings=query_embeddings,
+                         n_results=n_results + overlay.hidden_in_version, where=where, include=fields)
+    result: dict[str, Any] = {"ids": [], **{f: [] for f in include}}
+    for row, query in enumerate(query_embeddings):
+        hits = [(found["distances"][row][j], 1, record_id, {f: found[f][row][j] for f in fields})
+                for j, record_id in enumerate(found["ids"][row]) if record_id not in overlay.hidden]
+        for distance, at in overlay.search(query, n_results, where, space):
+            hits.append((distance, 0, overlay.ids[at], overlay.values(at, distance, include)))
+        best = heapq.nsmallest(n_results, hits, key=lambda hit: (hit[0], hit[1]))
+        result["ids"].append([record_id for _, _, record_id, _ in best])
+        for f in include:
+            result[f].append([values[f] for _, _, _, values in best])
+    result["included"] = include
+    return result
 
 
 def build_overlay(deltas: Sequence[LoadedDelta], state: MergeState) -> Overlay:

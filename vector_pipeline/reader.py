@@ -1,22 +1,23 @@
 """Readers: query the published version of a collection, from a local copy.
 
-Invariant: a reader answers from exactly one whole, checksummed version — the one the
-pointer named when it last read it, or, while that one is built, none (the call waits for
-it). How old that read may be is the consistency: by default (``"bounded"``) at most
-``READER_POINTER_TTL_SECONDS`` for another process's publishes, and none for this
-process's own (read-your-writes, ``consistency.py``); ``"strong"`` reads the pointer on
-every call. It never writes: the local copy is opened in ``read`` mode.
+Invariant: a reader answers from exactly one whole, checksummed version — never a mix,
+never a partial download. Which one is the consistency (``consistency.py``): by default
+(``"bounded"``) a version the pointer named at most ``READER_POINTER_TTL_SECONDS`` ago
+(plus up to ``FOLLOWER_GRACE_SECONDS`` while the background follower fetches a newer one),
+and never one older than this process's own last publish (read-your-writes);
+``"strong"`` reads the pointer on every call. It never writes: segments are opened in
+``read`` mode.
 
-When the pointer moves, the reader downloads only the files it does not hold and keeps
-every segment it already has open (``local_versions.py``): a publish that appends a small
-segment costs the reader that segment and its masks. One reader per (cache root,
-collection, bucket, endpoint) is kept for the process. ``include_pending`` also searches
-the deltas not yet compacted (``pending.py``).
+When the pointer moves, the reader fetches only the files it does not hold and keeps every
+segment it already has open (``local_versions.py``). While queries come, a follower thread
+re-reads the pointer once per TTL and switches versions beside them, so a bounded query
+does not wait for a download (the first query, a strong one, and one after this process
+published do). One reader per (cache root, collection, bucket, endpoint) is kept for the
+process. ``include_pending`` also searches the deltas not yet compacted (``pending.py``).
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
@@ -29,13 +30,17 @@ from .config import Settings
 from .consistency import ReadConsistency, publish_key, publishes_here
 from .embeddings import EmbeddingProvider, check_same_embedding, provider_from_settings
 from .local_versions import LocalVersions, segment_key
-from .pending import PendingDeltas
+from .pending import PendingDeltas, query_with_overlay
 from .segments import SegmentedClient, read_masks, segments_of
 from .snapshot_store import STATE_FILE, MergeState, Pointer, SnapshotNotFoundError, SnapshotStore
 
 log = logging.getLogger(__name__)
 
 _MAX_POINTER_MOVES = 5
+# While a follower runs, a bounded read may answer from a version this much older than the
+# TTL allows: the follower may be fetching the new one (a query past it waits for that).
+FOLLOWER_GRACE_SECONDS = 5.0
+FOLLOWER_IDLE_SECONDS = 60.0  # no query for this long: the follower stops
 INCLUDE_FIELDS = ("documents", "metadatas", "distances", "embeddings")
 DEFAULT_INCLUDE = ("documents", "metadatas", "distances")  # chroma's own default for query
 
@@ -71,7 +76,10 @@ class SnapshotReader:
         self._retired_manifest: dict[str, Any] | None = None
         self._parts: dict[str, ChromaDBClient] = {}  # open segments, by content (segment_key)
         self._state: tuple[str, MergeState] | None = None
-        self._opened_last = 0  # segments the last switch opened (the others were reused)
+        self._switching = threading.Lock()  # held through a whole switch (downloads included)
+        self._follower: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._used_at = time.monotonic()
         self.stats = ReaderStats()
 
     def refresh(self, consistency: ReadConsistency | str = ReadConsistency.BOUNDED) -> ChromaDBClient:
@@ -79,64 +87,119 @@ class SnapshotReader:
         return self._view(ReadConsistency.parse(consistency))[0]
 
     def _view(self, consistency: ReadConsistency) -> tuple[ChromaDBClient, dict[str, Any]]:
+        published = publishes_here(self._publish_key)  # read before the pointer: none is missed
+        self._used_at = time.monotonic()
         with self._lock:
-            published = publishes_here(self._publish_key)  # read before the pointer: none is missed
-            if (self.client is not None and self.manifest is not None and consistency is ReadConsistency.BOUNDED
-                    and published == self._publishes_seen
-                    and time.monotonic() - self._pointer_read_at < self.settings.reader_pointer_ttl_seconds):
-                return self.client, self.manifest  # read moments ago, and nothing published here since
-            for attempt in range(_MAX_POINTER_MOVES):
-                pointer = self.store.read_pointer(self.collection)
-                if pointer is None:
-                    raise SnapshotNotFoundError(
-                        f"collection {self.collection!r} has no published snapshot in s3://{self.store.bucket}")
-                self._pointer_read_at, self._publishes_seen = time.monotonic(), published
-                if self.client is not None and self.manifest is not None and pointer.version == self.version:
-                    return self.client, self.manifest
-                try:
-                    return self._switch_to(pointer)
-                except Exception:
-                    # The version vanished under us (GC after the pointer moved on): follow the
-                    # pointer again. If it did not move, the failure is real.
-                    moved = self.store.read_pointer(self.collection)
-                    if moved is None or moved.version == pointer.version or attempt == _MAX_POINTER_MOVES - 1:
-                        raise
-                    log.warning("version %s went away while downloading; following the pointer to %s",
-                                pointer.version, moved.version)
-            raise AssertionError("unreachable")
+            if consistency is ReadConsistency.BOUNDED and self._current_enough(published):
+                return self.client, self.manifest  # type: ignore[return-value]
+        with self._switching:  # one switch at a time: a query waits for the follower's, not a second one
+            with self._lock:
+                if consistency is ReadConsistency.BOUNDED and self._current_enough(published):
+                    return self.client, self.manifest  # type: ignore[return-value]
+            view = self._follow_pointer(published)
+        self._start_follower()
+        return view
 
-    def _switch_to(self, pointer: Pointer) -> tuple[ChromaDBClient, dict[str, Any]]:
+    def _current_enough(self, published: int) -> bool:
+        """The open version is what a bounded read may answer from (caller holds the lock)."""
+        if self.client is None or self.manifest is None or published != self._publishes_seen:
+            return False  # nothing open, or this process published since: read your writes
+        allowed = self.settings.reader_pointer_ttl_seconds
+        if self._follower is not None and self._follower.is_alive():
+            allowed += FOLLOWER_GRACE_SECONDS  # it may be fetching a new version right now
+        return time.monotonic() - self._pointer_read_at < allowed
+
+    def _follow_pointer(self, published: int) -> tuple[ChromaDBClient, dict[str, Any]]:
+        """Read the pointer and switch to its version (caller holds ``_switching``)."""
+        for attempt in range(_MAX_POINTER_MOVES):
+            read_at = time.monotonic()
+            pointer = self.store.read_pointer(self.collection)
+            if pointer is None:
+                raise SnapshotNotFoundError(
+                    f"collection {self.collection!r} has no published snapshot in s3://{self.store.bucket}")
+            if self.client is not None and self.manifest is not None and pointer.version == self.version:
+                with self._lock:
+                    self._pointer_read_at, self._publishes_seen = read_at, published
+                    return self.client, self.manifest
+            try:
+                return self._switch_to(pointer, read_at, published)
+            except Exception:
+                # The version vanished under us (GC after the pointer moved on): follow the
+                # pointer again. If it did not move, the failure is real.
+                moved = self.store.read_pointer(self.collection)
+                if moved is None or moved.version == pointer.version or attempt == _MAX_POINTER_MOVES - 1:
+                    raise
+                log.warning("version %s went away while downloading; following the pointer to %s",
+                            pointer.version, moved.version)
+        raise AssertionError("unreachable")
+
+    def _switch_to(self, pointer: Pointer, read_at: float, published: int) -> tuple[ChromaDBClient, dict[str, Any]]:
+        """Fetch what is missing and open new segments (queries go on meanwhile), then swap."""
         manifest = self.store.read_manifest(self.collection, pointer.version)
         version_dir = self.local.materialize(manifest)
-        client = self._open(version_dir, manifest)
-        # A query of another thread may still be running on the previous version: its
-        # segments stay open, and its files kept, until the next switch.
-        self._retired_manifest = self.manifest
-        self.client, self.version, self.manifest = client, pointer.version, manifest
-        kept = [m for m in (manifest, self._retired_manifest) if m is not None]
-        in_use = {segment_key(m, s) for m in kept for s in segments_of(m)}
-        for key in [k for k in self._parts if k not in in_use]:
-            self._parts.pop(key).close()
+        opened = self._open_new_segments(manifest)
+        client = SegmentedClient(version_dir, segments_of(manifest), read_masks(version_dir), self.settings,
+                                 parts=[self._parts.get(k) or opened[k] for k in _keys(manifest)])
+        with self._lock:
+            self._parts.update(opened)
+            # A query of another thread may still be running on the previous version: its
+            # segments stay open, and its files kept, until the next switch.
+            self._retired_manifest = self.manifest
+            self.client, self.version, self.manifest = client, pointer.version, manifest
+            self._pointer_read_at, self._publishes_seen = read_at, published
+            kept = [m for m in (manifest, self._retired_manifest) if m is not None]
+            in_use = {k for m in kept for k in _keys(m)}
+            unused = [self._parts.pop(k) for k in [k for k in self._parts if k not in in_use]]
+        for part in unused:
+            part.close()
         self.local.prune(keep=kept)
-        reused = len(segments_of(manifest)) - self._opened_last
         self.stats.versions_opened += 1
-        self.stats.segments_opened += self._opened_last
-        self.stats.segments_reused += reused
+        self.stats.segments_opened += len(opened)
+        self.stats.segments_reused += len(_keys(manifest)) - len(opened)
         log.info("reader of %s now on version %s (%d segments, %d of them reused)", self.collection,
-                 self.version, len(segments_of(manifest)), reused)
+                 self.version, len(_keys(manifest)), len(_keys(manifest)) - len(opened))
         return client, manifest
 
-    def _open(self, version_dir: Path, manifest: dict[str, Any]) -> ChromaDBClient:
-        segments = segments_of(manifest)
-        parts, self._opened_last = [], 0
-        for segment in segments:
-            key = segment_key(manifest, segment)
-            if key not in self._parts:
-                self._parts[key] = ChromaDBClient(self.local.segment_path(manifest, segment), mode="read",
-                                                  settings=self.settings)
-                self._opened_last += 1
-            parts.append(self._parts[key])
-        return SegmentedClient(version_dir, segments, read_masks(version_dir), self.settings, parts=parts)
+    def _open_new_segments(self, manifest: dict[str, Any]) -> dict[str, ChromaDBClient]:
+        """Clients on the segments not open yet, each searched once so that its index is
+        loaded before a query needs it."""
+        opened: dict[str, ChromaDBClient] = {}
+        dimension = int(manifest.get("dimension") or 0)
+        for segment, key in zip(segments_of(manifest), _keys(manifest)):
+            if key in self._parts or key in opened:
+                continue
+            part = ChromaDBClient(self.local.segment_path(manifest, segment), mode="read", settings=self.settings)
+            if dimension and part.count(self.collection):
+                part.query(self.collection, query_embeddings=[[1.0] * dimension], n_results=1, include=[])
+            opened[key] = part
+        return opened
+
+    # -- following the pointer in the background ---------------------------------------------
+
+    def _start_follower(self) -> None:
+        """Bounded reads then never wait for a download: a thread re-reads the pointer once per
+        TTL while queries come, and switches versions beside them."""
+        if not self.settings.reader_follow_pointer or self.settings.reader_pointer_ttl_seconds <= 0:
+            return
+        with self._lock:
+            if self._follower is not None and self._follower.is_alive():
+                return
+            self._stop.clear()
+            self._follower = threading.Thread(target=self._follow, name=f"vp-reader-{self.collection}", daemon=True)
+            self._follower.start()
+
+    def _follow(self) -> None:
+        ttl = self.settings.reader_pointer_ttl_seconds
+        while not self._stop.wait(ttl):
+            if time.monotonic() - self._used_at > max(FOLLOWER_IDLE_SECONDS, 10 * ttl):
+                return  # idle: the next query reads the pointer itself and starts a new follower
+            try:
+                with self._switching:
+                    if not self._stop.is_set():
+                        self._follow_pointer(publishes_here(self._publish_key))
+            except Exception:
+                log.warning("reader of %s could not follow the pointer (queries will retry)", self.collection,
+                            exc_info=True)
 
     def query(self, query_texts: Sequence[str] | None, query_embeddings: Sequence[Sequence[float]] | None,
               n_results: int, where: dict[str, Any] | None, include: Sequence[str] | None = None, *,
@@ -150,34 +213,11 @@ class SnapshotReader:
         if not include_pending:
             return client.query(self.collection, query_embeddings=query_embeddings, n_results=n_results,
                                 where=where, include=include)
-        return self._query_with_pending(client, manifest, query_embeddings, n_results, where, include,
-                                        consistency)
-
-    def _query_with_pending(self, client: ChromaDBClient, manifest: dict[str, Any],
-                            query_embeddings: Sequence[Sequence[float]], n_results: int,
-                            where: dict[str, Any] | None, include: list[str],
-                            consistency: ReadConsistency) -> dict[str, Any]:
-        """The version's answer with the pending deltas applied over it (pending.py)."""
         state = self._merge_state(manifest)
         self.pending.look(state.applied_delta_ids, force=consistency is ReadConsistency.STRONG)
         overlay = self.pending.overlay(str(manifest["version"]), state)
-        fields = list(dict.fromkeys([*include, "distances"]))
-        # Ask for more: ids of the version the deltas replace or delete may crowd its answer.
-        found = client.query(self.collection, query_embeddings=query_embeddings,
-                             n_results=n_results + overlay.hidden_in_version, where=where, include=fields)
-        space = str((manifest.get("hnsw") or {}).get("space", "cosine"))
-        result: dict[str, Any] = {"ids": [], **{f: [] for f in include}}
-        for row, query in enumerate(query_embeddings):
-            hits = [(found["distances"][row][j], 1, record_id, {f: found[f][row][j] for f in fields})
-                    for j, record_id in enumerate(found["ids"][row]) if record_id not in overlay.hidden]
-            for distance, at in overlay.search(query, n_results, where, space):
-                hits.append((distance, 0, overlay.ids[at], overlay.values(at, distance, include)))
-            best = heapq.nsmallest(n_results, hits, key=lambda hit: (hit[0], hit[1]))
-            result["ids"].append([record_id for _, _, record_id, _ in best])
-            for f in include:
-                result[f].append([values[f] for _, _, _, values in best])
-        result["included"] = include
-        return result
+        return query_with_overlay(client, self.collection, overlay, query_embeddings, n_results, where, include,
+                                  space=str((manifest.get("hnsw") or {}).get("space", "cosine")))
 
     def _merge_state(self, manifest: Mapping[str, Any]) -> MergeState:
         """The version's merge state (fetched the first time fresh reads need it)."""
@@ -196,11 +236,19 @@ class SnapshotReader:
         return vectors
 
     def close(self) -> None:
-        with self._lock:
+        self._stop.set()
+        if self._follower is not None and self._follower is not threading.current_thread():
+            self._follower.join(timeout=30)
+        with self._switching, self._lock:
             for part in self._parts.values():
                 part.close()
             self._parts.clear()
             self.client, self.version, self.manifest, self._retired_manifest = None, None, None, None
+            self._follower = None
+
+
+def _keys(manifest: Mapping[str, Any]) -> list[str]:
+    return [segment_key(manifest, s) for s in segments_of(manifest)]
 
 
 def check_include(include: Sequence[str] | None) -> list[str]:

@@ -112,7 +112,7 @@ def test_query_texts_refuse_a_collection_of_another_model(settings: Settings, rn
 
 def test_pointer_is_reread_at_most_once_per_ttl(settings: Settings, rng: np.random.Generator, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    cached = settings.with_overrides(reader_pointer_ttl_seconds=0.5)
+    cached = settings.with_overrides(reader_pointer_ttl_seconds=0.5, reader_follow_pointer=False)
     _publish(settings, ["a"], vectors(rng, 1))
     assert open_snapshot(snapshot_path=tmp_path, settings=cached).count("words") == 1
     reads = []

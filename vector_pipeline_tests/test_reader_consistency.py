@@ -73,3 +73,33 @@ def test_unknown_consistency_is_refused_by_name(settings: Settings, rng: np.rand
     with pytest.raises(ValueError, match="consistency must be one of.*'eventual'"):
         query_snapshot(query_embeddings=vectors(rng, 1), snapshot_path=tmp_path, settings=settings,
                        consistency="eventual")
+
+
+def test_a_follower_switches_versions_beside_queries(settings: Settings, rng: np.random.Generator,
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from vector_pipeline.reader import SnapshotReader
+
+    following = settings.with_overrides(reader_pointer_ttl_seconds=0.2, reader_follow_pointer=True)
+    _publish(settings, ["a"], vectors(rng, 1))
+    reader = SnapshotReader("words", tmp_path, following)
+    try:
+        first = reader.query(None, vectors(rng, 1), 5, None)["ids"][0]
+        assert first == ["a"]
+        readers_of_pointer: list[str] = []
+        original = SnapshotStore.read_pointer
+        monkeypatch.setattr(SnapshotStore, "read_pointer", lambda self, c: readers_of_pointer.append(
+            threading.current_thread().name) or original(self, c))
+        produce_embedding_delta(["b"], vectors(rng, 1), settings=settings)
+        other = start_compactor(settings)  # another process publishes; no query runs meanwhile
+        assert other.wait(timeout=300) == 0
+        deadline = time.monotonic() + 30
+        while reader.manifest["vector_count"] != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reader.manifest["vector_count"] == 2  # switched by the follower, not by a query
+        assert sorted(reader.query(None, vectors(rng, 1), 5, None)["ids"][0]) == ["a", "b"]
+        assert readers_of_pointer and set(readers_of_pointer) == {"vp-reader-words"}
+    finally:
+        reader.close()
