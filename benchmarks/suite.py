@@ -237,9 +237,11 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
     rows = []
     for size in snapshot_sizes:
         collection = f"bench{size}"
-        root = tempfile.mkdtemp(prefix="bench-refresh-")
-        reader = SnapshotReader(collection, root, work.settings)  # default TTL: the publishes are this
-        compactor = ChromaCompactor(settings=work.settings)      # process's own, seen at once
+        roots = [tempfile.mkdtemp(prefix="bench-refresh-") for _ in range(2)]
+        # First a reader whose queries follow the pointer themselves (the publishes are this
+        # process's own: read-your-writes makes the next query follow at once) ...
+        reader = SnapshotReader(collection, roots[0], work.settings.with_overrides(reader_follow_pointer=False))
+        compactor = ChromaCompactor(settings=work.settings)
         probes = work.vectors(queries).tolist()
         reader.refresh()
         warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
@@ -259,11 +261,17 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
                               "downloaded_files": reader.local.fetched.files - before_files,
                               "version_bytes": int(manifest["total_bytes"]), "first_query_ms": 1000 * first,
                               "segments": len(segments_of(manifest)), "fold": result.fold})
+        reader.close()
+        # ... then one with the default settings, whose follower thread switches beside the queries.
+        reader = SnapshotReader(collection, roots[1], work.settings)
+        reader.refresh()
+        _timed(lambda q: reader.query(None, [q], 10, None), probes)
         followed = [_followed_publish(work, reader, compactor, collection, probes[0]) for _ in range(publishes)]
         after = _timed(lambda q: reader.query(None, [q], 10, None), probes)
         fresh = _fresh_reads(work, reader, collection, probes, pending_deltas)
         reader.close()
-        shutil.rmtree(root, ignore_errors=True)
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
         both = refreshes + followed
         row = {"snapshot_vectors": size, "warm": warm, "warm_after": after, "refreshes": refreshes,
                "followed": followed,
@@ -281,12 +289,12 @@ def _followed_publish(work: Workload, reader: SnapshotReader, compactor: ChromaC
                       probe: list[float]) -> dict[str, Any]:
     """A publish the reader's follower thread picks up (no query waits for it): time from
     the publish to the switch, bytes fetched, then the first query on the new version."""
+    before = reader.local.fetched.bytes, reader.local.fetched.files
     result = compactor.compact_deltas([work.delta(collection)], collection)
     assert result.status == "ok", result
     published = time.perf_counter()
     manifest = reader.store.read_manifest(collection, str(result.version))
     newest = segments_of(manifest)[-1].path + "/"
-    before = reader.local.fetched.bytes, reader.local.fetched.files
     while reader.version != result.version and time.perf_counter() - published < 60:
         time.sleep(0.002)
     switched = time.perf_counter() - published

@@ -290,8 +290,10 @@ def query_snapshot(query_texts: Sequence[str] | None = None,
 
     ``include``: as chroma's ``query`` takes it (documents, metadatas, distances,
     embeddings; default the first three). ``consistency``: ``"bounded"`` (default) answers
-    from a pointer read at most ``READER_POINTER_TTL_SECONDS`` ago — a version this process
-    published itself is seen at once —; ``"strong"`` reads the pointer on every call.
+    from a version the pointer named at most ``READER_POINTER_TTL_SECONDS`` ago (plus up to
+    ``FOLLOWER_GRACE_SECONDS``, 5 s, while the reader fetches a newer one in the background)
+    — a version this process published itself is seen at once —; ``"strong"`` reads the
+    pointer on every call.
     ``include_pending=True`` also searches the deltas not compacted yet (exactly, with
     last-writer-wins and deletes applied over the version's answer), so a write is visible
     within about ``READER_POINTER_TTL_SECONDS`` of its producer returning.
@@ -309,7 +311,8 @@ def open_snapshot(collection_name: str = "words", snapshot_path: str | Path | No
     """The published version as a read-mode client (the same local copy queries use).
 
     Staleness as for ``query_snapshot``: ``"bounded"`` by ``READER_POINTER_TTL_SECONDS``
-    (this process's own publishes at once), ``"strong"`` none. The client stays valid
+    (+ up to 5 s while a newer version is fetched; this process's own publishes at once),
+    ``"strong"`` none. The client stays valid
     until a later call of this process follows the pointer twice more; call again for a
     fresh view rather than holding it across publishes.
     """
