@@ -97,6 +97,9 @@ class LocalVersions:
             # Same name, other bytes (another bucket or endpoint used this cache): set aside.
             shutil.rmtree(target.rename(target.with_name(f".stale-{uuid.uuid4().hex[:8]}")), ignore_errors=True)
         entries = [mf.FileEntry.from_dict(e) for e in manifest["files"]]
+        for entry in entries:  # a hostile manifest is refused before anything is downloaded
+            mf.check_relative_path(entry.path)
+            self.store._checked_key(entry, self.collection)
         self._fetch([e for e in entries if e.path not in FETCHED_ON_DEMAND])
         segments = segments_of(manifest)
         working = {s.name: self._segment_dir(manifest, s, entries) for s in segments}
