@@ -80,6 +80,7 @@ def main() -> int:
                                                                    profile["delta_counts"])
         results["ceilings"] = suite.ceilings(work, profile["snapshot_sizes"][-1], profile["ceiling_vectors"])
         results["query"] = suite.query_latency(work, profile["snapshot_sizes"], profile["queries"])
+        results["reader_refresh"] = suite.reader_refresh(work, profile["snapshot_sizes"][-1:], profile["queries"])
     results["peak_rss_mb"] = suite.peak_rss_mb()
     results["wall_seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(results, indent=2))

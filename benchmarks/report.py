@@ -50,7 +50,43 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
         out.append(["bytes moved (warm) ≈ changed files, not the base again",
                     f"warm {row['ours_warm_bytes_moved'] / 1e6:.1f} MB = {100 * share:.0f} % of cold "
                     f"{row['ours_cold_bytes_moved'] / 1e6:.1f} MB", verdict(share <= 0.25)])
+    for row in results.get("reader_refresh", []):
+        out.append([f"reader refresh after a publish ≤ 1.5× the new segment's bytes ({row['snapshot_vectors']:,}, median)",
+                    f"{row['bytes_ratio']:.2f}×", verdict(row["bytes_ratio"] <= 1.5)])
+        out.append([f"first query after a publish ≤ 3× a warm query ({row['snapshot_vectors']:,}; the follower "
+                    "switched beside the queries; median / p50)",
+                    f"{row['followed_first_query_ratio']:.1f}×", verdict(row["followed_first_query_ratio"] <= 3)])
+        out.append(["same, when the query itself follows the pointer (this process published: read-your-writes)",
+                    f"{row['first_query_ratio']:.1f}×", verdict(row["first_query_ratio"] <= 3)])
     return out
+
+
+def _reader_refresh_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Reader refresh after a publish (a warm reader, one delta of 100 vectors per publish)", ""]
+    for row in rows:
+        lines += [f"Snapshot {row['snapshot_vectors']:,}: warm query p50 {row['warm']['p50_ms']:.2f} ms before the "
+                  f"publishes, {row['warm_after']['p50_ms']:.2f} ms after them.", ""]
+        lines += _table(["publish", "who follows", "fold → segments", "new segment MB", "downloaded MB (files)",
+                         "ratio", "whole version MB", "switched after ms", "first query ms", "× warm p50"],
+                        [[n + 1, who, f"{r['fold']} → {r['segments']}", f"{r['segment_bytes'] / 1e6:.2f}",
+                          f"{r['downloaded_bytes'] / 1e6:.2f} ({r['downloaded_files']})",
+                          f"{r['downloaded_bytes'] / r['segment_bytes']:.2f}×", f"{r['version_bytes'] / 1e6:.1f}",
+                          f"{r['switched_after_ms']:.0f}" if "switched_after_ms" in r else "in the query",
+                          f"{r['first_query_ms']:.1f}", f"{r['first_query_ms'] / row['warm']['p50_ms']:.1f}×"]
+                         for n, (who, r) in enumerate([("the query (read-your-writes)", r) for r in row["refreshes"]]
+                                                      + [("the follower thread", r) for r in row["followed"]])])
+        warm = row["warm_after"]["p50_ms"]
+        lines += ["", f"Fresh reads (`include_pending=True`) over {row['pending_deltas']} uncompacted deltas "
+                  f"({row['pending_vectors']:,} vectors):", ""]
+        lines += _table(["query", "p50 ms", "p95 ms", "× warm p50", "LISTs per query"], [
+            ["first (lists, fetches every pending delta)", f"{row['pending_first_ms']:.1f}", "", "",
+             row["pending_first_lists"]],
+            ["include_pending, bounded (looks at most once per pointer TTL)", f"{row['pending_warm']['p50_ms']:.2f}",
+             f"{row['pending_warm']['p95_ms']:.2f}", f"{row['pending_warm']['p50_ms'] / warm:.1f}×", "≤ 1 per TTL"],
+            ["include_pending, consistency=\"strong\" (pointer GET + LIST every call)",
+             f"{row['pending_strong']['p50_ms']:.2f}", f"{row['pending_strong']['p95_ms']:.2f}",
+             f"{row['pending_strong']['p50_ms'] / warm:.1f}×", f"{row['pending_strong_lists_per_query']:.1f}"]])
+    return lines
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
@@ -93,6 +129,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
                       "/".join(f"{q['warm'][k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
                       "/".join(f"{q['warm_where'][k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
                       f"{ORIGINAL['warm_query']} / {ORIGINAL['cold_start']}"] for q in results["query"]])
+    lines += _reader_refresh_lines(results.get("reader_refresh", []))
     plots = _plots(results, out)
     lines += ["", "## Plots", "", *[f"![{name}]({name})" for name in plots], ""]
     (out / "report.md").write_text("\n".join(lines))

@@ -1,7 +1,8 @@
 """The figures: producer latency, compaction (ours warm and cold, the baseline) for delta
 counts and snapshot sizes, the background folds, chroma's own bulk upsert rate and raw
 hnswlib's insert rate (the ceilings), query latency warm (with and without a filter) and
-cold start on segmented and folded versions, bytes moved, peak memory."""
+cold start on segmented and folded versions, a warm reader's refresh after publishes
+(bytes downloaded, first query) and fresh reads' cost per query, bytes moved, peak memory."""
 
 import logging
 import resource
@@ -223,3 +224,104 @@ def _timed(call: Callable[[list[float]], Any], probes: list[list[float]]) -> dic
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publishes: int = 5,
+                   pending_deltas: int = 10) -> list[dict[str, Any]]:
+    """A warm reader while the pointer moves: what it downloads after each publish (one
+    delta of 100 vectors, appended as a segment) against the new segment's bytes, and its
+    first query after the publish against its warm queries — when the query itself follows
+    the pointer (this process published: read-your-writes), and when the follower thread
+    did it beside the queries; then fresh reads: the cost per query of ``include_pending``
+    over ``pending_deltas`` uncompacted deltas."""
+    rows = []
+    for size in snapshot_sizes:
+        collection = f"bench{size}"
+        roots = [tempfile.mkdtemp(prefix="bench-refresh-") for _ in range(2)]
+        # First a reader whose queries follow the pointer themselves (the publishes are this
+        # process's own: read-your-writes makes the next query follow at once) ...
+        reader = SnapshotReader(collection, roots[0], work.settings.with_overrides(reader_follow_pointer=False))
+        compactor = ChromaCompactor(settings=work.settings)
+        probes = work.vectors(queries).tolist()
+        reader.refresh()
+        warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
+        refreshes = []
+        for _ in range(publishes):
+            result = compactor.compact_deltas([work.delta(collection)], collection)
+            assert result.status == "ok", result
+            manifest = reader.store.read_manifest(collection, str(result.version))
+            newest = segments_of(manifest)[-1].path + "/"
+            segment_bytes = sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest))
+            before_bytes, before_files = reader.local.fetched.bytes, reader.local.fetched.files
+            started = time.perf_counter()
+            reader.query(None, [probes[0]], 10, None)  # follows the pointer, then answers
+            first = time.perf_counter() - started
+            assert reader.version == result.version
+            refreshes.append({"segment_bytes": segment_bytes, "downloaded_bytes": reader.local.fetched.bytes - before_bytes,
+                              "downloaded_files": reader.local.fetched.files - before_files,
+                              "version_bytes": int(manifest["total_bytes"]), "first_query_ms": 1000 * first,
+                              "segments": len(segments_of(manifest)), "fold": result.fold})
+        reader.close()
+        # ... then one with the default settings, whose follower thread switches beside the queries.
+        reader = SnapshotReader(collection, roots[1], work.settings)
+        reader.refresh()
+        _timed(lambda q: reader.query(None, [q], 10, None), probes)
+        followed = [_followed_publish(work, reader, compactor, collection, probes[0]) for _ in range(publishes)]
+        after = _timed(lambda q: reader.query(None, [q], 10, None), probes)
+        fresh = _fresh_reads(work, reader, collection, probes, pending_deltas)
+        reader.close()
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+        both = refreshes + followed
+        row = {"snapshot_vectors": size, "warm": warm, "warm_after": after, "refreshes": refreshes,
+               "followed": followed,
+               "bytes_ratio": statistics.median(r["downloaded_bytes"] / r["segment_bytes"] for r in both),
+               "first_query_ratio": statistics.median(r["first_query_ms"] for r in refreshes) / warm["p50_ms"],
+               "followed_first_query_ratio": statistics.median(r["first_query_ms"] for r in followed) / warm["p50_ms"],
+               **fresh}
+        log.info("reader refresh %d: bytes %.2f× the new segment, first query %.1f× warm; include_pending %.1f× warm",
+                 size, row["bytes_ratio"], row["first_query_ratio"], row["pending_warm"]["p50_ms"] / after["p50_ms"])
+        rows.append(row)
+    return rows
+
+
+def _followed_publish(work: Workload, reader: SnapshotReader, compactor: ChromaCompactor, collection: str,
+                      probe: list[float]) -> dict[str, Any]:
+    """A publish the reader's follower thread picks up (no query waits for it): time from
+    the publish to the switch, bytes fetched, then the first query on the new version."""
+    before = reader.local.fetched.bytes, reader.local.fetched.files
+    result = compactor.compact_deltas([work.delta(collection)], collection)
+    assert result.status == "ok", result
+    published = time.perf_counter()
+    manifest = reader.store.read_manifest(collection, str(result.version))
+    newest = segments_of(manifest)[-1].path + "/"
+    while reader.version != result.version and time.perf_counter() - published < 60:
+        time.sleep(0.002)
+    switched = time.perf_counter() - published
+    started = time.perf_counter()
+    reader.query(None, [probe], 10, None)
+    first = time.perf_counter() - started
+    return {"segment_bytes": sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest)),
+            "downloaded_bytes": reader.local.fetched.bytes - before[0],
+            "downloaded_files": reader.local.fetched.files - before[1], "version_bytes": int(manifest["total_bytes"]),
+            "switched_after_ms": 1000 * switched, "first_query_ms": 1000 * first,
+            "segments": len(segments_of(manifest)), "fold": result.fold}
+
+
+def _fresh_reads(work: Workload, reader: SnapshotReader, collection: str, probes: list[list[float]],
+                 count: int) -> dict[str, Any]:
+    for _ in range(count):
+        work.delta(collection)  # produced, not compacted
+    lists, fetched = reader.pending.lists, reader.pending.fetched
+    started = time.perf_counter()
+    reader.query(None, [probes[0]], 10, None, include_pending=True)  # lists and fetches them all
+    first = time.perf_counter() - started
+    first_lists = reader.pending.lists - lists
+    pending_warm = _timed(lambda q: reader.query(None, [q], 10, None, include_pending=True), probes)
+    lists = reader.pending.lists
+    pending_strong = _timed(lambda q: reader.query(None, [q], 10, None, include_pending=True, consistency="strong"),
+                            probes)
+    return {"pending_deltas": count, "pending_vectors": count * DELTA_SIZE, "pending_first_ms": 1000 * first,
+            "pending_first_lists": first_lists, "pending_fetched": reader.pending.fetched - fetched,
+            "pending_warm": pending_warm, "pending_strong": pending_strong,
+            "pending_strong_lists_per_query": (reader.pending.lists - lists) / len(probes)}

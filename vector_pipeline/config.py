@@ -42,6 +42,8 @@ defaults below.
 | COMPACTION_HEARTBEAT_SECONDS | the lock's heartbeat interval (refused unless the lifetime is at least twice it) | a third of the lifetime |
 | METRICS_SINK                 | ``none``, ``emf`` (embedded metric format on stdout: Lambda) or ``cloudwatch`` (PutMetricData) | none |
 | METRICS_NAMESPACE            | the CloudWatch namespace of every metric (handlers and Dagster runs) | VectorPipeline |
+| READER_PENDING_LOOKBACK_SECONDS | fresh reads re-list deltas minted this long before their last look | 30 |
+| READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (0: in the query) | 1 |
 
 ``Settings.to_env()`` is the inverse of ``from_env``: it is how the settings reach a
 subprocess (the CLI's children, ``dagster dev``) and the Dagster resource, so every field
@@ -160,6 +162,12 @@ class Settings:
     lock_heartbeat_seconds: float | None = None
     metrics_sink: str = "none"
     metrics_namespace: str = "VectorPipeline"
+    # Readers (reader.py, pending.py): fresh reads (include_pending) list deltas minted since
+    # their last look, less this much, for producers that finish uploading after a later one.
+    reader_pending_lookback_seconds: float = 30.0
+    # A thread per reader re-reads the pointer once per TTL while queries come, and switches
+    # versions beside them, so a bounded query never waits for a download.
+    reader_follow_pointer: bool = True
 
     def pinecone_namespace(self, collection: str) -> str:
         """The Pinecone namespace mirroring ``collection``: its override, else its own name."""
@@ -335,6 +343,9 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "COMPACTION_HEARTBEAT_SECONDS": ("lock_heartbeat_seconds", float, repr),
     "METRICS_SINK": ("metrics_sink", _metrics_sink, str),
     "METRICS_NAMESPACE": ("metrics_namespace", str, str),
+    # Readers (reader.py, pending.py)
+    "READER_PENDING_LOOKBACK_SECONDS": ("reader_pending_lookback_seconds", float, repr),
+    "READER_FOLLOW_POINTER": ("reader_follow_pointer", _bool, lambda flag: "true" if flag else "false"),
 }
 # Keys whose values are secrets: kept out of anything shown in a UI.
 SECRET_ENV_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "PINECONE_API_KEY"})

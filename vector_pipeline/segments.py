@@ -136,12 +136,16 @@ class SegmentedClient(ChromaDBClient):
     """Read mode over several segments: masked ids dropped, top-k merged by distance."""
 
     def __init__(self, version_dir: Path, segments: Sequence[Segment], masks: Mapping[str, set[str]],
-                 settings: Settings, embedding_provider: EmbeddingProvider | None = None) -> None:
+                 settings: Settings, embedding_provider: EmbeddingProvider | None = None,
+                 parts: Sequence[ChromaDBClient] | None = None) -> None:
+        """``parts``: clients already open on the segments (a reader shares them between
+        versions); they stay open when this client closes."""
         self._init_fields(version_dir, "read", settings, None, embedding_provider)
         self.segments = list(segments)
         self.masks = {s.name: frozenset(masks.get(s.name, ())) for s in self.segments}
-        self.parts = [ChromaDBClient(self.persist_directory / s.path, mode="read", settings=settings)
-                      for s in self.segments]
+        self._owns_parts = parts is None
+        self.parts = list(parts) if parts is not None else [
+            ChromaDBClient(self.persist_directory / s.path, mode="read", settings=settings) for s in self.segments]
 
     def count(self, collection_name: str) -> int:
         counts = [(part.count(collection_name), len(self.masks[s.name])) for s, part in zip(self.segments, self.parts)]
@@ -168,6 +172,9 @@ class SegmentedClient(ChromaDBClient):
               query_texts: Sequence[str] | None = None, n_results: int = 10,
               where: dict[str, Any] | None = None, include: Sequence[str] | None = None) -> dict[str, Any]:
         query_embeddings = self._query_embeddings(query_embeddings, query_texts)
+        if len(self.parts) == 1 and not self.masks[self.segments[0].name]:  # nothing to merge
+            return self.parts[0].query(collection_name, query_embeddings=query_embeddings, n_results=n_results,
+                                       where=where, include=include)
         include = list(include) if include is not None else ["documents", "metadatas", "distances"]
         fields = list(dict.fromkeys([*include, "distances"]))
         per_query: list[list[tuple[float, int, str, dict[str, Any]]]] = [[] for _ in query_embeddings]
@@ -214,5 +221,6 @@ class SegmentedClient(ChromaDBClient):
         return self.parts[0].collection_configuration(collection_name)
 
     def close(self) -> None:
-        for part in self.parts:
-            part.close()
+        if self._owns_parts:
+            for part in self.parts:
+                part.close()

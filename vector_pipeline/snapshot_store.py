@@ -34,6 +34,7 @@ from . import manifest as mf
 from .aws import client, error_code, sse_args
 from .conditional_writes import REFUSED_CODES, ConditionalWrites, checked_bucket
 from .config import Settings
+from .consistency import publish_key, record_publish
 from .faults import checkpoint
 from .transfer import TransferItem, download_files, upload_files
 
@@ -221,6 +222,7 @@ class SnapshotStore:
                 log.warning("publish of %s/%s lost: the pointer moved", collection, version)
                 return PublishOutcome.CONFLICT
             raise
+        record_publish(publish_key(self.settings, self.bucket, collection))  # read-your-writes
         log.info("published %s/%s (%d vectors)", collection, version, manifest["vector_count"])
         return PublishOutcome.PUBLISHED
 

@@ -1,7 +1,10 @@
 """Readers under churn: reader processes query without pause while the collection is
 replaced generation by generation (each publish upserts ten new ids and deletes the
-previous ten) and GC removes old versions right away. Every answer must come from exactly
-one version (all its ids from one generation), with zero errors."""
+previous ten, beside a thousand ids that stay, far from the query) and GC removes old
+versions right away. Every answer must come from exactly one version (all its ids from
+one generation), with zero errors. Most publishes append a segment, so the readers follow
+the pointer by reusing the segments they hold (the test checks they did), and sometimes
+a fold replaces the base."""
 
 import json
 import os
@@ -22,10 +25,11 @@ from .helpers import compactor_env
 
 PUBLISHES = int(os.environ.get("VP_RELIABILITY_PUBLISHES", "50"))
 READERS = 2
+STAYING = 1000
 
 READER = """
 import json, sys, time
-from vector_pipeline.reader import query_snapshot
+from vector_pipeline.reader import query_snapshot, snapshot_reader
 stop_file, root = sys.argv[1], sys.argv[2]
 answers = errors = 0
 generations = set()
@@ -44,7 +48,9 @@ while not os.path.exists(stop_file):
     generations |= seen
     if len(seen) != 1 or len(result["ids"][0]) != 5:
         mixed.append(result["ids"][0])
-print(json.dumps({"answers": answers, "errors": errors, "generations": len(generations), "mixed": mixed[:5]}))
+stats = snapshot_reader("words", root).stats
+print(json.dumps({"answers": answers, "errors": errors, "generations": len(generations), "mixed": mixed[:5],
+                  "segments_reused": stats.segments_reused, "versions": stats.versions_opened}))
 """
 
 
@@ -54,10 +60,14 @@ def test_readers_see_whole_versions_through_publishes_and_gc(settings: Settings,
 
     def publish(generation: int) -> None:
         ids = [f"g{generation}-{i}" for i in range(10)]
+        embeddings = rng.random((10, 8)).tolist()
         previous = [f"g{generation - 1}-{i}" for i in range(10)] if generation else None
-        produce_embedding_delta(ids, rng.random((10, 8)).tolist(), delete_ids=previous, settings=settings)
+        if generation == 0:  # ids that stay, pointing away from the query: a base worth reusing
+            ids += [f"stay{i}" for i in range(STAYING)]
+            embeddings += (-rng.random((STAYING, 8))).tolist()
+        produce_embedding_delta(ids, embeddings, delete_ids=previous, settings=settings)
         [result] = compactor.compact_pending("words")
-        assert result.status == "ok" and result.vector_count == 10
+        assert result.status == "ok" and result.vector_count == 10 + STAYING
 
     publish(0)
     stop_file = tmp_path / "stop"
@@ -83,5 +93,8 @@ def test_readers_see_whole_versions_through_publishes_and_gc(settings: Settings,
         assert report["mixed"] == [], f"an answer mixed versions: {report['mixed']}"
         assert report["errors"] == 0
         assert report["answers"] > PUBLISHES and report["generations"] > 1
+        assert report["segments_reused"] > 0, "no pointer move reused a segment"
     print(f"FIGURE readers under churn: {PUBLISHES} publishes, {READERS} readers, answers checked "
-          f"{[r['answers'] for r in reports]}, generations seen {[r['generations'] for r in reports]}, errors 0")
+          f"{[r['answers'] for r in reports]}, generations seen {[r['generations'] for r in reports]}, "
+          f"versions followed {[r['versions'] for r in reports]}, segments reused "
+          f"{[r['segments_reused'] for r in reports]}, errors 0")
