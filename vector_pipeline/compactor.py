@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import chromadb
 
 from . import manifest as mf
+from . import progress
 from .aws import SSE_ARGS
 from .chroma_client import ChromaDBClient
 from .config import HnswSettings, Settings
@@ -229,7 +230,9 @@ class ChromaCompactor:
             if hnsw is None:
                 hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else self.settings.hnsw
             version = next_version(candidate.base_version)
-            segments = self._merge(candidate, deltas, state, workdir, hnsw, base_manifest, version, fold_all)
+            with progress.stage(f"{collection}: merge", len(deltas), "deltas") as bar:
+                segments = self._merge(candidate, deltas, state, workdir, hnsw, base_manifest, version, fold_all)
+                bar.advance(len(deltas))
             manifest = self._manifest(candidate, version, deltas, segments, hnsw, base_manifest, fence, lock_owner)
             manifest["rebuilt_from_scratch"] = from_scratch
             base_names = {b.name for b in segments_of(base_manifest)}
@@ -284,8 +287,9 @@ class ChromaCompactor:
         candidate.already_applied = [r for r in refs if r.delta_id in state.applied_delta_ids]
         pending = [r for r in refs if r.delta_id not in state.applied_delta_ids]
         # Small deltas are latency-bound: fetch several at once, then check them in id order.
-        with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
-            fetched = list(pool.map(lambda r: self._load_one(candidate, r, scratch / r.delta_id), pending))
+        with progress.stage(f"{candidate.collection}: fetch deltas", len(pending), "deltas") as bar, \
+                ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
+            fetched = list(bar.track(pool.map(lambda r: self._load_one(candidate, r, scratch / r.delta_id), pending)))
         for ref, delta in zip(pending, fetched):
             if delta is None:
                 continue
@@ -501,11 +505,13 @@ class ChromaCompactor:
         queue = DeltaQueue(self.settings) if receipt_handles else None
         handles = [receipt_handles[r.key] for r in done if r.key in receipt_handles]
         acked = queue.ack(handles) if queue and handles else 0
-        if done:
-            self.move_delta(done[0].key, done[0].archive_key)
-            checkpoint(self.settings, "mid_archive")
-        with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
-            list(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done[1:]))
+        with progress.stage(f"{candidate.collection}: archive", len(done), "deltas") as bar:
+            if done:
+                self.move_delta(done[0].key, done[0].archive_key)
+                bar.advance()
+                checkpoint(self.settings, "mid_archive")
+            with ThreadPoolExecutor(max_workers=_FETCH_WORKERS) as pool:
+                list(bar.track(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done[1:])))
         self._quarantine_all(candidate.quarantined, receipt_handles, queue)
         return acked
 
