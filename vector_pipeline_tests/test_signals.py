@@ -90,7 +90,10 @@ def answers(url: str) -> bool:
 
 
 def port_is_free(port: int) -> bool:
+    """A server could bind it again (SO_REUSEADDR, as servers do: our own closed test
+    connections may leave it in TIME_WAIT)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True
@@ -119,42 +122,48 @@ def moto_port_of(command_pid: int) -> int | None:
     return None
 
 
-def start(argv: list[str], cwd: Path, **env: str) -> subprocess.Popen:
+def start(argv: list[str], cwd: Path, output_dir: Path, **env: str) -> subprocess.Popen:
+    """The command in a session of its own, its output to ``output_dir/output`` (a pipe would
+    keep the test waiting on any child that survives and holds it)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VECTORS_", "DELTA_", "DYNAMODB_"))}
-    return subprocess.Popen(argv, cwd=cwd, env={**clean, **env}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(output_dir / "output", "w") as output:
+        return subprocess.Popen(argv, cwd=cwd, env={**clean, **env}, start_new_session=True,
+                                stdout=output, stderr=subprocess.STDOUT)
 
 
-def signal_and_check(process: subprocess.Popen, signum: int, ports: list[int], timeout: float = 90) -> None:
+def signal_and_check(process: subprocess.Popen, signum: int, ports: list[int], cwd: Path,
+                     expected_status: int | None = None, timeout: float = 90) -> None:
     recorded = descendants(process.pid)
     assert recorded, "the command has no child processes to stop"
     os.kill(process.pid, signum)
     try:
-        output, _ = process.communicate(timeout=timeout)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        raise
+        process.wait()
     left = survivors(recorded)
     for proc in left:  # clean up after a failure, by the recorded pids only
         os.kill(proc.pid, signal.SIGKILL)
-    assert not left, f"still running after {signal.Signals(signum).name}: {left}\n{output[-2000:]}"
-    assert process.returncode == 128 + signum, output[-2000:]
+    output = (cwd / "output").read_text()[-2000:]
+    assert not left, f"still running after {signal.Signals(signum).name}: {left}\n{output}"
+    assert process.returncode == (128 + signum if expected_status is None else expected_status), output
     assert all(port_is_free(port) for port in ports), ports
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_local_aws_stops_moto_on_signal(signum: int, tmp_path: Path) -> None:
     port = free_port()
-    process = start([*CLI, "local-aws", "--port", str(port)], tmp_path)
+    process = start([*CLI, "local-aws", "--port", str(port)], tmp_path, tmp_path)
     wait_for(lambda: answers(f"http://127.0.0.1:{port}/moto-api/"), "moto to answer", process, 60)
-    signal_and_check(process, signum, [port])
+    signal_and_check(process, signum, [port], tmp_path)
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_demo_stops_its_embedded_aws_on_signal(signum: int, tmp_path: Path) -> None:
-    process = start([*CLI, "demo", "--receipts", "2"], tmp_path, VECTOR_PIPELINE_CACHE_DIR=str(tmp_path / "cache"))
+    process = start([*CLI, "demo", "--receipts", "2"], tmp_path, tmp_path,
+                    VECTOR_PIPELINE_CACHE_DIR=str(tmp_path / "cache"))
     port = wait_for(lambda: moto_port_of(process.pid), "the demo's moto to answer", process, 120)
-    signal_and_check(process, signum, [int(port)])  # type: ignore[call-overload]
+    signal_and_check(process, signum, [int(port)], tmp_path)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
@@ -170,27 +179,20 @@ def test_test_fixtures_stop_moto_on_signal(signum: int, tmp_path: Path) -> None:
     """))
     process = start([sys.executable, "-m", "pytest", "-q", "-p", "vector_pipeline_tests.conftest",
                      "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path / "test_wait.py")],
-                    REPO, PYTHONPATH=str(REPO))
-    wait_for(ready.is_file, "the fixture's moto server", process, 120)
+                    REPO, tmp_path, PYTHONPATH=str(REPO))
+    wait_for(lambda: ready.is_file() and ready.read_text(), "the fixture's moto server", process, 120)
     port = int(ready.read_text())
     assert answers(f"http://127.0.0.1:{port}/moto-api/")
-    recorded = descendants(process.pid)
-    os.kill(process.pid, signum)
-    output, _ = process.communicate(timeout=60)
-    left = survivors(recorded)
-    for proc in left:
-        os.kill(proc.pid, signal.SIGKILL)
-    assert not left, f"still running: {left}\n{output[-2000:]}"
-    assert process.returncode != 0 and port_is_free(port), output[-2000:]
+    signal_and_check(process, signum, [port], tmp_path, expected_status=2)  # pytest's "interrupted"
 
 
 def test_dagster_dev_stops_dagster_and_moto_on_sigterm(tmp_path: Path) -> None:
     for name in ("dagster.yaml", "workspace.yaml"):
         (tmp_path / name).write_text((REPO / name).read_text())
     port = free_port()
-    process = start([*CLI, "dagster-dev", "--port", str(port), "--seed-receipts", "0"], tmp_path,
+    process = start([*CLI, "dagster-dev", "--port", str(port), "--seed-receipts", "0"], tmp_path, tmp_path,
                     VECTOR_PIPELINE_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
     moto_port = wait_for(lambda: moto_port_of(process.pid), "moto to answer", process, 120)
     wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), "dagster dev to answer", process, 300)
     assert len(descendants(process.pid)) >= 3  # moto, dagster dev, its webserver and daemon
-    signal_and_check(process, signal.SIGTERM, [port, int(moto_port)])  # type: ignore[call-overload]
+    signal_and_check(process, signal.SIGTERM, [port, int(moto_port)], tmp_path)  # type: ignore[call-overload]
