@@ -130,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _json_flag(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--json", action="store_true", help="machine-readable output (JSON on stdout) instead of a table")
+    command.add_argument("--json", action="store_true",
+                         help="machine-readable output (JSON on stdout) instead of a table")
 
 
 @contextmanager
@@ -177,7 +178,7 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import ANSWER_FIELDS, run_demo
 
     base = Settings.from_env()
     if not os.environ.get("VECTOR_PIPELINE_CACHE_DIR"):
@@ -197,7 +198,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     for collection, answers in summary["answers"].items():
         texts = list(answers)
-        result = {key: [answers[t][key] for t in texts] for key in ("ids", "documents", "metadatas", "distances")}
+        result = {key: [answers[t][key] for t in texts] for key in ANSWER_FIELDS}
         _print_query_table(f"{collection}: the 3 nearest of each query", texts, result,
                            metadata_keys=["receipt_id", "merchant"])
     if log.isEnabledFor(logging.INFO):

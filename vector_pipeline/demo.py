@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 QUERIES = ["walmart", "milk", "coffee", "total amount due", "gasoline"]
 COLLECTIONS = ("words", "lines")
+ANSWER_FIELDS = ("ids", "documents", "metadatas", "distances")
 # Texts embedded per call: the bar moves while a round embeds.
 _EMBED_CHUNK = 128
 
@@ -58,20 +59,20 @@ def run_demo(settings: Settings, receipts_limit: int | None = None) -> dict[str,
     provider.embed(["warm up"])
     timings["model_load_s"] = time.perf_counter() - started
 
-    produced = _produce_round(settings, receipts, provider, timings, "round 1")
+    round_1 = _produce_round(settings, receipts, provider, timings, "round 1")
     compactor = ChromaCompactor(settings=settings)
-    versions = _compact(compactor, timings, "round 1")
+    versions = _compact(compactor, timings, "round 1", round_1)
 
     # Round 2: two receipts re-scanned (their lines change), one receipt deleted entirely.
     corrected = [dict(r, lines=[line.replace("MAIN ST", "MAIN STREET") for line in r["lines"]]) for r in receipts[:2]]
     deleted = receipts[2]
     deletes = receipt_records(deleted)
-    produced += _produce_round(settings, corrected, provider, timings, "round 2", extra_deletes={
+    round_2 = _produce_round(settings, corrected, provider, timings, "round 2", extra_deletes={
         name: [record_id for record_id, _, _ in records] for name, records in deletes.items()})
-    versions = _compact(compactor, timings, "round 2") or versions
+    versions = _compact(compactor, timings, "round 2", round_2) or versions
 
     answers = _query(settings, timings)
-    return {"deltas": produced, "versions": versions, "timings": timings, "answers": answers}
+    return {"deltas": round_1 + round_2, "versions": versions, "timings": timings, "answers": answers}
 
 
 def produce_receipts(settings: Settings, receipts_limit: int) -> int:
@@ -108,11 +109,11 @@ def _produce_round(settings: Settings, receipts: list[dict[str, Any]], provider:
     return count
 
 
-def _compact(compactor: ChromaCompactor, timings: dict[str, float], label: str) -> dict[str, str]:
+def _compact(compactor: ChromaCompactor, timings: dict[str, float], label: str, pending: int) -> dict[str, str]:
     started = time.perf_counter()
-    with progress.stage(f"{label}: compact", None, "collections") as bar:
+    with progress.stage(f"{label}: compact", pending, "deltas") as bar:
         results = compactor.compact_pending()
-        bar.advance(len(results))
+        bar.advance(sum(r.deltas_processed for r in results))
     timings[f"{label}_compact_s"] = time.perf_counter() - started
     versions = {}
     failed = [r for r in results if r.status is CompactionStatus.FAILED]
@@ -136,7 +137,7 @@ def _query(settings: Settings, timings: dict[str, float]) -> dict[str, dict[str,
             for text in QUERIES:
                 result = query_snapshot(query_texts=[text], n_results=3, collection_name=collection,
                                         settings=settings)
-                answers[collection][text] = {key: result[key][0] for key in ("ids", "documents", "metadatas", "distances")}
+                answers[collection][text] = {key: result[key][0] for key in ANSWER_FIELDS}
                 bar.advance()
     timings["queries_s"] = time.perf_counter() - started
     return answers

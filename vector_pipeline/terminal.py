@@ -15,13 +15,13 @@ import logging
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import Any, Sequence
 
 from rich import filesize
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn, \
-    TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -75,8 +75,23 @@ class _CountColumn(ProgressColumn):
 
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
-        return Text(_rate(task.finished_speed or task.speed, task.fields.get("unit", "")),
-                    style="progress.data.speed")
+        speed = task.finished_speed or task.speed
+        if speed is None and task.elapsed:
+            speed = task.completed / task.elapsed
+        return Text(_rate(speed, task.fields.get("unit", "")), style="progress.data.speed")
+
+
+class _TimeColumn(ProgressColumn):
+    """``0:00:04 elapsed, eta 0:00:11`` while running; ``in 0:00:15`` when done."""
+
+    def render(self, task: Task) -> Text:
+        def clock(seconds: float | None) -> str:
+            return "-:--:--" if seconds is None else str(timedelta(seconds=int(seconds)))
+
+        if task.finished:
+            return Text(f"in {clock(task.finished_time)}", style="progress.elapsed")
+        eta = "" if task.total is None else f", eta {clock(task.time_remaining)}"
+        return Text(f"{clock(task.elapsed)} elapsed{eta}", style="progress.remaining")
 
 
 class _Bar(Stage):
@@ -95,21 +110,34 @@ class BarReporter:
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(), _CountColumn(), _RateColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+            _TimeColumn(), console=console)
         self._lock = threading.Lock()
         self._open = 0
 
     def __enter__(self) -> "BarReporter":
-        self.progress.start()
+        global _active_bars
+        _active_bars = self
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.progress.stop()
+        global _active_bars
+        _active_bars = None
+        self.settle()
+
+    def settle(self) -> None:
+        """Leave the bars drawn so far on the screen, above what prints next (answers)."""
+        with self._lock:
+            if self.progress.live.is_started:
+                self.progress.stop()
+                for task in list(self.progress.task_ids):
+                    self.progress.remove_task(task)
 
     def open_stage(self, description: str, total: float | None, unit: str) -> Stage:
         with self._lock:
             nested = self._open > 0
             self._open += 1
+            if not self.progress.live.is_started:
+                self.progress.start()
         return _Bar(self, self.progress.add_task(description, total=total, unit=unit, visible=not nested), nested)
 
     def advance(self, bar: _Bar, amount: float) -> None:
@@ -180,7 +208,16 @@ class PlainReporter:
 # -- answers ------------------------------------------------------------------------------------
 
 
+_active_bars: BarReporter | None = None
+
+
+def _settle_bars() -> None:
+    if _active_bars is not None:
+        _active_bars.settle()
+
+
 def print_json(value: Any) -> None:
+    _settle_bars()
     print(json.dumps(value, indent=2, default=str), flush=True)
 
 
@@ -188,6 +225,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
                 sections: Sequence[int] = (), right: Sequence[str] = ()) -> None:
     """A table on stdout: ``rich`` on a terminal, aligned plain text otherwise. ``sections``
     are row positions that start a new group; ``right`` names right-aligned columns."""
+    _settle_bars()
     cells = [["" if value is None else str(value) for value in row] for row in rows]
     console = Console()
     if console.is_terminal:

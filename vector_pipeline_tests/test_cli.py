@@ -145,7 +145,7 @@ def test_demo_prints_only_stage_lines_and_answer_tables(tmp_path: Path) -> None:
         "round 1", "round 1", "round 1", "round 2", "round 2", "round 2", "queries"]
     assert all(re.fullmatch(r"[\w ]+(: [\w ]+)?: [\d,]+(/[\d,]+)? \w+ in \d+\.\ds( \(.*/s\))?", line)
                for line in stages), stages
-    assert stages[2].startswith("round 1: compact: 2 collections")
+    assert stages[2].startswith("round 1: compact: 24/24 deltas")  # 12 receipts: words and lines
     lines = result.stdout.splitlines()
     split = lines.index("lines: the 3 nearest of each query")
     assert lines[0] == "words: the 3 nearest of each query" and lines[1].split() == [
@@ -161,10 +161,10 @@ def test_demo_prints_only_stage_lines_and_answer_tables(tmp_path: Path) -> None:
 
 
 def test_demo_json_answers_and_versions(tmp_path: Path) -> None:
-    result = run(None, "demo", "--receipts", "4", "--json", cwd=tmp_path, timeout=600)
+    result = run(None, "demo", "--receipts", "3", "--json", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    assert set(summary["versions"]) == {"words", "lines"} and summary["deltas"] == 4 * 2 + 2 * 2
+    assert set(summary["versions"]) == {"words", "lines"} and summary["deltas"] == 3 * 2 + 2 * 2
     assert summary["status"]["collections"]["words"]["pending_deltas"] == 0
     coffee = summary["answers"]["lines"]["coffee"]
     assert len(coffee["ids"]) == 3 and coffee["metadatas"][0]["receipt_id"] == coffee["ids"][0].split("#")[0]
@@ -184,3 +184,16 @@ def test_produce_reads_parquet(settings: Settings, tmp_path: Path) -> None:
 
     got = open_snapshot("lines", settings=settings).get_vectors("lines", include=["documents", "metadatas"])
     assert dict(zip(got["ids"], got["metadatas"])) == {"p0": {"merchant": "TARGET"}, "p1": {"merchant": "COSTCO"}}
+
+
+def test_per_delta_detail_goes_to_the_log_only_with_verbose(settings: Settings, tmp_path: Path) -> None:
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({"id": f"v{i}", "embedding": [0.1 * i, 0.2, 0.3]}) + "\n" for i in range(3)))
+    quiet = run(settings, "produce", str(source), "--batch-size", "2")
+    assert quiet.returncode == 0, quiet.stderr
+    [stage] = quiet.stderr.splitlines()
+    assert stage.startswith("produce words: 3/3 rows in ")
+    assert quiet.stdout == "2 deltas written and announced (3 upserts, 0 deletes to words)\n"
+    verbose = run(settings, "produce", str(source), "--batch-size", "2", "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert len([line for line in verbose.stderr.splitlines() if " produced delta/words/" in line]) == 2
