@@ -139,7 +139,7 @@ def _embedded_aws(settings: Settings, port: int | None = None) -> Iterator[Setti
     """The configured endpoint, or a moto server started (and stopped) here if none is set."""
     from .local_aws import MotoServer, setup_resources
 
-    if settings.aws_endpoint_url:
+    if settings.uses_custom_endpoints:
         setup_resources(settings)
         yield settings
         return
@@ -185,7 +185,7 @@ def _demo(args: argparse.Namespace) -> int:
         base = base.with_overrides(cache_dir=tempfile.mkdtemp(prefix="vp-demo-"))
     started = time.perf_counter()
     with _embedded_aws(base) as settings:
-        log.info("AWS endpoint: %s; bucket %s", settings.aws_endpoint_url or "real AWS", settings.vectors_bucket)
+        log.info("AWS endpoint: %s; bucket %s", settings.describe_endpoints(), settings.vectors_bucket)
         summary = run_demo(settings, receipts_limit=args.receipts)
         from .status import collection_status
 
@@ -401,7 +401,7 @@ def _dagster_dev(args: argparse.Namespace) -> int:
             produced = produce_receipts(settings, args.seed_receipts)
             print(f"seeded {produced} deltas; the delta_queue_sensor picks them up within a minute")
         env = {**os.environ, **settings.local_aws_environment(), "DAGSTER_HOME": str(home)}
-        print(f"dagster dev on http://127.0.0.1:{args.port} (AWS endpoint {settings.aws_endpoint_url or 'real AWS'})")
+        print(f"dagster dev on http://127.0.0.1:{args.port} (AWS endpoint {settings.describe_endpoints()})")
         process = start_group([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
                                "-p", str(args.port), "-h", "127.0.0.1"], env=env)
         try:

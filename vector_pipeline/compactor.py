@@ -32,7 +32,7 @@ import chromadb
 
 from . import manifest as mf
 from . import progress
-from .aws import SSE_ARGS
+from .aws import sse_args
 from .chroma_client import ChromaDBClient
 from .config import HnswSettings, Settings
 from .delta import (
@@ -534,7 +534,7 @@ class ChromaCompactor:
         self.s3.put_object(Bucket=self.bucket, Key=target + "reason.json", ContentType="application/json",
                            Body=mf.dumps({"delta_key": ref.key, "reason": reason,
                                           "quarantined_at": datetime.now(timezone.utc).isoformat()}),
-                           **SSE_ARGS)
+                           **sse_args(self.settings))
         self.move_delta(ref.key, target + "delta/")
         log.warning("quarantined %s: %s", ref.key, reason)
         return target
@@ -547,7 +547,7 @@ class ChromaCompactor:
         keys.sort(key=lambda k: k.endswith(mf.MANIFEST_NAME))
         for key in keys:
             self.s3.copy_object(Bucket=self.bucket, Key=target_prefix + key[len(source_prefix):],
-                                CopySource={"Bucket": self.bucket, "Key": key}, **SSE_ARGS)
+                                CopySource={"Bucket": self.bucket, "Key": key}, **sse_args(self.settings))
         for start in range(0, len(keys), 1000):
             batch = sorted(keys[start:start + 1000], key=lambda k: not k.endswith(mf.MANIFEST_NAME))
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch]})

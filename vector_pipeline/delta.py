@@ -28,7 +28,7 @@ import numpy as np
 from chromadb.api.types import validate_metadata
 
 from . import manifest as mf
-from .aws import SSE_ARGS, client, error_code
+from .aws import client, error_code, sse_args
 from .chroma_client import ChromaDBClient
 from .config import Settings
 from .embeddings import provider_name
@@ -287,9 +287,9 @@ def upload_delta_files(settings: Settings, bucket: str, directory: Path, manifes
     s3 = client("s3", settings)
     items = [TransferItem(directory / e["path"], key + e["path"], int(e["size"])) for e in manifest["files"]]
     try:
-        upload_files(s3, bucket, items, f"delta {manifest['collection']}/{manifest['delta_id']}")
+        upload_files(s3, bucket, items, sse_args(settings), f"delta {manifest['collection']}/{manifest['delta_id']}")
         s3.put_object(Bucket=bucket, Key=key + mf.MANIFEST_NAME, Body=mf.dumps(manifest),
-                      ContentType="application/json", **SSE_ARGS)
+                      ContentType="application/json", **sse_args(settings))
     except Exception as exc:
         if error_code(exc) == "NoSuchBucket":
             raise RuntimeError(f"bucket {bucket!r} does not exist (run `vector-pipeline setup`)") from exc

@@ -173,7 +173,7 @@ class DeltaQueue:
                 "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))}
 
     def _queue_url(self, name: str) -> str:
-        cache_key = (self.settings.aws_endpoint_url, self.settings.aws_region, name)
+        cache_key = (self.settings.endpoint_url_for("sqs"), self.settings.aws_region, name)
         if cache_key not in _queue_urls:
             _queue_urls[cache_key] = self._lookup_queue_url(name)
         return _queue_urls[cache_key]

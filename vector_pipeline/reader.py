@@ -122,7 +122,7 @@ _readers_lock = threading.Lock()
 def _reader(collection_name: str, snapshot_path: str | Path | None, settings: Settings | None) -> SnapshotReader:
     settings = settings or Settings.from_env()
     key = (collection_name, str(Path(snapshot_path).resolve()) if snapshot_path else "",
-           settings.vectors_bucket, settings.aws_endpoint_url)
+           settings.vectors_bucket, settings.endpoint_url_for("s3"))
     with _readers_lock:
         if key not in _readers:
             _readers[key] = SnapshotReader(collection_name, snapshot_path, settings)
