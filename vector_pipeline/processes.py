@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -54,23 +55,53 @@ def start_group(argv: Sequence[str], **popen_options: Any) -> "subprocess.Popen[
 def stop_process_group(process: "subprocess.Popen[Any]", first_signal: int = signal.SIGTERM,
                        grace_seconds: float = 20.0) -> int | None:
     """Stop a child started in its own session and all it spawned: ``first_signal`` to the
-    group, then SIGKILL to the group after ``grace_seconds`` (dagster dev can ignore SIGTERM).
-    Also kills what is left of the group when its leader exited first."""
+    group, then, once the leader exited or after ``grace_seconds`` (dagster dev can ignore
+    SIGTERM), SIGKILL to what is left of the group; waits until none of it runs.
+
+    The leader is reaped only at the end: until then its pid (the group's id) cannot be
+    reused, so the group signalled is always this child's. A child already reaped (its pid
+    may name someone else's group by now) is left alone."""
     try:
-        if process.poll() is None:
-            try:
+        state = _child_state(process)
+        if state is not _ChildState.REAPED:
+            if state is _ChildState.RUNNING:
                 os.killpg(process.pid, first_signal)
-                process.wait(timeout=grace_seconds)
-            except subprocess.TimeoutExpired:
-                log.warning("process group %d ignored %s for %.0fs: killing it", process.pid,
-                            signal.Signals(first_signal).name, grace_seconds)
-        _kill_group(process.pid)
-        if process.poll() is None:
+                if not _wait_exited(process, grace_seconds):
+                    log.warning("process group %d ignored %s for %.0fs: killing it", process.pid,
+                                signal.Signals(first_signal).name, grace_seconds)
+            _kill_group(process.pid)
             process.wait(timeout=grace_seconds)
     finally:
         with _children_lock:
             _children.pop(process.pid, None)
     return process.returncode
+
+
+class _ChildState(Enum):
+    RUNNING = "running"
+    EXITED = "exited"  # a zombie: its pid still reserved
+    REAPED = "reaped"
+
+
+def _child_state(process: "subprocess.Popen[Any]") -> _ChildState:
+    if process.returncode is not None:
+        return _ChildState.REAPED
+    if not hasattr(os, "waitid"):  # no look without reaping here: poll, and spare the group
+        return _ChildState.RUNNING if process.poll() is None else _ChildState.REAPED
+    try:  # WNOWAIT: look without reaping
+        exited = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return _ChildState.REAPED
+    return _ChildState.RUNNING if exited is None else _ChildState.EXITED
+
+
+def _wait_exited(process: "subprocess.Popen[Any]", seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _child_state(process) is _ChildState.RUNNING:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _kill_group(pgid: int, wait_seconds: float = 5.0) -> None:

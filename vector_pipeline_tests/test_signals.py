@@ -7,8 +7,9 @@ to the command's pid only (what ``kill``, ``timeout`` or a process supervisor do
 checks that the command exits with 128 + signal, that no recorded process and no member of
 a recorded group or session runs any more, and that the ports are free. ``local-aws``, the
 demo and the fixtures get all three signals; ``dagster dev`` (a minute to start) gets
-SIGTERM, the case of the issue. Linux only (/proc). Not covered: SIGKILL (nothing can
-clean up after it).
+SIGTERM, the case of the issue (the same handler serves all three signals). Also: stopping a
+group whose leader exited first still stops what it left in the group. Linux only (/proc).
+Not covered: SIGKILL (nothing can clean up after it).
 """
 
 from __future__ import annotations
@@ -196,3 +197,23 @@ def test_dagster_dev_stops_dagster_and_moto_on_sigterm(tmp_path: Path) -> None:
     wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), "dagster dev to answer", process, 300)
     assert len(descendants(process.pid)) >= 3  # moto, dagster dev, its webserver and daemon
     signal_and_check(process, signal.SIGTERM, [port, int(moto_port)], tmp_path)  # type: ignore[call-overload]
+
+
+def test_stopping_a_group_also_stops_what_its_exited_leader_left_behind(tmp_path: Path) -> None:
+    from vector_pipeline.processes import group_members, start_group, stop_process_group
+
+    pid_file = tmp_path / "orphan"
+    leader = start_group(["sh", "-c", f"sleep 600 & echo $! > {pid_file}; exit 0"])
+    deadline = time.monotonic() + 30
+    while not (pid_file.is_file() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphan = int(pid_file.read_text())
+    try:
+        while group_members(leader.pid) != [orphan] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert group_members(leader.pid) == [orphan]  # the leader is gone (a zombie), its child runs on
+        stop_process_group(leader, grace_seconds=5)
+        assert group_members(leader.pid) == [] and leader.returncode == 0
+    finally:
+        if group_members(leader.pid) == [orphan]:
+            os.kill(orphan, signal.SIGKILL)
