@@ -18,10 +18,13 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from . import progress
 from .config import Settings
+
+if TYPE_CHECKING:
+    from .compactor import CompactionResult
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,10 @@ typical session on the embedded AWS:
   vector-pipeline compact
   vector-pipeline query walmart --collection words
   vector-pipeline status
+
+answers print as tables; --json prints JSON instead (query, status, compact, fold, rebuild,
+produce, setup, demo). -v logs the per-delta detail. SIGINT, SIGTERM and SIGHUP stop every
+process a command started.
 """
 
 
@@ -107,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     fold.add_argument("collection", nargs="+", help="collection(s) to fold")
     _json_flag(fold)
     fold.set_defaults(handler=_fold)
+
+    rebuild = commands.add_parser("rebuild", help="a new version of a collection built from its archived deltas alone")
+    rebuild.add_argument("collection", help="collection to rebuild")
+    rebuild.add_argument("--until", metavar="DELTA_ID", default=None,
+                         help="apply archived deltas up to this delta id only (the collection as it was then)")
+    _json_flag(rebuild)
+    rebuild.set_defaults(handler=_rebuild)
 
     query = commands.add_parser("query", help="query the published snapshot")
     query.add_argument("text", nargs="+", help="query text(s), embedded with EMBEDDING_PROVIDER")
@@ -300,18 +314,32 @@ def _compact(args: argparse.Namespace) -> int:
 
 
 def _fold(args: argparse.Namespace) -> int:
+    from .maintenance import fold_segments
+
+    return _each_collection(args, args.collection, fold_segments)
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from .maintenance import rebuild_from_archive
+
+    return _each_collection(args, [args.collection], lambda settings, collection: rebuild_from_archive(
+        settings, collection, until_delta_id=args.until))
+
+
+def _each_collection(args: argparse.Namespace, collections: Sequence[str],
+                     write_and_publish: "Callable[[Settings, str], CompactionResult]") -> int:
+    """Run a maintenance step per collection; print the results; 1 if one failed, 75 if busy."""
     from .compactor import CompactionResult, CompactionStatus
     from .lock import LockBusyError
-    from .maintenance import fold_segments
 
     settings = Settings.from_env()
     results = []
-    for collection in args.collection:
+    for collection in collections:
         try:
-            results.append(fold_segments(settings, collection))
+            results.append(write_and_publish(settings, collection))
         except LockBusyError as exc:
             results.append(CompactionResult(CompactionStatus.BUSY, collection, error=str(exc)))
-    _print_results(results, args.json, empty="nothing to fold")
+    _print_results(results, args.json, empty="nothing to do")
     if any(r.status is CompactionStatus.FAILED for r in results):
         return 1
     return 75 if any(r.status is CompactionStatus.BUSY for r in results) else 0

@@ -40,7 +40,7 @@ def plain_table(lines: list[str]) -> list[dict[str, str]]:
 def test_help_explains_every_command() -> None:
     result = run(None, "--help")
     assert result.returncode == 0
-    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "query", "status"):
+    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "rebuild", "query", "status"):
         assert command in result.stdout
     assert "AWS_ENDPOINT_URL" in result.stdout
 
@@ -94,6 +94,27 @@ def test_fold_leaves_one_segment(settings: Settings, rng: np.random.Generator) -
     assert folded.returncode == 0, folded.stderr
     [report] = json.loads(folded.stdout)
     assert report["fold"] == "fold_all" and report["segments"] == 1 and report["vector_count"] == 101
+
+
+def test_rebuild_from_archive_up_to_a_delta(settings: Settings, rng: np.random.Generator) -> None:
+    from vector_pipeline import ChromaCompactor, produce_embedding_delta
+
+    compactor = ChromaCompactor(settings=settings)
+    first = produce_embedding_delta(["a", "b"], rng.random((2, 4)).tolist(), settings=settings, notify=False)
+    second = produce_embedding_delta(["c"], rng.random((1, 4)).tolist(), delete_ids=["a"], settings=settings,
+                                     notify=False)
+    assert compactor.compact_deltas([first["delta_key"], second["delta_key"]], "words").vector_count == 2
+    rebuilt = run(settings, "rebuild", "words", "--until", first["delta_id"], "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    [report] = json.loads(rebuilt.stdout)
+    assert (report["status"], report["deltas_processed"], report["vector_count"]) == ("ok", 1, 2)
+    from vector_pipeline import open_snapshot
+
+    assert sorted(open_snapshot("words", settings=settings).get_vectors("words")["ids"]) == ["a", "b"]
+    table = run(settings, "rebuild", "words")
+    assert table.returncode == 0, table.stderr
+    [row] = plain_table(table.stdout.splitlines())
+    assert (row["collection"], row["status"], row["deltas"], row["vectors"]) == ("words", "ok", "2", "2")
 
 
 def test_compact_with_nothing_pending(settings: Settings) -> None:
