@@ -409,10 +409,12 @@ def _print_status(report: dict[str, Any]) -> None:
     rows = []
     for name, info in report["collections"].items():
         lock = (f"{info['lock_owner'][:8]}, {info['lock_expires_in_s']}s left" if info["lock_owner"] else "free")
+        published = (info["published_at"] or "")[:19].replace("T", " ")  # to the second, UTC
         rows.append([name, info["version"], info["vector_count"], info["versions_stored"], info["pending_deltas"],
-                     lock, info["lock_fence"], info["published_at"]])
-    print_table(title, ["collection", "version", "vectors", "stored versions", "pending deltas", "lock", "fence",
-                        "published at"], rows, right=["vectors", "stored versions", "pending deltas", "fence"])
+                     lock, info["lock_fence"], published])
+    # "stored": versions kept in the bucket; "pending": deltas not yet compacted.
+    print_table(title, ["collection", "version", "vectors", "stored", "pending", "lock", "fence", "published (UTC)"],
+                rows, right=["vectors", "stored", "pending", "fence"])
 
 
 def _dagster_dev(args: argparse.Namespace) -> int:

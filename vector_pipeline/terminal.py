@@ -22,12 +22,13 @@ from rich import filesize
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from .progress import Stage
 
 NESTED_STAGE_SHOWN_AFTER_SECONDS = 0.5
+DESCRIPTION_WIDTH = 40  # "upload version words/00000001-…": longer names end in an ellipsis
 _QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "chromadb", "sentence_transformers", "httpx")
 
 
@@ -76,8 +77,9 @@ class _CountColumn(ProgressColumn):
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        if speed is None and task.elapsed:
-            speed = task.completed / task.elapsed
+        seconds = task.finished_time if task.finished else task.elapsed
+        if speed is None and seconds:  # too few samples for rich's own estimate
+            speed = task.completed / seconds
         return Text(_rate(speed, task.fields.get("unit", "")), style="progress.data.speed")
 
 
@@ -109,8 +111,10 @@ class BarReporter:
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
-            TextColumn("[progress.description]{task.description}"), BarColumn(), _CountColumn(), _RateColumn(),
-            _TimeColumn(), console=console)
+            TextColumn("[progress.description]{task.description}",
+                       table_column=Column(max_width=DESCRIPTION_WIDTH, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=30), _CountColumn(), _RateColumn(), _TimeColumn(table_column=Column(no_wrap=True)),
+            console=console)
         self._lock = threading.Lock()
         self._open = 0
 
