@@ -20,7 +20,8 @@ defaults below.
 | EMBEDDING_PROVIDER           | ``minilm`` (offline) or ``openai``                        | minilm |
 | OPENAI_API_KEY / OPENAI_EMBEDDING_MODEL | for the ``openai`` provider                    | - / text-embedding-3-small |
 | HNSW_SPACE / HNSW_SEARCH_EF / HNSW_CONSTRUCTION_EF / HNSW_M | HNSW settings of new collections | cosine / 100 / 200 / 16 |
-| VECTOR_COLLECTIONS           | collections the Dagster layer builds assets and jobs for  | words,lines |
+| VECTOR_COLLECTIONS           | optional allow-list of collections (unset: any; settings per collection live in collections/<name>.json) | unset |
+| VECTOR_COLLECTIONS_AUTO_CREATE | a delta for a collection not in the catalog creates it with the defaults below | true |
 | READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
 | SEGMENT_MAX_COUNT / SEGMENT_FOLD_RATIO | segmented versions: most segments, fold threshold | 4 / 0.25 |
 | VECTOR_PIPELINE_SCRATCH_DIR  | where deltas are built and read (scratch only)            | /dev/shm if roomy, else tmp |
@@ -109,8 +110,11 @@ class Settings:
     openai_api_key: str | None = None
     openai_embedding_model: str = "text-embedding-3-small"
     hnsw: HnswSettings = HnswSettings()
-    # Collections the Dagster layer builds snapshot assets and jobs for.
-    collections: tuple[str, ...] = ("words", "lines")
+    # Optional allow-list of collections (empty: any). A collection's own settings are data:
+    # collections/<name>.json (catalog.py); the HNSW and segment settings here are the
+    # defaults new collections take.
+    collections: tuple[str, ...] = ()
+    auto_create_collections: bool = True
     # Readers re-read the pointer at most this often (0: before every query).
     reader_pointer_ttl_seconds: float = 1.0
     # Segmented versions (segments.py): at most this many segments per version, and the
@@ -202,7 +206,7 @@ class Settings:
 
     def local_aws_environment(self) -> dict[str, str]:
         """The environment a shell needs to reach the same endpoint and resources."""
-        return {"VECTOR_COLLECTIONS": ",".join(self.collections), "VECTORS_BUCKET": self.vectors_bucket,
+        return {"VECTORS_BUCKET": self.vectors_bucket,
                 "DELTA_QUEUE_NAME": self.delta_queue_name, "DYNAMODB_TABLE_NAME": self.dynamodb_table_name,
                 "AWS_DEFAULT_REGION": self.aws_region, **self.to_env()}
 
@@ -216,6 +220,14 @@ def _field(settings: Settings, name: str) -> Any:
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _sse(raw: str) -> str:
@@ -245,6 +257,7 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "HNSW_CONSTRUCTION_EF": ("hnsw.construction_ef", int, str),
     "HNSW_M": ("hnsw.max_neighbors", int, str),
     "VECTOR_COLLECTIONS": ("collections", _csv, ",".join),
+    "VECTOR_COLLECTIONS_AUTO_CREATE": ("auto_create_collections", _bool, lambda v: "true" if v else "false"),
     "READER_POINTER_TTL_SECONDS": ("reader_pointer_ttl_seconds", float, repr),
     "SEGMENT_MAX_COUNT": ("segment_max_count", int, str),
     "SEGMENT_FOLD_RATIO": ("segment_fold_ratio", float, repr),

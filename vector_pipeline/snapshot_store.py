@@ -217,7 +217,7 @@ class SnapshotStore:
         if written_in != SNAPSHOT_FORMAT and not any_format:
             raise UnsupportedFormatError(
                 f"{key}: written in {written_in}, this build reads {SNAPSHOT_FORMAT}; rebuild the "
-                f"collection from archive/ (Dagster job rebuild_{collection}, or maintenance.rebuild_from_archive)")
+                f"collection from archive/ (the Dagster compaction job with rebuild_from_archive, or maintenance.rebuild_from_archive)")
         return manifest
 
     def upload_version(self, local_dir: Path, manifest: dict[str, Any],

@@ -40,7 +40,8 @@ def plain_table(lines: list[str]) -> list[dict[str, str]]:
 def test_help_explains_every_command() -> None:
     result = run(None, "--help")
     assert result.returncode == 0
-    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "rebuild", "query", "status"):
+    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "rebuild", "query", "status",
+                    "collections"):
         assert command in result.stdout
     assert "AWS_ENDPOINT_URL" in result.stdout
 
