@@ -8,19 +8,25 @@ AWS (moto's server on loopback) themselves.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from . import progress
 from .config import Settings
+
+if TYPE_CHECKING:
+    from .compactor import CompactionResult
+
+log = logging.getLogger(__name__)
 
 EPILOG = """\
 environment:
@@ -35,18 +41,29 @@ typical session on the embedded AWS:
   vector-pipeline compact
   vector-pipeline query walmart --collection words
   vector-pipeline status
+
+answers print as tables; --json prints JSON instead (query, status, compact, fold, rebuild,
+produce, setup, demo). -v logs the per-delta detail. SIGINT, SIGTERM and SIGHUP stop every
+process a command started.
 """
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: progress bars (or plain lines) on stderr, answers on stdout; SIGINT,
+    SIGTERM and SIGHUP stop every child process it started and exit with 128 + signal."""
+    from .processes import Interrupted, stop_on_signals
+    from .progress import reporting_to
+    from .terminal import configure_logging, reporter_for, stderr_console
+
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "chromadb", "sentence_transformers", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console = stderr_console()
+    configure_logging(args.verbose, console)
     try:
-        return int(args.handler(args) or 0)
+        with stop_on_signals(), reporter_for(console) as reporter, reporting_to(reporter):
+            return int(args.handler(args) or 0)
+    except Interrupted as exc:
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
     except (RuntimeError, ValueError, FileNotFoundError) as exc:  # UnknownCollectionError is a ValueError
@@ -58,18 +75,26 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vector-pipeline", description="Run, feed, compact, query and inspect the vector pipeline (ChromaDB deltas and snapshots on S3).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log the per-delta detail (-vv: debug); by default only bars, answers and warnings")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -v after the command too (`./dev demo -v`); SUPPRESS keeps a -v given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    commands.add_parser = functools.partial(commands.add_parser, parents=[verbose])  # type: ignore[method-assign]
 
     local = commands.add_parser("local-aws", help="run the embedded AWS (moto server) in the foreground")
     local.add_argument("--port", type=int, default=5000, help="loopback port (default 5000)")
     local.set_defaults(handler=_local_aws)
 
-    commands.add_parser("setup", help="create bucket, queues and lock table (idempotent); refuse an S3 "
-                                               "endpoint that ignores conditional writes").set_defaults(handler=_setup)
+    setup = commands.add_parser("setup", help="create bucket, queues and lock table (idempotent); refuse an S3 "
+                                              "endpoint that ignores conditional writes")
+    _json_flag(setup)
+    setup.set_defaults(handler=_setup)
 
     demo = commands.add_parser("demo", help="the whole pipeline on shipped receipts, on the embedded AWS")
     demo.add_argument("--receipts", type=int, default=None, help="use only the first N receipts")
+    _json_flag(demo)
     demo.set_defaults(handler=_demo)
 
     produce = commands.add_parser("produce", help="write deltas from a JSONL or Parquet file")
@@ -77,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
                                                  "metadata (object) or extra columns, delete (bool)")
     produce.add_argument("--collection", default="words")
     produce.add_argument("--batch-size", type=int, default=500, help="rows per delta (default 500)")
+    _json_flag(produce)
     produce.set_defaults(handler=_produce)
 
     compact = commands.add_parser("compact", help="compact every collection with pending deltas (queue + delta/ listing)")
@@ -84,11 +110,24 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument("--delta-key", action="append", default=[], help="compact exactly these keys")
     compact.add_argument("--no-reconcile", action="store_true",
                          help="only collections the queue announces (skip listing all of delta/)")
+    _json_flag(compact)
     compact.set_defaults(handler=_compact)
 
     fold = commands.add_parser("fold", help="fold a collection's recent segments back into its base (background merge)")
     fold.add_argument("collection", nargs="+", help="collection(s) to fold")
+    _json_flag(fold)
     fold.set_defaults(handler=_fold)
+
+    rebuild = commands.add_parser("rebuild", help="a new version of a collection from archive/ (all of it, or as of a time)")
+    rebuild.add_argument("collection", help="collection to rebuild")
+    rebuild.add_argument("--until", "--until-delta-id", dest="until", metavar="DELTA_ID", default=None,
+                         help="apply archived deltas up to this delta id only (the collection as it was then)")
+    rebuild.add_argument("--as-of", default=None,
+                         help="only deltas produced up to this time (ISO 8601, e.g. 2026-11-25T10:00:00Z)")
+    rebuild.add_argument("--hnsw-search-ef", type=int, default=None,
+                         help="new HNSW search breadth (needs the whole archive)")
+    _json_flag(rebuild)
+    rebuild.set_defaults(handler=_rebuild)
 
     query = commands.add_parser("query", help="query the published snapshot")
     query.add_argument("text", nargs="+", help="query text(s), embedded with EMBEDDING_PROVIDER")
@@ -96,10 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("-n", "--n-results", type=int, default=5)
     query.add_argument("--where", type=json.loads, default=None, help='metadata filter, e.g. \'{"merchant": "TARGET"}\'')
     query.add_argument("--snapshot-path", default=None, help="local cache root for snapshot copies")
+    _json_flag(query)
     query.set_defaults(handler=_query)
 
     status = commands.add_parser("status", help="versions, counts, pending deltas, lock holders")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_flag(status)
     status.set_defaults(handler=_status)
 
     _collections_parser(commands)
@@ -112,6 +152,11 @@ def _parser() -> argparse.ArgumentParser:
     dagster.set_defaults(handler=_dagster_dev)
     _pinecone_commands(commands)
     return parser
+
+
+def _json_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--json", action="store_true",
+                         help="machine-readable output (JSON on stdout) instead of a table")
 
 
 @contextmanager
@@ -132,47 +177,59 @@ def _embedded_aws(settings: Settings, port: int | None = None) -> Iterator[Setti
 def _local_aws(args: argparse.Namespace) -> int:
     from .local_aws import MotoServer, setup_resources
 
-    server = MotoServer(args.port).start()
-    settings = server.settings(Settings.from_env())
-    setup_resources(settings)
-    print("embedded AWS (moto) running; in another shell:\n")
-    for name, value in settings.local_aws_environment().items():
-        print(f"export {name}={value}")
-    print("\nCtrl-C stops it (its data lives in memory only).", flush=True)
-    stop = lambda *_: (_ for _ in ()).throw(KeyboardInterrupt)  # noqa: E731
-    signal.signal(signal.SIGTERM, stop)
-    try:
+    with MotoServer(args.port) as server:
+        settings = server.settings(Settings.from_env())
+        setup_resources(settings)
+        print("embedded AWS (moto) running; in another shell:\n")
+        for name, value in settings.local_aws_environment().items():
+            print(f"export {name}={value}")
+        print("\nCtrl-C (or SIGTERM, SIGHUP) stops it; its data lives in memory only.", flush=True)
         while server.process is not None and server.process.poll() is None:
             time.sleep(1)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        server.stop()
+    print("error: the moto server exited on its own", file=sys.stderr)
+    return 1
 
 
-def _setup(_args: argparse.Namespace) -> int:
+def _setup(args: argparse.Namespace) -> int:
     from .local_aws import setup_resources
+    from .terminal import print_json, print_table
 
-    print(json.dumps(setup_resources(Settings.from_env()), indent=2))
+    resources = setup_resources(Settings.from_env())
+    if args.json:
+        print_json(resources)
+    else:
+        print_table("ready (created where absent)", ["resource", "name"], sorted(resources.items()))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import ANSWER_FIELDS, run_demo
 
     base = Settings.from_env()
     if not os.environ.get("VECTOR_PIPELINE_CACHE_DIR"):
         base = base.with_overrides(cache_dir=tempfile.mkdtemp(prefix="vp-demo-"))
     started = time.perf_counter()
     with _embedded_aws(base) as settings:
-        print(f"AWS endpoint: {settings.describe_endpoints()}; bucket {settings.vectors_bucket}")
+        log.info("AWS endpoint: %s; bucket %s", settings.describe_endpoints(), settings.vectors_bucket)
         summary = run_demo(settings, receipts_limit=args.receipts)
         from .status import collection_status
 
-        _print_status(collection_status(settings))
-    print(f"demo finished in {time.perf_counter() - started:.1f}s; timings: "
-          + ", ".join(f"{k}={v:.2f}" for k, v in summary["timings"].items()))
+        summary["status"] = collection_status(settings)
+    summary["seconds"] = time.perf_counter() - started
+    if args.json:
+        from .terminal import print_json
+
+        print_json(summary)
+        return 0
+    for collection, answers in summary["answers"].items():
+        texts = list(answers)
+        result = {key: [answers[t][key] for t in texts] for key in ANSWER_FIELDS}
+        _print_query_table(f"{collection}: the 3 nearest of each query", texts, result,
+                           metadata_keys=["receipt_id", "merchant"])
+    if log.isEnabledFor(logging.INFO):
+        _print_status(summary["status"])
+    log.info("demo finished in %.1fs; timings: %s", summary["seconds"],
+             ", ".join(f"{k}={v:.2f}" for k, v in summary["timings"].items()))
     return 0
 
 
@@ -183,21 +240,29 @@ def _produce(args: argparse.Namespace) -> int:
     rows = _read_rows(args.path)
     if not rows:
         raise ValueError(f"{args.path}: no rows")
-    keys = []
-    for start in range(0, len(rows), args.batch_size):
-        batch = rows[start:start + args.batch_size]
-        upserts = [r for r in batch if not r.get("delete")]
-        embeddings = _embeddings_for(upserts, settings)
-        result = produce_embedding_delta(
-            [str(r["id"]) for r in upserts], embeddings,
-            documents=[r.get("document", r.get("text")) for r in upserts] if upserts else None,
-            metadatas=[_metadata_of(r) for r in upserts] if upserts else None,
-            collection_name=args.collection,
-            delete_ids=[str(r["id"]) for r in batch if r.get("delete")] or None, settings=settings)
-        keys.append(result["delta_key"])
-        print(f"{result['delta_key']}  {result['upsert_count']} upserts, {result['delete_count']} deletes, "
-              f"{result['seconds'] * 1000:.0f} ms")
-    print(f"{len(keys)} deltas written and announced")
+    results = []
+    with progress.stage(f"produce {args.collection}", len(rows), "rows") as bar:
+        for start in range(0, len(rows), args.batch_size):
+            batch = rows[start:start + args.batch_size]
+            upserts = [r for r in batch if not r.get("delete")]
+            embeddings = _embeddings_for(upserts, settings)
+            result = produce_embedding_delta(
+                [str(r["id"]) for r in upserts], embeddings,
+                documents=[r.get("document", r.get("text")) for r in upserts] if upserts else None,
+                metadatas=[_metadata_of(r) for r in upserts] if upserts else None,
+                collection_name=args.collection,
+                delete_ids=[str(r["id"]) for r in batch if r.get("delete")] or None, settings=settings)
+            results.append(result)
+            bar.advance(len(batch))
+    upserted, deleted = sum(r["upsert_count"] for r in results), sum(r["delete_count"] for r in results)
+    if args.json:
+        from .terminal import print_json
+
+        print_json({"collection": args.collection, "delta_count": len(results), "upsert_count": upserted,
+                    "delete_count": deleted, "deltas": results})
+    else:
+        print(f"{len(results)} deltas written and announced ({upserted} upserts, {deleted} deletes "
+              f"to {args.collection})")
     return 0
 
 
@@ -253,32 +318,61 @@ def _compact(args: argparse.Namespace) -> int:
         results = [compactor.compact_deltas(args.delta_key, args.collection)]
     else:
         results = compactor.compact_pending(args.collection, reconcile=not args.no_reconcile)
-    if not results:
-        print("nothing to compact")
-    for result in results:
-        print(json.dumps(result.as_dict(), indent=2, default=str))
+    _print_results(results, args.json, empty="nothing to compact")
     if any(r.status is CompactionStatus.FAILED for r in results):
         return 1
     return 75 if any(r.status is CompactionStatus.BUSY for r in results) else 0
 
 
 def _fold(args: argparse.Namespace) -> int:
-    from .compactor import CompactionStatus
-    from .lock import LockBusyError
     from .maintenance import fold_segments
 
+    return _each_collection(args, args.collection, fold_segments)
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from .config import HnswSettings
+    from .maintenance import rebuild_from_archive
+    from .retention import parse_time
+
+    as_of = parse_time(args.as_of) if args.as_of else None
+    hnsw = None if args.hnsw_search_ef is None else HnswSettings(search_ef=args.hnsw_search_ef)
+    return _each_collection(args, [args.collection], lambda settings, collection: rebuild_from_archive(
+        settings, collection, until_delta_id=args.until, as_of=as_of, hnsw=hnsw))
+
+
+def _each_collection(args: argparse.Namespace, collections: Sequence[str],
+                     write_and_publish: "Callable[[Settings, str], CompactionResult]") -> int:
+    """Run a maintenance step per collection; print the results; 1 if one failed, 75 if busy."""
+    from .compactor import CompactionResult, CompactionStatus
+    from .lock import LockBusyError
+
     settings = Settings.from_env()
-    failed = busy = False
-    for collection in args.collection:
+    results = []
+    for collection in collections:
         try:
-            result = fold_segments(settings, collection)
+            results.append(write_and_publish(settings, collection))
         except LockBusyError as exc:
-            print(f"{collection}: busy ({exc})")
-            busy = True
-            continue
-        print(json.dumps(result.as_dict(), indent=2, default=str))
-        failed = failed or result.status is CompactionStatus.FAILED
-    return 1 if failed else 75 if busy else 0
+            results.append(CompactionResult(CompactionStatus.BUSY, collection, error=str(exc)))
+    _print_results(results, args.json, empty="nothing to do")
+    if any(r.status is CompactionStatus.FAILED for r in results):
+        return 1
+    return 75 if any(r.status is CompactionStatus.BUSY for r in results) else 0
+
+
+def _print_results(results: "list[CompactionResult]", as_json: bool, empty: str) -> None:
+    from .terminal import print_json, print_table
+
+    if as_json:
+        print_json([r.as_dict() for r in results])
+    elif not results:
+        print(empty)
+    else:
+        print_table(None, ["collection", "status", "deltas", "version", "vectors", "segments", "fold", "seconds",
+                           "error"],
+                    [[r.collection, r.status, r.deltas_processed, r.version, r.vector_count, r.segments, r.fold,
+                      f"{r.duration_seconds:.2f}", r.error] for r in results],
+                    right=["deltas", "vectors", "segments", "seconds"])
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -289,13 +383,21 @@ def _query(args: argparse.Namespace) -> int:
     result = query_snapshot(query_texts=args.text, n_results=args.n_results, where=args.where,
                             collection_name=args.collection, snapshot_path=args.snapshot_path, settings=settings)
     elapsed = (time.perf_counter() - started) * 1000
-    for text, ids, documents, metadatas, distances in zip(args.text, result["ids"], result["documents"],
-                                                          result["metadatas"], result["distances"]):
-        print(f"{text!r}:")
-        for record_id, document, metadata, distance in zip(ids, documents, metadatas, distances):
-            print(f"  {distance:.3f}  {record_id}  {document!r}  {json.dumps(metadata)}")
-    print(f"({elapsed:.0f} ms)")
+    if args.json:
+        from .terminal import print_json
+
+        print_json({"collection": args.collection, "query_texts": args.text, **result, "milliseconds": elapsed})
+    else:
+        _print_query_table(f"{args.collection} ({elapsed:.0f} ms)", args.text, result)
     return 0
+
+
+def _print_query_table(title: str, texts: Sequence[str], result: dict[str, Any],
+                       metadata_keys: Sequence[str] | None = None) -> None:
+    from .terminal import print_table, query_rows
+
+    columns, rows, sections = query_rows(texts, result, metadata_keys)
+    print_table(title, columns, rows, sections=sections, right=["rank", "distance"])
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -303,26 +405,34 @@ def _status(args: argparse.Namespace) -> int:
 
     report = collection_status(Settings.from_env())
     if args.json:
-        print(json.dumps(report, indent=2))
+        from .terminal import print_json
+
+        print_json(report)
     else:
         _print_status(report)
     return 0
 
 
 def _print_status(report: dict[str, Any]) -> None:
-    print(f"AWS endpoint: {report['endpoints']}")
-    print(f"bucket {report['bucket']}; queue: {report['queue']['visible']} visible, "
-          f"{report['queue']['in_flight']} in flight")
+    from .terminal import print_table
+
+    title = (f"AWS endpoint: {report['endpoints']}; bucket {report['bucket']}; queue: "
+             f"{report['queue']['visible']} visible, {report['queue']['in_flight']} in flight")
     if not report["collections"]:
-        print("  no collections yet")
+        print(f"{title}\nno collections yet")
+        return
+    rows = []
     for name, info in report["collections"].items():
-        lock = (f"locked by {info['lock_owner'][:8]} for {info['lock_expires_in_s']}s more"
-                if info["lock_owner"] else "unlocked")
-        print(f"  {name}: version {info['version']} ({info['vector_count']} vectors, "
-              f"{info['versions_stored']} stored), {info['pending_deltas']} pending deltas, {lock}, "
-              f"fence {info['lock_fence']}")
+        lock = (f"{info['lock_owner'][:8]}, {info['lock_expires_in_s']}s left" if info["lock_owner"] else "free")
+        published = (info["published_at"] or "")[:19].replace("T", " ")  # to the second, UTC
+        rows.append([name, info["version"], info["vector_count"], info["versions_stored"], info["pending_deltas"],
+                     lock, info["lock_fence"], published])
+    # "stored": versions kept in the bucket; "pending": deltas not yet compacted.
+    print_table(title, ["collection", "version", "vectors", "stored", "pending", "lock", "fence", "published (UTC)"],
+                rows, right=["vectors", "stored", "pending", "fence"])
+    for name, info in report["collections"].items():
         if info.get("pinecone_mirror"):
-            print(f"    pinecone mirror: {info['pinecone_mirror']['lag_deltas']} deltas behind, "
+            print(f"{name}: pinecone mirror {info['pinecone_mirror']['lag_deltas']} deltas behind, "
                   f"watermark {info['pinecone_mirror']['watermark']}")
 
 
@@ -389,16 +499,10 @@ def _collections(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- history: rebuild, rollback, GC (maintenance.py, retention.py) ------------------------------
+# -- history: rollback, GC (maintenance.py, retention.py) ------------------------------
 
 
 def _history_parsers(commands: Any) -> None:
-    rebuild = commands.add_parser("rebuild", help="rebuild a collection from archive/ (all of it, or as of a time)")
-    rebuild.add_argument("collection")
-    rebuild.add_argument("--as-of", default=None, help="only deltas produced up to this time (ISO 8601, e.g. 2026-11-25T10:00:00Z)")
-    rebuild.add_argument("--until-delta-id", default=None, help="only deltas up to this delta id")
-    rebuild.add_argument("--hnsw-search-ef", type=int, default=None, help="new HNSW search breadth (needs the whole archive)")
-    rebuild.set_defaults(handler=_rebuild)
     back = commands.add_parser("rollback", help="point readers back at an earlier version, or at the one current at a time")
     back.add_argument("collection")
     target = back.add_mutually_exclusive_group(required=True)
@@ -410,19 +514,6 @@ def _history_parsers(commands: Any) -> None:
     gc.add_argument("--keep-versions", type=int, default=None, help="override the collections' retention")
     gc.add_argument("--grace-hours", type=float, default=None, help="override the collections' grace")
     gc.set_defaults(handler=_gc)
-
-
-def _rebuild(args: argparse.Namespace) -> int:
-    from .config import HnswSettings
-    from .maintenance import rebuild_from_archive
-    from .retention import parse_time
-
-    settings = Settings.from_env()
-    hnsw = None if args.hnsw_search_ef is None else HnswSettings(search_ef=args.hnsw_search_ef)
-    result = rebuild_from_archive(settings, args.collection, until_delta_id=args.until_delta_id,
-                                  as_of=parse_time(args.as_of) if args.as_of else None, hnsw=hnsw)
-    print(json.dumps(result.as_dict(), indent=2, default=str))
-    return 0 if result.ok else 1
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -452,7 +543,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _dagster_dev(args: argparse.Namespace) -> int:
-    from .local_aws import stop_process_group
+    from .processes import start_group, stop_process_group
 
     root = Path.cwd()
     home = root / ".tmp_dagster_home_dev"
@@ -466,13 +557,12 @@ def _dagster_dev(args: argparse.Namespace) -> int:
             print(f"seeded {produced} deltas; the delta_queue_sensor picks them up within a minute")
         env = {**os.environ, **settings.local_aws_environment(), "DAGSTER_HOME": str(home)}
         print(f"dagster dev on http://127.0.0.1:{args.port} (AWS endpoint {settings.describe_endpoints()})")
-        process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
-                                    "-p", str(args.port), "-h", "127.0.0.1"], env=env, start_new_session=True)
+        process = start_group([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
+                               "-p", str(args.port), "-h", "127.0.0.1"], env=env)
         try:
             return process.wait()
-        except KeyboardInterrupt:
+        finally:  # on a signal too: dagster dev stops its webserver and daemon on SIGINT
             stop_process_group(process, signal.SIGINT, grace_seconds=30)
-            return 130
 
 
 # -- Pinecone migration (docs/migration.md) -------------------------------------------------

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Sequence
 
+from . import progress
 from .catalog import CollectionCatalog, UnknownCollectionError
 from .config import HnswSettings, Settings
 from .delta_archive import move_delta, quarantine_delta
@@ -202,11 +203,13 @@ class ChromaCompactor:
         queue = DeltaQueue(self.settings) if receipt_handles else None
         handles = [receipt_handles[r.key] for r in done if r.key in receipt_handles]
         acked = queue.ack(handles) if queue and handles else 0
-        if done:
-            self.move_delta(done[0].key, done[0].archive_key)
-            checkpoint(self.settings, "mid_archive")
-        with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
-            list(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done[1:]))
+        with progress.stage(f"{candidate.collection}: archive", len(done), "deltas") as bar:
+            if done:
+                self.move_delta(done[0].key, done[0].archive_key)
+                bar.advance()
+                checkpoint(self.settings, "mid_archive")
+            with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+                list(bar.track(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done[1:])))
         self._quarantine_all(candidate.quarantined, receipt_handles, queue)
         return acked
 

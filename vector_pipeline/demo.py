@@ -3,23 +3,32 @@
 Uses the receipts shipped in ``vector_pipeline/data/receipts.jsonl``: every word and every
 line of a receipt becomes a vector (real all-MiniLM-L6-v2 embeddings), one delta per
 receipt and collection. A second round corrects some receipts and deletes one, so the
-demo also shows a second version, last-writer-wins and tombstones.
+demo also shows a second version, last-writer-wins and tombstones. It reports through
+``progress`` stages and the log; the CLI prints its answers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
-from .compactor import ChromaCompactor
+from . import progress
+from .compactor import ChromaCompactor, CompactionStatus
 from .config import Settings
 from .delta import produce_embedding_delta
 from .embeddings import MiniLMProvider
 from .reader import query_snapshot
 
+log = logging.getLogger(__name__)
+
 QUERIES = ["walmart", "milk", "coffee", "total amount due", "gasoline"]
+COLLECTIONS = ("words", "lines")
+ANSWER_FIELDS = ("ids", "documents", "metadatas", "distances")
+# Texts embedded per call: the bar moves while a round embeds.
+_EMBED_CHUNK = 128
 
 
 def load_receipts() -> list[dict[str, Any]]:
@@ -39,82 +48,96 @@ def receipt_records(receipt: dict[str, Any]) -> dict[str, list[tuple[str, str, d
     return {"words": words, "lines": lines}
 
 
-def run_demo(settings: Settings, say: Callable[[str], None] = print, receipts_limit: int | None = None) -> dict[str, Any]:
+def run_demo(settings: Settings, receipts_limit: int | None = None) -> dict[str, Any]:
+    """The whole demo; returns deltas produced, versions, timings and, per collection and
+    query text, the chroma-style answer (top 3). Reports through ``progress`` and the log."""
     receipts = load_receipts()[:receipts_limit]
     provider = MiniLMProvider()
     timings: dict[str, float] = {}
-    say(f"loading the offline embedding model ({provider.name}) ...")
+    log.info("loading the offline embedding model (%s) ...", provider.name)
     started = time.perf_counter()
     provider.embed(["warm up"])
     timings["model_load_s"] = time.perf_counter() - started
 
-    produced = _produce_round(settings, receipts, provider, say, timings, "round 1")
+    round_1 = _produce_round(settings, receipts, provider, timings, "round 1")
     compactor = ChromaCompactor(settings=settings)
-    versions = _compact(compactor, say, timings, "round 1")
+    versions = _compact(compactor, timings, "round 1", round_1)
 
     # Round 2: two receipts re-scanned (their lines change), one receipt deleted entirely.
     corrected = [dict(r, lines=[line.replace("MAIN ST", "MAIN STREET") for line in r["lines"]]) for r in receipts[:2]]
     deleted = receipts[2]
     deletes = receipt_records(deleted)
-    produced += _produce_round(settings, corrected, provider, say, timings, "round 2", extra_deletes={
+    round_2 = _produce_round(settings, corrected, provider, timings, "round 2", extra_deletes={
         name: [record_id for record_id, _, _ in records] for name, records in deletes.items()})
-    versions = _compact(compactor, say, timings, "round 2") or versions
+    versions = _compact(compactor, timings, "round 2", round_2) or versions
 
-    answers = _query(settings, say, timings)
-    return {"deltas": produced, "versions": versions, "timings": timings, "answers": answers}
+    answers = _query(settings, timings)
+    return {"deltas": round_1 + round_2, "versions": versions, "timings": timings, "answers": answers}
 
 
-def produce_receipts(settings: Settings, receipts_limit: int, say: Callable[[str], None] = print) -> int:
+def produce_receipts(settings: Settings, receipts_limit: int) -> int:
     """Deltas of the first ``receipts_limit`` receipts, announced, not compacted."""
-    return _produce_round(settings, load_receipts()[:receipts_limit], MiniLMProvider(), say, {}, "seed")
+    return _produce_round(settings, load_receipts()[:receipts_limit], MiniLMProvider(), {}, "seed")
 
 
 def _produce_round(settings: Settings, receipts: list[dict[str, Any]], provider: MiniLMProvider,
-                   say: Callable[[str], None], timings: dict[str, float], label: str,
-                   extra_deletes: dict[str, list[str]] | None = None) -> int:
+                   timings: dict[str, float], label: str, extra_deletes: dict[str, list[str]] | None = None) -> int:
     started = time.perf_counter()
     batches = [(name, records) for receipt in receipts for name, records in receipt_records(receipt).items()]
     texts = [text for _, records in batches for _, text, _ in records]
-    vectors = iter(provider.embed(texts))
+    with progress.stage(f"{label}: embed", len(texts), "texts") as bar:
+        embedded: list[list[float]] = []
+        for chunk in range(0, len(texts), _EMBED_CHUNK):
+            embedded += provider.embed(texts[chunk:chunk + _EMBED_CHUNK])
+            bar.advance(len(texts[chunk:chunk + _EMBED_CHUNK]))
+    vectors = iter(embedded)
     embed_seconds = time.perf_counter() - started
     count = 0
-    for position, (name, records) in enumerate(batches):
-        deletes = (extra_deletes or {}).get(name) if position < 2 else None
-        produce_embedding_delta(
-            [record_id for record_id, _, _ in records], [next(vectors) for _ in records],
-            documents=[text for _, text, _ in records], metadatas=[meta for _, _, meta in records],
-            collection_name=name, delete_ids=deletes, settings=settings)
-        count += 1
+    with progress.stage(f"{label}: produce deltas", len(batches), "deltas") as bar:
+        for position, (name, records) in enumerate(batches):
+            deletes = (extra_deletes or {}).get(name) if position < 2 else None
+            produce_embedding_delta(
+                [record_id for record_id, _, _ in records], [next(vectors) for _ in records],
+                documents=[text for _, text, _ in records], metadatas=[meta for _, _, meta in records],
+                collection_name=name, delete_ids=deletes, settings=settings)
+            count += 1
+            bar.advance()
     elapsed = time.perf_counter() - started
     timings[f"{label}_produce_s"] = elapsed
-    say(f"{label}: produced {count} deltas ({len(texts)} vectors) in {elapsed:.1f}s "
-        f"(embedding {embed_seconds:.1f}s, {1000 * (elapsed - embed_seconds) / max(count, 1):.0f} ms per delta)")
+    log.info("%s: produced %d deltas (%d vectors) in %.1fs (embedding %.1fs, %.0f ms per delta)", label, count,
+             len(texts), elapsed, embed_seconds, 1000 * (elapsed - embed_seconds) / max(count, 1))
     return count
 
 
-def _compact(compactor: ChromaCompactor, say: Callable[[str], None], timings: dict[str, float],
-             label: str) -> dict[str, str]:
+def _compact(compactor: ChromaCompactor, timings: dict[str, float], label: str, pending: int) -> dict[str, str]:
     started = time.perf_counter()
-    results = compactor.compact_pending()
+    with progress.stage(f"{label}: compact", pending, "deltas") as bar:
+        results = compactor.compact_pending()
+        bar.advance(sum(r.deltas_processed for r in results))
     timings[f"{label}_compact_s"] = time.perf_counter() - started
     versions = {}
+    failed = [r for r in results if r.status is CompactionStatus.FAILED]
+    if failed:
+        raise RuntimeError(f"{label}: compaction of {failed[0].collection} failed: {failed[0].error}")
     for result in results:
-        say(f"{label}: compacted {result.collection}: {result.status}, {result.deltas_processed} deltas → "
-            f"version {result.version} ({result.vector_count} vectors) in {result.duration_seconds:.2f}s")
+        log.info("%s: compacted %s: %s, %d deltas → version %s (%d vectors) in %.2fs", label, result.collection,
+                 result.status, result.deltas_processed, result.version, result.vector_count,
+                 result.duration_seconds)
         if result.version:
             versions[result.collection] = result.version
     return versions
 
 
-def _query(settings: Settings, say: Callable[[str], None], timings: dict[str, float]) -> dict[str, Any]:
-    answers: dict[str, Any] = {}
-    for collection in ("words", "lines"):
-        for text in QUERIES:
-            started = time.perf_counter()
-            result = query_snapshot(query_texts=[text], n_results=3, collection_name=collection, settings=settings)
-            elapsed = 1000 * (time.perf_counter() - started)
-            hits = [f"{doc!r} ({meta['merchant']}, {dist:.3f})" for doc, meta, dist in
-                    zip(result["documents"][0], result["metadatas"][0], result["distances"][0])]
-            answers[f"{collection}:{text}"] = result["ids"][0]
-            say(f"query {collection} {text!r} [{elapsed:.0f} ms]: " + "; ".join(hits))
+def _query(settings: Settings, timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+    answers: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+    with progress.stage("queries", len(QUERIES) * len(COLLECTIONS), "queries") as bar:
+        for collection in COLLECTIONS:
+            answers[collection] = {}
+            for text in QUERIES:
+                result = query_snapshot(query_texts=[text], n_results=3, collection_name=collection,
+                                        settings=settings)
+                answers[collection][text] = {key: result[key][0] for key in ANSWER_FIELDS}
+                bar.advance()
+    timings["queries_s"] = time.perf_counter() - started
     return answers

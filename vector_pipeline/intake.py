@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import manifest as mf
+from . import progress
 from .catalog import CollectionCatalog, UnknownCollectionError
 from .config import Settings
 from .delta_archive import quarantine_delta
@@ -88,8 +89,9 @@ class DeltaIntake:
         scratch = Path(tempfile.mkdtemp(prefix="vp-fetch-", dir=self.settings.scratch_dir))
         try:  # deltas are read once and dropped: memory-backed scratch when there is one
             # Small deltas are latency-bound: fetch several at once, then check them in id order.
-            with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
-                fetched = list(pool.map(lambda r: self._load_one(intake, r, scratch / r.delta_id), pending))
+            with progress.stage(f"{collection}: fetch deltas", len(pending), "deltas") as bar, \
+                    ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+                fetched = list(bar.track(pool.map(lambda r: self._load_one(intake, r, scratch / r.delta_id), pending)))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         expected = collection_embedding(base_manifest) or configured

@@ -1,7 +1,8 @@
 """The embedded AWS (moto's server on loopback) and idempotent resource setup.
 
-``MotoServer`` runs ``moto.server`` as a child process in its own process group, so
-whoever started it can stop it — and everything it spawned — by that group.
+``MotoServer`` runs ``moto.server`` as a child process in its own process group
+(``processes.start_group``), so whoever started it can stop it — and everything it
+spawned — by that group, on a signal too.
 ``setup_resources`` creates the bucket, the delta queue with its dead-letter queue, and
 the lock table with TTL, for whatever endpoint the settings name (real AWS included), and
 refuses an S3 endpoint that does not enforce conditional writes (``conditional_writes.py``).
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Any, Sequence
 from .aws import client, error_code
 from .conditional_writes import checked_bucket
 from .config import Settings
+from .processes import start_group, stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,6 @@ class OptionalFeature(Enum):
     NOT_REQUESTED = "not requested"  # e.g. bucket default encryption with VECTORS_SSE=none
     UNSUPPORTED = "unsupported by the endpoint"  # warned about; the pipeline runs without it
     LEFT_AS_IS = "left as it was"  # the bucket existed: its settings are its owner's
-
-
-def stop_process_group(process: "subprocess.Popen[Any]", first_signal: int = signal.SIGTERM,
-                       grace_seconds: float = 20.0) -> int | None:
-    """Stop a child started with ``start_new_session=True`` and all it spawned: the signal,
-    then SIGKILL to the whole group after ``grace_seconds`` (dagster dev can ignore SIGTERM)."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, first_signal)
-            process.wait(timeout=grace_seconds)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=grace_seconds)
-        except ProcessLookupError:
-            pass
-    return process.returncode
 
 
 def free_port() -> int:
@@ -78,9 +62,9 @@ class MotoServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_seconds: float = 30.0) -> "MotoServer":
-        self.process = subprocess.Popen(
+        self.process = start_group(
             [sys.executable, *self.server_command, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:

@@ -1,8 +1,9 @@
-"""Parallel S3 transfers with progress in the log.
+"""Parallel S3 transfers with progress (a ``progress`` stage in bytes, and the log).
 
 Files move in parallel (a thread per file, up to ``max_workers``) and each large file in
-parallel parts (boto3's transfer manager). Every upload carries the configured encryption. Progress
-is logged at most every few seconds and at the end, with bytes and throughput.
+parallel parts (boto3's transfer manager). Every upload carries the configured encryption.
+Progress feeds the stage's bar, and is logged at most every few seconds and at the end, with
+bytes and throughput (the CLI shows that log at ``-v``; Dagster's run logs always).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from boto3.s3.transfer import TransferConfig
+
+from . import progress
 
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,8 @@ class TransferItem:
 
 
 class _Progress:
-    """Thread-safe byte counter that logs every few seconds."""
+    """Thread-safe byte counter: the stage's bar (``progress.stage``, in bytes) and, every
+    few seconds and at the end, a log line. Use as a context manager."""
 
     def __init__(self, verb: str, total_bytes: int, total_files: int, every_seconds: float = 2.0):
         self.verb = verb
@@ -49,8 +54,17 @@ class _Progress:
         self.started = time.monotonic()
         self._last_log = self.started
         self._lock = threading.Lock()
+        self._stage = ExitStack()
+        self.bar = self._stage.enter_context(progress.stage(verb.rstrip(":"), total_bytes, "B"))
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stage.close()
 
     def add_bytes(self, count: int) -> None:
+        self.bar.advance(count)
         with self._lock:
             self.done_bytes += count
             now = time.monotonic()
@@ -82,34 +96,34 @@ def upload_files(s3: Any, bucket: str, items: Sequence[TransferItem], encryption
                  on_file_done: Callable[[int], None] | None = None) -> int:
     """Upload every item with the ``encryption`` arguments (``aws.sse_args``); returns the
     bytes sent. Raises on the first failure."""
-    progress = _Progress(f"upload {what}:", sum(i.size for i in items), len(items))
+    with _Progress(f"upload {what}:", sum(i.size for i in items), len(items)) as progress:
 
-    def one(item: TransferItem) -> None:
-        s3.upload_file(
-            str(item.local_path), bucket, item.key,
-            ExtraArgs=dict(encryption), Config=_TRANSFER_CONFIG, Callback=progress.add_bytes,
-        )
-        done = progress.file_done()
-        if on_file_done is not None:
-            on_file_done(done)
+        def one(item: TransferItem) -> None:
+            s3.upload_file(
+                str(item.local_path), bucket, item.key,
+                ExtraArgs=dict(encryption), Config=_TRANSFER_CONFIG, Callback=progress.add_bytes,
+            )
+            done = progress.file_done()
+            if on_file_done is not None:
+                on_file_done(done)
 
-    _run_all(one, items)
-    progress.finish()
+        _run_all(one, items)
+        progress.finish()
     return progress.done_bytes
 
 
 def download_files(s3: Any, bucket: str, items: Sequence[TransferItem], what: str) -> int:
     """Download every item to its local path; returns the bytes received."""
-    progress = _Progress(f"download {what}:", sum(i.size for i in items), len(items))
+    with _Progress(f"download {what}:", sum(i.size for i in items), len(items)) as progress:
 
-    def one(item: TransferItem) -> None:
-        item.local_path.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, item.key, str(item.local_path),
-                         Config=_TRANSFER_CONFIG, Callback=progress.add_bytes)
-        progress.file_done()
+        def one(item: TransferItem) -> None:
+            item.local_path.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item.key, str(item.local_path),
+                             Config=_TRANSFER_CONFIG, Callback=progress.add_bytes)
+            progress.file_done()
 
-    _run_all(one, items)
-    progress.finish()
+        _run_all(one, items)
+        progress.finish()
     return progress.done_bytes
 
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import chromadb
 
-from . import merge
+from . import merge, progress
 from .catalog import CollectionCatalog
 from .chroma_client import ChromaDBClient
 from .config import HnswSettings, Settings
@@ -108,7 +108,10 @@ class VersionWriter:
             if hnsw is None:
                 hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else policy.hnsw
             version = next_version(candidate.base_version)
-            segments = self._merge(candidate, deltas, state, workdir, hnsw, base_manifest, version, policy, fold_all)
+            with progress.stage(f"{collection}: merge", len(deltas), "deltas") as bar:
+                segments = self._merge(candidate, deltas, state, workdir, hnsw, base_manifest, version, policy,
+                                       fold_all)
+                bar.advance(len(deltas))
             manifest = self._manifest(candidate, version, deltas, segments, hnsw, base_manifest, fence, lock_owner)
             manifest["rebuilt_from_scratch"] = from_scratch
             manifest["rebuilt_over"] = base_version

@@ -1,6 +1,7 @@
 """Shared fixtures: one moto server per test session (a real HTTP endpoint on loopback),
 reset before each test, with bucket, queues and lock table created by the project's own
-``setup_resources``."""
+``setup_resources``. SIGTERM and SIGHUP end the session as Ctrl-C does (fixtures torn down,
+child process groups stopped), so a killed test run leaves no server behind."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 
 from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import MotoServer, setup_resources
+from vector_pipeline.processes import stop_on_signals
 from vector_pipeline.reader import close_readers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def child_processes_stop_on_signals() -> Iterator[None]:
+    with stop_on_signals():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def compactor_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def start_compactor(settings: Settings, *args: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vector_pipeline.cli", "compact", *args],
+    return subprocess.Popen([sys.executable, "-m", "vector_pipeline.cli", "compact", "--json", *args],
                             env=compactor_env(settings, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 
