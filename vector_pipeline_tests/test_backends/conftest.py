@@ -26,7 +26,7 @@ INDEPENDENT_BACKENDS = tuple(os.environ.get("VP_COMPAT_BACKENDS", "ministack").s
 
 
 @pytest.fixture(scope="session")
-def started_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Backend]]:
+def started_backends() -> Iterator[dict[str, Backend]]:
     started: dict[str, Backend] = {}
     try:
         yield started
