@@ -11,7 +11,6 @@ import dagster as dg
 from vector_pipeline.config import Settings
 
 from .assets import delta, snapshot, snapshot_candidate
-from .checks import vector_count_matches
 from .jobs import compaction_job, gc_job, rollback_job, validate_delta_job
 from .pinecone import pinecone_definitions
 from .resources import pipeline_resource
@@ -23,7 +22,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     definitions = dg.Definitions(
         assets=[delta, snapshot_candidate, snapshot],
-        asset_checks=[vector_count_matches],
         jobs=[validate_delta_job, compaction_job, rollback_job, gc_job],
         sensors=sensors([validate_delta_job, compaction_job]),
         schedules=[nightly_fold, gc_schedule],

@@ -10,6 +10,7 @@ to delete (``queue``): the run reads what is pending from ``delta/<collection>/`
 
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -26,6 +27,7 @@ from vector_pipeline.retention import parse_time
 from vector_pipeline.snapshot_store import PublishOutcome
 from vector_pipeline.version_writer import Candidate
 
+from .checks import audit_check, audit_check_result
 from .partitions import collection_partitions, delta_partitions, ref_for_partition
 from .resources import VectorPipelineResource
 
@@ -88,9 +90,10 @@ def acquire_waiting(lock: CompactionLock, log: Any, wait_seconds: float = LOCK_W
 
 
 @dg.asset(key="snapshot_candidate", partitions_def=collection_partitions, group_name="snapshots",
-          deps=[dg.AssetDep(delta, partition_mapping=dg.AllPartitionMapping())], kinds={"chromadb", "s3"})
+          deps=[dg.AssetDep(delta, partition_mapping=dg.AllPartitionMapping())], kinds={"chromadb", "s3"},
+          check_specs=[audit_check])
 def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConfig,
-                       vector_pipeline: VectorPipelineResource) -> dg.Output[Candidate]:
+                       vector_pipeline: VectorPipelineResource) -> Iterator[dg.Output[Candidate] | dg.AssetCheckResult]:
     """A new immutable version of the collection (the partition): written, not yet published."""
     collection = context.partition_key
     settings = vector_pipeline.settings()
@@ -118,7 +121,8 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
         lock.release()
     # acquire_waiting sleeps 2 s per busy try: a longer wait means the lock was held.
     vp_metrics.publish(settings, vp_metrics.attempt_points("ok", time.monotonic() - started, lock_wait > 1.0))
-    return dg.Output(candidate, metadata=_candidate_metadata(candidate, time.monotonic() - started, lock_wait))
+    yield dg.Output(candidate, metadata=_candidate_metadata(candidate, time.monotonic() - started, lock_wait))
+    yield audit_check_result(settings, candidate)  # blocking: a failure stops the publish step
 
 
 @dg.asset(key="snapshot", partitions_def=collection_partitions, group_name="snapshots", kinds={"chromadb", "s3"},

@@ -172,3 +172,49 @@ def test_partition_count_stays_bounded(instance: dg.DagsterInstance) -> None:
     removed = prune_delta_partitions(instance, timedelta(days=7), now=now)
     assert removed == 50
     assert sorted(instance.get_dynamic_partitions("delta")) == sorted(fresh)
+
+
+def test_a_collection_created_at_run_time_is_compacted_through_the_sensor_path(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """No code and no reload: the catalog record, a delta, the sensor's partitions, the run."""
+    from vector_pipeline.catalog import CollectionCatalog, CollectionConfig
+
+    CollectionCatalog(settings).create(CollectionConfig.defaults_for("merchant-0099", settings).changed(hnsw_search_ef=77))
+    produce_embedding_delta(["m1", "m2"], vectors(rng, 2), collection_name="merchant-0099", settings=settings)
+    sensor = defs.resolve_sensor_def("delta_reconciliation_sensor")
+    with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
+                                 sensor_name=sensor.name,
+                                 resources={"vector_pipeline": defs.resources["vector_pipeline"]}) as context:
+        tick = sensor.evaluate_tick(context)
+    for request in tick.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    [run_request] = [r for r in tick.run_requests if r.job_name == "compaction"]
+    assert run_request.partition_key == "merchant-0099"
+    result = _run(defs, instance, "compaction", partition_key=run_request.partition_key)
+    assert result.success
+    store = SnapshotStore(settings)
+    manifest = store.read_manifest("merchant-0099", store.read_pointer("merchant-0099").version)
+    assert manifest["vector_count"] == 2 and manifest["hnsw"]["search_ef"] == 77
+
+
+def test_each_collection_run_audits_its_own_candidate(settings: Settings, instance: dg.DagsterInstance,
+                                                      rng: np.random.Generator, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Runs of two partitions with a filesystem IO manager, as `dagster dev` keeps outputs: each
+    audit and publish sees its own collection's candidate, never the other partition's."""
+    from vector_pipeline.defs import build_definitions
+
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("compaction")
+    io_manager = dg.FilesystemIOManager(base_dir=str(tmp_path / "storage"))
+    instance.add_dynamic_partitions("collection", ["words", "lines"])
+    counts = {"words": 3, "lines": 5}
+    for collection, count in counts.items():
+        produce_embedding_delta([f"{collection}{i}" for i in range(count)], vectors(rng, count),
+                                collection_name=collection, settings=settings)
+        result = job.execute_in_process(instance=instance, partition_key=collection, raise_on_error=False,
+                                        resources={"io_manager": io_manager})
+        assert result.success, collection
+        [check] = result.get_asset_check_evaluations()
+        assert check.passed and check.metadata["vector_count"].value == count
+    store = SnapshotStore(settings)
+    assert {c: store.read_pointer(c).document["vector_count"] for c in counts} == counts
