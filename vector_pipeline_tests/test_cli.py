@@ -40,8 +40,8 @@ def plain_table(lines: list[str]) -> list[dict[str, str]]:
 def test_help_explains_every_command() -> None:
     result = run(None, "--help")
     assert result.returncode == 0
-    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "rebuild", "query", "status",
-                    "collections"):
+    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "query", "status", "collections",
+                    "rebuild", "rollback", "gc"):
         assert command in result.stdout
     assert "AWS_ENDPOINT_URL" in result.stdout
 
@@ -105,7 +105,7 @@ def test_rebuild_from_archive_up_to_a_delta(settings: Settings, rng: np.random.G
     second = produce_embedding_delta(["c"], rng.random((1, 4)).tolist(), delete_ids=["a"], settings=settings,
                                      notify=False)
     assert compactor.compact_deltas([first["delta_key"], second["delta_key"]], "words").vector_count == 2
-    rebuilt = run(settings, "rebuild", "words", "--until", first["delta_id"], "--json")
+    rebuilt = run(settings, "rebuild", "words", "--until-delta-id", first["delta_id"], "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr
     [report] = json.loads(rebuilt.stdout)
     assert (report["status"], report["deltas_processed"], report["vector_count"]) == ("ok", 1, 2)
