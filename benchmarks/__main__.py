@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import MotoServer, setup_resources
+from vector_pipeline.processes import stop_on_signals
 
 from . import suite
 from .report import write_report
@@ -65,7 +66,7 @@ def main() -> int:
     out = args.out or Path(__file__).resolve().parent / "results" / stamp
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with MotoServer() as moto:
+    with stop_on_signals(), MotoServer() as moto:  # SIGTERM/SIGHUP stop moto too
         settings = moto.settings(Settings(cache_dir=tempfile.mkdtemp(prefix="bench-cache-"),
                                           collections=tuple(f"bench{s}" for s in profile["snapshot_sizes"])
                                           + ("producer",)))

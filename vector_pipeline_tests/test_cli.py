@@ -105,7 +105,7 @@ def test_rebuild_from_archive_up_to_a_delta(settings: Settings, rng: np.random.G
     second = produce_embedding_delta(["c"], rng.random((1, 4)).tolist(), delete_ids=["a"], settings=settings,
                                      notify=False)
     assert compactor.compact_deltas([first["delta_key"], second["delta_key"]], "words").vector_count == 2
-    rebuilt = run(settings, "rebuild", "words", "--until", first["delta_id"], "--json")
+    rebuilt = run(settings, "rebuild", "words", "--until-delta-id", first["delta_id"], "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr
     [report] = json.loads(rebuilt.stdout)
     assert (report["status"], report["deltas_processed"], report["vector_count"]) == ("ok", 1, 2)
