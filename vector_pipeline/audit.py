@@ -48,7 +48,8 @@ def audit_candidate(settings: Settings, candidate: Candidate) -> AuditReport:
         "files_match_manifest": True,
         "count_matches_manifest": count == int(manifest["vector_count"]),
         "count_is_prior_plus_net_delta_effect": count == candidate.expected_vector_count,
-        "parent_count_matches_prior_snapshot": manifest.get("rebuilt_from_scratch") or parent == prior,
+        "parent_count_matches_prior_snapshot": bool(manifest.get("rebuilt_from_scratch") or manifest.get("rebuilt_over"))
+        or parent == prior,
         "change_within_delta_sizes": abs(count - parent) <= change_bound,
     }
     facts = {"vector_count": count, "manifest_vector_count": manifest["vector_count"],

@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_status)
 
     _collections_parser(commands)
+    _history_parsers(commands)
 
     dagster = commands.add_parser("dagster-dev", help="`dagster dev` on the embedded AWS (or AWS_ENDPOINT_URL)")
     dagster.add_argument("--port", type=int, default=3000)
@@ -378,6 +379,68 @@ def _collections(args: argparse.Namespace) -> int:
         if config is None:
             raise ValueError(f"collection {args.name!r} does not exist (vector-pipeline collections list)")
     print(json.dumps(config.as_dict(), indent=None if args.json else 2))
+    return 0
+
+
+# -- history: rebuild, rollback, GC (maintenance.py, retention.py) ------------------------------
+
+
+def _history_parsers(commands: Any) -> None:
+    rebuild = commands.add_parser("rebuild", help="rebuild a collection from archive/ (all of it, or as of a time)")
+    rebuild.add_argument("collection")
+    rebuild.add_argument("--as-of", default=None, help="only deltas produced up to this time (ISO 8601, e.g. 2026-11-25T10:00:00Z)")
+    rebuild.add_argument("--until-delta-id", default=None, help="only deltas up to this delta id")
+    rebuild.add_argument("--hnsw-search-ef", type=int, default=None, help="new HNSW search breadth (needs the whole archive)")
+    rebuild.set_defaults(handler=_rebuild)
+    back = commands.add_parser("rollback", help="point readers back at an earlier version, or at the one current at a time")
+    back.add_argument("collection")
+    target = back.add_mutually_exclusive_group(required=True)
+    target.add_argument("--version", default=None)
+    target.add_argument("--as-of", default=None, help="the version current at this time (ISO 8601)")
+    back.set_defaults(handler=_rollback)
+    gc = commands.add_parser("gc", help="delete versions and expire deltas past each collection's retention")
+    gc.add_argument("collection", nargs="*", help="collections (default: every one in the catalog)")
+    gc.add_argument("--keep-versions", type=int, default=None, help="override the collections' retention")
+    gc.add_argument("--grace-hours", type=float, default=None, help="override the collections' grace")
+    gc.set_defaults(handler=_gc)
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from .config import HnswSettings
+    from .maintenance import rebuild_from_archive
+    from .retention import parse_time
+
+    settings = Settings.from_env()
+    hnsw = None if args.hnsw_search_ef is None else HnswSettings(search_ef=args.hnsw_search_ef)
+    result = rebuild_from_archive(settings, args.collection, until_delta_id=args.until_delta_id,
+                                  as_of=parse_time(args.as_of) if args.as_of else None, hnsw=hnsw)
+    print(json.dumps(result.as_dict(), indent=2, default=str))
+    return 0 if result.ok else 1
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from .maintenance import rollback
+    from .retention import parse_time
+    from .snapshot_store import PublishOutcome, SnapshotStore
+
+    settings = Settings.from_env()
+    outcome = rollback(settings, args.collection, args.version, as_of=parse_time(args.as_of) if args.as_of else None)
+    pointer = SnapshotStore(settings).read_pointer(args.collection)
+    print(json.dumps({"collection": args.collection, "outcome": outcome.value, "version": pointer and pointer.version}))
+    return 0 if outcome is PublishOutcome.PUBLISHED else 1
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from .catalog import CollectionCatalog
+    from .retention import collect_garbage
+
+    settings = Settings.from_env()
+    grace = None if args.grace_hours is None else timedelta(hours=args.grace_hours)
+    for collection in args.collection or CollectionCatalog(settings).names():
+        report = collect_garbage(settings, collection, retain_versions=args.keep_versions, grace=grace)
+        print(json.dumps(report.__dict__))
     return 0
 
 

@@ -168,11 +168,13 @@ class ChromaCompactor:
 
     def write_candidate(self, collection: str, delta_keys: Sequence[str], *, fence: int | None = None,
                         lock_owner: str | None = None, from_scratch: bool = False,
-                        hnsw: HnswSettings | None = None, fold_all: bool = False) -> Candidate:
+                        hnsw: HnswSettings | None = None, fold_all: bool = False,
+                        base_version: str | None = None) -> Candidate:
         """Merge the pending deltas into a new version and upload it, unpublished
         (``VersionWriter.write_candidate``)."""
         return self.writer.write_candidate(collection, delta_keys, fence=fence, lock_owner=lock_owner,
-                                           from_scratch=from_scratch, hnsw=hnsw, fold_all=fold_all)
+                                           from_scratch=from_scratch, hnsw=hnsw, fold_all=fold_all,
+                                           base_version=base_version)
 
     # -- publish ---------------------------------------------------------------------------------
 
@@ -180,7 +182,7 @@ class ChromaCompactor:
         """Conditional PUT of the pointer; on success the work dir becomes the warm cache."""
         if candidate.manifest is None:
             raise ValueError("nothing to publish")
-        outcome = self.store.publish(candidate.manifest, candidate.pointer_etag)
+        outcome = self.store.publish(candidate.manifest, candidate.pointer_etag, candidate.pointer_document)
         if outcome is PublishOutcome.PUBLISHED and candidate.local_dir is not None:
             if self.cache.keep_published(candidate.local_dir, candidate.manifest):
                 candidate.local_dir = None

@@ -3,7 +3,8 @@
 Off unless ``VECTOR_PIPELINE_FAULT`` (``Settings.fault``) is ``crash:<step>`` (SIGKILL, as a
 power cut or OOM kill would) or ``pause:<step>`` (SIGSTOP, as a long GC pause or a frozen
 VM would). Steps, in compaction order: after_lock, mid_download, mid_merge, mid_upload,
-after_upload, after_publish, mid_archive.
+after_upload, after_publish, mid_archive; and a reader's reader_before_download (pointer and
+manifest read, files not yet fetched).
 """
 
 import logging
@@ -14,15 +15,19 @@ from .config import Settings
 
 log = logging.getLogger(__name__)
 
+_fired: set[str] = set()  # a fault fires once per process (a resumed process then runs on)
+
 STEPS = ("after_lock", "mid_download", "mid_merge", "mid_upload", "after_upload", "after_publish", "mid_archive")
+READER_STEPS = ("reader_before_download",)
 
 
 def checkpoint(settings: Settings, step: str) -> None:
     if not settings.fault:
         return
     action, _, target = settings.fault.partition(":")
-    if target != step:
+    if target != step or step in _fired:
         return
+    _fired.add(step)
     log.warning("fault injection: %s at %s (pid %d)", action, step, os.getpid())
     for handler in logging.getLogger().handlers:
         handler.flush()

@@ -1,31 +1,41 @@
-"""Rebuild from archive, rollback, and garbage collection of versions.
+"""Rebuild from archive (optionally as of a time), fold segments, rollback (to a version or
+to the one current at a time). Garbage collection and expiry live in ``retention``.
 
 Each runs under the collection's ``CompactionLock`` and changes what readers see only by the
-same conditional PUT of the pointer as a compaction. GC never deletes the version the
-pointer names, nor an object a retained version's manifest references, nor anything
-younger than the grace period (a reader may still be downloading it).
+same conditional PUT of the pointer as a compaction. A rebuild holds exactly the deltas it
+names: all archived ones (up to a delta id or a time) when the archive is whole; over an
+expired archive, the oldest kept version that holds only deltas in range, plus the
+archived deltas after it — and a clear error when no kept version is old enough.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from . import manifest as mf
 from .compactor import ChromaCompactor, CompactionResult, CompactionStatus
 from .config import HnswSettings, Settings
-from .delta_keys import ARCHIVE_PREFIX, parse_delta_key
+from .delta_keys import ARCHIVE_PREFIX, delta_id_time, new_delta_id, parse_delta_key
 from .lock import CompactionLock, lock_id_for
-from .snapshot_store import PublishOutcome, SnapshotNotFoundError, SnapshotStore, version_prefix
+from .retention import GcReport, Timeline, applied_delta_ids, archive_expired, collect_garbage
+from .snapshot_store import PublishOutcome, SnapshotNotFoundError, SnapshotStore
 from .warm_cache import WarmCache
+
+__all__ = ["GcReport", "RebuildPlan", "archived_delta_keys", "collect_garbage", "fold_segments",
+           "latest_delta_id_at", "plan_rebuild", "rebuild_from_archive", "rollback"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETAIN_VERSIONS = 5
-DEFAULT_GRACE = timedelta(hours=1)
+_CROCKFORD_MAX = "Z"
+
+
+def latest_delta_id_at(at: datetime) -> str:
+    """The greatest delta id a delta produced at or before ``at`` can have."""
+    return new_delta_id(int(at.timestamp() * 1000))[:10] + _CROCKFORD_MAX * 16
 
 
 def archived_delta_keys(settings: Settings, collection: str, until_delta_id: str | None = None) -> list[str]:
@@ -42,11 +52,60 @@ def archived_delta_keys(settings: Settings, collection: str, until_delta_id: str
     return sorted(keys)
 
 
-def rebuild_from_archive(settings: Settings, collection: str, *, until_delta_id: str | None = None,
-                         hnsw: HnswSettings | None = None) -> CompactionResult:
-    """A new version holding exactly the archived deltas (up to ``until_delta_id``), published."""
+@dataclass
+class RebuildPlan:
+    """The archived deltas a rebuild applies, and how (``write_candidate``'s options)."""
+
+    keys: list[str]
+    write_options: dict[str, Any]
+
+
+def plan_rebuild(settings: Settings, collection: str, *, until_delta_id: str | None = None,
+                 as_of: datetime | None = None, hnsw: HnswSettings | None = None) -> RebuildPlan:
+    """From scratch over the whole archive; over an expired one, from the oldest kept
+    version that holds only deltas in range (``RuntimeError`` naming the earliest restorable
+    point when there is none)."""
+    if as_of is not None:
+        until_delta_id = min(filter(None, [until_delta_id, latest_delta_id_at(as_of)]))
     keys = archived_delta_keys(settings, collection, until_delta_id)
-    return _write_and_publish(settings, collection, keys, from_scratch=True, hnsw=hnsw)
+    store = SnapshotStore(settings)
+    expired = archive_expired(store, collection)
+    if expired is None:
+        return RebuildPlan(keys, {"from_scratch": True, "hnsw": hnsw})
+    base = _restorable_base(store, collection, until_delta_id, expired)
+    if hnsw is not None and HnswSettings.from_dict(store.read_manifest(collection, base)["hnsw"]) != hnsw:
+        raise ValueError(f"the archive of {collection} expired through {expired['through_delta_id']}: a rebuild "
+                         f"starts from version {base} and keeps its HNSW settings; new ones need the whole archive")
+    return RebuildPlan(keys, {"base_version": base, "fold_all": True})
+
+
+def rebuild_from_archive(settings: Settings, collection: str, *, until_delta_id: str | None = None,
+                         as_of: datetime | None = None, hnsw: HnswSettings | None = None) -> CompactionResult:
+    """A new version holding exactly the deltas up to ``until_delta_id`` / ``as_of`` (all by
+    default), published."""
+    plan = plan_rebuild(settings, collection, until_delta_id=until_delta_id, as_of=as_of, hnsw=hnsw)
+    return _write_and_publish(settings, collection, plan.keys, **plan.write_options)
+
+
+def _restorable_base(store: SnapshotStore, collection: str, until_delta_id: str | None,
+                     expired: dict[str, Any]) -> str:
+    """The oldest kept published version that holds every expired delta and none past the
+    rebuild's end: the rebuild re-applies as much of the archive as is left."""
+    pointer = store.read_pointer(collection)
+    timeline = Timeline.of(None if pointer is None else pointer.document)
+    kept = [v for v in store.list_versions(collection) if v in timeline.published]
+    for version in sorted(kept):
+        try:
+            applied = applied_delta_ids(store, collection, version)
+        except SnapshotNotFoundError:
+            continue
+        if expired["through_delta_id"] in applied and (until_delta_id is None or max(applied) <= until_delta_id):
+            return version
+    oldest = sorted(kept)[0] if kept else None
+    earliest = "no kept version holds the expired deltas" if oldest is None else \
+        f"the earliest restorable point is {delta_id_time(max(applied_delta_ids(store, collection, oldest))).isoformat()}"
+    raise RuntimeError(f"the archive of {collection} expired through delta {expired['through_delta_id']} "
+                       f"({delta_id_time(expired['through_delta_id']).isoformat()}); {earliest}")
 
 
 def fold_segments(settings: Settings, collection: str) -> CompactionResult:
@@ -76,84 +135,28 @@ def _write_and_publish(settings: Settings, collection: str, keys: list[str], **w
                             error=None if status is CompactionStatus.OK else "conflict: the pointer moved")
 
 
-def rollback(settings: Settings, collection: str, version: str) -> PublishOutcome:
-    """Point readers back at an existing ``version``.
+def rollback(settings: Settings, collection: str, version: str | None = None, *,
+             as_of: datetime | None = None) -> PublishOutcome:
+    """Point readers back at an existing ``version``, or at the one current at ``as_of``.
 
     Deltas applied after it stay in ``archive/``; a rebuild re-applies them if wanted.
     """
     store = SnapshotStore(settings)
     with CompactionLock(lock_id_for(collection), settings=settings):
         pointer = store.read_pointer(collection)
+        if as_of is not None:
+            version = Timeline.of(None if pointer is None else pointer.document).version_current_at(as_of)
+            if version is None:
+                raise ValueError(f"no version of {collection} was current at {as_of.isoformat()} "
+                                 "(before its first publish, or before the pointer's history)")
+        if version is None:
+            raise ValueError("rollback needs a version or a time (as_of)")
         manifest = store.read_manifest(collection, version)
         for entry in manifest["files"]:  # refuse a version GC already took apart
             store.s3.head_object(Bucket=store.bucket, Key=entry["key"])
-        outcome = store.publish(manifest, None if pointer is None else pointer.etag)
+        outcome = store.publish(manifest, None if pointer is None else pointer.etag,
+                                None if pointer is None else pointer.document)
     if outcome is PublishOutcome.PUBLISHED:
         # The compactor's warm copy is of the version rolled back from.
         WarmCache(settings, store).forget(collection)
     return outcome
-
-
-@dataclass
-class GcReport:
-    collection: str
-    kept_versions: list[str] = field(default_factory=list)
-    deleted_versions: list[str] = field(default_factory=list)
-    deleted_objects: int = 0
-
-
-def collect_garbage(settings: Settings, collection: str, *, retain_versions: int = DEFAULT_RETAIN_VERSIONS,
-                    grace: timedelta = DEFAULT_GRACE, now: datetime | None = None) -> GcReport:
-    """Delete versions beyond the newest ``retain_versions`` that are older than ``grace``."""
-    store = SnapshotStore(settings)
-    now = now or datetime.now(timezone.utc)
-    report = GcReport(collection)
-    lock = CompactionLock(lock_id_for(collection), settings=settings)
-    if not lock.acquire():
-        log.info("gc of %s skipped: a compaction holds the lock", collection)
-        return report
-    lock.start_heartbeat()
-    try:
-        pointer = store.read_pointer(collection)
-        versions = store.list_versions(collection)
-        keep = set(versions[-retain_versions:]) if retain_versions > 0 else set()
-        if pointer is not None:
-            keep.add(pointer.version)
-        doomed = [v for v in versions if v not in keep and _created(v) < now - grace]
-        report.kept_versions = sorted(set(versions) - set(doomed))
-        referenced = _referenced_keys(store, collection, report.kept_versions)
-        for version in doomed:
-            report.deleted_objects += _delete_version(store, collection, version, referenced)
-            report.deleted_versions.append(version)
-    finally:
-        lock.release()
-    log.info("gc of %s: deleted %d versions (%d objects), kept %s", collection, len(report.deleted_versions),
-             report.deleted_objects, report.kept_versions)
-    return report
-
-
-def _created(version: str) -> datetime:
-    stamp = version.split("-", 1)[1]
-    return datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
-
-
-def _referenced_keys(store: SnapshotStore, collection: str, versions: list[str]) -> set[str]:
-    referenced: set[str] = set()
-    for version in versions:
-        try:
-            manifest: dict[str, Any] = store.read_manifest(collection, version, any_format=True)
-        except SnapshotNotFoundError:
-            continue  # an orphan without manifest references nothing
-        referenced.update(entry["key"] for entry in manifest["files"])
-    return referenced
-
-
-def _delete_version(store: SnapshotStore, collection: str, version: str, referenced: set[str]) -> int:
-    prefix = version_prefix(collection, version)
-    keys = [o["Key"] for page in store.s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix)
-            for o in page.get("Contents", []) if o["Key"] not in referenced]
-    # The manifest first: from then on the version no longer exists for anyone.
-    keys.sort(key=lambda key: not key.endswith(mf.MANIFEST_NAME))
-    for start in range(0, len(keys), 1000):
-        store.s3.delete_objects(Bucket=store.bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
-    return len(keys)

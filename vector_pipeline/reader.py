@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from .chroma_client import ChromaDBClient
 from .config import Settings
 from .embeddings import EmbeddingProvider, check_same_embedding, provider_from_settings
+from .faults import checkpoint
 from .segments import open_version
 from .snapshot_store import Pointer, SnapshotNotFoundError, SnapshotStore
 
@@ -71,6 +72,7 @@ class SnapshotReader:
 
     def _switch_to(self, pointer: Pointer) -> ChromaDBClient:
         manifest = self.store.read_manifest(self.collection, pointer.version)
+        checkpoint(self.settings, "reader_before_download")  # a slow reader: GC must wait for it
         version_dir = self.store.download_version(manifest, self.root)
         client = open_version(version_dir, manifest, self.settings)
         # A query of another thread may still be running on the previous client: it is

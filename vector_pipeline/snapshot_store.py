@@ -40,6 +40,7 @@ POINTER_NAME = "latest.json"
 SNAPSHOT_FORMAT = "vector_pipeline.snapshot/2"  # 2: segmented (segments.py)
 STATE_FILE = "state.json.gz"
 LOCAL_MANIFEST = ".manifest.json"  # a local copy's own record of what it holds
+HISTORY_LENGTH = 500  # publishes the pointer remembers (GC, rollback --as-of)
 _VERSION_RE = re.compile(r"^(\d{8})-(\d{8}T\d{6}\d{3}Z)$")
 
 
@@ -127,6 +128,16 @@ class MergeState:
         )
 
 
+def pointer_history(previous_document: dict[str, Any] | None, replaced_at: datetime) -> list[dict[str, Any]]:
+    """The versions the pointer named before, newest last, each with when it was published
+    and when it stopped being current; the last ``HISTORY_LENGTH`` publishes."""
+    if not previous_document:
+        return []
+    entry = {"version": previous_document["version"], "published_at": previous_document.get("published_at"),
+             "replaced_at": replaced_at.isoformat()}
+    return [*previous_document.get("history", []), entry][-HISTORY_LENGTH:]
+
+
 def is_local_copy_of(local_dir: Path, manifest: dict[str, Any]) -> bool:
     """Whether ``local_dir`` was written as a whole copy of ``manifest``'s version."""
     try:
@@ -169,13 +180,17 @@ class SnapshotStore:
         version_number(version)
         return Pointer(collection, version, str(document["manifest_key"]), response["ETag"], document)
 
-    def publish(self, manifest: dict[str, Any], expected_etag: str | None) -> PublishOutcome:
+    def publish(self, manifest: dict[str, Any], expected_etag: str | None,
+                previous_document: dict[str, Any] | None = None) -> PublishOutcome:
         """Swap the pointer to ``manifest``'s version, if it still holds ``expected_etag``.
 
+        ``previous_document`` is the pointer as read with that ETag: its version joins the
+        pointer's history (when it was replaced), which GC and point-in-time rollback read.
         On conflict nothing changes and the caller's version is an orphan; safe to retry
         only after re-reading the pointer and re-merging.
         """
         collection, version = manifest["collection"], manifest["version"]
+        now = datetime.now(timezone.utc)
         document = {
             "collection": collection,
             "version": version,
@@ -183,7 +198,8 @@ class SnapshotStore:
             "vector_count": manifest["vector_count"],
             "parent_version": manifest.get("parent_version"),
             "fence": manifest.get("fence"),
-            "published_at": datetime.now(timezone.utc).isoformat(),
+            "published_at": now.isoformat(),
+            "history": pointer_history(previous_document, now),
         }
         condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
         try:

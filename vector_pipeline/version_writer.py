@@ -43,6 +43,7 @@ class Candidate:
     pointer_etag: str | None
     manifest: dict[str, Any] | None
     local_dir: Path | None
+    pointer_document: dict[str, Any] | None = None  # the pointer as read with pointer_etag
     applied: list[DeltaRef] = field(default_factory=list)
     already_applied: list[DeltaRef] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -65,11 +66,13 @@ class VersionWriter:
 
     def write_candidate(self, collection: str, delta_keys: Sequence[str], *, fence: int | None = None,
                         lock_owner: str | None = None, from_scratch: bool = False,
-                        hnsw: HnswSettings | None = None, fold_all: bool = False) -> Candidate:
+                        hnsw: HnswSettings | None = None, fold_all: bool = False,
+                        base_version: str | None = None) -> Candidate:
         """Merge the pending deltas into a new version and upload it, unpublished.
 
         ``from_scratch`` merges onto an empty collection instead of the published version
-        (a rebuild); the version still follows the pointer's number and ETag. ``fold_all``
+        (a rebuild), ``base_version`` onto that kept version (a rebuild over an expired
+        archive); the version still follows the pointer's number and ETag. ``fold_all``
         folds every segment back into the base even without deltas (the background merge).
         """
         config = self.catalog.require(collection)
@@ -78,8 +81,11 @@ class VersionWriter:
         pointer_manifest = None if pointer is None else self._pointer_manifest(collection, pointer.version,
                                                                               from_scratch)
         base_manifest = None if from_scratch else pointer_manifest
+        if base_version is not None:
+            base_manifest = self.store.read_manifest(collection, base_version)
         candidate = Candidate(collection, None if pointer is None else pointer.version,
-                              None if pointer is None else pointer.etag, None, None)
+                              None if pointer is None else pointer.etag, None, None,
+                              pointer_document=None if pointer is None else pointer.document)
         workdir = self.cache.new_workdir(collection)
         try:
             state = MergeState()
@@ -94,7 +100,8 @@ class VersionWriter:
             candidate.quarantined = intake.quarantined
             candidate.bytes_downloaded += intake.bytes_downloaded
             deltas = intake.loaded
-            fold_all = fold_all and _has_recent_or_masked(base_manifest)
+            # A rebuild over a kept version always writes one (its content becomes current).
+            fold_all = fold_all and (_has_recent_or_masked(base_manifest) or base_version is not None)
             if not deltas and not fold_all:
                 self.cache.give_back(workdir, base_manifest)
                 return candidate
@@ -104,9 +111,11 @@ class VersionWriter:
             segments = self._merge(candidate, deltas, state, workdir, hnsw, base_manifest, version, policy, fold_all)
             manifest = self._manifest(candidate, version, deltas, segments, hnsw, base_manifest, fence, lock_owner)
             manifest["rebuilt_from_scratch"] = from_scratch
+            manifest["rebuilt_over"] = base_version
             base_names = {b.name for b in segments_of(base_manifest)}
             untouched = [s.path for s in segments if s.name in base_names]
-            candidate.manifest = self.store.upload_version(workdir, manifest, pointer_manifest, untouched)
+            parent = base_manifest if base_manifest is not None else pointer_manifest  # whose files are reused
+            candidate.manifest = self.store.upload_version(workdir, manifest, parent, untouched)
             candidate.local_dir = workdir
             return candidate
         except BaseException:

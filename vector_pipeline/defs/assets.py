@@ -21,7 +21,8 @@ from vector_pipeline.compactor import ChromaCompactor
 from vector_pipeline.config import HnswSettings
 from vector_pipeline.delta_keys import InvalidDeltaError, delta_id_time
 from vector_pipeline.lock import CompactionLock
-from vector_pipeline.maintenance import archived_delta_keys
+from vector_pipeline.maintenance import plan_rebuild
+from vector_pipeline.retention import parse_time
 from vector_pipeline.snapshot_store import PublishOutcome
 from vector_pipeline.version_writer import Candidate
 
@@ -68,6 +69,7 @@ class CompactionConfig(dg.Config):
     rebuild_from_archive: bool = False
     fold_segments: bool = False
     until_delta_id: str | None = None
+    as_of: str | None = None  # a rebuild of the deltas produced up to this time (ISO 8601)
     hnsw_search_ef: int | None = None
     delta_keys: list[str] = []
 
@@ -97,15 +99,16 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
     started = time.monotonic()
     lock_wait = acquire_waiting(lock, context.log)
     try:
+        hnsw = HnswSettings(search_ef=config.hnsw_search_ef) if config.hnsw_search_ef else None
         if config.rebuild_from_archive:
-            keys = archived_delta_keys(settings, collection, config.until_delta_id)
+            plan = plan_rebuild(settings, collection, until_delta_id=config.until_delta_id,
+                                as_of=parse_time(config.as_of) if config.as_of else None, hnsw=hnsw)
+            keys, options = plan.keys, plan.write_options
         else:
             keys = sorted(set(config.delta_keys) | set(compactor.list_pending_delta_keys(collection)))
+            options = {"fold_all": config.fold_segments, "hnsw": hnsw}
         context.log.info(f"merging up to {len(keys)} deltas into {collection}")
-        hnsw = HnswSettings(search_ef=config.hnsw_search_ef) if config.hnsw_search_ef else None
-        candidate = compactor.write_candidate(collection, keys, fence=lock.fence, lock_owner=lock.owner,
-                                              from_scratch=config.rebuild_from_archive, hnsw=hnsw,
-                                              fold_all=config.fold_segments)
+        candidate = compactor.write_candidate(collection, keys, fence=lock.fence, lock_owner=lock.owner, **options)
     except UnknownCollectionError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except Exception:

@@ -9,6 +9,7 @@ import dagster as dg
 from vector_pipeline.catalog import CollectionCatalog
 from vector_pipeline.delta_keys import delta_id_time
 from vector_pipeline.maintenance import collect_garbage, rollback
+from vector_pipeline.retention import parse_time
 from vector_pipeline.snapshot_store import PublishOutcome
 
 from .assets import COMPACTION_TAG, delta, snapshot, snapshot_candidate
@@ -33,17 +34,21 @@ def compaction_run_config(**candidate_config: object) -> dict:
 
 
 class RollbackConfig(dg.Config):
+    """The version to point readers at, or the time whose current version to restore (ISO 8601)."""
+
     collection: str
-    version: str
+    version: str | None = None
+    as_of: str | None = None
 
 
 @dg.op(tags={"kind": "s3"})
 def rollback_pointer(context: dg.OpExecutionContext, config: RollbackConfig,
                      vector_pipeline: VectorPipelineResource) -> None:
-    outcome = rollback(vector_pipeline.settings(), config.collection, config.version)
+    as_of = parse_time(config.as_of) if config.as_of else None
+    outcome = rollback(vector_pipeline.settings(), config.collection, config.version, as_of=as_of)
     if outcome is PublishOutcome.CONFLICT:
         raise dg.Failure(description="the pointer moved during the rollback: nothing changed")
-    context.log.info(f"{config.collection} now points at {config.version}")
+    context.log.info(f"{config.collection} rolled back ({config.version or config.as_of})")
 
 
 @dg.job(description="Point a collection's readers back at an existing version (conditional PUT).")
@@ -63,13 +68,11 @@ class GcConfig(dg.Config):
 def collect_snapshot_garbage(context: dg.OpExecutionContext, config: GcConfig,
                              vector_pipeline: VectorPipelineResource) -> None:
     settings = vector_pipeline.settings()
-    catalog = CollectionCatalog(settings)
-    for collection in catalog.names():
-        retention = catalog.require(collection).retention
-        keep = retention.versions_kept if config.retain_versions is None else config.retain_versions
-        grace = retention.grace_hours if config.grace_hours is None else config.grace_hours
-        report = collect_garbage(settings, collection, retain_versions=keep, grace=timedelta(hours=grace))
-        context.log.info(f"{collection}: deleted {report.deleted_versions}, kept {report.kept_versions}")
+    grace = None if config.grace_hours is None else timedelta(hours=config.grace_hours)
+    for collection in CollectionCatalog(settings).names():
+        report = collect_garbage(settings, collection, retain_versions=config.retain_versions, grace=grace)
+        context.log.info(f"{collection}: deleted {report.deleted_versions}, kept {report.kept_versions}; expired "
+                         f"{report.expired_archived_deltas} archived, {report.expired_quarantined_deltas} quarantined deltas")
     removed = prune_delta_partitions(context.instance, timedelta(days=config.partition_retention_days))
     context.log.info(f"removed {removed} delta partitions older than {config.partition_retention_days} days")
 
