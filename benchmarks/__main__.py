@@ -52,6 +52,11 @@ def main() -> int:
     parser.add_argument("--wait-for-in-flight", type=float, default=180.0,
                         help="seconds the ticks wait for messages an earlier tick read to come back (collections "
                              "profile; 0: stop ticking once only those remain)")
+    parser.add_argument("--tick-budget", type=float, default=float("inf"),
+                        help="seconds of queue-sensor ticks at most; reconciliation ticks register the rest "
+                             "(collections profile)")
+    parser.add_argument("--sensors-only", action="store_true",
+                        help="stop after the sensor ticks: no drain, no query routing (collections profile)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -112,7 +117,8 @@ def _collections(args: argparse.Namespace) -> int:
                    "started_at": stamp, "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
                    "machine": _machine()}
         save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
-        results.update(collections.run(settings, parameters, scratch, args.wait_for_in_flight, save))
+        results.update(collections.run(settings, parameters, scratch, args.wait_for_in_flight, save,
+                                       args.tick_budget, args.sensors_only))
     results["peak_rss_mb"] = suite.peak_rss_mb()
     results["wall_seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(results, indent=2))

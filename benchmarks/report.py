@@ -174,26 +174,35 @@ def _ops(requests: dict[str, int]) -> str:
     return ", ".join(f"{n} {op}" for op, n in requests.items()) or "none"
 
 
+def _all_ticks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*results["queue_ticks"], *results.get("reconciliation_ticks", [results["reconciliation_pending"]]),
+            *results.get("quiet_ticks", [])]
+
+
 def collection_targets(results: dict[str, Any]) -> list[list[Any]]:
-    ticks = [*results["queue_ticks"], results["reconciliation_pending"], *results["quiet_ticks"]]
+    ticks = _all_ticks(results)
     slowest = max(t["seconds"] for t in ticks)
+    slowest_own = max(t["seconds"] - t.get("request_seconds", {}).get("ReceiveMessage", 0.0) for t in ticks)
     whole = sum(t["list_prefixes"].get("(whole bucket)", 0) for t in ticks)
-    verify = results["verify"]
     collections = results["parameters"]["collections"]
     verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
-    return [
-        ["a sensor tick ≤ 10 s (slowest of every tick)", f"{slowest:.2f} s", verdict(slowest <= 10)],
-        ["no tick lists the whole bucket", f"{whole} whole-bucket listings", verdict(whole == 0)],
-        ["everything published", f"{results['drain']['collections_published']:,} of {collections:,} collections",
-         verdict(results["drain"]["collections_published"] == collections)],
-        ["nothing lost: every collection's count equals its model",
-         f"{len(verify['collections_wrong'])} wrong of {verify['collections_checked']:,}",
-         verdict(not verify["collections_wrong"])],
-    ]
+    out = [["a sensor tick ≤ 10 s (slowest of every tick)", f"{slowest:.2f} s", verdict(slowest <= 10)],
+           ["same, less the time waiting on ReceiveMessage (moto's grows with queue depth; see below)",
+            f"{slowest_own:.2f} s", verdict(slowest_own <= 10)],
+           ["no tick lists the whole bucket", f"{whole} whole-bucket listings", verdict(whole == 0)]]
+    if "drain" in results:
+        verify = results["verify"]
+        out += [["everything published",
+                 f"{results['drain']['collections_published']:,} of {collections:,} collections",
+                 verdict(results["drain"]["collections_published"] == collections)],
+                ["nothing lost: every collection's count equals its model",
+                 f"{len(verify['collections_wrong'])} wrong of {verify['collections_checked']:,}",
+                 verdict(not verify["collections_wrong"])]]
+    return out
 
 
 def write_collections_report(results: dict[str, Any], out: Path) -> None:
-    parameters, drain, routing = results["parameters"], results["drain"], results["query_routing"]
+    parameters = results["parameters"]
     lines = [f"# Collections by the thousand ({results['profile']})", "",
              f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} CPUs, Python "
              f"{results['machine']['python']}; moto server on loopback. `{results['command']}`, run "
@@ -208,20 +217,28 @@ def write_collections_report(results: dict[str, Any], out: Path) -> None:
              "later ticks' busy check sees them). Requests counted per HTTP request "
              "on the project's shared clients.", ""]
     rows = []
-    for number, tick in enumerate(results["queue_ticks"], 1):
-        rows.append([f"queue {number}", f"{tick['seconds']:.2f}", _ops(tick["requests"]),
-                     _ops(tick["list_prefixes"]), tick["partitions_added"].get("delta", 0),
-                     tick["compaction_requests"], f"{tick['waited_for_in_flight_s']:.0f}"])
-    for label, tick in (("reconciliation, all pending", results["reconciliation_pending"]),
-                        ("queue, after the drain", results["quiet_ticks"][0]),
-                        ("reconciliation, after the drain", results["quiet_ticks"][1])):
-        rows.append([label, f"{tick['seconds']:.2f}", _ops(tick["requests"]), _ops(tick["list_prefixes"]),
-                     tick["partitions_added"].get("delta", 0), tick["compaction_requests"], "–"])
-    lines += _table(["tick", "seconds", "requests", "listings by prefix", "delta partitions added",
-                     "compactions requested", "waited for in-flight s"], rows)
+    labelled = [(f"queue {n}", t) for n, t in enumerate(results["queue_ticks"], 1)]
+    labelled += [(f"reconciliation {n}", t) for n, t in
+                 enumerate(results.get("reconciliation_ticks", [results["reconciliation_pending"]]), 1)]
+    if "quiet_ticks" in results:
+        labelled += [("queue, after the drain", results["quiet_ticks"][0]),
+                     ("reconciliation, after the drain", results["quiet_ticks"][1])]
+    for label, tick in labelled:
+        rows.append([label, f"{tick['seconds']:.2f}", _ops(tick["requests"]),
+                     f"{tick.get('request_seconds', {}).get('ReceiveMessage', 0.0):.2f}", _ops(tick["list_prefixes"]),
+                     tick["partitions_added"].get("delta", 0), tick["compaction_requests"],
+                     f"{tick.get('waited_for_in_flight_s', 0.0):.0f}"])
+    lines += _table(["tick", "seconds", "requests", "of which ReceiveMessage s", "listings by prefix",
+                     "delta partitions added", "compactions requested", "waited for in-flight s"], rows)
     left = results.get("queue_after_ticks", {"visible": 0, "in_flight": 0})
     lines += ["", f"Queue after the ticks: {left} ({results['queue_drained_by_ticks_s']:.0f} s after the first tick); "
-                  f"partitions: {results['partitions']}.", "", "## Drain", "",
+                  f"partitions: {results['partitions']}.", ""]
+    if "drain" not in results:
+        (out / "report.md").write_text("\n".join(lines + ["Sensor ticks only (`--sensors-only`): no drain, no "
+                                                          "query routing.", ""]))
+        return
+    drain, routing = results["drain"], results["query_routing"]
+    lines += ["## Drain", "",
               f"{drain['workers']} worker processes, each running `ChromaCompactor.compact_pending()` until nothing "
               f"is pending: {drain['collections_published']:,} collections published in {drain['seconds']:.0f} s "
               f"({drain['collections_published'] / drain['seconds']:.1f} collections/s); results {drain['statuses']}.", ""]

@@ -32,6 +32,9 @@ MAX_ADDS_PER_TICK = 500
 MAX_MESSAGES_PER_TICK = 500
 # A message the sensor read comes back after this long if no tick deleted it.
 NOTIFICATION_VISIBILITY_SECONDS = 90
+# Receiving stops after this long (plus one long poll of 2 s), so a tick stays within 10 s
+# when receives are slow; what it did not read stays visible for the next tick.
+RECEIVE_DEADLINE_SECONDS = 5
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
            dg.DagsterRunStatus.STARTED]
 
@@ -97,7 +100,8 @@ def sensors(jobs: list[Any]) -> list[dg.SensorDefinition]:
         settings = vector_pipeline.settings()
         queue = DeltaQueue(settings)
         messages, malformed = queue.receive(max_messages=MAX_MESSAGES_PER_TICK, wait_seconds=2,
-                                            visibility_timeout=NOTIFICATION_VISIBILITY_SECONDS, deadline_seconds=15)
+                                            visibility_timeout=NOTIFICATION_VISIBILITY_SECONDS,
+                                            deadline_seconds=RECEIVE_DEADLINE_SECONDS)
         for bad in malformed:  # never valid, whoever reads it: out of the way at once
             queue.dead_letter(bad.receipt_handle, bad.raw_body, bad.reason)
         known = set(context.instance.get_dynamic_partitions(delta_partitions.name))
