@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compactor import Candidate
+from .version_writer import Candidate
 from .config import Settings
 from .manifest import IntegrityError, UnsafePathError
 from .segments import open_version

@@ -1,7 +1,7 @@
 """boto3 clients for the endpoint the settings name (none = real AWS).
 
 Every AWS call in the project goes through a client made here, so the same code reaches
-moto's server on loopback and real AWS.
+moto's server on loopback, another implementation (an endpoint per service) and real AWS.
 """
 
 from __future__ import annotations
@@ -25,14 +25,23 @@ _BOTO_CONFIG = Config(
 
 _client_lock = threading.Lock()
 
-# Every object this project writes is encrypted at rest.
-SSE_ARGS: dict[str, str] = {"ServerSideEncryption": "AES256"}
+
+
+def sse_args(settings: Settings) -> dict[str, str]:
+    """The encryption arguments of every PUT, upload and copy this project makes
+    (``VECTORS_SSE``): none for a store that refuses the header, SSE-S3, or SSE-KMS."""
+    if settings.sse == "none":
+        return {}
+    args = {"ServerSideEncryption": settings.sse}
+    if settings.sse == "aws:kms" and settings.sse_kms_key_id:
+        args["SSEKMSKeyId"] = settings.sse_kms_key_id
+    return args
 
 
 def client(service: str, settings: Settings) -> Any:
-    """A boto3 client for ``settings``' endpoint, shared per process (clients are thread-safe
-    and take ~100 ms to build, more than a small delta takes to upload)."""
-    return _cached_client(service, settings.aws_region, settings.aws_endpoint_url,
+    """A boto3 client for ``settings``' endpoint of ``service``, shared per process (clients
+    are thread-safe and take ~100 ms to build, more than a small delta takes to upload)."""
+    return _cached_client(service, settings.aws_region, settings.endpoint_url_for(service),
                           settings.aws_access_key_id, settings.aws_secret_access_key)
 
 

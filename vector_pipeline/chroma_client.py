@@ -20,6 +20,7 @@ import chromadb
 from chromadb.config import Settings as ChromaSettings
 
 from .config import HnswSettings, Settings
+from .delta_upload import upload_delta_directory
 from .embeddings import EmbeddingProvider
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,6 @@ class ChromaDBClient:
         """Release chroma, write the manifest last and upload; returns the delta's key."""
         if self.mode != "delta":
             raise RuntimeError(f"persist_and_upload_delta needs mode 'delta', not {self.mode!r}")
-        from .delta import upload_delta_directory  # delta builds on this module
-
         return upload_delta_directory(self, bucket=bucket, prefix=prefix)
 
     # -- collection settings ----------------------------------------------------------------

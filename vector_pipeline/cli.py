@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+    except (RuntimeError, ValueError, FileNotFoundError) as exc:  # UnknownCollectionError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -77,10 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--batch-size", type=int, default=500, help="rows per delta (default 500)")
     produce.set_defaults(handler=_produce)
 
-    compact = commands.add_parser("compact", help="compact pending deltas (queue + delta/ listing)")
-    compact.add_argument("--collection", default=None, help="only this collection")
+    compact = commands.add_parser("compact", help="compact every collection with pending deltas (queue + delta/ listing)")
+    compact.add_argument("--collection", default=None, help="only this collection (its delta/ is always listed)")
     compact.add_argument("--delta-key", action="append", default=[], help="compact exactly these keys")
-    compact.add_argument("--no-reconcile", action="store_true", help="only what the queue announces")
+    compact.add_argument("--no-reconcile", action="store_true",
+                         help="only collections the queue announces (skip listing all of delta/)")
     compact.set_defaults(handler=_compact)
 
     fold = commands.add_parser("fold", help="fold a collection's recent segments back into its base (background merge)")
@@ -99,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
 
+    _collections_parser(commands)
+
     dagster = commands.add_parser("dagster-dev", help="`dagster dev` on the embedded AWS (or AWS_ENDPOINT_URL)")
     dagster.add_argument("--port", type=int, default=3000)
     dagster.add_argument("--seed-receipts", type=int, default=6,
@@ -112,7 +115,7 @@ def _embedded_aws(settings: Settings, port: int | None = None) -> Iterator[Setti
     """The configured endpoint, or a moto server started (and stopped) here if none is set."""
     from .local_aws import MotoServer, setup_resources
 
-    if settings.aws_endpoint_url:
+    if settings.uses_custom_endpoints:
         setup_resources(settings)
         yield settings
         return
@@ -159,7 +162,7 @@ def _demo(args: argparse.Namespace) -> int:
         base = base.with_overrides(cache_dir=tempfile.mkdtemp(prefix="vp-demo-"))
     started = time.perf_counter()
     with _embedded_aws(base) as settings:
-        print(f"AWS endpoint: {settings.aws_endpoint_url or 'real AWS'}; bucket {settings.vectors_bucket}")
+        print(f"AWS endpoint: {settings.describe_endpoints()}; bucket {settings.vectors_bucket}")
         summary = run_demo(settings, receipts_limit=args.receipts)
         from .status import collection_status
 
@@ -315,6 +318,69 @@ def _print_status(report: dict[str, Any]) -> None:
               f"fence {info['lock_fence']}")
 
 
+# -- collections: settings per collection, as data in the bucket (catalog.py) ------------------
+
+_COLLECTION_OPTIONS = [  # (flag, CollectionConfig.changed key, type, help)
+    ("--embedding-provider", "embedding_provider", str, "provider the vectors come from (e.g. minilm)"),
+    ("--dimension", "dimension", int, "vector dimension (0: the first delta decides)"),
+    ("--hnsw-space", "hnsw_space", str, "cosine, l2 or ip"),
+    ("--hnsw-search-ef", "hnsw_search_ef", int, "HNSW search breadth (recall vs latency)"),
+    ("--hnsw-construction-ef", "hnsw_construction_ef", int, "HNSW build breadth"),
+    ("--hnsw-m", "hnsw_max_neighbors", int, "HNSW neighbours per node"),
+    ("--segment-max-count", "segment_max_count", int, "most segments per version"),
+    ("--segment-fold-ratio", "segment_fold_ratio", float, "fold recent segments past this share of the base"),
+    ("--keep-versions", "retention_versions_kept", int, "newest published versions GC keeps"),
+    ("--grace-hours", "retention_grace_hours", float, "a version replaced less than this ago is kept"),
+    ("--archive-days", "retention_archive_days", float, "expire archived deltas after this (default: never)"),
+    ("--quarantine-days", "retention_quarantine_days", float, "expire quarantined deltas after this"),
+]
+
+
+def _collections_parser(commands: Any) -> None:
+    group = commands.add_parser("collections", help="create, list, show and configure collections (kept in the bucket)",
+                                description="A collection's settings live in collections/<name>.json in the bucket: "
+                                            "create one before its first delta, or let the first delta create it with "
+                                            "the defaults (VECTOR_COLLECTIONS_AUTO_CREATE, on by default).")
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+    create = verbs.add_parser("create", help="a new collection (options default to this environment's settings)")
+    setter = verbs.add_parser("set", help="change settings of an existing collection (new versions and rebuilds use them)")
+    for parser in (create, setter):
+        parser.add_argument("name")
+        for flag, key, kind, text in _COLLECTION_OPTIONS:
+            parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
+    listing = verbs.add_parser("list", help="every collection in the catalog")
+    show = verbs.add_parser("show", help="one collection's settings")
+    show.add_argument("name")
+    for parser in (create, setter, listing, show):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    group.set_defaults(handler=_collections)
+
+
+def _collections(args: argparse.Namespace) -> int:
+    from .catalog import CollectionCatalog, CollectionConfig
+
+    settings = Settings.from_env()
+    catalog = CollectionCatalog(settings)
+    if args.verb == "list":
+        names = catalog.names()
+        print(json.dumps(names) if args.json else "\n".join(names) or "no collections yet")
+        return 0
+    changes = {key: getattr(args, key) for _flag, key, _kind, _text in _COLLECTION_OPTIONS
+               if getattr(args, key, None) is not None}
+    if args.verb == "create":
+        config = catalog.create(CollectionConfig.defaults_for(args.name, settings).changed(**changes))
+    elif args.verb == "set":
+        if not changes:
+            raise ValueError("collections set: name at least one setting to change (see --help)")
+        config = catalog.update(args.name, **changes)
+    else:
+        config = catalog.get(args.name)
+        if config is None:
+            raise ValueError(f"collection {args.name!r} does not exist (vector-pipeline collections list)")
+    print(json.dumps(config.as_dict(), indent=None if args.json else 2))
+    return 0
+
+
 def _dagster_dev(args: argparse.Namespace) -> int:
     from .local_aws import stop_process_group
 
@@ -329,7 +395,7 @@ def _dagster_dev(args: argparse.Namespace) -> int:
             produced = produce_receipts(settings, args.seed_receipts)
             print(f"seeded {produced} deltas; the delta_queue_sensor picks them up within a minute")
         env = {**os.environ, **settings.local_aws_environment(), "DAGSTER_HOME": str(home)}
-        print(f"dagster dev on http://127.0.0.1:{args.port} (AWS endpoint {settings.aws_endpoint_url or 'real AWS'})")
+        print(f"dagster dev on http://127.0.0.1:{args.port} (AWS endpoint {settings.describe_endpoints()})")
         process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
                                     "-p", str(args.port), "-h", "127.0.0.1"], env=env, start_new_session=True)
         try:

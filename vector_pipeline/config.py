@@ -13,17 +13,27 @@ defaults below.
 | DYNAMODB_TABLE_NAME          | lock table (hash key ``lock_id``, TTL on ``expires``)      | vector-pipeline-locks |
 | COMPACTION_LOCK_TTL_SECONDS  | lock lifetime; the heartbeat runs at a third of it        | 900 |
 | AWS_ENDPOINT_URL             | boto3's own: unset means real AWS                         | unset |
+| AWS_ENDPOINT_URL_<SERVICE>   | boto3's own, per service (``_S3``, ``_SQS``, ``_DYNAMODB``, ...): wins over AWS_ENDPOINT_URL | unset |
 | AWS_DEFAULT_REGION           | boto3's own                                               | us-east-1 |
 | AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY | boto3's own (the embedded moto takes any)    | boto3's chain |
 | VECTOR_PIPELINE_CACHE_DIR    | local copies: compactor/ (its warm version), snapshots/ (readers' default) | <tmp>/vector_pipeline_cache |
 | EMBEDDING_PROVIDER           | ``minilm`` (offline) or ``openai``                        | minilm |
 | OPENAI_API_KEY / OPENAI_EMBEDDING_MODEL | for the ``openai`` provider                    | - / text-embedding-3-small |
-| HNSW_SEARCH_EF / HNSW_CONSTRUCTION_EF / HNSW_M | HNSW settings of new collections        | 100 / 200 / 16 |
-| VECTOR_COLLECTIONS           | collections the Dagster layer builds assets and jobs for  | words,lines |
+| HNSW_SPACE / HNSW_SEARCH_EF / HNSW_CONSTRUCTION_EF / HNSW_M | HNSW settings of new collections | cosine / 100 / 200 / 16 |
+| VECTOR_COLLECTIONS           | optional allow-list of collections (unset: any; settings per collection live in collections/<name>.json) | unset |
+| VECTOR_COLLECTIONS_AUTO_CREATE | a delta for a collection not in the catalog creates it with the defaults below | true |
 | READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
+| SEGMENT_MAX_COUNT / SEGMENT_FOLD_RATIO | segmented versions: most segments, fold threshold | 4 / 0.25 |
+| VECTOR_PIPELINE_SCRATCH_DIR  | where deltas are built and read (scratch only)            | /dev/shm if roomy, else tmp |
+| VECTORS_SSE                  | encryption of every object written: ``none``, ``AES256`` (SSE-S3) or ``aws:kms`` | AES256 |
+| VECTORS_SSE_KMS_KEY_ID       | the KMS key for ``aws:kms`` (unset: the account's aws/s3 key) | unset |
 | VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
 | READER_PENDING_LOOKBACK_SECONDS | fresh reads re-list deltas minted this long before their last look | 30 |
-| READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (0: in the query) | 1 |
+| READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (false: in the query) | true |
+
+``Settings.to_env()`` is the inverse of ``from_env``: it is how the settings reach a
+subprocess (the CLI's children, ``dagster dev``) and the Dagster resource, so every field
+travels the same way (a test enumerates the fields).
 """
 
 from __future__ import annotations
@@ -31,13 +41,15 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 DEFAULT_BUCKET = "vector-pipeline"
 DEFAULT_QUEUE_NAME = "vector-pipeline-deltas"
 DEFAULT_TABLE_NAME = "vector-pipeline-locks"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_LOCK_TTL_SECONDS = 900
+SSE_MODES = ("none", "AES256", "aws:kms")
+_SERVICE_ENDPOINT_PREFIX = "AWS_ENDPOINT_URL_"
 
 
 def _memory_backed_tmp(min_free_bytes: int = 1 << 30) -> str | None:
@@ -86,6 +98,8 @@ class Settings:
     dynamodb_table_name: str = DEFAULT_TABLE_NAME
     lock_ttl_seconds: int = DEFAULT_LOCK_TTL_SECONDS
     aws_endpoint_url: str | None = None
+    # Per-service endpoints (service name as boto3 spells it → URL), over aws_endpoint_url.
+    aws_service_endpoints: tuple[tuple[str, str], ...] = ()
     aws_region: str = DEFAULT_REGION
     # Explicit credentials (the embedded moto server takes any); unset = boto3's own chain.
     aws_access_key_id: str | None = None
@@ -98,14 +112,20 @@ class Settings:
     openai_api_key: str | None = None
     openai_embedding_model: str = "text-embedding-3-small"
     hnsw: HnswSettings = HnswSettings()
-    # Collections the Dagster layer builds snapshot assets and jobs for.
-    collections: tuple[str, ...] = ("words", "lines")
+    # Optional allow-list of collections (empty: any). A collection's own settings are data:
+    # collections/<name>.json (catalog.py); the HNSW and segment settings here are the
+    # defaults new collections take.
+    collections: tuple[str, ...] = ()
+    auto_create_collections: bool = True
     # Readers re-read the pointer at most this often (0: before every query).
     reader_pointer_ttl_seconds: float = 1.0
     # Segmented versions (segments.py): at most this many segments per version, and the
     # recent ones fold back into the base once they (and its masked ids) pass this share of it.
     segment_max_count: int = 4
     segment_fold_ratio: float = 0.25
+    # Server-side encryption of every object written (SSE_MODES), and the KMS key for aws:kms.
+    sse: str = "AES256"
+    sse_kms_key_id: str | None = None
     # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
     fault: str | None = None
     # Readers (reader.py, pending.py): fresh reads (include_pending) list deltas minted since
@@ -115,6 +135,12 @@ class Settings:
     # versions beside them, so a bounded query never waits for a download.
     reader_follow_pointer: bool = True
 
+    def __post_init__(self) -> None:
+        if self.sse not in SSE_MODES:
+            raise ValueError(f"VECTORS_SSE={self.sse!r}: expected one of {', '.join(SSE_MODES)}")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise ValueError("VECTORS_SSE_KMS_KEY_ID is set but VECTORS_SSE is not aws:kms")
+
     @property
     def heartbeat_seconds(self) -> float:
         return self.lock_ttl_seconds / 3
@@ -123,6 +149,26 @@ class Settings:
     def dead_letter_queue_name(self) -> str:
         return f"{self.delta_queue_name}-dlq"
 
+    def endpoint_url_for(self, service: str) -> str | None:
+        """The endpoint boto3 should use for ``service`` (None: real AWS)."""
+        return dict(self.aws_service_endpoints).get(service, self.aws_endpoint_url)
+
+    @property
+    def uses_custom_endpoints(self) -> bool:
+        return bool(self.aws_endpoint_url or self.aws_service_endpoints)
+
+    def describe_endpoints(self) -> str:
+        """One line for people: which endpoint each service goes to."""
+        if not self.uses_custom_endpoints:
+            return "real AWS"
+        services = dict(self.aws_service_endpoints)
+        if not services:
+            return str(self.aws_endpoint_url)
+        parts = [f"{name} {url}" for name, url in sorted(services.items())]
+        if self.aws_endpoint_url:
+            parts.append(f"others {self.aws_endpoint_url}")
+        return ", ".join(parts)
+
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the given fields replaced; ``None`` values are ignored."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -130,51 +176,105 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
-        defaults = cls()
-        hnsw = HnswSettings(
-            search_ef=int(env.get("HNSW_SEARCH_EF", defaults.hnsw.search_ef)),
-            construction_ef=int(env.get("HNSW_CONSTRUCTION_EF", defaults.hnsw.construction_ef)),
-            max_neighbors=int(env.get("HNSW_M", defaults.hnsw.max_neighbors)),
-        )
-        return cls(
-            vectors_bucket=env.get("VECTORS_BUCKET", defaults.vectors_bucket),
-            delta_queue_name=env.get("DELTA_QUEUE_NAME", defaults.delta_queue_name),
-            delta_queue_url=env.get("DELTA_QUEUE_URL") or None,
-            dynamodb_table_name=env.get("DYNAMODB_TABLE_NAME", defaults.dynamodb_table_name),
-            lock_ttl_seconds=int(env.get("COMPACTION_LOCK_TTL_SECONDS", defaults.lock_ttl_seconds)),
-            aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-            aws_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or DEFAULT_REGION,
-            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            cache_dir=env.get("VECTOR_PIPELINE_CACHE_DIR", defaults.cache_dir),
-            scratch_dir=env.get("VECTOR_PIPELINE_SCRATCH_DIR") or defaults.scratch_dir,
-            embedding_provider=env.get("EMBEDDING_PROVIDER", defaults.embedding_provider),
-            openai_api_key=env.get("OPENAI_API_KEY") or None,
-            openai_embedding_model=env.get("OPENAI_EMBEDDING_MODEL", defaults.openai_embedding_model),
-            hnsw=hnsw,
-            fault=env.get("VECTOR_PIPELINE_FAULT") or None,
-            reader_pointer_ttl_seconds=float(env.get("READER_POINTER_TTL_SECONDS", defaults.reader_pointer_ttl_seconds)),
-            segment_max_count=int(env.get("SEGMENT_MAX_COUNT", defaults.segment_max_count)),
-            segment_fold_ratio=float(env.get("SEGMENT_FOLD_RATIO", defaults.segment_fold_ratio)),
-            collections=tuple(c.strip() for c in env.get("VECTOR_COLLECTIONS", "words,lines").split(",") if c.strip()),
-            # readers
-            reader_pending_lookback_seconds=float(env.get("READER_PENDING_LOOKBACK_SECONDS",
-                                                          defaults.reader_pending_lookback_seconds)),
-            reader_follow_pointer=env.get("READER_FOLLOW_POINTER", "1").strip().lower() not in ("0", "false", "no"),
-        )
+        values: dict[str, Any] = {}
+        hnsw: dict[str, Any] = {}
+        for key, (field_name, parse, _render) in _ENV_KEYS.items():
+            raw = env.get(key)
+            if raw is None or raw == "":
+                continue
+            try:
+                value = parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{key}={raw!r}: {exc}") from None
+            if field_name.startswith("hnsw."):
+                hnsw[field_name[len("hnsw."):]] = value
+            else:
+                values[field_name] = value
+        if "aws_region" not in values and env.get("AWS_REGION"):
+            values["aws_region"] = env["AWS_REGION"]
+        services = {k[len(_SERVICE_ENDPOINT_PREFIX):].lower(): v for k, v in env.items()
+                    if k.startswith(_SERVICE_ENDPOINT_PREFIX) and v}
+        if services:
+            values["aws_service_endpoints"] = tuple(sorted(services.items()))
+        if hnsw:
+            values["hnsw"] = replace(cls.hnsw, **hnsw)
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment ``from_env`` turns back into these settings (defaults left out)."""
+        defaults = Settings()
+        env: dict[str, str] = {}
+        for key, (field_name, _parse, render) in _ENV_KEYS.items():
+            value, default = _field(self, field_name), _field(defaults, field_name)
+            if value != default and value is not None:
+                env[key] = render(value)
+        for service, url in self.aws_service_endpoints:
+            env[_SERVICE_ENDPOINT_PREFIX + service.upper()] = url
+        return env
 
     def local_aws_environment(self) -> dict[str, str]:
         """The environment a shell needs to reach the same endpoint and resources."""
-        env = {
-            "VECTOR_COLLECTIONS": ",".join(self.collections),
-            "VECTORS_BUCKET": self.vectors_bucket,
-            "DELTA_QUEUE_NAME": self.delta_queue_name,
-            "DYNAMODB_TABLE_NAME": self.dynamodb_table_name,
-            "AWS_DEFAULT_REGION": self.aws_region,
-        }
-        if self.aws_endpoint_url:
-            env["AWS_ENDPOINT_URL"] = self.aws_endpoint_url
-        if self.aws_access_key_id and self.aws_secret_access_key:
-            env["AWS_ACCESS_KEY_ID"] = self.aws_access_key_id
-            env["AWS_SECRET_ACCESS_KEY"] = self.aws_secret_access_key
-        return env
+        return {"VECTORS_BUCKET": self.vectors_bucket,
+                "DELTA_QUEUE_NAME": self.delta_queue_name, "DYNAMODB_TABLE_NAME": self.dynamodb_table_name,
+                "AWS_DEFAULT_REGION": self.aws_region, **self.to_env()}
+
+
+def _field(settings: Settings, name: str) -> Any:
+    value: Any = settings
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _sse(raw: str) -> str:
+    if raw not in SSE_MODES:
+        raise ValueError(f"expected one of {', '.join(SSE_MODES)}")
+    return raw
+
+
+# Environment key → (Settings field, parse, render). The one table both directions use.
+_ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
+    "VECTORS_BUCKET": ("vectors_bucket", str, str),
+    "DELTA_QUEUE_NAME": ("delta_queue_name", str, str),
+    "DELTA_QUEUE_URL": ("delta_queue_url", str, str),
+    "DYNAMODB_TABLE_NAME": ("dynamodb_table_name", str, str),
+    "COMPACTION_LOCK_TTL_SECONDS": ("lock_ttl_seconds", int, str),
+    "AWS_ENDPOINT_URL": ("aws_endpoint_url", str, str),
+    "AWS_DEFAULT_REGION": ("aws_region", str, str),
+    "AWS_ACCESS_KEY_ID": ("aws_access_key_id", str, str),
+    "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", str, str),
+    "VECTOR_PIPELINE_CACHE_DIR": ("cache_dir", str, str),
+    "VECTOR_PIPELINE_SCRATCH_DIR": ("scratch_dir", str, str),
+    "EMBEDDING_PROVIDER": ("embedding_provider", str, str),
+    "OPENAI_API_KEY": ("openai_api_key", str, str),
+    "OPENAI_EMBEDDING_MODEL": ("openai_embedding_model", str, str),
+    "HNSW_SPACE": ("hnsw.space", str, str),
+    "HNSW_SEARCH_EF": ("hnsw.search_ef", int, str),
+    "HNSW_CONSTRUCTION_EF": ("hnsw.construction_ef", int, str),
+    "HNSW_M": ("hnsw.max_neighbors", int, str),
+    "VECTOR_COLLECTIONS": ("collections", _csv, ",".join),
+    "VECTOR_COLLECTIONS_AUTO_CREATE": ("auto_create_collections", _bool, lambda v: "true" if v else "false"),
+    "READER_POINTER_TTL_SECONDS": ("reader_pointer_ttl_seconds", float, repr),
+    "SEGMENT_MAX_COUNT": ("segment_max_count", int, str),
+    "SEGMENT_FOLD_RATIO": ("segment_fold_ratio", float, repr),
+    "VECTORS_SSE": ("sse", _sse, str),
+    "VECTORS_SSE_KMS_KEY_ID": ("sse_kms_key_id", str, str),
+    "VECTOR_PIPELINE_FAULT": ("fault", str, str),
+    # readers
+    "READER_PENDING_LOOKBACK_SECONDS": ("reader_pending_lookback_seconds", float, repr),
+    "READER_FOLLOW_POINTER": ("reader_follow_pointer", _bool, lambda v: "true" if v else "false"),
+}
+# Keys whose values are secrets: kept out of anything shown in a UI.
+SECRET_ENV_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY"})

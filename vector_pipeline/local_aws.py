@@ -120,8 +120,12 @@ def _ensure_bucket(settings: Settings) -> str:
     if settings.aws_region != "us-east-1":
         args["CreateBucketConfiguration"] = {"LocationConstraint": settings.aws_region}
     s3.create_bucket(**args)
-    s3.put_bucket_encryption(Bucket=settings.vectors_bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    if settings.sse != "none":  # the bucket's default follows the objects' own encryption
+        default = {"SSEAlgorithm": settings.sse}
+        if settings.sse_kms_key_id:
+            default["KMSMasterKeyID"] = settings.sse_kms_key_id
+        s3.put_bucket_encryption(Bucket=settings.vectors_bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": default}]})
     log.info("created bucket %s", settings.vectors_bucket)
     return settings.vectors_bucket
 

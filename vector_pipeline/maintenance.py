@@ -9,19 +9,18 @@ younger than the grace period (a reader may still be downloading it).
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from . import manifest as mf
 from .compactor import ChromaCompactor, CompactionResult, CompactionStatus
 from .config import HnswSettings, Settings
-from .delta import ARCHIVE_PREFIX, parse_delta_key
+from .delta_keys import ARCHIVE_PREFIX, parse_delta_key
 from .lock import CompactionLock, lock_id_for
 from .snapshot_store import PublishOutcome, SnapshotNotFoundError, SnapshotStore, version_prefix
+from .warm_cache import WarmCache
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def rollback(settings: Settings, collection: str, version: str) -> PublishOutcom
         outcome = store.publish(manifest, None if pointer is None else pointer.etag)
     if outcome is PublishOutcome.PUBLISHED:
         # The compactor's warm copy is of the version rolled back from.
-        shutil.rmtree(Path(settings.cache_dir) / "compactor" / store.bucket / collection, ignore_errors=True)
+        WarmCache(settings, store).forget(collection)
     return outcome
 
 

@@ -1,9 +1,15 @@
-"""The delta queue (SQS): announcements of deltas, acknowledged only after publish.
+"""The delta queue (SQS): notifications that a collection has a new delta.
 
-Invariant: a message is deleted only by ``ack`` after the pointer names a version that
-holds its delta; anything else (a crash, a busy lock, a failed check) lets it come back
-after the visibility timeout. A malformed message is moved to the dead-letter queue with
-the reason, so it never blocks the queue.
+Invariant: a message is a notification, never the only record of a delta — the delta's
+complete files under ``delta/`` are (S3 is the source of truth for what is pending, and
+every compaction lists ``delta/<collection>/``). So a message is deleted as soon as its
+delta is durably known: applied by a published version, registered as a Dagster
+partition, or listed complete under ``delta/`` by the consumer that is about to act on its
+collection. No consumer ever makes another consumer's message visible again (each receive
+counts toward the redrive limit): a valid message is received about once, never reaches the
+dead-letter queue, and a quiet system has an empty queue. A malformed message is moved to
+the dead-letter queue at once with the reason; a message naming a delta that never appears
+comes back after its visibility timeout until redrive takes it there.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any, Iterable
 
 from .aws import client, error_code
 from .config import Settings
-from .delta import DeltaRef, InvalidDeltaError, parse_delta_key
+from .delta_keys import DeltaRef, InvalidDeltaError, parse_delta_key
 
 log = logging.getLogger(__name__)
 
@@ -127,34 +133,6 @@ class DeltaQueue:
                 log.warning("could not delete message: %s", failure.get("Message"))
         return deleted
 
-    def ack_applied(self, collection: str, applied_delta_ids: set[str], poison: dict[str, str] | None = None,
-                    max_messages: int = 1000) -> int:
-        """After publish, when no receipt handles were kept (the Dagster path): read what is
-        visible, delete the messages of applied deltas, dead-letter those of poison ones
-        (keyed by delta key), and make every other message visible again at once."""
-        poison = poison or {}
-        messages, malformed = self.receive(max_messages=max_messages, visibility_timeout=60)
-        acked, others = [], []
-        for message in messages:
-            if message.ref.collection == collection and message.ref.delta_id in applied_delta_ids:
-                acked.append(message.receipt_handle)
-            elif message.ref.collection == collection and message.ref.key in poison:
-                self.dead_letter(message.receipt_handle, json.dumps(message.body), poison[message.ref.key])
-            else:
-                others.append(message.receipt_handle)
-        others.extend(bad.receipt_handle for bad in malformed)
-        self.release(others)
-        return self.ack(acked) if acked else 0
-
-    def release(self, receipt_handles: Iterable[str]) -> None:
-        """Make messages visible again at once (for other collections' compactors)."""
-        for handle in receipt_handles:
-            try:
-                self._sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=handle,
-                                                    VisibilityTimeout=0)
-            except Exception:  # it becomes visible after its timeout anyway
-                log.debug("could not release a message", exc_info=True)
-
     def dead_letter(self, receipt_handle: str, raw_body: str, reason: str) -> None:
         """Move one message to the dead-letter queue with the reason, then delete it."""
         self._sqs.send_message(
@@ -173,7 +151,7 @@ class DeltaQueue:
                 "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))}
 
     def _queue_url(self, name: str) -> str:
-        cache_key = (self.settings.aws_endpoint_url, self.settings.aws_region, name)
+        cache_key = (self.settings.endpoint_url_for("sqs"), self.settings.aws_region, name)
         if cache_key not in _queue_urls:
             _queue_urls[cache_key] = self._lookup_queue_url(name)
         return _queue_urls[cache_key]

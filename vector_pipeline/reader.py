@@ -272,7 +272,7 @@ def snapshot_reader(collection_name: str = "words", snapshot_path: str | Path | 
     """The process's reader of ``collection_name`` (the one query_snapshot and open_snapshot use)."""
     settings = settings or Settings.from_env()
     key = (collection_name, str(Path(snapshot_path).resolve()) if snapshot_path else "",
-           settings.vectors_bucket, settings.aws_endpoint_url)
+           settings.vectors_bucket, settings.endpoint_url_for("s3"))
     with _readers_lock:
         if key not in _readers:
             _readers[key] = SnapshotReader(collection_name, snapshot_path, settings)

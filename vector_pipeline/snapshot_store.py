@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import manifest as mf
-from .aws import SSE_ARGS, client, error_code
+from .aws import client, error_code, sse_args
 from .config import Settings
 from .consistency import publish_key, record_publish
 from .faults import checkpoint
@@ -190,7 +190,7 @@ class SnapshotStore:
         try:
             self.s3.put_object(Bucket=self.bucket, Key=self.pointer_key(collection),
                                Body=mf.dumps(document), ContentType="application/json",
-                               **condition, **SSE_ARGS)
+                               **condition, **sse_args(self.settings))
         except Exception as exc:
             if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
                 log.warning("publish of %s/%s lost: the pointer moved", collection, version)
@@ -219,7 +219,7 @@ class SnapshotStore:
         if written_in != SNAPSHOT_FORMAT and not any_format:
             raise UnsupportedFormatError(
                 f"{key}: written in {written_in}, this build reads {SNAPSHOT_FORMAT}; rebuild the "
-                f"collection from archive/ (Dagster job rebuild_{collection}, or maintenance.rebuild_from_archive)")
+                f"collection from archive/ (the Dagster compaction job with rebuild_from_archive, or maintenance.rebuild_from_archive)")
         return manifest
 
     def upload_version(self, local_dir: Path, manifest: dict[str, Any],
@@ -246,13 +246,13 @@ class SnapshotStore:
                 to_send.append(TransferItem(local_dir / entry.path, key, entry.size))
             entries.append(mf.FileEntry(entry.path, entry.size, entry.sha256, key))
         entries.sort(key=lambda e: e.path)
-        sent = upload_files(self.s3, self.bucket, to_send, f"version {manifest['collection']}/{manifest['version']}",
+        sent = upload_files(self.s3, self.bucket, to_send, sse_args(self.settings), f"version {manifest['collection']}/{manifest['version']}",
                             on_file_done=lambda done: done == 1 and checkpoint(self.settings, "mid_upload"))
         manifest = {**manifest, "files": [e.as_dict() for e in entries],
                     "total_bytes": sum(e.size for e in entries), "uploaded_bytes": sent,
                     "reused_files": len(entries) - len(to_send)}
         self.s3.put_object(Bucket=self.bucket, Key=prefix + mf.MANIFEST_NAME, Body=mf.dumps(manifest),
-                           ContentType="application/json", **SSE_ARGS)
+                           ContentType="application/json", **sse_args(self.settings))
         return manifest
 
     def download_version(self, manifest: dict[str, Any], cache_root: Path) -> Path:

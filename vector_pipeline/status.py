@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .catalog import CollectionCatalog
 from .compactor import ChromaCompactor
 from .config import Settings
-from .delta import parse_delta_key
+from .delta_keys import parse_delta_key
 from .lock import CompactionLock, lock_id_for
 from .queue import DeltaQueue
 from .snapshot_store import SnapshotStore
@@ -20,7 +21,7 @@ def collection_status(settings: Settings) -> dict[str, Any]:
     for key in ChromaCompactor(settings=settings).list_pending_delta_keys():
         collection = parse_delta_key(key).collection
         pending[collection] = pending.get(collection, 0) + 1
-    collections = sorted(set(store.list_collections()) | set(pending))
+    collections = sorted(set(store.list_collections()) | set(pending) | set(CollectionCatalog(settings).names()))
     report: dict[str, Any] = {"bucket": settings.vectors_bucket, "collections": {}}
     for collection in collections:
         pointer = store.read_pointer(collection)

@@ -1,7 +1,7 @@
 """Parallel S3 transfers with progress in the log.
 
 Files move in parallel (a thread per file, up to ``max_workers``) and each large file in
-parallel parts (boto3's transfer manager). Every upload is server-side encrypted. Progress
+parallel parts (boto3's transfer manager). Every upload carries the configured encryption. Progress
 is logged at most every few seconds and at the end, with bytes and throughput.
 """
 
@@ -13,11 +13,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from boto3.s3.transfer import TransferConfig
 
-from .aws import SSE_ARGS
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +78,16 @@ class _Progress:
         )
 
 
-def upload_files(s3: Any, bucket: str, items: Sequence[TransferItem], what: str,
+def upload_files(s3: Any, bucket: str, items: Sequence[TransferItem], encryption: Mapping[str, str], what: str,
                  on_file_done: Callable[[int], None] | None = None) -> int:
-    """Upload every item; returns the bytes sent. Raises on the first failure."""
+    """Upload every item with the ``encryption`` arguments (``aws.sse_args``); returns the
+    bytes sent. Raises on the first failure."""
     progress = _Progress(f"upload {what}:", sum(i.size for i in items), len(items))
 
     def one(item: TransferItem) -> None:
         s3.upload_file(
             str(item.local_path), bucket, item.key,
-            ExtraArgs=dict(SSE_ARGS), Config=_TRANSFER_CONFIG, Callback=progress.add_bytes,
+            ExtraArgs=dict(encryption), Config=_TRANSFER_CONFIG, Callback=progress.add_bytes,
         )
         done = progress.file_done()
         if on_file_done is not None:

@@ -28,7 +28,7 @@ def run(settings: Settings | None, *args: str, cwd: Path | None = None, timeout:
 def test_help_explains_every_command() -> None:
     result = run(None, "--help")
     assert result.returncode == 0
-    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "query", "status"):
+    for command in ("local-aws", "setup", "demo", "produce", "compact", "fold", "query", "status", "collections"):
         assert command in result.stdout
     assert "AWS_ENDPOINT_URL" in result.stdout
 

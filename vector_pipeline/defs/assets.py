@@ -1,9 +1,11 @@
-"""Assets: ``delta`` (one partition per producer batch) → ``<collection>/snapshot_candidate``
-(written, not visible) → ``<collection>/snapshot`` (published by the pointer swap).
+"""Assets: ``delta`` (one partition per producer batch) → ``snapshot_candidate`` (written,
+not visible) → ``snapshot`` (published by the pointer swap); the snapshot assets are
+partitioned by collection, so lineage stays three boxes however many collections there are.
 
 Write-audit-publish: the candidate asset writes a new immutable version under the lock;
 the blocking check in ``checks.py`` audits it; only then does the snapshot asset move the
-pointer (conditional PUT) and acknowledge messages and archive deltas.
+pointer (conditional PUT) and archive the applied deltas. Queue messages are the sensor's
+to delete (``queue``): the run reads what is pending from ``delta/<collection>/``.
 """
 
 
@@ -13,15 +15,16 @@ from typing import Any
 import dagster as dg
 
 from vector_pipeline.audit import audit_candidate
-from vector_pipeline.compactor import Candidate, ChromaCompactor
+from vector_pipeline.catalog import UnknownCollectionError
+from vector_pipeline.compactor import ChromaCompactor
 from vector_pipeline.config import HnswSettings
-from vector_pipeline.delta import InvalidDeltaError, delta_id_time
+from vector_pipeline.delta_keys import InvalidDeltaError, delta_id_time
 from vector_pipeline.lock import CompactionLock
 from vector_pipeline.maintenance import archived_delta_keys
-from vector_pipeline.queue import DeltaQueue
 from vector_pipeline.snapshot_store import PublishOutcome
+from vector_pipeline.version_writer import Candidate
 
-from .partitions import delta_partitions, ref_for_partition
+from .partitions import collection_partitions, delta_partitions, ref_for_partition
 from .resources import VectorPipelineResource
 
 COMPACTION_TAG = "vector_pipeline/compaction"
@@ -57,15 +60,15 @@ def delta(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineReso
 
 
 class CompactionConfig(dg.Config):
-    """What a compaction run merges: pending deltas (default) or a rebuild from archive/;
-    ``fold_segments`` also folds the recent segments back into the base (the background merge)."""
+    """What a compaction run merges: the collection's pending deltas under delta/ (default,
+    plus any ``delta_keys``), or a rebuild from archive/ (optionally up to a delta id, with new
+    HNSW settings); ``fold_segments`` also folds the recent segments back into the base."""
 
     rebuild_from_archive: bool = False
     fold_segments: bool = False
     until_delta_id: str | None = None
     hnsw_search_ef: int | None = None
     delta_keys: list[str] = []
-    receipt_handles: dict[str, str] = {}
 
 
 def acquire_waiting(lock: CompactionLock, log: Any, wait_seconds: float = LOCK_WAIT_SECONDS) -> float:
@@ -81,69 +84,65 @@ def acquire_waiting(lock: CompactionLock, log: Any, wait_seconds: float = LOCK_W
     return time.monotonic() - started
 
 
-def snapshot_assets(collection: str) -> list[dg.AssetsDefinition]:
-    candidate_key = dg.AssetKey([collection, "snapshot_candidate"])
+@dg.asset(key="snapshot_candidate", partitions_def=collection_partitions, group_name="snapshots",
+          deps=[dg.AssetDep(delta, partition_mapping=dg.AllPartitionMapping())], kinds={"chromadb", "s3"})
+def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConfig,
+                       vector_pipeline: VectorPipelineResource) -> dg.Output[Candidate]:
+    """A new immutable version of the collection (the partition): written, not yet published."""
+    collection = context.partition_key
+    settings = vector_pipeline.settings()
+    compactor = ChromaCompactor(settings=settings)
+    lock = vector_pipeline.lock(collection)
+    started = time.monotonic()
+    lock_wait = acquire_waiting(lock, context.log)
+    try:
+        if config.rebuild_from_archive:
+            keys = archived_delta_keys(settings, collection, config.until_delta_id)
+        else:
+            keys = sorted(set(config.delta_keys) | set(compactor.list_pending_delta_keys(collection)))
+        context.log.info(f"merging up to {len(keys)} deltas into {collection}")
+        hnsw = HnswSettings(search_ef=config.hnsw_search_ef) if config.hnsw_search_ef else None
+        candidate = compactor.write_candidate(collection, keys, fence=lock.fence, lock_owner=lock.owner,
+                                              from_scratch=config.rebuild_from_archive, hnsw=hnsw,
+                                              fold_all=config.fold_segments)
+    except UnknownCollectionError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    finally:
+        lock.release()
+    return dg.Output(candidate, metadata=_candidate_metadata(candidate, time.monotonic() - started, lock_wait))
 
-    @dg.asset(key=candidate_key, deps=[delta], group_name=collection, kinds={"chromadb", "s3"},
-              description=f"New immutable version of the {collection} snapshot: written, not yet published.",
-              op_tags={COMPACTION_TAG: collection})
-    def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConfig,
-                           vector_pipeline: VectorPipelineResource) -> dg.Output[dict[str, Any]]:
-        settings = vector_pipeline.settings()
-        compactor = ChromaCompactor(settings=settings)
-        lock = vector_pipeline.lock(collection)
-        started = time.monotonic()
-        lock_wait = acquire_waiting(lock, context.log)
-        try:
-            if config.rebuild_from_archive:
-                keys = archived_delta_keys(settings, collection, config.until_delta_id)
-            else:
-                keys = sorted(set(config.delta_keys) | set(compactor.list_pending_delta_keys(collection)))
-            context.log.info(f"merging up to {len(keys)} deltas into {collection}")
-            hnsw = HnswSettings(search_ef=config.hnsw_search_ef) if config.hnsw_search_ef else None
-            candidate = compactor.write_candidate(collection, keys, fence=lock.fence, lock_owner=lock.owner,
-                                                  from_scratch=config.rebuild_from_archive, hnsw=hnsw,
-                                                  fold_all=config.fold_segments)
-        finally:
-            lock.release()
-        return dg.Output({"candidate": candidate, "receipt_handles": dict(config.receipt_handles)},
-                         metadata=_candidate_metadata(candidate, time.monotonic() - started, lock_wait))
 
-    @dg.asset(key=[collection, "snapshot"], ins={"candidate": dg.AssetIn(candidate_key)}, group_name=collection,
-              kinds={"chromadb", "s3"}, op_tags={COMPACTION_TAG: collection},
-              description=f"The published {collection} snapshot: what readers query (pointer latest.json).")
-    def snapshot(context: dg.AssetExecutionContext, candidate: dict[str, Any],
-                 vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
-        settings = vector_pipeline.settings()
-        written: Candidate = candidate["candidate"]
-        audit = audit_candidate(settings, written)  # never publish an unaudited candidate
-        if not audit.passed:
-            raise dg.Failure(description=f"audit of {written.version} failed: {audit.problem}", metadata=audit.facts)
-        compactor = ChromaCompactor(settings=settings)
-        lock = vector_pipeline.lock(collection)
-        acquire_waiting(lock, context.log)
-        try:
-            if written.manifest is not None and compactor.publish_candidate(written) is PublishOutcome.CONFLICT:
-                raise dg.Failure(description=f"the {collection} pointer moved since {written.version} was "
-                                             "written: nothing published; the next run merges again")
-            acked = compactor.acknowledge(written, candidate["receipt_handles"])
-            acked += DeltaQueue(settings).ack_applied(
-                collection, {r.delta_id for r in written.applied + written.already_applied}, written.quarantined)
-        finally:
-            lock.release()
-        pointer = compactor.store.read_pointer(collection)
-        return dg.MaterializeResult(metadata={
-            "published": written.manifest is not None,
-            "version": pointer.version if pointer else "",
-            "vector_count": dg.MetadataValue.int(int(pointer.document["vector_count"]) if pointer else 0),
-            "dagster/row_count": int(pointer.document["vector_count"]) if pointer else 0,
-            "deltas_applied": len(written.applied),
-            "deltas_archived": len(written.applied) + len(written.already_applied),
-            "messages_acked": acked,
-            "quarantined": len(written.quarantined),
-        })
-
-    return [snapshot_candidate, snapshot]
+@dg.asset(key="snapshot", partitions_def=collection_partitions, group_name="snapshots", kinds={"chromadb", "s3"},
+          ins={"candidate": dg.AssetIn("snapshot_candidate")})
+def snapshot(context: dg.AssetExecutionContext, candidate: Candidate,
+             vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
+    """The published version of the collection (the partition): what readers query (pointer latest.json)."""
+    collection = context.partition_key
+    settings = vector_pipeline.settings()
+    audit = audit_candidate(settings, candidate)  # never publish an unaudited candidate
+    if not audit.passed:
+        raise dg.Failure(description=f"audit of {candidate.version} failed: {audit.problem}", metadata=audit.facts)
+    compactor = ChromaCompactor(settings=settings)
+    lock = vector_pipeline.lock(collection)
+    acquire_waiting(lock, context.log)
+    try:
+        if candidate.manifest is not None and compactor.publish_candidate(candidate) is PublishOutcome.CONFLICT:
+            raise dg.Failure(description=f"the {collection} pointer moved since {candidate.version} was "
+                                         "written: nothing published; the next run merges again")
+        compactor.acknowledge(candidate, {})  # archive applied deltas, quarantine poison ones
+    finally:
+        lock.release()
+    pointer = compactor.store.read_pointer(collection)
+    count = int(pointer.document["vector_count"]) if pointer else 0
+    return dg.MaterializeResult(metadata={
+        "published": candidate.manifest is not None,
+        "version": pointer.version if pointer else "",
+        "vector_count": dg.MetadataValue.int(count),
+        "dagster/row_count": count,
+        "deltas_applied": len(candidate.applied),
+        "deltas_archived": len(candidate.applied) + len(candidate.already_applied),
+        "quarantined": len(candidate.quarantined),
+    })
 
 
 def _candidate_metadata(candidate: Candidate, seconds: float, lock_wait: float) -> dict[str, Any]:

@@ -1,52 +1,35 @@
-"""Jobs: validate one delta, compact, rebuild or fold a collection, roll back, collect garbage."""
+"""Jobs: validate one delta; compact a collection (also its rebuild and fold, by config);
+roll a collection back; collect garbage of every collection."""
 
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import dagster as dg
 
+from vector_pipeline.catalog import CollectionCatalog
+from vector_pipeline.delta_keys import delta_id_time
 from vector_pipeline.maintenance import collect_garbage, rollback
 from vector_pipeline.snapshot_store import PublishOutcome
 
-from .assets import COMPACTION_TAG, delta
+from .assets import COMPACTION_TAG, delta, snapshot, snapshot_candidate
 from .partitions import delta_partitions, ref_for_partition
 from .resources import VectorPipelineResource
 
 validate_delta_job = dg.define_asset_job("validate_delta", selection=[delta],
                                          description="Validate one delta partition (manifest, checksums, dimension).")
 
-
-def compaction_job_name(collection: str) -> str:
-    return f"compact_{collection}"
-
-
-def candidate_op_name(collection: str) -> str:
-    return f"{collection}__snapshot_candidate"
-
-
-def collection_jobs(collection: str) -> list[Any]:
-    selection = dg.AssetSelection.assets([collection, "snapshot_candidate"], [collection, "snapshot"])
-    tags = {COMPACTION_TAG: collection}
-    compact = dg.define_asset_job(
-        compaction_job_name(collection), selection=selection, tags=tags,
-        executor_def=dg.in_process_executor,
-        description=f"Merge pending {collection} deltas into a new version, audit it, publish it.")
-    rebuild = dg.define_asset_job(
-        f"rebuild_{collection}", selection=selection, tags=tags, executor_def=dg.in_process_executor,
-        config={"ops": {candidate_op_name(collection): {"config": {"rebuild_from_archive": True}}}},
-        description=f"Rebuild {collection} from archive/ (optionally up to a delta id, with new HNSW "
-                    "settings) into a new version, audited and published.")
-    fold = dg.define_asset_job(
-        fold_job_name(collection), selection=selection, tags=tags, executor_def=dg.in_process_executor,
-        config={"ops": {candidate_op_name(collection): {"config": {"fold_segments": True}}}},
-        description=f"Fold {collection}'s recent segments (and pending deltas) back into its base: one "
-                    "segment, no masked ids; audited and published like a compaction.")
-    return [compact, rebuild, fold]
+COMPACTION_JOB = "compaction"
+compaction_job = dg.define_asset_job(
+    COMPACTION_JOB, selection=[snapshot_candidate, snapshot],
+    tags={COMPACTION_TAG: "true"}, executor_def=dg.in_process_executor,
+    description="Merge a collection's pending deltas into a new version, audit it, publish it. By config: "
+                "rebuild from archive/ (rebuild_from_archive, until_delta_id, hnsw_search_ef) or fold the "
+                "recent segments back into the base (fold_segments).")
 
 
-def fold_job_name(collection: str) -> str:
-    return f"fold_{collection}"
+def compaction_run_config(**candidate_config: object) -> dict:
+    """Run config of the compaction job with the candidate step's ``CompactionConfig``."""
+    return {"ops": {"snapshot_candidate": {"config": candidate_config}}}
 
 
 class RollbackConfig(dg.Config):
@@ -69,8 +52,10 @@ def rollback_job() -> None:
 
 
 class GcConfig(dg.Config):
-    retain_versions: int = 5
-    grace_hours: float = 1.0
+    """Overrides of every collection's own retention (collections/<name>.json) for this run."""
+
+    retain_versions: int | None = None
+    grace_hours: float | None = None
     partition_retention_days: float = 7.0
 
 
@@ -78,9 +63,12 @@ class GcConfig(dg.Config):
 def collect_snapshot_garbage(context: dg.OpExecutionContext, config: GcConfig,
                              vector_pipeline: VectorPipelineResource) -> None:
     settings = vector_pipeline.settings()
-    for collection in settings.collections:
-        report = collect_garbage(settings, collection, retain_versions=config.retain_versions,
-                                 grace=timedelta(hours=config.grace_hours))
+    catalog = CollectionCatalog(settings)
+    for collection in catalog.names():
+        retention = catalog.require(collection).retention
+        keep = retention.versions_kept if config.retain_versions is None else config.retain_versions
+        grace = retention.grace_hours if config.grace_hours is None else config.grace_hours
+        report = collect_garbage(settings, collection, retain_versions=keep, grace=timedelta(hours=grace))
         context.log.info(f"{collection}: deleted {report.deleted_versions}, kept {report.kept_versions}")
     removed = prune_delta_partitions(context.instance, timedelta(days=config.partition_retention_days))
     context.log.info(f"removed {removed} delta partitions older than {config.partition_retention_days} days")
@@ -88,8 +76,6 @@ def collect_snapshot_garbage(context: dg.OpExecutionContext, config: GcConfig,
 
 def prune_delta_partitions(instance: dg.DagsterInstance, retention: timedelta, now: datetime | None = None) -> int:
     """Drop partitions of deltas produced before the retention (their data stays in archive/)."""
-    from vector_pipeline.delta import delta_id_time
-
     horizon = (now or datetime.now(timezone.utc)) - retention
     removed = 0
     for key in instance.get_dynamic_partitions(delta_partitions.name):
@@ -99,6 +85,6 @@ def prune_delta_partitions(instance: dg.DagsterInstance, retention: timedelta, n
     return removed
 
 
-@dg.job(description="Delete unreferenced snapshot versions past retention and old delta partitions.")
+@dg.job(description="Delete unreferenced snapshot versions past each collection's retention, and old delta partitions.")
 def gc_job() -> None:
     collect_snapshot_garbage()

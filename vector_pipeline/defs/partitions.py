@@ -1,15 +1,18 @@
-"""One dynamic partition per delta, shared by the ``delta`` asset and the sensors.
+"""Dynamic partitions: one per delta (the ``delta`` asset) and one per collection (the
+snapshot assets and the compaction job), added by the sensors as deltas and collections
+appear — collections are data, never code.
 
-Keys are ``<collection>.<delta_id>``: collection names hold no ``..`` and delta ids no
+Delta keys are ``<collection>.<delta_id>``: collection names hold no ``..`` and delta ids no
 dots, so the key splits unambiguously and passes Dagster's key rules.
 """
 
 
 import dagster as dg
 
-from vector_pipeline.delta import DeltaRef, parse_delta_key
+from vector_pipeline.delta_keys import DeltaRef, parse_delta_key
 
 delta_partitions = dg.DynamicPartitionsDefinition(name="delta")
+collection_partitions = dg.DynamicPartitionsDefinition(name="collection")
 
 
 def partition_key_for(ref: DeltaRef) -> str:

@@ -16,11 +16,11 @@ def test_definitions_load() -> None:
 
     assert isinstance(defs, dg.Definitions)
     names = {job.name for job in defs.resolve_all_job_defs()}
-    assert {"validate_delta", "compact_words", "compact_lines", "rebuild_words", "fold_words", "rollback_job",
-            "gc_job"} <= names
+    assert {"validate_delta", "compaction", "rollback_job", "gc_job"} <= names
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"delta", "words/snapshot_candidate", "words/snapshot"} <= keys
+    assert keys == {"delta", "snapshot_candidate", "snapshot"}  # collections are partitions, not assets
+    assert defs.resolve_job_def("compaction").partitions_def.name == "collection"
     assert defs.resolve_sensor_def("delta_queue_sensor") and defs.resolve_sensor_def("delta_reconciliation_sensor")
 
 
@@ -28,9 +28,9 @@ def test_lineage_runs_delta_to_candidate_to_snapshot() -> None:
     from vector_pipeline.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    candidate = dg.AssetKey(["words", "snapshot_candidate"])
+    candidate = dg.AssetKey("snapshot_candidate")
     assert dg.AssetKey("delta") in graph.get(candidate).parent_keys
-    assert candidate in graph.get(dg.AssetKey(["words", "snapshot"])).parent_keys
+    assert candidate in graph.get(dg.AssetKey("snapshot")).parent_keys
 
 
 def test_dagster_definitions_validate_accepts_the_workspace(tmp_path: Path) -> None:

@@ -10,9 +10,8 @@ import pytest
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.defs.jobs import prune_delta_partitions
+from vector_pipeline.defs.jobs import compaction_run_config, prune_delta_partitions
 from vector_pipeline.delta import new_delta_id
-from vector_pipeline.queue import DeltaQueue
 from vector_pipeline.reader import close_readers
 from vector_pipeline.snapshot_store import SnapshotStore
 
@@ -21,6 +20,14 @@ from ..conftest import all_keys, vectors
 
 def _run(defs: dg.Definitions, instance: dg.DagsterInstance, job: str, **kwargs: object) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+
+
+def _compact(defs: dg.Definitions, instance: dg.DagsterInstance, collection: str = "words",
+             **candidate_config: object) -> dg.ExecuteInProcessResult:
+    """The compaction job for one collection partition (rebuild or fold by config)."""
+    instance.add_dynamic_partitions("collection", [collection])
+    return _run(defs, instance, "compaction", partition_key=collection,
+                run_config=compaction_run_config(**candidate_config))
 
 
 def _content(settings: Settings) -> dict:
@@ -68,18 +75,18 @@ def test_compaction_job_publishes_after_the_check_passes(defs: dg.Definitions, i
                                                          settings: Settings, rng: np.random.Generator) -> None:
     for start in (0, 5):
         _produce(settings, rng, [f"id{i}" for i in range(start, start + 5)])
-    result = _run(defs, instance, "compact_words")
+    result = _compact(defs, instance)
     assert result.success
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["vector_count"].value == 10
     pointer = SnapshotStore(settings).read_pointer("words")
     assert pointer is not None and pointer.document["vector_count"] == 10
-    [published] = result.asset_materializations_for_node("words__snapshot")
+    [published] = result.asset_materializations_for_node("snapshot")
     assert published.metadata["version"].value == pointer.version
-    assert published.metadata["messages_acked"].value == 2
-    assert DeltaQueue(settings).approximate_depth() == {"visible": 0, "in_flight": 0}
+    assert published.metadata["deltas_archived"].value == 2
     assert all_keys(settings, "delta/") == []
-    [candidate] = result.asset_materializations_for_node("words__snapshot_candidate")
+    assert len({k.split("/")[2] for k in all_keys(settings, "archive/words/")}) == 2
+    [candidate] = result.asset_materializations_for_node("snapshot_candidate")
     for name in ("version", "vector_count", "bytes", "deltas_applied", "duration_s", "lock_wait_s"):
         assert name in candidate.metadata
 
@@ -88,7 +95,7 @@ def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instan
                                                    settings: Settings, rng: np.random.Generator,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     _produce(settings, rng, ["a", "b"])
-    assert _run(defs, instance, "compact_words").success
+    assert _compact(defs, instance).success
     before = SnapshotStore(settings).read_pointer("words")
     pending = _produce(settings, rng, ["c"])
     original = ChromaCompactor.write_candidate
@@ -100,10 +107,10 @@ def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instan
         return candidate
 
     monkeypatch.setattr(ChromaCompactor, "write_candidate", tampered)
-    result = _run(defs, instance, "compact_words")
+    result = _compact(defs, instance)
     [check] = result.get_asset_check_evaluations()
     assert not check.passed and "files" in check.description
-    assert result.asset_materializations_for_node("words__snapshot") == []
+    assert result.asset_materializations_for_node("snapshot") == []
     after = SnapshotStore(settings).read_pointer("words")
     assert after.version == before.version and after.etag == before.etag
     assert all_keys(settings, pending["delta_key"]) != []  # the delta waits for the next run
@@ -112,12 +119,11 @@ def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instan
 def test_rebuild_job_reproduces_incremental_content(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                     settings: Settings, rng: np.random.Generator) -> None:
     _produce(settings, rng, ["a", "b", "c"])
-    assert _run(defs, instance, "compact_words").success
+    assert _compact(defs, instance).success
     _produce(settings, rng, ["b", "d"], delete_ids=["a"])
-    assert _run(defs, instance, "compact_words").success
+    assert _compact(defs, instance).success
     incremental = _content(settings)
-    result = _run(defs, instance, "rebuild_words", run_config={"ops": {"words__snapshot_candidate": {
-        "config": {"rebuild_from_archive": True, "hnsw_search_ef": 150}}}})
+    result = _compact(defs, instance, rebuild_from_archive=True, hnsw_search_ef=150)
     assert result.success
     assert _content(settings) == incremental
     pointer = SnapshotStore(settings).read_pointer("words")
@@ -127,15 +133,15 @@ def test_rebuild_job_reproduces_incremental_content(defs: dg.Definitions, instan
 def test_fold_job_folds_segments_through_the_audit(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                    settings: Settings, rng: np.random.Generator) -> None:
     _produce(settings, rng, [f"b{i}" for i in range(200)])
-    assert _run(defs, instance, "compact_words").success
+    assert _compact(defs, instance).success
     _produce(settings, rng, ["b0", "n0"], delete_ids=["b1"])
-    assert _run(defs, instance, "compact_words").success
+    assert _compact(defs, instance).success
     before = _content(settings)
-    result = _run(defs, instance, "fold_words")
+    result = _compact(defs, instance, fold_segments=True)
     assert result.success
     [check] = result.get_asset_check_evaluations()
     assert check.passed
-    [written] = result.asset_materializations_for_node("words__snapshot_candidate")
+    [written] = result.asset_materializations_for_node("snapshot_candidate")
     assert written.metadata["fold"].value == "fold_all" and written.metadata["segments"].value == 1
     assert _content(settings) == before
 
@@ -145,7 +151,7 @@ def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, inst
     versions = []
     for ids in (["a"], ["b"], ["c"]):
         _produce(settings, rng, ids)
-        assert _run(defs, instance, "compact_words").success
+        assert _compact(defs, instance).success
         versions.append(SnapshotStore(settings).read_pointer("words").version)
     result = _run(defs, instance, "rollback_job", run_config={"ops": {"rollback_pointer": {
         "config": {"collection": "words", "version": versions[0]}}}})

@@ -1,16 +1,20 @@
 """Sensors evaluated with ``build_sensor_context`` against the moto server's SQS and S3:
-the partition adds and run requests they return, and that they delete nothing."""
+the partition adds and run requests they return, which messages they delete (only those
+already acted on, and malformed ones), and that they never change the bucket."""
 
+import json
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from vector_pipeline import produce_embedding_delta
+from vector_pipeline import ChromaCompactor, produce_embedding_delta
+from vector_pipeline.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.queue import DeltaQueue
 
 from ..conftest import all_keys, vectors
+from ..test_reliability.crafting import dead_letter_reasons
 
 
 def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, name: str) -> Any:
@@ -20,54 +24,97 @@ def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, name: str) -> 
         return sensor.evaluate_tick(context)
 
 
-def test_queue_sensor_adds_partitions_and_requests_validation_and_compaction(
+def _compactions(result: Any) -> dict[str, dg.RunRequest]:
+    return {r.partition_key: r for r in result.run_requests if r.job_name == "compaction"}
+
+
+def test_queue_sensor_adds_partitions_and_requests_validation_and_one_compaction_per_collection(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
     produced = [produce_embedding_delta([f"w{i}"], vectors(rng, 1), settings=settings) for i in range(3)]
     produced.append(produce_embedding_delta(["l0"], vectors(rng, 1), collection_name="lines", settings=settings))
     objects_before = all_keys(settings)
     result = _evaluate(defs, instance, "delta_queue_sensor")
-    [add] = result.dynamic_partitions_requests
+    adds = {a.partitions_def_name: a.partition_keys for a in result.dynamic_partitions_requests}
     expected_keys = {f"{p['collection']}.{p['delta_id']}" for p in produced}
-    assert set(add.partition_keys) == expected_keys
+    assert set(adds["delta"]) == expected_keys
+    assert set(adds["collection"]) == {"words", "lines"}
     validations = [r for r in result.run_requests if r.job_name == "validate_delta"]
     assert {r.partition_key for r in validations} == expected_keys
-    compactions = {r.job_name: r for r in result.run_requests if r.job_name.startswith("compact_")}
-    assert set(compactions) == {"compact_words", "compact_lines"}
-    words_config = compactions["compact_words"].run_config["ops"]["words__snapshot_candidate"]["config"]
-    assert sorted(words_config["delta_keys"]) == sorted(p["delta_key"] for p in produced[:3])
-    assert set(words_config["receipt_handles"]) == set(words_config["delta_keys"])
-    assert compactions["compact_words"].tags["vector_pipeline/compaction"] == "words"
-    # nothing deleted: every message is still in the queue (hidden for the run), every object still there
+    assert set(_compactions(result)) == {"words", "lines"}
+    # nothing deleted yet: the partitions do not exist until the tick is applied
     assert sum(DeltaQueue(settings).approximate_depth().values()) == 4
     assert all_keys(settings) == objects_before
+
+
+def test_queue_sensor_deletes_a_message_once_its_partition_exists(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    produced = produce_embedding_delta(["w"], vectors(rng, 1), settings=settings)
+    instance.add_dynamic_partitions("delta", [f"words.{produced['delta_id']}"])  # a tick that ran before
+    result = _evaluate(defs, instance, "delta_queue_sensor")
+    assert DeltaQueue(settings).approximate_depth() == {"visible": 0, "in_flight": 0}
+    assert set(_compactions(result)) == {"words"}  # still pending: the run that saw its partition may have missed it
+    assert json.loads(result.cursor)["messages_deleted"] == 1
+    assert all_keys(settings, produced["delta_key"]) != []  # the delta itself waits under delta/ for its run
+
+
+def test_no_compaction_is_requested_for_deltas_already_applied(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    produced = produce_embedding_delta(["w"], vectors(rng, 1), settings=settings)
+    instance.add_dynamic_partitions("delta", [f"words.{produced['delta_id']}"])
+    ChromaCompactor(settings=settings).compact_deltas([produced["delta_key"]], "words")  # applied, archived
+    result = _evaluate(defs, instance, "delta_queue_sensor")
+    assert _compactions(result) == {} and DeltaQueue(settings).approximate_depth() == {"visible": 0, "in_flight": 0}
+
+
+def test_queue_sensor_dead_letters_a_malformed_message(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings) -> None:
+    queue = DeltaQueue(settings)
+    client("sqs", settings).send_message(QueueUrl=queue.url, MessageBody="not json")
+    _evaluate(defs, instance, "delta_queue_sensor")
+    assert queue.approximate_depth() == {"visible": 0, "in_flight": 0}
+    assert list(dead_letter_reasons(settings)) == ["not json"]
 
 
 def test_reconciliation_sensor_finds_deltas_without_messages(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
     lost = produce_embedding_delta(["w"], vectors(rng, 1), settings=settings, notify=False)
     result = _evaluate(defs, instance, "delta_reconciliation_sensor")
-    [add] = result.dynamic_partitions_requests
-    assert add.partition_keys == [f"words.{lost['delta_id']}"]
-    [compaction] = [r for r in result.run_requests if r.job_name == "compact_words"]
-    assert compaction.run_config["ops"]["words__snapshot_candidate"]["config"]["delta_keys"] == [lost["delta_key"]]
+    adds = {a.partitions_def_name: a.partition_keys for a in result.dynamic_partitions_requests}
+    assert adds["delta"] == [f"words.{lost['delta_id']}"]
+    assert set(_compactions(result)) == {"words"}
 
 
-def test_no_compaction_requested_while_one_is_running(
+def test_no_compaction_requested_while_one_is_running_for_that_collection(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
     produce_embedding_delta(["w"], vectors(rng, 1), settings=settings, notify=False)
-    job = defs.resolve_job_def("compact_words")
-    instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED, run_config={})
+    produce_embedding_delta(["l"], vectors(rng, 1), collection_name="lines", settings=settings, notify=False)
+    instance.add_dynamic_partitions("collection", ["words"])
+    job = defs.resolve_job_def("compaction")
+    instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED, run_config={},
+                                tags={"dagster/partition": "words"})
     result = _evaluate(defs, instance, "delta_reconciliation_sensor")
-    assert [r.job_name for r in result.run_requests] == ["validate_delta"]
+    assert set(_compactions(result)) == {"lines"}
 
 
 def test_known_partitions_are_not_added_again(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
     produced = produce_embedding_delta(["w"], vectors(rng, 1), settings=settings, notify=False)
     instance.add_dynamic_partitions("delta", [f"words.{produced['delta_id']}"])
+    instance.add_dynamic_partitions("collection", ["words"])
     result = _evaluate(defs, instance, "delta_reconciliation_sensor")
-    assert result.dynamic_partitions_requests == [] or not result.dynamic_partitions_requests[0].partition_keys
-    assert [r.job_name for r in result.run_requests] == ["compact_words"]
+    assert not result.dynamic_partitions_requests
+    assert [r.job_name for r in result.run_requests] == ["compaction"]
+
+
+def test_collections_outside_the_allow_list_are_not_compacted(
+        instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    from vector_pipeline.defs import build_definitions
+
+    allow = settings.with_overrides(collections=("words",))
+    produce_embedding_delta(["x"], vectors(rng, 1), collection_name="receipts", settings=allow, notify=False)
+    result = _evaluate(build_definitions(allow), instance, "delta_reconciliation_sensor")
+    assert _compactions(result) == {}
+    assert [r.job_name for r in result.run_requests] == ["validate_delta"]  # which quarantines it, with the reason
 
 
 def test_empty_queue_skips(defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings) -> None:
@@ -79,8 +126,9 @@ def test_compaction_is_requested_again_after_a_failed_run(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
     produce_embedding_delta(["w"], vectors(rng, 1), settings=settings, notify=False)
     first = _evaluate(defs, instance, "delta_reconciliation_sensor")
-    assert "compact_words" in [r.job_name for r in first.run_requests]
-    instance.create_run_for_job(defs.resolve_job_def("compact_words"), status=dg.DagsterRunStatus.FAILURE,
-                                run_config={})
+    assert "words" in _compactions(first)
+    instance.add_dynamic_partitions("collection", ["words"])
+    instance.create_run_for_job(defs.resolve_job_def("compaction"), status=dg.DagsterRunStatus.FAILURE,
+                                run_config={}, tags={"dagster/partition": "words"})
     again = _evaluate(defs, instance, "delta_reconciliation_sensor")
-    assert "compact_words" in [r.job_name for r in again.run_requests]
+    assert "words" in _compactions(again)

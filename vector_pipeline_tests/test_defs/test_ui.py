@@ -1,6 +1,8 @@
-"""Browser test: `dagster dev` on the embedded AWS, opened in headless Chromium (Debian's
-package, driven by Playwright): the asset lineage shows `delta` and the snapshot assets,
-and the runs page shows a completed compaction run. Screenshots go to the test's tmp dir."""
+"""Browser test: what a user sees after producing deltas while `dagster dev` runs on the
+embedded AWS (daemon included): the sensors add the delta and collection partitions and
+launch the compaction themselves, the blocking check passes, and the collection-partitioned
+snapshot asset shows its materialized partition. Opened in headless Chromium (Debian's
+package, driven by Playwright); screenshots go to the test's tmp dir."""
 
 import os
 import shutil
@@ -17,7 +19,6 @@ import pytest
 
 from vector_pipeline import produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.defs import build_definitions
 from vector_pipeline.local_aws import free_port, stop_process_group
 
 from ..conftest import vectors
@@ -75,37 +76,65 @@ def _dismiss_welcome(page) -> None:  # type: ignore[no-untyped-def]
         pass
 
 
-def test_ui_shows_lineage_and_completed_compaction(settings: Settings, rng: np.random.Generator, dagster_home: Path,
-                                                   tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def _wait_for_sensor_compaction(dagster_home: Path, timeout_seconds: float) -> dg.DagsterRun:
+    """The compaction run the sensors launched, once it succeeded (polling the instance's storage)."""
+    deadline = time.monotonic() + timeout_seconds
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        while time.monotonic() < deadline:
+            records = instance.get_run_records(dg.RunsFilter(job_name="compaction"))
+            failed = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
+            assert not failed, f"compaction run {failed[0].dagster_run.run_id} failed"
+            done = [r.dagster_run for r in records if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+            if done:
+                return done[0]
+            time.sleep(3)
+    raise TimeoutError(f"no compaction run succeeded within {timeout_seconds}s")
+
+
+def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
+        settings: Settings, rng: np.random.Generator, dagster_home: Path, tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: ./dev test installs it (apt-get install chromium)"
+    url = request.getfixturevalue("dagster_dev")  # running first, as a user has it
     for start in (0, 3):
         produce_embedding_delta([f"w{i}" for i in range(start, start + 3)], vectors(rng, 3), settings=settings)
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        result = build_definitions(settings).resolve_job_def("compact_words").execute_in_process(instance=instance)
-        assert result.success
-    url = request.getfixturevalue("dagster_dev")
+    run = _wait_for_sensor_compaction(dagster_home, timeout_seconds=300)
+    sensor = run.tags.get("dagster/sensor_name")  # whichever sensor ticked first after the deltas landed
+    assert sensor in ("delta_queue_sensor", "delta_reconciliation_sensor") and run.tags["dagster/partition"] == "words"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{url}/assets/words/snapshot?view=lineage&lineageScope=upstream&lineageDepth=3", wait_until="domcontentloaded")
+        page.goto(f"{url}/assets/snapshot?view=lineage&lineageScope=upstream&lineageDepth=3", wait_until="domcontentloaded")
         _dismiss_welcome(page)
         try:
             for name in ("delta", "snapshot_candidate", "snapshot"):
                 page.get_by_text(name, exact=True).first.wait_for(timeout=90_000)
-            page.get_by_text("1 / 1 Passed").first.wait_for(timeout=30_000)  # the audit check ran
         finally:
             page.screenshot(path=str(tmp_path / "lineage.png"), full_page=True)
-        page.goto(f"{url}/runs", wait_until="domcontentloaded")
-        _dismiss_welcome(page)
+        page.goto(f"{url}/assets/snapshot_candidate?view=checks", wait_until="domcontentloaded")
         try:
-            page.get_by_text("compact_words").first.wait_for(timeout=60_000)
+            page.get_by_text("blocking", exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("Passed", exact=True).first.wait_for(timeout=60_000)  # the blocking audit ran and passed
+        finally:
+            page.screenshot(path=str(tmp_path / "checks.png"), full_page=True)
+        page.goto(f"{url}/assets/snapshot?view=partitions", wait_until="domcontentloaded")
+        try:
+            page.get_by_text("words", exact=True).first.click(timeout=60_000)  # the partition the sensor added
+            page.get_by_text("vector_count", exact=True).first.wait_for(timeout=30_000)  # its metadata, readable
+            page.get_by_text("deltas_applied", exact=True).first.wait_for(timeout=30_000)
+        finally:
+            page.screenshot(path=str(tmp_path / "partitions.png"), full_page=True)
+        page.goto(f"{url}/runs/{run.run_id}", wait_until="domcontentloaded")
+        try:
+            page.get_by_text("Launched by").first.wait_for(timeout=60_000)  # by the sensor (tag checked above), not by hand
+            page.get_by_text("partition: words").first.wait_for(timeout=30_000)
             page.get_by_text("Success").first.wait_for(timeout=60_000)
         finally:
-            page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+            page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
         browser.close()
-    assert (tmp_path / "lineage.png").stat().st_size > 10_000
-    assert (tmp_path / "runs.png").stat().st_size > 10_000
+    for shot in ("lineage", "checks", "partitions", "run"):
+        assert (tmp_path / f"{shot}.png").stat().st_size > 10_000

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vector_pipeline.aws import SSE_ARGS, client
+from vector_pipeline.aws import client, sse_args
 from vector_pipeline.chroma_client import ChromaDBClient
 from vector_pipeline.config import Settings
 from vector_pipeline.delta import close_and_describe_delta, delta_key_for, new_delta_id
@@ -36,10 +36,10 @@ def craft_delta(settings: Settings, *, ids: list[str] | None = None, dimension: 
     s3 = client("s3", settings)
     for local in sorted(p for p in workdir.rglob("*") if p.is_file()):  # the real files, as a producer would
         relative = local.relative_to(workdir).as_posix()
-        s3.upload_file(str(local), settings.vectors_bucket, key + relative, ExtraArgs=SSE_ARGS)
+        s3.upload_file(str(local), settings.vectors_bucket, key + relative, ExtraArgs=sse_args(settings))
     if upload_manifest:
         body = raw_manifest if raw_manifest is not None else dumps(described)
-        s3.put_object(Bucket=settings.vectors_bucket, Key=key + "manifest.json", Body=body, **SSE_ARGS)
+        s3.put_object(Bucket=settings.vectors_bucket, Key=key + "manifest.json", Body=body, **sse_args(settings))
     DeltaQueue(settings).send({"delta_key": key, "collection": collection, "delta_id": delta.delta_id})
     return key
 

@@ -34,7 +34,7 @@ def _poison(settings: Settings) -> dict[str, tuple[str, str]]:
         "NaN embeddings": (craft_delta(settings, files=nan_embeddings), "NaN"),
         "over-long id": (craft_delta(settings, ids=["x" * 600]), "characters"),
         "bad delete ids": (craft_delta(settings, manifest=lambda m: m.update(delete_ids=["ok", 5])), "delete_ids"),
-        "unknown collection": (craft_delta(settings, collection="receipts"), "not configured"),
+        "unknown collection": (craft_delta(settings, collection="receipts"), "not in VECTOR_COLLECTIONS"),
         "zip-bomb-sized manifest": (craft_delta(settings, manifest=lambda m: m.update(huge)), "bytes"),
         "path with ..": (craft_delta(settings, manifest=lambda m: m["files"].append(
             {"path": "../../../escape", "size": 1, "sha256": "0" * 64})), "unsafe path"),
@@ -48,6 +48,7 @@ def _poison(settings: Settings) -> dict[str, tuple[str, str]]:
 
 def test_poison_deltas_are_quarantined_and_dead_lettered_while_good_ones_land(
         settings: Settings, rng: np.random.Generator) -> None:
+    settings = settings.with_overrides(collections=("words", "lines"))  # an allow-list: "receipts" is not on it
     produce_embedding_delta(["base"], vectors(rng, 1), settings=settings)
     assert ChromaCompactor(settings=settings).compact_pending()[0].status == "ok"
     poison = _poison(settings)
