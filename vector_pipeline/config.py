@@ -43,7 +43,7 @@ defaults below.
 | METRICS_SINK                 | ``none``, ``emf`` (embedded metric format on stdout: Lambda) or ``cloudwatch`` (PutMetricData) | none |
 | METRICS_NAMESPACE            | the CloudWatch namespace of every metric (handlers and Dagster runs) | VectorPipeline |
 | READER_PENDING_LOOKBACK_SECONDS | fresh reads re-list deltas minted this long before their last look | 30 |
-| READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (0: in the query) | 1 |
+| READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (false: in the query) | true |
 
 ``Settings.to_env()`` is the inverse of ``from_env``: it is how the settings reach a
 subprocess (the CLI's children, ``dagster dev``) and the Dagster resource, so every field

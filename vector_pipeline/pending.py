@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import ChainMap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 from . import manifest as mf
 from .config import Settings
 from .delta import DELTA_PREFIX, DeltaRef, InvalidDeltaError, LoadedDelta, fetch_delta, new_delta_id, parse_delta_key
+from .merge import net_effect
 from .snapshot_store import MergeState
 
 log = logging.getLogger(__name__)
@@ -202,23 +204,22 @@ def query_with_overlay(client: Any, collection: str, overlay: Overlay, query_emb
 
 
 def build_overlay(deltas: Sequence[LoadedDelta], state: MergeState) -> Overlay:
-    """Last-writer-wins over ``deltas`` (any order) and the version's ``state``."""
-    winner: dict[str, tuple[str, LoadedDelta | None, int]] = {}  # id -> (delta_id, delta if upsert, row)
-    for delta in sorted(deltas, key=lambda d: d.ref.delta_id):
-        for row, record_id in enumerate(delta.ids):
-            winner[record_id] = (delta.ref.delta_id, delta, row)
-        for record_id in delta.delete_ids:  # inside one delta a delete wins over its own upsert
-            winner[record_id] = (delta.ref.delta_id, None, -1)
-    winning = {i: w for i, w in winner.items() if w[0] > state.winner(i)}  # a late delta loses
-    upserts = [(i, delta, row) for i, (_, delta, row) in winning.items() if delta is not None]
+    """Last-writer-wins over ``deltas`` (any order) and the version's ``state``: the
+    compactor's own rule (``merge.net_effect``), on a view of the state it cannot change."""
+    ordered = sorted(deltas, key=lambda d: d.ref.delta_id)
+    scratch = MergeState(applied_delta_ids=state.applied_delta_ids, location=state.location,
+                         upsert_winner=ChainMap({}, state.upsert_winner),  # type: ignore[arg-type]
+                         delete_winner=ChainMap({}, state.delete_winner))  # type: ignore[arg-type]
+    effect = net_effect(ordered, scratch)
     held = state.location or state.upsert_winner  # the version's live ids (all it wrote, if unlocated)
-    overlay = Overlay(hidden=frozenset(winning), hidden_in_version=sum(1 for i in winning if i in held),
-                      delta_ids=tuple(d.ref.delta_id for d in deltas))
-    if upserts:
-        overlay.ids = [i for i, _, _ in upserts]
-        overlay.embeddings = np.asarray([d.embeddings[r] for _, d, r in upserts], dtype=np.float32)
-        overlay.documents = [d.documents[r] for _, d, r in upserts]
-        overlay.metadatas = [d.metadatas[r] for _, d, r in upserts]
+    overlay = Overlay(hidden=frozenset(effect.touched), hidden_in_version=sum(1 for i in effect.touched if i in held),
+                      delta_ids=tuple(d.ref.delta_id for d in ordered))
+    if effect.upserts:
+        rows = list(effect.upserts.items())
+        overlay.ids = [i for i, _ in rows]
+        overlay.embeddings = np.asarray([d.embeddings[r] for _, (d, r) in rows], dtype=np.float32)
+        overlay.documents = [d.documents[r] for _, (d, r) in rows]
+        overlay.metadatas = [d.metadatas[r] for _, (d, r) in rows]
     return overlay
 
 

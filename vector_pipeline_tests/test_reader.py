@@ -112,7 +112,8 @@ def test_query_texts_refuse_a_collection_of_another_model(settings: Settings, rn
 
 def test_pointer_is_reread_at_most_once_per_ttl(settings: Settings, rng: np.random.Generator, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    cached = settings.with_overrides(reader_pointer_ttl_seconds=0.5, reader_follow_pointer=False)
+    # Wide enough that a loaded machine still reads twice inside it; no follower thread.
+    cached = settings.with_overrides(reader_pointer_ttl_seconds=2.0, reader_follow_pointer=False)
     _publish(settings, ["a"], vectors(rng, 1))
     assert open_snapshot(snapshot_path=tmp_path, settings=cached).count("words") == 1
     reads = []
@@ -120,6 +121,6 @@ def test_pointer_is_reread_at_most_once_per_ttl(settings: Settings, rng: np.rand
     monkeypatch.setattr(SnapshotStore, "read_pointer", lambda self, c: reads.append(c) or original(self, c))
     open_snapshot(snapshot_path=tmp_path, settings=cached)  # within the TTL
     assert reads == []
-    time.sleep(0.6)
+    time.sleep(2.1)
     open_snapshot(snapshot_path=tmp_path, settings=cached)  # the TTL passed
     assert reads == ["words"]
