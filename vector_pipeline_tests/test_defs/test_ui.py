@@ -4,6 +4,7 @@ launch the compaction themselves, the blocking check passes, and the collection-
 snapshot asset shows its materialized partition. Opened in headless Chromium (Debian's
 package, driven by Playwright); screenshots go to the test's tmp dir."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import free_port, stop_process_group
 
 from ..conftest import vectors
+from ..pinecone_server import DEFAULT_API_KEY, PineconeServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -36,10 +38,28 @@ def dagster_home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def dagster_dev(dagster_home: Path, settings: Settings, tmp_path: Path) -> Iterator[str]:
+def pinecone_index() -> Iterator[PineconeServer]:
+    """The loopback Pinecone endpoint the migration assets compare against (a thread here)."""
+    server = PineconeServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ui_settings(settings: Settings, pinecone_index: PineconeServer) -> Settings:
+    return settings.with_overrides(pinecone_index_host=pinecone_index.host, pinecone_api_key=DEFAULT_API_KEY)
+
+
+def _environment(ui_settings: Settings, dagster_home: Path) -> dict[str, str]:
+    return {**os.environ, **ui_settings.local_aws_environment(), "DAGSTER_HOME": str(dagster_home)}
+
+
+@pytest.fixture
+def dagster_dev(dagster_home: Path, ui_settings: Settings, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, **settings.local_aws_environment(), "DAGSTER_HOME": str(dagster_home),
-           "VECTOR_PIPELINE_CACHE_DIR": settings.cache_dir}
+    env = _environment(ui_settings, dagster_home)
     log = open(tmp_path / "dagster_dev.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port),
                                 "-h", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -76,31 +96,32 @@ def _dismiss_welcome(page) -> None:  # type: ignore[no-untyped-def]
         pass
 
 
-def _wait_for_sensor_compaction(dagster_home: Path, timeout_seconds: float) -> dg.DagsterRun:
-    """The compaction run the sensors launched, once it succeeded (polling the instance's storage)."""
+def _wait_for_success(dagster_home: Path, job_name: str, timeout_seconds: float) -> dg.DagsterRun:
+    """A run of ``job_name`` once it succeeded (polling the instance's storage)."""
     deadline = time.monotonic() + timeout_seconds
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         while time.monotonic() < deadline:
-            records = instance.get_run_records(dg.RunsFilter(job_name="compaction"))
+            records = instance.get_run_records(dg.RunsFilter(job_name=job_name))
             failed = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
-            assert not failed, f"compaction run {failed[0].dagster_run.run_id} failed"
+            assert not failed, f"{job_name} run {failed[0].dagster_run.run_id} failed"
             done = [r.dagster_run for r in records if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
             if done:
                 return done[0]
             time.sleep(3)
-    raise TimeoutError(f"no compaction run succeeded within {timeout_seconds}s")
+    raise TimeoutError(f"no {job_name} run succeeded within {timeout_seconds}s")
 
 
 def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
-        settings: Settings, rng: np.random.Generator, dagster_home: Path, tmp_path: Path,
+        settings: Settings, ui_settings: Settings, rng: np.random.Generator, dagster_home: Path, tmp_path: Path,
         request: pytest.FixtureRequest) -> None:
+    """...and then the Pinecone comparison of the published collection materializes (migration phase 1)."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: ./dev test installs it (apt-get install chromium)"
     url = request.getfixturevalue("dagster_dev")  # running first, as a user has it
     for start in (0, 3):
         produce_embedding_delta([f"w{i}" for i in range(start, start + 3)], vectors(rng, 3), settings=settings)
-    run = _wait_for_sensor_compaction(dagster_home, timeout_seconds=300)
+    run = _wait_for_success(dagster_home, "compaction", timeout_seconds=300)
     sensor = run.tags.get("dagster/sensor_name")  # whichever sensor ticked first after the deltas landed
     assert sensor in ("delta_queue_sensor", "delta_reconciliation_sensor") and run.tags["dagster/partition"] == "words"
     with sync_playwright() as playwright:
@@ -128,6 +149,20 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
             page.get_by_text("deltas_applied", exact=True).first.wait_for(timeout=30_000)
         finally:
             page.screenshot(path=str(tmp_path / "partitions.png"), full_page=True)
+        # Migration phase 1, as a user launches it: the mirror fills the (empty) index, then the comparison.
+        launched = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-w", "workspace.yaml",
+                                   "-j", "pinecone", "--tags", json.dumps({"dagster/partition": "words"})],
+                                  cwd=ROOT, env=_environment(ui_settings, dagster_home), capture_output=True,
+                                  text=True, timeout=300)
+        assert launched.returncode == 0, launched.stdout + launched.stderr
+        _wait_for_success(dagster_home, "pinecone", timeout_seconds=300)
+        page.goto(f"{url}/assets/pinecone_comparison?view=partitions", wait_until="domcontentloaded")
+        try:
+            page.get_by_text("words", exact=True).first.click(timeout=60_000)
+            page.get_by_text("recall_at_k_chroma", exact=True).first.wait_for(timeout=30_000)
+            page.get_by_text("overlap_at_k", exact=True).first.wait_for(timeout=30_000)
+        finally:
+            page.screenshot(path=str(tmp_path / "pinecone.png"), full_page=True)
         page.goto(f"{url}/runs/{run.run_id}", wait_until="domcontentloaded")
         try:
             page.get_by_text("Launched by").first.wait_for(timeout=60_000)  # by the sensor (tag checked above), not by hand
@@ -136,5 +171,5 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
         finally:
             page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
         browser.close()
-    for shot in ("lineage", "checks", "partitions", "run"):
+    for shot in ("lineage", "checks", "partitions", "pinecone", "run"):
         assert (tmp_path / f"{shot}.png").stat().st_size > 10_000
