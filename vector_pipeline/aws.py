@@ -59,6 +59,19 @@ def _cached_client(service: str, region: str, endpoint_url: str | None, access_k
         )
 
 
+def get_object_or_none(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """``GetObject``'s response, or None when the key does not exist; a missing bucket is a
+    ``RuntimeError`` that says how to create it."""
+    try:
+        return dict(s3.get_object(Bucket=bucket, Key=key))
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        if error_code(exc) == "NoSuchBucket":
+            raise RuntimeError(f"bucket {bucket!r} does not exist (run `vector-pipeline setup`)") from exc
+        raise
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ClientError, or of the one a transfer error wraps ('' if none)."""
     seen: BaseException | None = exc

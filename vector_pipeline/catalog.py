@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import manifest as mf
-from .aws import client, error_code, sse_args
+from .aws import client, error_code, get_object_or_none, sse_args
 from .conditional_writes import REFUSED_CODES, checked_bucket
 from .config import HnswSettings, Settings
 from .delta_keys import check_collection_name
@@ -190,14 +190,9 @@ class CollectionCatalog:
 
     def _read(self, name: str) -> tuple[CollectionConfig, str] | None:
         key = self.key(name)
-        try:
-            response = self.s3.get_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            if error_code(exc) == "NoSuchBucket":
-                raise RuntimeError(f"bucket {self.bucket!r} does not exist (run `vector-pipeline setup`)") from exc
-            raise
+        response = get_object_or_none(self.s3, self.bucket, key)
+        if response is None:
+            return None
         return CollectionConfig.from_dict(mf.loads(response["Body"].read(), key)), str(response["ETag"])
 
     def _write(self, config: CollectionConfig, condition: dict[str, str], conflict: str) -> None:

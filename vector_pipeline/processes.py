@@ -129,10 +129,12 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def stop_all_groups(first_signal: int = signal.SIGTERM, grace_seconds: float = 20.0) -> int:
-    """Stop every child group still running (newest first); returns how many there were."""
+def stop_all_groups(first_signal: int = signal.SIGTERM, grace_seconds: float = 20.0,
+                    keep: frozenset[int] = frozenset()) -> int:
+    """Stop every child group still running (newest first) but those whose leader's pid is in
+    ``keep``; returns how many were stopped."""
     with _children_lock:
-        remaining = sorted(_children.values(), key=lambda p: p.pid, reverse=True)
+        remaining = sorted((p for pid, p in _children.items() if pid not in keep), key=lambda p: p.pid, reverse=True)
     for process in remaining:
         stop_process_group(process, first_signal, grace_seconds)
     return len(remaining)
@@ -141,8 +143,11 @@ def stop_all_groups(first_signal: int = signal.SIGTERM, grace_seconds: float = 2
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Within: SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` in the main thread (once);
-    on the way out, any child group still running is stopped and the old handlers return."""
+    on the way out, any child group started within and still running is stopped (groups the
+    caller started before are its own to stop) and the old handlers return."""
     received: list[int] = []
+    with _children_lock:
+        started_before = frozenset(_children)
 
     def interrupt(signum: int, _frame: object) -> None:
         if received:
@@ -158,7 +163,7 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         received.append(0)  # a signal from here on must not cut the shutdown short
         try:
-            stop_all_groups()
+            stop_all_groups(keep=started_before)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import manifest as mf
-from .aws import error_code, sse_args
+from .aws import get_object_or_none, sse_args
 from .catalog import CollectionCatalog, Retention
 from .config import Settings
 from .delta_keys import ARCHIVE_PREFIX, QUARANTINE_PREFIX, delta_id_time, parse_delta_key
@@ -175,12 +175,8 @@ def _expire_quarantine(store: SnapshotStore, collection: str, retention: Retenti
 def archive_expired(store: SnapshotStore, collection: str) -> dict[str, Any] | None:
     """The expiry record of the collection's archive (None: the archive is whole)."""
     key = f"{ARCHIVE_PREFIX}{collection}/{EXPIRED_MARKER}"
-    try:
-        return mf.loads(store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read(), key)
-    except Exception as exc:
-        if error_code(exc) in ("NoSuchKey", "404"):
-            return None
-        raise
+    response = get_object_or_none(store.s3, store.bucket, key)
+    return None if response is None else mf.loads(response["Body"].read(), key)
 
 
 def applied_delta_ids(store: SnapshotStore, collection: str, version: str) -> set[str]:

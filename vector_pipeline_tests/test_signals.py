@@ -217,3 +217,19 @@ def test_stopping_a_group_also_stops_what_its_exited_leader_left_behind(tmp_path
     finally:
         if group_members(leader.pid) == [orphan]:
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_command_run_in_process_stops_only_the_groups_it_started() -> None:
+    """`cli.main` called from a program (a test, a notebook) must not stop the caller's own
+    servers: the session's moto server, say."""
+    from vector_pipeline.processes import start_group, stop_on_signals, stop_process_group
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    outer = start_group(sleeper)
+    try:
+        with stop_on_signals():
+            inner = start_group(sleeper)
+        assert inner.poll() is not None  # started within: stopped on the way out
+        assert outer.poll() is None  # the caller's: still running
+    finally:
+        stop_process_group(outer)

@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from ..aws import client, error_code, sse_args
+from ..aws import client, get_object_or_none, sse_args
 from ..config import Settings
 from ..delta_keys import check_collection_name
 
@@ -43,16 +43,11 @@ class MigrationState:
         self.settings = settings
 
     def read(self, key: str) -> dict[str, Any] | None:
+        response = get_object_or_none(self.s3, self.bucket, key)
+        if response is None:
+            return None
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except Exception as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            if error_code(exc) == "NoSuchBucket":
-                raise RuntimeError(f"bucket {self.bucket!r} does not exist (run `vector-pipeline setup`)") from exc
-            raise
-        try:
-            return json.loads(body)
+            return json.loads(response["Body"].read())
         except ValueError:
             raise ValueError(f"s3://{self.bucket}/{key} is not JSON: delete it to start that step over") from None
 

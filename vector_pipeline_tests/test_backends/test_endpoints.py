@@ -35,7 +35,7 @@ def test_status_names_every_service_endpoint(settings: Settings) -> None:
 
 
 def test_setup_reports_conditional_writes_enforced(settings: Settings, backend: Backend) -> None:
-    result = _cli(settings, "setup")
+    result = _cli(settings, "setup", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["conditional_writes"] == f"enforced (If-Match ETag {backend.etag_dialect})"
