@@ -272,7 +272,7 @@ def query_rows(texts: Sequence[str], result: dict[str, Any], metadata_keys: Sequ
         for group in metadatas:
             for metadata in group:
                 seen.update(dict.fromkeys(metadata or {}))
-        metadata_keys = list(seen)
+        metadata_keys = sorted(seen)  # a stable order: chroma returns metadata keys in any order
     columns = ["query", "rank", "id", "distance", "document", *metadata_keys]
     rows: list[list[Any]] = []
     sections: list[int] = []
