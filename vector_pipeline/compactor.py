@@ -35,6 +35,7 @@ from .delta_reader import LoadedDelta
 from .faults import checkpoint
 from .intake import FETCH_WORKERS, DeltaIntake, collection_embedding
 from .lock import CompactionLock, lock_id_for
+from .merge_state import remember_state
 from .queue import DeltaQueue
 from .snapshot_store import PublishOutcome, SnapshotStore
 from .version_writer import Candidate, VersionWriter
@@ -184,6 +185,9 @@ class ChromaCompactor:
         if candidate.manifest is None:
             raise ValueError("nothing to publish")
         outcome = self.store.publish(candidate.manifest, candidate.pointer_etag, candidate.pointer_document)
+        if outcome is PublishOutcome.PUBLISHED and candidate.merge_state is not None:
+            # Only a published merge's state enters the cache: the next run need not replay it.
+            remember_state(self.bucket, candidate.collection, candidate.manifest, candidate.merge_state)
         if outcome is PublishOutcome.PUBLISHED and candidate.local_dir is not None:
             if self.cache.keep_published(candidate.local_dir, candidate.manifest):
                 candidate.local_dir = None

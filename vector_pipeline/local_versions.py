@@ -5,8 +5,9 @@ kept pristine, once, in a content-addressed store (``.blobs/<sha256>``, read-onl
 version directory appears by one rename once every file and segment it names is in
 place, so a reader sees a whole version or none. When the pointer moves, only files whose
 sha256 the store lacks are downloaded: a version that appends a segment costs that segment
-and its masks, not the base again. The merge state is fetched only when fresh reads need
-it (``blob``).
+and its masks, not the base again. The merge state's parts are fetched only when fresh
+reads need them (``blob``); being immutable, each part is fetched once, whatever versions
+reuse it.
 
 Chroma writes into a directory it opens, even to read: ``chroma.sqlite3`` always, and
 the HNSW files too when its index lags its log (a segment of a few records). So each
@@ -40,7 +41,8 @@ from typing import Any, Iterable, Mapping
 
 from . import manifest as mf
 from .segments import Segment, segments_of
-from .snapshot_store import STATE_FILE, SnapshotStore, is_local_copy_of, mark_local_copy
+from .merge_state import state_part_paths
+from .snapshot_store import SnapshotStore, is_local_copy_of, mark_local_copy
 from .transfer import TransferItem, download_files
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,6 @@ log = logging.getLogger(__name__)
 BLOBS_DIR = ".blobs"
 SEGMENT_DIRS = ".segments"
 INCOMING = ".incoming-"
-FETCHED_ON_DEMAND = frozenset({STATE_FILE})  # only fresh reads need the merge state
 # Unreferenced blobs and dirs are pruned only past this age: another process sharing the
 # cache root may be building a version from them right now.
 PRUNE_GRACE_SECONDS = 300.0
@@ -100,7 +101,8 @@ class LocalVersions:
         for entry in entries:  # a hostile manifest is refused before anything is downloaded
             mf.check_relative_path(entry.path)
             self.store._checked_key(entry, self.collection)
-        self._fetch([e for e in entries if e.path not in FETCHED_ON_DEMAND])
+        on_demand = set(state_part_paths(manifest))  # only fresh reads need the merge state
+        self._fetch([e for e in entries if e.path not in on_demand])
         segments = segments_of(manifest)
         working = {s.name: self._segment_dir(manifest, s, entries) for s in segments}
         in_segment = tuple(s.path + "/" for s in segments)
@@ -108,7 +110,7 @@ class LocalVersions:
         try:
             staging.mkdir(parents=True)
             for entry in entries:
-                if entry.path not in FETCHED_ON_DEMAND and not entry.path.startswith(in_segment):
+                if entry.path not in on_demand and not entry.path.startswith(in_segment):
                     _place(self.blob_path(entry.sha256), mf.safe_join(staging, entry.path), link=True)
             for segment in segments:
                 link = mf.safe_join(staging, segment.path)

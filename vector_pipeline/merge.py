@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from .delta_reader import LoadedDelta
 from .segments import FoldPlan, Segment
-from .snapshot_store import MergeState
+from .merge_state import MergeState
 
 
 @dataclass
@@ -86,24 +86,27 @@ def masks_after(plan: FoldPlan, masks: Mapping[str, set[str]], effect: NetEffect
     return kept
 
 
-def relocate(state: MergeState, plan: FoldPlan, new_segment: Segment | None, effect: NetEffect) -> None:
+def relocate(state: MergeState, plan: FoldPlan, new_segment: Segment | None, effect: NetEffect) -> list[str]:
     """Record where each live id is after the merge; the new segment must hold exactly the
-    ids located in it."""
+    ids located in it. Returns the ids a fold moved (from the folded segments into the new one)."""
     for record_id in effect.deletes:
         state.location.pop(record_id, None)
     if new_segment is None:
-        return
+        return []
     folded = plan.folded
+    moved = []
     if folded:  # an append folds nothing: no need to walk every live id
         for record_id, where in state.location.items():
             if where in folded:
                 state.location[record_id] = new_segment.name
+                moved.append(record_id)
     for record_id in effect.upserts:
         state.location[record_id] = new_segment.name
     held = sum(1 for where in state.location.values() if where == new_segment.name)
     if held != new_segment.stored:
         raise RuntimeError(f"segment {new_segment.name} holds {new_segment.stored} records, "
                            f"the merge state places {held} there")
+    return moved
 
 
 def upsert_rows(effect: NetEffect) -> dict[str, list[Any]]:

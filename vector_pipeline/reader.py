@@ -33,7 +33,8 @@ from .faults import checkpoint
 from .local_versions import LocalVersions, segment_key
 from .pending import PendingDeltas, query_with_overlay
 from .segments import SegmentedClient, read_masks, segments_of
-from .snapshot_store import STATE_FILE, MergeState, Pointer, SnapshotNotFoundError, SnapshotStore
+from .merge_state import load_state
+from .snapshot_store import MergeState, Pointer, SnapshotNotFoundError, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +223,13 @@ class SnapshotReader:
                                   space=str((manifest.get("hnsw") or {}).get("space", "cosine")))
 
     def _merge_state(self, manifest: Mapping[str, Any]) -> MergeState:
-        """The version's merge state (fetched the first time fresh reads need it)."""
+        """The version's merge state (its parts fetched the first time fresh reads need
+        them; replayed once per process, shared read-only with the compactor's cache)."""
         version = str(manifest["version"])
         if self._state is None or self._state[0] != version:
-            blob = self.local.blob(manifest, STATE_FILE)
-            self._state = (version, MergeState() if blob is None else MergeState.from_bytes(blob.read_bytes()))
+            state = load_state(self.store.bucket, self.collection, manifest,
+                               lambda entry: self.local.blob(manifest, entry["path"]).read_bytes())
+            self._state = (version, state)
         return self._state[1]
 
     def _embed(self, texts: list[str], manifest: Mapping[str, Any]) -> list[list[float]]:

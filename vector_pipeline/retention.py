@@ -26,7 +26,7 @@ from .catalog import CollectionCatalog, Retention
 from .config import Settings
 from .delta_keys import ARCHIVE_PREFIX, QUARANTINE_PREFIX, delta_id_time, parse_delta_key
 from .lock import CompactionLock, lock_id_for
-from .snapshot_store import STATE_FILE, MergeState, SnapshotNotFoundError, SnapshotStore, version_prefix
+from .snapshot_store import SnapshotNotFoundError, SnapshotStore, version_prefix
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,8 @@ def archive_expired(store: SnapshotStore, collection: str) -> dict[str, Any] | N
 
 
 def applied_delta_ids(store: SnapshotStore, collection: str, version: str) -> set[str]:
-    """Every delta a version holds (its merge state, one small GET)."""
-    manifest = store.read_manifest(collection, version)
-    entry = next(e for e in manifest["files"] if e["path"] == STATE_FILE)
-    return MergeState.from_bytes(store.s3.get_object(Bucket=store.bucket, Key=entry["key"])["Body"].read()).applied_delta_ids
+    """Every delta a version holds (its merge state: a small GET per part)."""
+    return store.read_merge_state(store.read_manifest(collection, version)).applied_delta_ids
 
 
 def created_at(version: str) -> datetime:

@@ -17,14 +17,14 @@ is renamed into place only when every checksum matched.
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -36,14 +36,16 @@ from .conditional_writes import REFUSED_CODES, ConditionalWrites, checked_bucket
 from .config import Settings
 from .consistency import publish_key, record_publish
 from .faults import checkpoint
+from .merge_state import STATE_FILE, MergeState, load_state
 from .transfer import TransferItem, download_files, upload_files
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_PREFIX = "snapshot/"
 POINTER_NAME = "latest.json"
-SNAPSHOT_FORMAT = "vector_pipeline.snapshot/2"  # 2: segmented (segments.py)
-STATE_FILE = "state.json.gz"
+SNAPSHOT_FORMAT = "vector_pipeline.snapshot/3"  # 3: the merge state as a log of parts (merge_state.py)
+# 2: segmented (segments.py), one whole state.json.gz per version: read as a log of one part.
+READABLE_FORMATS = ("vector_pipeline.snapshot/2", SNAPSHOT_FORMAT)
 LOCAL_MANIFEST = ".manifest.json"  # a local copy's own record of what it holds
 HISTORY_LENGTH = 500  # publishes the pointer remembers (GC, rollback --as-of)
 _VERSION_RE = re.compile(r"^(\d{8})-(\d{8}T\d{6}\d{3}Z)$")
@@ -86,51 +88,6 @@ def next_version(previous: str | None, now: datetime | None = None) -> str:
 
 def version_prefix(collection: str, version: str) -> str:
     return f"{SNAPSHOT_PREFIX}{collection}/{version}/"
-
-
-@dataclass
-class MergeState:
-    """Who won each id: the ``delta_id`` of its last upsert or delete, and applied deltas.
-
-    Kept with every version so a delta that arrives after a later one was applied still
-    obeys last-writer-wins per id, and a re-delivered delta is recognised as applied.
-    """
-
-    applied_delta_ids: set[str] = field(default_factory=set)
-    upsert_winner: dict[str, str] = field(default_factory=dict)
-    delete_winner: dict[str, str] = field(default_factory=dict)
-    # The segment holding each live id (segments.py): where an update or delete must mask it.
-    location: dict[str, str] = field(default_factory=dict)
-
-    def winner(self, record_id: str) -> str:
-        return max(self.upsert_winner.get(record_id, ""), self.delete_winner.get(record_id, ""))
-
-    def to_bytes(self) -> bytes:
-        deltas = sorted(self.applied_delta_ids | set(self.upsert_winner.values())
-                        | set(self.delete_winner.values()))
-        index = {delta_id: position for position, delta_id in enumerate(deltas)}
-        segments = sorted(set(self.location.values()))
-        segment_index = {name: position for position, name in enumerate(segments)}
-        document = {
-            "deltas": deltas,
-            "applied": sorted(index[d] for d in self.applied_delta_ids),
-            "upserts": {i: index[d] for i, d in self.upsert_winner.items()},
-            "deletes": {i: index[d] for i, d in self.delete_winner.items()},
-            "segments": segments,
-            "located": {i: segment_index[name] for i, name in self.location.items()},
-        }
-        return gzip.compress(json.dumps(document, separators=(",", ":")).encode(), compresslevel=5)
-
-    @classmethod
-    def from_bytes(cls, body: bytes) -> "MergeState":
-        document = json.loads(gzip.decompress(body))
-        deltas = document["deltas"]
-        return cls(
-            applied_delta_ids={deltas[i] for i in document["applied"]},
-            upsert_winner={i: deltas[d] for i, d in document["upserts"].items()},
-            delete_winner={i: deltas[d] for i, d in document["deletes"].items()},
-            location={i: document["segments"][s] for i, s in document.get("located", {}).items()},
-        )
 
 
 def pointer_history(previous_document: dict[str, Any] | None, replaced_at: datetime) -> list[dict[str, Any]]:
@@ -242,7 +199,7 @@ class SnapshotStore:
         written_in = str(manifest.get("format", ""))
         if manifest.get("version") != version or not written_in.startswith("vector_pipeline.snapshot/"):
             raise mf.IntegrityError(f"{key}: not the manifest of version {version}")
-        if written_in != SNAPSHOT_FORMAT and not any_format:
+        if written_in not in READABLE_FORMATS and not any_format:
             raise UnsupportedFormatError(
                 f"{key}: written in {written_in}, this build reads {SNAPSHOT_FORMAT}; rebuild the "
                 f"collection from archive/ (the Dagster compaction job with rebuild_from_archive, or maintenance.rebuild_from_archive)")
@@ -253,20 +210,22 @@ class SnapshotStore:
         """Upload a closed version directory, files first and manifest last.
 
         A file identical (path, size, sha256) to one of the parent version is not sent
-        again: the manifest points at the parent's object. Files below an ``untouched``
-        directory (a segment this run never opened) are the parent's entries as they
-        are, without reading them again. Returns the manifest written.
+        again: the manifest points at the parent's object. An ``untouched`` path (a
+        segment this run never opened, a state part it reuses) is the parent's entries as
+        they are, whether the work dir holds them or not. Returns the manifest written.
         """
         self.conditional_writes()  # nothing is uploaded to a store that could not publish it safely
         prefix = version_prefix(manifest["collection"], manifest["version"])
         reusable = {(e["path"], e["size"], e["sha256"]): e.get("key") or
                     version_prefix(parent["collection"], parent["version"]) + e["path"]
                     for e in (parent or {}).get("files", [])}
-        kept_dirs = tuple(path.rstrip("/") + "/" for path in untouched)
+        kept_files = {path.rstrip("/") for path in untouched}
+        kept_dirs = tuple(path + "/" for path in kept_files)
         kept = [mf.FileEntry.from_dict({**e, "key": reusable[(e["path"], e["size"], e["sha256"])]})
-                for e in (parent or {}).get("files", []) if e["path"].startswith(kept_dirs)]
+                for e in (parent or {}).get("files", []) if e["path"] in kept_files or e["path"].startswith(kept_dirs)]
         entries, to_send = list(kept), []
-        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, LOCAL_MANIFEST), skip_dirs=kept_dirs):
+        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, LOCAL_MANIFEST, *kept_files),
+                                       skip_dirs=kept_dirs):
             key = reusable.get((entry.path, entry.size, entry.sha256))
             if key is None:
                 key = prefix + entry.path
@@ -320,9 +279,35 @@ class SnapshotStore:
             raise mf.UnsafePathError(f"manifest key {key!r} is outside snapshot/{collection}/")
         return key
 
-    def read_state(self, version_dir: Path) -> MergeState:
-        path = version_dir / STATE_FILE
-        return MergeState.from_bytes(path.read_bytes()) if path.exists() else MergeState()
+    def download_entries(self, manifest: dict[str, Any], paths: Sequence[str], local_dir: Path) -> int:
+        """Download the version's files at ``paths`` into ``local_dir`` (a private work dir),
+        each checked against the manifest; returns the bytes downloaded."""
+        wanted = set(paths)
+        entries = [mf.FileEntry.from_dict(e) for e in manifest["files"] if e["path"] in wanted]
+        if len(entries) != len(wanted):
+            raise mf.IntegrityError(f"version {manifest['version']} has no {sorted(wanted - {e.path for e in entries})}")
+        collection = str(manifest["collection"])
+        items = [TransferItem(mf.safe_join(local_dir, e.path), self._checked_key(e, collection), e.size)
+                 for e in entries]
+        for item in items:
+            item.local_path.parent.mkdir(parents=True, exist_ok=True)
+        received = download_files(self.s3, self.bucket, items, f"{len(items)} files of {collection}/{manifest['version']}")
+        mf.verify_files(local_dir, entries)
+        return received
+
+    def read_state_part(self, collection: str, entry: dict[str, Any]) -> bytes:
+        """One state part straight from S3 (one GET), checked against its sha256."""
+        checked = mf.FileEntry.from_dict(entry)
+        body = self.s3.get_object(Bucket=self.bucket, Key=self._checked_key(checked, collection))["Body"].read()
+        if hashlib.sha256(body).hexdigest() != checked.sha256:
+            raise mf.IntegrityError(f"{checked.key}: sha256 does not match the manifest")
+        return body
+
+    def read_merge_state(self, manifest: dict[str, Any]) -> MergeState:
+        """The version's merge state (shared, read-only: ``copy()`` it to change it), from
+        the in-process cache or its parts read straight from S3."""
+        collection = str(manifest["collection"])
+        return load_state(self.bucket, collection, manifest, lambda entry: self.read_state_part(collection, entry))
 
     def list_versions(self, collection: str) -> list[str]:
         """Version names under the collection's prefix (for GC and status, never readers)."""

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import chromadb
 
-from . import merge, progress
+from . import merge, merge_state, progress
 from .catalog import CollectionCatalog
 from .chroma_client import ChromaDBClient
 from .config import HnswSettings, Settings
@@ -28,8 +28,9 @@ from .delta_reader import LoadedDelta
 from .faults import checkpoint
 from .intake import DeltaIntake, collection_embedding
 from .segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks
-from .snapshot_store import SNAPSHOT_FORMAT, STATE_FILE, MergeState, SnapshotStore, UnsupportedFormatError, next_version
-from .warm_cache import WarmCache
+from .merge_state import MergeState, load_state, part_path, state_part_paths
+from .snapshot_store import SNAPSHOT_FORMAT, SnapshotStore, UnsupportedFormatError, next_version
+from .warm_cache import Checkout, WarmCache, files_under, record_held
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,22 @@ class Candidate:
     bytes_downloaded: int = 0
     fold: FoldKind | None = None  # how the merge placed the deltas among the segments
     merge_seconds: float = 0.0  # net effect + the segment written (not transfers)
+    merge_state: MergeState | None = None  # the version's state, as the merge left it
 
     @property
     def version(self) -> str | None:
         return None if self.manifest is None else str(self.manifest["version"])
+
+
+@dataclass
+class Merged:
+    """What one merge did: the new version's segments, the plan, the net effect, and the
+    ids a fold moved into the new segment."""
+
+    segments: list[Segment]
+    plan: FoldPlan
+    effect: merge.NetEffect
+    relocated: list[str]
 
 
 class VersionWriter:
@@ -86,44 +99,87 @@ class VersionWriter:
         candidate = Candidate(collection, None if pointer is None else pointer.version,
                               None if pointer is None else pointer.etag, None, None,
                               pointer_document=None if pointer is None else pointer.document)
-        workdir = self.cache.new_workdir(collection)
+        checkout = self.cache.check_out(collection, base_manifest)
+        workdir = checkout.path
         try:
-            state = MergeState()
-            if base_manifest is None:
-                workdir.mkdir(parents=True)
-            else:
-                candidate.bytes_downloaded = self.cache.check_out(base_manifest, workdir)
+            base_state = self._base_state(collection, checkout)  # shared, read-only
+            if base_manifest is not None:
                 candidate.base_vector_count = int(base_manifest["vector_count"])
-                state = self.store.read_state(workdir)
-            intake = self.intake.take(collection, delta_keys, state, base_manifest, config.embedding)
+            intake = self.intake.take(collection, delta_keys, base_state, base_manifest, config.embedding)
             candidate.already_applied, candidate.missing = intake.already_applied, intake.missing
             candidate.quarantined = intake.quarantined
-            candidate.bytes_downloaded += intake.bytes_downloaded
             deltas = intake.loaded
             # A rebuild over a kept version always writes one (its content becomes current).
             fold_all = fold_all and (_has_recent_or_masked(base_manifest) or base_version is not None)
             if not deltas and not fold_all:
-                self.cache.give_back(workdir, base_manifest)
+                candidate.bytes_downloaded = checkout.downloaded + intake.bytes_downloaded
+                self.cache.give_back(checkout)
                 return candidate
             if hnsw is None:
                 hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else policy.hnsw
             version = next_version(candidate.base_version)
+            state = base_state.copy()  # the merge changes it in place; the cached state stays the base's
             with progress.stage(f"{collection}: merge", len(deltas), "deltas") as bar:
-                segments = self._merge(candidate, deltas, state, workdir, hnsw, base_manifest, version, policy,
-                                       fold_all)
+                merged = self._merge(candidate, deltas, state, checkout, hnsw, version, policy, fold_all)
                 bar.advance(len(deltas))
+            segments, plan = merged.segments, merged.plan
+            parts = self._write_state_part(checkout, state, merged, deltas, version)
+            candidate.bytes_downloaded = checkout.downloaded + intake.bytes_downloaded
             manifest = self._manifest(candidate, version, deltas, segments, hnsw, base_manifest, fence, lock_owner)
             manifest["rebuilt_from_scratch"] = from_scratch
             manifest["rebuilt_over"] = base_version
-            base_names = {b.name for b in segments_of(base_manifest)}
-            untouched = [s.path for s in segments if s.name in base_names]
+            manifest["state_parts"] = parts
+            own_part = part_path(version)
+            untouched = [s.path for s in plan.keep] + [p for p in parts if p != own_part]
             parent = base_manifest if base_manifest is not None else pointer_manifest  # whose files are reused
             candidate.manifest = self.store.upload_version(workdir, manifest, parent, untouched)
+            # Held now: what this run wrote (hashed by the upload) and the reused files it held.
+            held = [e["path"] for e in candidate.manifest["files"]
+                    if not _below(e["path"], untouched) or checkout.held.get(e["path"]) == e["sha256"]]
+            record_held(workdir, candidate.manifest, held)
             candidate.local_dir = workdir
+            candidate.merge_state = state
             return candidate
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+    def _base_state(self, collection: str, checkout: Checkout) -> MergeState:
+        """The base version's merge state (shared: copy it to change it): cached in this
+        process, or replayed from its parts, fetched into the work dir unless held."""
+        if checkout.base is None:
+            return MergeState()
+
+        def read_part(entry: dict[str, Any]) -> bytes:
+            self.cache.fetch(checkout, [entry["path"]])
+            return checkout.file(entry["path"]).read_bytes()
+
+        return load_state(self.store.bucket, collection, checkout.base, read_part)
+
+    def _write_state_part(self, checkout: Checkout, state: MergeState, merged: "Merged",
+                          deltas: list[LoadedDelta], version: str) -> list[str]:
+        """This run's state part, and the new version's list of parts (see ``merge_state``)."""
+        own = part_path(version)
+        base_parts = state_part_paths(checkout.base)
+        plan = merged.plan
+        change = merge_state.change_of(state, (d.ref.delta_id for d in deltas), merged.effect.touched,
+                                       merged.relocated)
+        if not base_parts or plan.kind is FoldKind.FOLD_ALL:
+            parts, body = [own], state.to_bytes()
+        elif plan.kind is FoldKind.FOLD_RECENT or len(base_parts) + 1 > merge_state.MAX_STATE_PARTS:
+            self.cache.fetch(checkout, base_parts[1:])
+            consolidated = MergeState()
+            for path in base_parts[1:]:
+                consolidated.apply(MergeState.from_bytes(checkout.file(path).read_bytes()))
+            parts, body = [base_parts[0], own], consolidated.apply(change).to_bytes()
+        else:
+            parts, body = [*base_parts, own], change.to_bytes()
+        for path in set(base_parts) - set(parts):  # consolidated away: not a file of the new version
+            checkout.file(path).unlink(missing_ok=True)
+            checkout.held.pop(path, None)
+        checkout.file(own).parent.mkdir(parents=True, exist_ok=True)
+        checkout.file(own).write_bytes(body)
+        return parts
 
     def _pointer_manifest(self, collection: str, version: str, from_scratch: bool) -> dict[str, Any] | None:
         try:
@@ -135,16 +191,20 @@ class VersionWriter:
             log.warning("rebuilding %s over %s, a version of an older snapshot format", collection, version)
             return None
 
-    def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState, workdir: Path,
-               hnsw: HnswSettings, base_manifest: dict[str, Any] | None, version: str, policy: Settings,
-               fold_all: bool = False) -> list[Segment]:
-        """Apply the net effect of ``deltas`` in one pass, writing one segment; returns the
-        new version's segments."""
+    def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState, checkout: Checkout,
+               hnsw: HnswSettings, version: str, policy: Settings, fold_all: bool = False) -> "Merged":
+        """Apply the net effect of ``deltas`` in one pass, writing one segment; fetches only
+        the base files the fold plan reads (masks, and the segments it copies or folds)."""
         started = time.monotonic()
+        workdir, base_manifest = checkout.path, checkout.base
         effect = merge.net_effect(deltas, state)
         candidate.expected_vector_count = merge.expected_vector_count(candidate.base_vector_count, effect, state)
         segments = segments_of(base_manifest)
         plan = plan_fold(segments, len(effect.upserts), policy, fold_all=fold_all)
+        folded = [s.path for s in (plan.copy_from, *plan.read_from) if s is not None]
+        if base_manifest is not None:
+            self.cache.fetch(checkout, [e["path"] for e in base_manifest["files"] if e["path"] == MASKS_FILE])
+            self.cache.fetch(checkout, [p for source in folded for p in files_under(base_manifest, source)])
         masks = read_masks(workdir)
         if plan.kind is FoldKind.APPEND and segments and not effect.upserts:
             new_segment = None  # deletes only: masks change, no segment is written
@@ -152,8 +212,11 @@ class VersionWriter:
             new_segment = self._write_segment(candidate.collection, workdir, plan, masks, state, effect, hnsw,
                                               name=version.split("-", 1)[0])
         kept = merge.masks_after(plan, masks, effect, state)
-        merge.relocate(state, plan, new_segment, effect)
+        relocated = merge.relocate(state, plan, new_segment, effect)
         write_masks(workdir, kept)
+        for path in list(checkout.held):  # the merge rewrote or moved these
+            if path == MASKS_FILE or _below(path, folded):
+                del checkout.held[path]
         result = [Segment(s.name, s.stored, len(kept[s.name])) for s in plan.keep]
         result += [new_segment] if new_segment else []
         count = sum(s.live for s in result)
@@ -164,10 +227,9 @@ class VersionWriter:
         if count != candidate.expected_vector_count:
             raise RuntimeError(f"merge produced {count} vectors, expected {candidate.expected_vector_count}")
         state.applied_delta_ids.update(d.ref.delta_id for d in deltas)
-        (workdir / STATE_FILE).write_bytes(state.to_bytes())
         candidate.applied = [d.ref for d in deltas]
         candidate.fold = plan.kind
-        return result
+        return Merged(result, plan, effect, relocated)
 
     def _write_segment(self, collection: str, workdir: Path, plan: FoldPlan, masks: Mapping[str, set[str]],
                        state: MergeState, effect: merge.NetEffect, hnsw: HnswSettings, name: str) -> Segment:
@@ -229,9 +291,13 @@ class VersionWriter:
             "lock_owner": lock_owner,
             "segments": [s.as_dict() for s in segments],
             "fold": str(candidate.fold),
-            "state_file": STATE_FILE,
             "masks_file": MASKS_FILE,
         }
+
+
+def _below(path: str, roots: Sequence[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or inside one of them."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def _has_recent_or_masked(manifest: dict[str, Any] | None) -> bool:

@@ -1,24 +1,73 @@
-"""The compactor's warm cache: the published version's files, kept between runs.
+"""The compactor's warm cache: the files of the published version it holds, kept between runs.
 
-Invariant: ``<cache>/compactor/<bucket>/<collection>/<version>/`` holds exactly the bytes of
-that version's manifest (its ``.manifest.json`` says which) or does not exist. A run moves
-it into a private work dir before merging into it; only a publish (or a run that merged
-nothing) puts a directory back, so a failed run costs a download, never a wrong base.
+Invariant: ``<cache>/compactor/<bucket>/<collection>/<version>/`` holds, for every file its
+record (``.manifest.json``: the version and the entries it holds) lists, exactly the bytes
+of that version's manifest entry — any subset of the version, never other bytes — or does
+not exist. A run moves it into a private work dir (a ``Checkout``) and fetches only the
+files its merge reads: an append needs the merge state's parts and the masks, a fold the
+segments it folds, FOLD_ALL the base too; segments the run keeps are referenced, never
+downloaded. Only a publish (or a run that merged nothing) puts a directory back, recording
+the files it holds of that version; a failed run costs a download, never a wrong base.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
+from . import manifest as mf
 from .config import Settings
-from .snapshot_store import SnapshotStore, is_local_copy_of, mark_local_copy
+from .snapshot_store import LOCAL_MANIFEST, SnapshotStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Checkout:
+    """One run's private work dir and the files of its base version it holds."""
+
+    path: Path
+    collection: str
+    base: dict[str, Any] | None
+    held: dict[str, str] = field(default_factory=dict)  # path -> sha256, each checked
+    downloaded: int = 0  # bytes this run downloaded of the base
+
+    def file(self, path: str) -> Path:
+        return mf.safe_join(self.path, path)
+
+
+def files_under(manifest: Mapping[str, Any], directory: str) -> list[str]:
+    prefix = directory.rstrip("/") + "/"
+    return [e["path"] for e in manifest["files"] if e["path"].startswith(prefix)]
+
+
+def held_files(local_dir: Path, manifest: Mapping[str, Any]) -> dict[str, str]:
+    """The files of ``manifest``'s version that ``local_dir``'s record says it holds
+    (entries that differ from the manifest's are not held)."""
+    try:
+        record = json.loads((local_dir / LOCAL_MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if record.get("version") != manifest["version"]:
+        return {}
+    wanted = {(e["path"], e["size"], e["sha256"]) for e in manifest["files"]}
+    return {str(e["path"]): str(e["sha256"]) for e in record.get("files", [])
+            if (e.get("path"), e.get("size"), e.get("sha256")) in wanted}
+
+
+def record_held(local_dir: Path, manifest: Mapping[str, Any], held: Iterable[str]) -> None:
+    """Record which files of ``manifest``'s version ``local_dir`` holds (their bytes must be
+    the manifest's: checked at download, or hashed when the version was uploaded)."""
+    paths = set(held)
+    entries = [e for e in manifest["files"] if e["path"] in paths]
+    mf.write_json_atomically(local_dir / LOCAL_MANIFEST, {"collection": manifest["collection"],
+                                                          "version": manifest["version"], "files": entries})
 
 
 class WarmCache:
@@ -27,41 +76,51 @@ class WarmCache:
         self.store = store
         self.root = Path(settings.cache_dir) / "compactor" / store.bucket
 
-    def new_workdir(self, collection: str) -> Path:
+    def check_out(self, collection: str, base_manifest: dict[str, Any] | None) -> Checkout:
+        """A private work dir holding what the cache held of the base version (nothing is
+        downloaded here: ``fetch`` what the merge reads)."""
         self._drop_stale_workdirs(collection)
         workdir = self.root / collection / f".work-{uuid.uuid4().hex[:12]}"
         workdir.parent.mkdir(parents=True, exist_ok=True)
-        return workdir
-
-    def check_out(self, base_manifest: dict[str, Any], workdir: Path) -> int:
-        """Move the base version into ``workdir`` (downloading it first unless cached);
-        returns the bytes downloaded."""
-        collection = str(base_manifest["collection"])
-        cached = self.root / collection / str(base_manifest["version"])
-        downloaded = 0
-        if not is_local_copy_of(cached, base_manifest):
+        cached = None if base_manifest is None else self.root / collection / str(base_manifest["version"])
+        held = {} if cached is None else held_files(cached, base_manifest)
+        if cached is not None and held:
+            cached.rename(workdir)
+        else:
             self._drop_other_versions(collection)
-            self.store.download_version(base_manifest, self.root)
-            downloaded = int(base_manifest.get("total_bytes", 0))
-        # The cache holds exactly the published bytes; the merge writes into a move of it.
-        # If this run fails, the next one downloads again: correctness over a warm cache.
-        cached.rename(workdir)
-        return downloaded
+            workdir.mkdir()
+        return Checkout(workdir, collection, base_manifest, held)
 
-    def give_back(self, workdir: Path, base_manifest: dict[str, Any] | None) -> None:
-        """Nothing was merged: the work dir still holds the base version's exact bytes."""
-        if base_manifest is None or not is_local_copy_of(workdir, base_manifest):
-            shutil.rmtree(workdir, ignore_errors=True)
+    def fetch(self, checkout: Checkout, paths: Iterable[str]) -> int:
+        """Make the work dir hold the base's files at ``paths``, downloading (and checking)
+        those it lacks; returns the bytes downloaded."""
+        missing = sorted({p for p in paths if p not in checkout.held})
+        if not missing or checkout.base is None:
+            return 0
+        received = self.store.download_entries(checkout.base, missing, checkout.path)
+        sha = {e["path"]: e["sha256"] for e in checkout.base["files"]}
+        checkout.held.update((p, sha[p]) for p in missing)
+        checkout.downloaded += received
+        return received
+
+    def give_back(self, checkout: Checkout) -> None:
+        """Nothing was merged: the work dir still holds the base's files it held."""
+        if checkout.base is None or not checkout.held:
+            shutil.rmtree(checkout.path, ignore_errors=True)
             return
-        workdir.rename(self.root / str(base_manifest["collection"]) / str(base_manifest["version"]))
+        try:
+            record_held(checkout.path, checkout.base, checkout.held)
+            checkout.path.rename(self.root / checkout.collection / str(checkout.base["version"]))
+        except OSError:
+            shutil.rmtree(checkout.path, ignore_errors=True)
 
     def keep_published(self, local_dir: Path, manifest: dict[str, Any]) -> bool:
-        """The work dir of a version just published becomes the cache; only a warm cache for
-        the next run, so a failure here is logged, never raised (the publish stands)."""
+        """The work dir of a version just published (its record written by the writer)
+        becomes the cache; only a warm cache for the next run, so a failure here is logged,
+        never raised (the publish stands)."""
         try:
             collection = str(manifest["collection"])
             self._drop_other_versions(collection)
-            mark_local_copy(local_dir, manifest)
             local_dir.rename(self.root / collection / str(manifest["version"]))
             return True
         except OSError:

@@ -28,7 +28,7 @@ from ..delta_keys import DeltaRef, InvalidDeltaError, delta_id_time
 from ..delta_reader import fetch_delta
 from ..lock import CompactionLock, LockBusyError
 from ..pinecone_client import PineconeIndex, PineconeIndexError, PineconeRecord
-from ..snapshot_store import STATE_FILE, MergeState, SnapshotStore, version_prefix
+from ..snapshot_store import MergeState, SnapshotStore
 from .state import MigrationState, migration_key
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,7 @@ def mirror_key(collection: str) -> str:
 
 def read_merge_state(settings: Settings, collection: str, manifest: dict[str, Any]) -> MergeState:
     """The version's merge state, read straight from S3 (no local copy of the version)."""
-    entry = next((e for e in manifest["files"] if e["path"] == STATE_FILE), None)
-    if entry is None:
-        return MergeState()
-    key = entry.get("key") or version_prefix(collection, manifest["version"]) + STATE_FILE
-    body = client("s3", settings).get_object(Bucket=settings.vectors_bucket, Key=key)["Body"].read()
-    return MergeState.from_bytes(body)
+    return SnapshotStore(settings).read_merge_state({**manifest, "collection": collection})
 
 
 def live_winner(state: MergeState, record_id: str) -> str | None:
