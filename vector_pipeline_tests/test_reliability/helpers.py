@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from vector_pipeline.config import Settings
+from vector_pipeline.merge_state import replay, state_part_entries
 from vector_pipeline.snapshot_store import SnapshotStore
 
 from ..conftest import all_keys
@@ -35,6 +36,18 @@ def assert_pointer_names_a_complete_version(settings: Settings, collection: str 
         head = store.s3.head_object(Bucket=store.bucket, Key=entry["key"])
         assert head["ContentLength"] == entry["size"], entry
     return pointer.version
+
+
+def assert_state_parts_locate_the_live_ids(settings: Settings, live_ids: set[str], delta_ids: set[str],
+                                           collection: str = "words") -> None:
+    """The published version's merge state, replayed from its parts as stored (no cache),
+    places exactly the live ids and lists every delta applied."""
+    store = SnapshotStore(settings)
+    manifest = store.read_manifest(collection, store.read_pointer(collection).version)
+    state = replay([store.s3.get_object(Bucket=store.bucket, Key=e["key"])["Body"].read()
+                    for e in state_part_entries(manifest)])
+    assert set(state.location) == live_ids, "the merge state does not place exactly the live ids"
+    assert delta_ids <= state.applied_delta_ids, "the merge state lost an applied delta"
 
 
 def applied_along_pointer_chain(settings: Settings, collection: str = "words") -> list[list[str]]:

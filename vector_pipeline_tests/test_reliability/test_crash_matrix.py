@@ -1,7 +1,9 @@
 """Crash matrix: a real compactor subprocess is SIGKILLed at every step of a compaction,
 then compaction runs again. Whatever the step, the pointer always names a complete version,
-the final content is the last-writer-wins state, no delta is lost or applied twice, and the
-dead holder's lock is taken over after its TTL."""
+the final content is the last-writer-wins state, no delta is lost or applied twice, the merge
+state replayed from the version's parts locates exactly its live ids, and the dead holder's
+lock is taken over after its TTL. The killed run appends a segment and a state part; at the
+steps that write files it also folds the recent tier (consolidating the state parts)."""
 
 import time
 
@@ -14,9 +16,11 @@ from vector_pipeline.faults import STEPS
 from vector_pipeline.lock import CompactionLock, lock_id_for
 from vector_pipeline.queue import DeltaQueue
 from vector_pipeline.reader import close_readers
+from vector_pipeline.snapshot_store import SnapshotStore
 
 from ..conftest import vectors
-from .helpers import assert_each_delta_applied_once, assert_pointer_names_a_complete_version, start_compactor
+from .helpers import (assert_each_delta_applied_once, assert_pointer_names_a_complete_version,
+                      assert_state_parts_locate_the_live_ids, start_compactor)
 
 LOCK_TTL = 3
 
@@ -26,11 +30,31 @@ def _produce(settings: Settings, rng: np.random.Generator, ids: list[str], tag: 
                                    delete_ids=deletes, settings=settings)["delta_id"]
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_compactor_killed_at_any_step_converges(settings: Settings, rng: np.random.Generator, step: str) -> None:
-    settings = settings.with_overrides(lock_ttl_seconds=LOCK_TTL)
+FILE_WRITING_STEPS = ("mid_merge", "mid_upload", "after_upload")
+
+
+def _folds_along_pointer_chain(settings: Settings) -> list[str]:
+    store = SnapshotStore(settings)
+    folds, version = [], store.read_pointer("words").version
+    while version:
+        manifest = store.read_manifest("words", version)
+        folds.append(manifest.get("fold"))
+        version = manifest.get("parent_version")
+    return folds
+
+
+@pytest.mark.parametrize("step,fold", [*((step, "append") for step in STEPS),
+                                       *((step, "fold_recent") for step in FILE_WRITING_STEPS)])
+def test_compactor_killed_at_any_step_converges(settings: Settings, rng: np.random.Generator, step: str,
+                                                fold: str) -> None:
+    # The collection's segment policy is recorded when its first compaction creates it.
+    policy = {"segment_max_count": 2, "segment_fold_ratio": 5.0} if fold == "fold_recent" else {}
+    settings = settings.with_overrides(lock_ttl_seconds=LOCK_TTL, **policy)
     delta_ids = {_produce(settings, rng, ["x", "y", "c"], "base")}
     assert ChromaCompactor(settings=settings).compact_pending("words")[0].status == "ok"
+    if fold == "fold_recent":  # a recent segment (and state part) for the killed run to fold
+        delta_ids.add(_produce(settings, rng, ["y"], "base"))
+        assert ChromaCompactor(settings=settings).compact_pending("words")[0].status == "ok"
     delta_ids |= {_produce(settings, rng, ["a", "b"], "d1"),
                   _produce(settings, rng, ["b"], "d2", deletes=["c"]),
                   _produce(settings, rng, ["d", "a"], "d3")}
@@ -52,5 +76,8 @@ def test_compactor_killed_at_any_step_converges(settings: Settings, rng: np.rand
     assert dict(zip(got["ids"], got["documents"])) == {"x": "x:base", "y": "y:base", "a": "a:d3", "b": "b:d2",
                                                        "d": "d:d3"}
     assert_each_delta_applied_once(settings, delta_ids)
+    assert_state_parts_locate_the_live_ids(settings, set(got["ids"]), delta_ids)
+    if fold == "fold_recent":
+        assert any(v == "fold_recent" for v in _folds_along_pointer_chain(settings))
     assert DeltaQueue(settings).approximate_depth() == {"visible": 0, "in_flight": 0}
-    print(f"FIGURE crash injected: SIGKILL at {step}; converged, 4 deltas applied once each")
+    print(f"FIGURE crash injected: SIGKILL at {step} ({fold}); converged, {len(delta_ids)} deltas applied once each")
