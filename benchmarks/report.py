@@ -50,6 +50,17 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
         out.append(["bytes moved (warm) ≈ changed files, not the base again",
                     f"warm {row['ours_warm_bytes_moved'] / 1e6:.1f} MB = {100 * share:.0f} % of cold "
                     f"{row['ours_cold_bytes_moved'] / 1e6:.1f} MB", verdict(share <= 0.25)])
+    if largest in fifty:
+        row = fifty[largest]
+        out.append([f"cold compactor ≤ 1.2× warm (50×100 into {largest:,}; cold: no cache dir, no state in memory)",
+                    f"{row['cold_to_warm']:.2f}× (cold downloaded {row['ours_cold_bytes_downloaded'] / 1e6:.1f} MB, "
+                    f"warm {row['ours_warm_bytes_downloaded'] / 1e6:.1f} MB)", verdict(row["cold_to_warm"] <= 1.2)])
+        if smallest in fifty and smallest != largest:
+            small, large = fifty[smallest]["state_bytes_written"], row["state_bytes_written"]
+            out.append([f"merge state written per compaction does not grow with the snapshot (50×100 into "
+                        f"{smallest:,} vs {largest:,}; ≤ 1.2×)",
+                        f"{small / 1e3:.0f} kB vs {large / 1e3:.0f} kB = {large / small:.2f}× (whole state at "
+                        f"{largest:,}: {row['whole_state_bytes'] / 1e6:.2f} MB)", verdict(large <= 1.2 * small)])
     for row in results.get("reader_refresh", []):
         out.append([f"reader refresh after a publish ≤ 1.5× the new segment's bytes ({row['snapshot_vectors']:,}, median)",
                     f"{row['bytes_ratio']:.2f}×", verdict(row["bytes_ratio"] <= 1.5)])
@@ -106,6 +117,14 @@ def write_report(results: dict[str, Any], out: Path) -> None:
                       f"{r['ours_merge_vectors_per_s']:.0f} / {r['baseline_merge_vectors_per_s']:.0f}",
                       f"{r['ours_warm_bytes_moved'] / 1e6:.1f} / {r['ours_cold_bytes_moved'] / 1e6:.1f} / "
                       f"{r['baseline_bytes_moved'] / 1e6:.1f}"] for r in results["compaction"]])
+    lines += ["", "Merge state per compaction: the part each one writes (`state/<n>.json.gz`) against the whole "
+              "state that format 2 rewrote with every version; and what the cold compactor downloaded.", ""]
+    lines += _table(["snapshot", "deltas", "fold", "state part kB", "whole state kB", "parts in the log",
+                     "downloaded MB warm / cold", "cold / warm s"],
+                    [[f"{r['snapshot_vectors']:,}", r["deltas"], r["fold"], f"{r['state_bytes_written'] / 1e3:.1f}",
+                      f"{r['whole_state_bytes'] / 1e3:.1f}", r["state_parts"],
+                      f"{r['ours_warm_bytes_downloaded'] / 1e6:.2f} / {r['ours_cold_bytes_downloaded'] / 1e6:.2f}",
+                      f"{r['cold_to_warm']:.2f}×"] for r in results["compaction"] if "state_bytes_written" in r])
     ceilings = results["ceilings"]
     lines += ["", f"Original design: {ORIGINAL['compaction']}; {ORIGINAL['merge_per_delta']} merge per delta.", "",
               "### Background folds (recent segments back into the base; run between the rows above)", ""]
@@ -166,6 +185,21 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
     figure.tight_layout()
     figure.savefig(out / "compaction_vs_deltas.png", dpi=110)
     names.append("compaction_vs_deltas.png")
+    stated = [r for r in rows if "state_bytes_written" in r]
+    if stated:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for count in counts:
+            picked = sorted((r for r in stated if r["deltas"] == count), key=lambda r: r["snapshot_vectors"])
+            axis.plot([r["snapshot_vectors"] for r in picked], [r["state_bytes_written"] / 1e3 for r in picked], "o-",
+                      label=f"state part written, {count} deltas")
+            axis.plot([r["snapshot_vectors"] for r in picked], [r["whole_state_bytes"] / 1e3 for r in picked], "x--",
+                      label=f"whole state (format 2 rewrote it), {count} deltas")
+        axis.set(xlabel="snapshot vectors", ylabel="kB written per compaction", xscale="log", yscale="log",
+                 title="merge state written per compaction")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / "state_bytes_per_compaction.png", dpi=110)
+        names.append("state_bytes_per_compaction.png")
     plt.close("all")
     return names
 

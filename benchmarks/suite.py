@@ -1,4 +1,5 @@
-"""The figures: producer latency, compaction (ours warm and cold, the baseline) for delta
+"""The figures: producer latency, compaction (ours warm and cold, the baseline; the merge
+state each writes) for delta
 counts and snapshot sizes, the background folds, chroma's own bulk upsert rate and raw
 hnswlib's insert rate (the ceilings), query latency warm (with and without a filter) and
 cold start on segmented and folded versions, a warm reader's refresh after publishes
@@ -19,6 +20,7 @@ import numpy as np
 from vector_pipeline import ChromaCompactor, ChromaDBClient, produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.maintenance import fold_segments
+from vector_pipeline.merge_state import STATE_CACHE, part_path, state_part_paths
 from vector_pipeline.reader import SnapshotReader
 from vector_pipeline.segments import segments_of
 from vector_pipeline.snapshot_store import SnapshotStore
@@ -107,6 +109,7 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
             assert result.status == "ok", result
             cold_keys = [work.delta(collection) for _ in range(count)]
             cold_settings = work.settings.with_overrides(cache_dir=tempfile.mkdtemp(prefix="bench-cold-"))
+            STATE_CACHE.clear()  # a fresh container: no cache dir, no merge state in memory
             cold = ChromaCompactor(settings=cold_settings).compact_deltas(cold_keys, collection)
             shutil.rmtree(cold_settings.cache_dir, ignore_errors=True)
             assert cold.status == "ok", cold
@@ -124,12 +127,25 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
                 "ours_warm_bytes_moved": result.bytes_downloaded + result.bytes_uploaded,
                 "ours_cold_bytes_moved": cold.bytes_downloaded + cold.bytes_uploaded,
                 "baseline_bytes_moved": base["bytes_moved"],
+                "ours_cold_bytes_downloaded": cold.bytes_downloaded,
+                "ours_warm_bytes_downloaded": result.bytes_downloaded,
+                "cold_to_warm": cold.duration_seconds / result.duration_seconds,
+                **_state_bytes(store, collection, result.version),
                 "speedup_vs_baseline": base["seconds"] / result.duration_seconds,
                 "publish_speedup_vs_baseline": base["seconds"] / result.publish_seconds,
             }
             log.info("compaction %s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
             rows.append(row)
     return rows, folds
+
+
+def _state_bytes(store: SnapshotStore, collection: str, version: str) -> dict[str, int]:
+    """The merge state one compaction wrote (its part), beside the whole state (what a
+    version of format 2 rewrote every time)."""
+    manifest = store.read_manifest(collection, version)
+    own = next(e for e in manifest["files"] if e["path"] == part_path(version))
+    return {"state_bytes_written": own["size"], "state_parts": len(state_part_paths(manifest)),
+            "whole_state_bytes": len(store.read_merge_state(manifest).to_bytes())}
 
 
 @contextmanager

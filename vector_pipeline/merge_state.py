@@ -11,7 +11,7 @@ collection's first version) writes one whole part; FOLD_RECENT, or a log grown p
 bounds (it holds what changed since the base segment was written).
 
 Replayed states are cached in-process, keyed by (bucket, collection, the parts' sha256s):
-equal keys, equal states. A cached state is never mutated — a merge works on ``copy()`` — and
+equal keys, equal states (the newest per collection, so memory follows one state each). A cached state is never mutated — a merge works on ``copy()`` — and
 a merge's result enters the cache only once its version is published.
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 STATE_FILE = "state.json.gz"  # the one whole state of a version written before parts existed
 STATE_PARTS_DIR = "state"
 MAX_STATE_PARTS = 12  # past this, an append consolidates the parts after the first
-_CACHED_STATES = 4
+_CACHED_COLLECTIONS = 8
 
 
 @dataclass
@@ -139,6 +139,22 @@ def change_of(state: MergeState, applied: Iterable[str], touched: Iterable[str],
     return part
 
 
+def next_log(base_parts: Sequence[str], own: str, state: MergeState, change: MergeState, fold_all: bool,
+             fold_recent: bool, read_part: Callable[[str], bytes]) -> tuple[list[str], bytes]:
+    """The new version's parts (paths, in order) and the bytes of its own part ``own``: the
+    whole state after a fold of everything (or for a first version); after a fold of the
+    recent tier, or past ``MAX_STATE_PARTS``, the parts after the first consolidated with
+    ``change`` (read by ``read_part(path)``); otherwise the base's parts and ``change``."""
+    if not base_parts or fold_all:
+        return [own], state.to_bytes()
+    if fold_recent or len(base_parts) + 1 > MAX_STATE_PARTS:
+        consolidated = MergeState()
+        for path in base_parts[1:]:
+            consolidated.apply(MergeState.from_bytes(read_part(path)))
+        return [base_parts[0], own], consolidated.apply(change).to_bytes()
+    return [*base_parts, own], change.to_bytes()
+
+
 def replay(parts: Sequence[bytes]) -> MergeState:
     state = MergeState()
     for body in parts:
@@ -147,26 +163,28 @@ def replay(parts: Sequence[bytes]) -> MergeState:
 
 
 class _StateCache:
-    """Replayed states by (bucket, collection, part sha256s), the last few used."""
+    """Replayed states by (bucket, collection, part sha256s): the newest one per collection
+    (a state is as large as the collection's id set), for the last few collections used."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._states: OrderedDict[tuple[str, ...], MergeState] = OrderedDict()
+    def __init__(self, collections: int) -> None:
+        self.collections = collections
+        self._states: OrderedDict[tuple[str, str], tuple[tuple[str, ...], MergeState]] = OrderedDict()
         self._lock = threading.Lock()
         self.replays = 0  # states built by replay (for tests and the benchmark)
 
     def get(self, key: tuple[str, ...]) -> MergeState | None:
         with self._lock:
-            state = self._states.get(key)
-            if state is not None:
-                self._states.move_to_end(key)
-            return state
+            held = self._states.get((key[0], key[1]))
+            if held is None or held[0] != key:
+                return None
+            self._states.move_to_end((key[0], key[1]))
+            return held[1]
 
     def put(self, key: tuple[str, ...], state: MergeState) -> None:
         with self._lock:
-            self._states[key] = state
-            self._states.move_to_end(key)
-            while len(self._states) > self.size:
+            self._states[(key[0], key[1])] = (key, state)
+            self._states.move_to_end((key[0], key[1]))
+            while len(self._states) > self.collections:
                 self._states.popitem(last=False)
 
     def clear(self) -> None:
@@ -174,7 +192,7 @@ class _StateCache:
             self._states.clear()
 
 
-STATE_CACHE = _StateCache(_CACHED_STATES)
+STATE_CACHE = _StateCache(_CACHED_COLLECTIONS)
 
 
 def state_key(bucket: str, collection: str, manifest: Mapping[str, Any] | None) -> tuple[str, ...]:

@@ -5,6 +5,12 @@ names yet, manifest last; until ``publish`` swaps the pointer, nothing a reader 
 changed, and a candidate abandoned at any point is an orphan for GC. The version holds
 exactly the base's live records plus the net effect of the deltas (``merge``): the count
 the merge state predicts is checked before anything is uploaded.
+
+Stateless: a run reads the base's merge state (its parts) and masks first, then the deltas,
+then plans the fold, and fetches only what the plan reads (``WarmCache.fetch``): an append
+downloads no segment, a fold of the recent tier only the segments it folds; the segments it
+keeps are the parent's objects, referenced. It writes one state part (``merge_state``) and
+changes a private copy of the cached state, which enters the cache only at publish.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from .intake import DeltaIntake, collection_embedding
 from .segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks
 from .merge_state import MergeState, load_state, part_path, state_part_paths
 from .snapshot_store import SNAPSHOT_FORMAT, SnapshotStore, UnsupportedFormatError, next_version
-from .warm_cache import Checkout, WarmCache, files_under, record_held
+from .warm_cache import Checkout, WarmCache, below, files_under
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +139,7 @@ class VersionWriter:
             untouched = [s.path for s in plan.keep] + [p for p in parts if p != own_part]
             parent = base_manifest if base_manifest is not None else pointer_manifest  # whose files are reused
             candidate.manifest = self.store.upload_version(workdir, manifest, parent, untouched)
-            # Held now: what this run wrote (hashed by the upload) and the reused files it held.
-            held = [e["path"] for e in candidate.manifest["files"]
-                    if not _below(e["path"], untouched) or checkout.held.get(e["path"]) == e["sha256"]]
-            record_held(workdir, candidate.manifest, held)
+            self.cache.record_uploaded(checkout, candidate.manifest, untouched)
             candidate.local_dir = workdir
             candidate.merge_state = state
             return candidate
@@ -149,31 +152,21 @@ class VersionWriter:
         process, or replayed from its parts, fetched into the work dir unless held."""
         if checkout.base is None:
             return MergeState()
+        return load_state(self.store.bucket, collection, checkout.base, lambda e: self._base_file(checkout, e["path"]))
 
-        def read_part(entry: dict[str, Any]) -> bytes:
-            self.cache.fetch(checkout, [entry["path"]])
-            return checkout.file(entry["path"]).read_bytes()
-
-        return load_state(self.store.bucket, collection, checkout.base, read_part)
+    def _base_file(self, checkout: Checkout, path: str) -> bytes:
+        self.cache.fetch(checkout, [path])
+        return checkout.file(path).read_bytes()
 
     def _write_state_part(self, checkout: Checkout, state: MergeState, merged: "Merged",
                           deltas: list[LoadedDelta], version: str) -> list[str]:
         """This run's state part, and the new version's list of parts (see ``merge_state``)."""
-        own = part_path(version)
-        base_parts = state_part_paths(checkout.base)
-        plan = merged.plan
+        own, base_parts = part_path(version), state_part_paths(checkout.base)
         change = merge_state.change_of(state, (d.ref.delta_id for d in deltas), merged.effect.touched,
                                        merged.relocated)
-        if not base_parts or plan.kind is FoldKind.FOLD_ALL:
-            parts, body = [own], state.to_bytes()
-        elif plan.kind is FoldKind.FOLD_RECENT or len(base_parts) + 1 > merge_state.MAX_STATE_PARTS:
-            self.cache.fetch(checkout, base_parts[1:])
-            consolidated = MergeState()
-            for path in base_parts[1:]:
-                consolidated.apply(MergeState.from_bytes(checkout.file(path).read_bytes()))
-            parts, body = [base_parts[0], own], consolidated.apply(change).to_bytes()
-        else:
-            parts, body = [*base_parts, own], change.to_bytes()
+        parts, body = merge_state.next_log(base_parts, own, state, change, merged.plan.kind is FoldKind.FOLD_ALL,
+                                           merged.plan.kind is FoldKind.FOLD_RECENT,
+                                           lambda path: self._base_file(checkout, path))
         for path in set(base_parts) - set(parts):  # consolidated away: not a file of the new version
             checkout.file(path).unlink(missing_ok=True)
             checkout.held.pop(path, None)
@@ -215,7 +208,7 @@ class VersionWriter:
         relocated = merge.relocate(state, plan, new_segment, effect)
         write_masks(workdir, kept)
         for path in list(checkout.held):  # the merge rewrote or moved these
-            if path == MASKS_FILE or _below(path, folded):
+            if path == MASKS_FILE or below(path, folded):
                 del checkout.held[path]
         result = [Segment(s.name, s.stored, len(kept[s.name])) for s in plan.keep]
         result += [new_segment] if new_segment else []
@@ -293,11 +286,6 @@ class VersionWriter:
             "fold": str(candidate.fold),
             "masks_file": MASKS_FILE,
         }
-
-
-def _below(path: str, roots: Sequence[str]) -> bool:
-    """Whether ``path`` is one of ``roots`` or inside one of them."""
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def _has_recent_or_masked(manifest: dict[str, Any] | None) -> bool:

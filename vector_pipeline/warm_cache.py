@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from . import manifest as mf
 from .config import Settings
@@ -45,6 +45,11 @@ class Checkout:
 def files_under(manifest: Mapping[str, Any], directory: str) -> list[str]:
     prefix = directory.rstrip("/") + "/"
     return [e["path"] for e in manifest["files"] if e["path"].startswith(prefix)]
+
+
+def below(path: str, roots: Iterable[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or inside one of them."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def held_files(local_dir: Path, manifest: Mapping[str, Any]) -> dict[str, str]:
@@ -102,6 +107,13 @@ class WarmCache:
         checkout.held.update((p, sha[p]) for p in missing)
         checkout.downloaded += received
         return received
+
+    def record_uploaded(self, checkout: Checkout, manifest: dict[str, Any], untouched: Sequence[str]) -> None:
+        """After the upload of ``manifest``'s version from the work dir, record what it holds:
+        every file the upload described (hashed then) and the reused files it held."""
+        held = [e["path"] for e in manifest["files"]
+                if not below(e["path"], untouched) or checkout.held.get(e["path"]) == e["sha256"]]
+        record_held(checkout.path, manifest, held)
 
     def give_back(self, checkout: Checkout) -> None:
         """Nothing was merged: the work dir still holds the base's files it held."""

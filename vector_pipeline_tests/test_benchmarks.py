@@ -16,12 +16,14 @@ def test_benchmark_suite_writes_results_and_report(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(r["snapshot_vectors"], r["deltas"]) for r in results["compaction"]] == [(500, 1), (500, 3)]
     assert all(r["baseline_s"] > 0 and r["ours_warm_s"] > 0 for r in results["compaction"])
+    assert all(0 < r["state_bytes_written"] and r["ours_cold_bytes_downloaded"] > 0 for r in results["compaction"])
     [refresh] = results["reader_refresh"]
     assert len(refresh["refreshes"]) == 5 and all(r["downloaded_bytes"] > 0 for r in refresh["refreshes"])
     assert refresh["pending_fetched"] == refresh["pending_deltas"]
     report = (tmp_path / "report.md").read_text()
     assert "## Targets" in report and "baseline" in report and "## Reader refresh" in report
     assert (tmp_path / "compaction_vs_snapshot.png").stat().st_size > 1000
+    assert (tmp_path / "state_bytes_per_compaction.png").stat().st_size > 1000 and "Merge state per compaction" in report
 
 
 def test_collections_profile_writes_results_and_report(tmp_path: Path) -> None:

@@ -195,10 +195,13 @@ def test_an_unpublished_merge_leaves_the_state_cache_as_it_was(settings: Setting
     abandoned = compactor.write_candidate("words", [pending])  # written, never published
     assert abandoned.manifest is not None
     compactor.discard(abandoned)
+    assert STATE_CACHE.get(key) == before == _replayed_from_s3(settings, base)
     lost = compactor.write_candidate("words", [pending])
+    assert STATE_CACHE.get(key) == before
     compactor.compact_deltas([_produce(settings, ["e"], rng, "-e")], "words")  # moves the pointer first
     assert compactor.publish_candidate(lost) is PublishOutcome.CONFLICT
-    assert STATE_CACHE.get(key) == before == _replayed_from_s3(settings, base)
+    current = _manifest(settings)
+    assert STATE_CACHE.get(state_key(settings.vectors_bucket, "words", current)) == _replayed_from_s3(settings, current)
     for candidate in (abandoned, lost):
         assert STATE_CACHE.get(state_key(settings.vectors_bucket, "words", candidate.manifest)) is None
     assert compactor.compact_deltas([pending], "words").status == "ok"
