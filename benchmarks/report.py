@@ -118,13 +118,15 @@ def write_report(results: dict[str, Any], out: Path) -> None:
                       f"{r['ours_warm_bytes_moved'] / 1e6:.1f} / {r['ours_cold_bytes_moved'] / 1e6:.1f} / "
                       f"{r['baseline_bytes_moved'] / 1e6:.1f}"] for r in results["compaction"]])
     lines += ["", "Merge state per compaction: the part each one writes (`state/<n>.json.gz`) against the whole "
-              "state that format 2 rewrote with every version; and what the cold compactor downloaded.", ""]
+              "state that format 2 rewrote with every version; and what the cold compactor (no cache dir, no state "
+              "in memory; other deltas, from the same one-segment start) downloaded.", ""]
     lines += _table(["snapshot", "deltas", "fold", "state part kB", "whole state kB", "parts in the log",
                      "downloaded MB warm / cold", "cold / warm s"],
                     [[f"{r['snapshot_vectors']:,}", r["deltas"], r["fold"], f"{r['state_bytes_written'] / 1e3:.1f}",
                       f"{r['whole_state_bytes'] / 1e3:.1f}", r["state_parts"],
                       f"{r['ours_warm_bytes_downloaded'] / 1e6:.2f} / {r['ours_cold_bytes_downloaded'] / 1e6:.2f}",
-                      f"{r['cold_to_warm']:.2f}×"] for r in results["compaction"] if "state_bytes_written" in r])
+                      f"{r['cold_to_warm']:.2f}× ({r['cold_fold']})"] for r in results["compaction"]
+                     if "state_bytes_written" in r])
     ceilings = results["ceilings"]
     lines += ["", f"Original design: {ORIGINAL['compaction']}; {ORIGINAL['merge_per_delta']} merge per delta.", "",
               "### Background folds (recent segments back into the base; run between the rows above)", ""]

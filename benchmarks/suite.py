@@ -108,6 +108,7 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
             result = warm.compact_deltas(keys, collection)
             assert result.status == "ok", result
             cold_keys = [work.delta(collection) for _ in range(count)]
+            fold_segments(work.settings, collection)  # the same start as the warm run: one segment
             cold_settings = work.settings.with_overrides(cache_dir=tempfile.mkdtemp(prefix="bench-cold-"))
             STATE_CACHE.clear()  # a fresh container: no cache dir, no merge state in memory
             cold = ChromaCompactor(settings=cold_settings).compact_deltas(cold_keys, collection)
@@ -129,7 +130,7 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
                 "baseline_bytes_moved": base["bytes_moved"],
                 "ours_cold_bytes_downloaded": cold.bytes_downloaded,
                 "ours_warm_bytes_downloaded": result.bytes_downloaded,
-                "cold_to_warm": cold.duration_seconds / result.duration_seconds,
+                "cold_to_warm": cold.duration_seconds / result.duration_seconds, "cold_fold": cold.fold,
                 **_state_bytes(store, collection, result.version),
                 "speedup_vs_baseline": base["seconds"] / result.duration_seconds,
                 "publish_speedup_vs_baseline": base["seconds"] / result.publish_seconds,
