@@ -141,7 +141,10 @@ def test_a_version_with_one_state_file_is_read_and_appended_to(settings: Setting
     late = _produce(settings, ["x3", "x4"], rng, "-late")  # minted before `newer`, compacted after it
     newer = _produce(settings, ["x3"], rng, "-newer", deletes=["x4"])
     compactor.compact_deltas([base, newer], "words")
+    old_version = _manifest(settings)["version"]
     _rewrite_as_format_2(settings, _manifest(settings))
+    delta_id = lambda key: key.rstrip("/").rsplit("/", 1)[-1]  # noqa: E731
+    assert applied_delta_ids(SnapshotStore(settings), "words", old_version) == {delta_id(base), delta_id(newer)}
     cold = _cold(settings, "cold")
     result = cold.compact_deltas([late, _produce(settings, ["y"], rng, "-y", deletes=["x5"])], "words")
     assert result.status == "ok" and result.deltas_processed == 2
@@ -152,7 +155,7 @@ def test_a_version_with_one_state_file_is_read_and_appended_to(settings: Setting
     assert docs["x3"] == "x3-newer" and "x4" not in docs and "x5" not in docs and docs["y"] == "y-y"
     assert len(docs) == 49
     held = applied_delta_ids(SnapshotStore(settings), "words", result.version)
-    assert {k.rstrip("/").rsplit("/", 1)[-1] for k in (base, late, newer)} <= held
+    assert {delta_id(k) for k in (base, late, newer)} <= held
 
 
 def _rewrite_as_format_2(settings: Settings, manifest: dict[str, Any]) -> None:
