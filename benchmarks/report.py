@@ -46,10 +46,14 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
     out.append(["producer ≤ 100 ms per 100 vectors (mean)", f"{producer:.0f} ms", verdict(producer <= 100)])
     if largest in fifty:
         row = fifty[largest]
-        share = row["ours_warm_bytes_moved"] / row["ours_cold_bytes_moved"]
-        out.append(["bytes moved (warm) ≈ changed files, not the base again",
-                    f"warm {row['ours_warm_bytes_moved'] / 1e6:.1f} MB = {100 * share:.0f} % of cold "
-                    f"{row['ours_cold_bytes_moved'] / 1e6:.1f} MB", verdict(share <= 0.25)])
+        # Cold compactors no longer download the base either: both are compared with the
+        # original algorithm, which moves the whole snapshot down and up again.
+        moved = max(row["ours_warm_bytes_moved"], row["ours_cold_bytes_moved"])
+        share = moved / row["baseline_bytes_moved"]
+        out.append(["bytes moved (warm or cold) ≈ deltas + changed files, not the base again (≤ 25 % of the "
+                    "original algorithm's)",
+                    f"warm {row['ours_warm_bytes_moved'] / 1e6:.1f} MB, cold {row['ours_cold_bytes_moved'] / 1e6:.1f} "
+                    f"MB = {100 * share:.0f} % of {row['baseline_bytes_moved'] / 1e6:.1f} MB", verdict(share <= 0.25)])
     if largest in fifty:
         row = fifty[largest]
         out.append([f"cold compactor ≤ 1.2× warm (50×100 into {largest:,}; cold: no cache dir, no state in memory)",
