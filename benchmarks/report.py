@@ -36,6 +36,13 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
             out.append([f"same deltas into {largest:,} ≤ 1.5× into {smallest:,} (warm)", f"{ratio:.2f}×",
                         verdict(ratio <= 1.5)])
         ceiling = results["ceilings"]["chroma_into_empty_per_s"]
+        floor_s = fifty[largest]["merged_vectors"] / ceiling
+        whole = fifty[largest]["ours_warm_s"] / floor_s
+        out.append(["whole compaction ≤ 1.5× chroma's own bulk insert of the same records into an empty collection",
+                    f"{whole:.2f}× ({fifty[largest]['ours_warm_s']:.2f} s vs {floor_s:.2f} s)", verdict(whole <= 1.5)])
+        if "requests_per_delta" in fifty[largest]:
+            out.append(["AWS requests per delta, whole compaction (was ≈ 19 with file-per-file deltas)",
+                        f"{fifty[largest]['requests_per_delta']:.1f} ({_ops(fifty[largest]['requests'])})", "reported"])
         share = fifty[largest]["ours_merge_vectors_per_s"] / ceiling
         out.append(["merged vectors/s ≥ 90 % of chroma's bulk upsert (same records, same target: a new segment)",
                     f"{100 * share:.0f} %", verdict(share >= 0.9)])
@@ -43,7 +50,7 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
         out.append([f"warm query p50 ≤ 5 ms at {largest:,} ({query['layout']}, {query['segments']} segments)",
                     f"{query['warm']['p50_ms']:.2f} ms", verdict(query["warm"]["p50_ms"] <= 5)])
     producer = results["producer"]["100"]["mean_ms"]
-    out.append(["producer ≤ 100 ms per 100 vectors (mean)", f"{producer:.0f} ms", verdict(producer <= 100)])
+    out.append(["producer ≤ 60 ms per 100-vector delta (mean)", f"{producer:.0f} ms", verdict(producer <= 60)])
     if largest in fifty:
         row = fifty[largest]
         share = row["ours_warm_bytes_moved"] / row["ours_cold_bytes_moved"]

@@ -6,6 +6,7 @@ cold start on segmented and folded versions, a warm reader's refresh after publi
 
 import logging
 import resource
+from collections import Counter
 import shutil
 import statistics
 import tempfile
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, ChromaDBClient, produce_embedding_delta
+from vector_pipeline.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.maintenance import fold_segments
 from vector_pipeline.reader import SnapshotReader
@@ -103,7 +105,8 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
             warm.compact_deltas([], collection)  # the warm compactor's cache follows the pointer
             keys = [work.delta(collection) for _ in range(count)]
             base = baseline_compaction(store.s3, store.bucket, latest, keys, collection)
-            result = warm.compact_deltas(keys, collection)
+            with counted_requests(work.settings) as requests:
+                result = warm.compact_deltas(keys, collection)
             assert result.status == "ok", result
             cold_keys = [work.delta(collection) for _ in range(count)]
             cold_settings = work.settings.with_overrides(cache_dir=tempfile.mkdtemp(prefix="bench-cold-"))
@@ -125,11 +128,33 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
                 "ours_cold_bytes_moved": cold.bytes_downloaded + cold.bytes_uploaded,
                 "baseline_bytes_moved": base["bytes_moved"],
                 "speedup_vs_baseline": base["seconds"] / result.duration_seconds,
+                "requests_per_delta": sum(requests.values()) / count,
+                "requests": dict(requests),
                 "publish_speedup_vs_baseline": base["seconds"] / result.publish_seconds,
             }
             log.info("compaction %s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
             rows.append(row)
     return rows, folds
+
+
+@contextmanager
+def counted_requests(settings: Settings) -> Iterator[Counter]:
+    """Every AWS request this process sends while the block runs, by service and operation
+    (counted as botocore sends them, retries included)."""
+    counts: Counter = Counter()
+
+    def count(event_name: str, **_: Any) -> None:
+        _, service, operation = event_name.split(".", 2)
+        counts[f"{service} {operation}"] += 1
+
+    clients = [client(service, settings) for service in ("s3", "sqs", "dynamodb")]
+    for aws_client in clients:
+        aws_client.meta.events.register("before-send", count, unique_id="benchmark-request-count")
+    try:
+        yield counts
+    finally:
+        for aws_client in clients:
+            aws_client.meta.events.unregister("before-send", unique_id="benchmark-request-count")
 
 
 @contextmanager
