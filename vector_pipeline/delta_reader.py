@@ -11,10 +11,11 @@ chroma file beside a ``manifest.json`` written last.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import manifest as mf
 from .aws import error_code
@@ -63,7 +64,7 @@ class LoadedDelta:
     ref: DeltaRef
     manifest: dict[str, Any]
     ids: list[str] = field(default_factory=list)
-    embeddings: list[list[float]] = field(default_factory=list)
+    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))  # float32, a row per id
     documents: list[str | None] = field(default_factory=list)
     metadatas: list[dict[str, Any] | None] = field(default_factory=list)
     found_under: str = DELTA_PREFIX  # delta/ (pending) or archive/ (a rebuild reads it there)
@@ -176,13 +177,13 @@ def load_delta(s3: Any, bucket: str, stored: StoredDelta, workdir: Path) -> Load
         return loaded
     try:
         with ChromaDBClient(workdir, mode="read") as reader:
-            records = reader.get_vectors(ref.collection, include=["embeddings", "documents", "metadatas"])
+            records = reader.read_records(ref.collection)
     except Exception as exc:
         raise InvalidDeltaError(f"unreadable chroma data: {exc}", ref.key) from None
     loaded.ids = records["ids"]
     loaded.embeddings = records["embeddings"]
-    loaded.documents = records["documents"] or [None] * len(loaded.ids)
-    loaded.metadatas = records["metadatas"] or [None] * len(loaded.ids)
+    loaded.documents = records["documents"]
+    loaded.metadatas = records["metadatas"]
     _check_records(loaded)
     return loaded
 
@@ -200,12 +201,11 @@ def _check_records(loaded: LoadedDelta) -> None:
             _check_metadata(position, metadata)
     except ValueError as exc:
         raise InvalidDeltaError(str(exc), loaded.ref.key) from None
-    for vector in loaded.embeddings:
-        if len(vector) != loaded.dimension:
-            raise InvalidDeltaError(
-                f"vector of dimension {len(vector)}, manifest says {loaded.dimension}", loaded.ref.key)
-        if not all(math.isfinite(x) for x in vector):
-            raise InvalidDeltaError("embedding contains NaN or infinity", loaded.ref.key)
+    if len(loaded.ids) and loaded.embeddings.shape[1] != loaded.dimension:
+        raise InvalidDeltaError(
+            f"vector of dimension {loaded.embeddings.shape[1]}, manifest says {loaded.dimension}", loaded.ref.key)
+    if not np.isfinite(loaded.embeddings).all():
+        raise InvalidDeltaError("embedding contains NaN or infinity", loaded.ref.key)
 
 
 def fetch_delta(s3: Any, bucket: str, ref: DeltaRef, scratch: Path) -> LoadedDelta:
