@@ -60,10 +60,10 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
     for row in results.get("reader_refresh", []):
         out.append([f"reader refresh after a publish ≤ 1.5× the new segment's bytes ({row['snapshot_vectors']:,}, median)",
                     f"{row['bytes_ratio']:.2f}×", verdict(row["bytes_ratio"] <= 1.5)])
-        out.append([f"first query after a publish ≤ 3× a warm query ({row['snapshot_vectors']:,}; the follower "
-                    "switched beside the queries; median / p50)",
+        out.append([f"first query after a publish ≤ 3× a warm query ({row['snapshot_vectors']:,}; another process "
+                    "published, the follower switched beside the queries; median / p50)",
                     f"{row['followed_first_query_ratio']:.1f}×", verdict(row["followed_first_query_ratio"] <= 3)])
-        out.append(["same, when the query itself follows the pointer (this process published: read-your-writes)",
+        out.append(["same, when this process published (read-your-writes: the publish switched the open reader)",
                     f"{row['first_query_ratio']:.1f}×", verdict(row["first_query_ratio"] <= 3)])
     return out
 
@@ -78,10 +78,12 @@ def _reader_refresh_lines(rows: list[dict[str, Any]]) -> list[str]:
                         [[n + 1, who, f"{r['fold']} → {r['segments']}", f"{r['segment_bytes'] / 1e6:.2f}",
                           f"{r['downloaded_bytes'] / 1e6:.2f} ({r['downloaded_files']})",
                           f"{r['downloaded_bytes'] / r['segment_bytes']:.2f}×", f"{r['version_bytes'] / 1e6:.1f}",
-                          f"{r['switched_after_ms']:.0f}" if "switched_after_ms" in r else "in the query",
+                          f"{r['switched_after_ms']:.0f}" if "switched_after_ms" in r else "in the publish",
                           f"{r['first_query_ms']:.1f}", f"{r['first_query_ms'] / row['warm']['p50_ms']:.1f}×"]
-                         for n, (who, r) in enumerate([("the query (read-your-writes)", r) for r in row["refreshes"]]
-                                                      + [("the follower thread", r) for r in row["followed"]])])
+                         for n, (who, r) in enumerate([("this process's publish (read-your-writes)", r)
+                                                       for r in row["refreshes"]]
+                                                      + [("the follower thread (another process published)", r)
+                                                         for r in row["followed"]])])
         warm = row["warm_after"]["p50_ms"]
         lines += ["", f"Fresh reads (`include_pending=True`) over {row['pending_deltas']} uncompacted deltas "
                   f"({row['pending_vectors']:,} vectors):", ""]
