@@ -12,8 +12,8 @@ When the pointer moves, the reader fetches only the files it does not hold and k
 segment it already has open (``local_versions.py``). While queries come, a follower thread
 re-reads the pointer once per TTL and switches versions beside them, so a bounded query
 does not wait for a download (the first query, a strong one, and one after this process
-published do). One reader per (cache root, collection, bucket, endpoint) is kept for the
-process. ``include_pending`` also searches the deltas not yet compacted (``pending.py``).
+published do). One reader per (cache root, collection, bucket, endpoint, access key) is
+kept for the process. ``include_pending`` also searches the deltas not yet compacted (``pending.py``).
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def check_include(include: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(include))
 
 
-_readers: dict[tuple[str, str, str, str | None], SnapshotReader] = {}
+_readers: dict[tuple[str, str, str, str | None, str | None], SnapshotReader] = {}
 _readers_lock = threading.Lock()
 
 
@@ -291,8 +291,9 @@ def snapshot_reader(collection_name: str = "words", snapshot_path: str | Path | 
                     settings: Settings | None = None) -> SnapshotReader:
     """The process's reader of ``collection_name`` (the one query_snapshot and open_snapshot use)."""
     settings = settings or Settings.from_env()
+    # Per credentials too: a reader reads with the access of the settings that made it.
     key = (collection_name, str(Path(snapshot_path).resolve()) if snapshot_path else "",
-           settings.vectors_bucket, settings.endpoint_url_for("s3"))
+           settings.vectors_bucket, settings.endpoint_url_for("s3"), settings.aws_access_key_id)
     with _readers_lock:
         if key not in _readers:
             _readers[key] = SnapshotReader(collection_name, snapshot_path, settings)

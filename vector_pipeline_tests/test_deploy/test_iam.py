@@ -135,8 +135,7 @@ def test_each_role_does_its_job_and_is_denied_the_rest(enforcing_aws: dict[str, 
         query_snapshot(query_embeddings=vectors(rng, 1), collection_name="words", settings=producer)
     assert is_access_denied(raised.value)
 
-    close_readers()  # readers are kept per bucket and endpoint, not per credentials
-
+    # Readers are kept per credentials: the query role gets a reader of its own.
     # query: reads the published version — and cannot write or reach anything else
     answer = query_snapshot(query_embeddings=vectors(rng, 1), n_results=4, collection_name="words", settings=query)
     assert sorted(answer["ids"][0]) == ["v0", "v1", "v2", "v3"]
