@@ -152,6 +152,13 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
                             centres.append(lo + WINDOW_SECONDS / 2)
                             values.append(np.percentile(inside, q))
                     top.plot(centres, values, style, color=colour, label=f"{read}: p{q} per {WINDOW_SECONDS:.0f} s")
+        ceiling = max([a for read in ("bounded", "pending") for _t, a in mode["timelines"][read] if a is not None],
+                      default=1.0) * 1.5
+        for read, colour in (("bounded", "tab:blue"), ("pending", "tab:orange")):
+            unseen = [t for t, a in mode["timelines"][read] if a is None]
+            if unseen:  # never visible within the run: drawn above every measured point
+                top.scatter(unseen, [ceiling] * len(unseen), s=6, marker="x", color=colour,
+                            label=f"{read}: not visible by the end ({len(unseen)})")
         top.set(ylabel="freshness s (produced → visible)", yscale="log",
                 title=f"sustained ingest, {name}: {mode['achieved_rate']:.1f} deltas/s")
         top.legend(fontsize=7)

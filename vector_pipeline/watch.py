@@ -68,7 +68,8 @@ class WatchCycle:
         return {"cycle": self.number, "started_at": self.started_at, "seconds": round(self.seconds, 3),
                 "reconciled": self.reconciled, "deltas": self.deltas,
                 "collections": {r.collection: {"status": str(r.status), "deltas": r.deltas_processed,
-                                               "version": r.version, "seconds": round(r.duration_seconds, 3),
+                                               "version": r.version, "vectors": r.vector_count, "fold": r.fold,
+                                               "segments": r.segments, "seconds": round(r.duration_seconds, 3),
                                                "error": r.error} for r in self.results},
                 "queue_visible": self.queue_visible, "queue_in_flight": self.queue_in_flight, "error": self.error}
 
