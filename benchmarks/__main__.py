@@ -1,7 +1,11 @@
 """``python -m benchmarks [--quick]``: run every figure and write results.json + report.md.
 
 ``python -m benchmarks --collections [--quick]``: the collections-by-the-thousand profile
-instead (``collections.py``): sensor ticks, drain, nothing lost, query routing."""
+instead (``collections.py``): sensor ticks, drain, nothing lost, query routing.
+
+``python -m benchmarks --ingest [--quick]``: sustained ingest instead (``ingest.py``):
+producers at a steady rate, a compaction loop (``compact --watch``, then the Dagster
+sensors), freshness and queue depth over time."""
 
 import argparse
 import json
@@ -12,6 +16,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import MotoServer, setup_resources
@@ -46,7 +51,7 @@ def main() -> int:
                              "drain, query routing")
     parser.add_argument("--collection-count", type=int, help="collections, overriding the collections profile")
     parser.add_argument("--deltas-per-collection", type=int, help="deltas per collection (collections profile)")
-    parser.add_argument("--vectors-per-delta", type=int, help="vectors per delta (collections profile)")
+    parser.add_argument("--vectors-per-delta", type=int, help="vectors per delta (collections and ingest profiles; ingest default 100)")
     parser.add_argument("--workers", type=int, help="compaction worker processes of the drain (collections profile)")
     parser.add_argument("--queries", type=int, help="routed and filtered queries each (collections profile)")
     parser.add_argument("--wait-for-in-flight", type=float, default=180.0,
@@ -57,13 +62,23 @@ def main() -> int:
                              "(collections profile)")
     parser.add_argument("--sensors-only", action="store_true",
                         help="stop after the sensor ticks: no drain, no query routing (collections profile)")
+    parser.add_argument("--ingest", action="store_true",
+                        help="sustained ingest instead: producers at --ingest-rate for --ingest-seconds per compaction "
+                             "loop, freshness and queue depth over time")
+    parser.add_argument("--ingest-seconds", type=float, help="seconds of producing per loop (default 600; --quick 6)")
+    parser.add_argument("--ingest-rate", type=float, help="deltas a second, all producers together (default 10)")
+    parser.add_argument("--ingest-producers", type=int, help="producer processes (default 4)")
+    parser.add_argument("--ingest-modes", nargs="+", choices=["watch", "dagster"],
+                        help="compaction loops, run one after the other (default both)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for quiet in ("vector_pipeline", "botocore", "urllib3", "chromadb"):
+    for quiet in ("vector_pipeline", "botocore", "urllib3", "chromadb", "alembic"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
     if args.collections:
         return _collections(args)
+    if args.ingest:
+        return _ingest(args)
     profile = dict(PROFILES["quick" if args.quick else "full"])
     profile["snapshot_sizes"] = args.sizes or profile["snapshot_sizes"]
     profile["delta_counts"] = args.deltas or profile["delta_counts"]
@@ -99,15 +114,10 @@ def _collections(args: argparse.Namespace) -> int:
     from . import collections
     from .report import write_collections_report
 
-    parameters = dict(COLLECTION_PROFILES["quick" if args.quick else "full"])
-    for name, value in (("collections", args.collection_count), ("deltas_per_collection", args.deltas_per_collection),
-                        ("vectors_per_delta", args.vectors_per_delta), ("workers", args.workers),
-                        ("queries", args.queries)):
-        if value is not None:
-            parameters[name] = value
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(__file__).resolve().parent / "results" / f"{stamp}-collections"
-    out.mkdir(parents=True, exist_ok=True)
+    parameters = _profile(COLLECTION_PROFILES, args, collections=args.collection_count,
+                          deltas_per_collection=args.deltas_per_collection, vectors_per_delta=args.vectors_per_delta,
+                          workers=args.workers, queries=args.queries)
+    stamp, out = _output(args, "collections")
     started = time.perf_counter()
     scratch = tempfile.mkdtemp(prefix="bench-collections-")
     with MotoServer() as moto:
@@ -126,6 +136,67 @@ def _collections(args: argparse.Namespace) -> int:
     (out / "partial.json").unlink(missing_ok=True)
     print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
     return 0
+
+
+INGEST_PROFILES = {
+    "quick": {"seconds": 6.0, "rate": 2.0, "vectors_per_delta": 10, "producers": 1, "poll_seconds": 0.5,
+              "drain_seconds": 30.0, "modes": ["watch", "dagster"]},
+    "full": {"seconds": 600.0, "rate": 10.0, "vectors_per_delta": 100, "producers": 4, "poll_seconds": 0.5,
+             "drain_seconds": 180.0, "modes": ["watch", "dagster"]},
+}
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from . import ingest
+    from .ingest_report import write_ingest_report
+
+    parameters = _profile(INGEST_PROFILES, args, seconds=args.ingest_seconds, rate=args.ingest_rate,
+                          vectors_per_delta=args.vectors_per_delta, producers=args.ingest_producers,
+                          modes=args.ingest_modes)
+    stamp, out = _output(args, "ingest")
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    with stop_on_signals(), MotoServer() as moto:
+        settings = moto.settings(Settings(cache_dir=str(scratch / "cache")))
+        setup_resources(settings)
+        results = {"profile": "ingest" + (" quick" if args.quick else ""), "parameters": parameters,
+                   "started_at": stamp, "command": _command(), "machine": _machine(), "uptime": _uptime()}
+        results.update(ingest.run(settings, parameters, scratch))
+    results["wall_seconds"] = time.perf_counter() - started
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_ingest_report(results, out)
+    print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
+    return 0
+
+
+def _profile(profiles: dict[str, dict[str, Any]], args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """The quick or full profile, with the options given on the command line."""
+    parameters = dict(profiles["quick" if args.quick else "full"])
+    parameters.update({name: value for name, value in overrides.items() if value is not None})
+    return parameters
+
+
+def _output(args: argparse.Namespace, kind: str) -> tuple[str, Path]:
+    """The run's UTC stamp and its output folder (``--out``, else results/<stamp>-<kind>), created."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or Path(__file__).resolve().parent / "results" / f"{stamp}-{kind}"
+    out.mkdir(parents=True, exist_ok=True)
+    return stamp, out
+
+
+def _command() -> str:
+    """The command line as typed, less ``--out`` (a machine's own path)."""
+    argv = sys.argv[1:]
+    if "--out" in argv:
+        at = argv.index("--out")
+        argv = argv[:at] + argv[at + 2:]
+    return " ".join(["./dev bench", *[a for a in argv if not a.startswith("--out=")]])
+
+
+def _uptime() -> str:
+    import subprocess
+
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def _machine() -> dict[str, object]:

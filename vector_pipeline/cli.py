@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="only collections the queue announces (skip listing all of delta/)")
     _json_flag(compact)
     compact.set_defaults(handler=_compact)
+    _watch_options(compact)
 
     fold = commands.add_parser("fold", help="fold a collection's recent segments back into its base (background merge)")
     fold.add_argument("collection", nargs="+", help="collection(s) to fold")
@@ -316,6 +317,8 @@ def _metadata_of(row: dict[str, Any]) -> dict[str, Any] | None:
 def _compact(args: argparse.Namespace) -> int:
     from .compactor import ChromaCompactor, CompactionStatus
 
+    if args.watch:
+        return _compact_watch(args)
     compactor = ChromaCompactor(settings=Settings.from_env())
     if args.delta_key:
         if not args.collection:
@@ -327,6 +330,49 @@ def _compact(args: argparse.Namespace) -> int:
     if any(r.status is CompactionStatus.FAILED for r in results):
         return 1
     return 75 if any(r.status is CompactionStatus.BUSY for r in results) else 0
+
+
+# -- compact --watch: the compaction loop (watch.py) -------------------------------------------
+
+def _watch_options(compact: argparse.ArgumentParser) -> None:
+    compact.description = (
+        "Compact every collection with pending deltas once, or with --watch as a long-running loop: each "
+        "cycle long-polls the queue, compacts the collections it announces (and, every --reconcile-every "
+        "seconds, every collection with deltas under delta/), then prints one line (collections, deltas, "
+        "version, seconds, queue depth; --json: one JSON object per cycle). SIGINT, SIGTERM or SIGHUP stop "
+        "the loop after the cycle under way, locks released, exit 0; a second signal abandons the cycle "
+        "(nothing unpublished is lost: it stays pending).")
+    watch = compact.add_argument_group("loop (--watch)")
+    watch.add_argument("--watch", action="store_true", help="run cycle after cycle until stopped")
+    watch.add_argument("--interval", type=int, default=None, metavar="SECONDS",
+                       help="longest SQS long poll of an idle cycle, 1-20; also the longest a stop waits "
+                            "(default COMPACT_WATCH_WAIT_SECONDS, 10)")
+    watch.add_argument("--reconcile-every", type=float, default=None, metavar="SECONDS",
+                       help="list all of delta/ at most this often (0: every cycle; default "
+                            "COMPACT_WATCH_RECONCILE_SECONDS, 60; --no-reconcile: never)")
+    watch.add_argument("--max-cycles", type=int, default=None, help="stop after this many cycles")
+    watch.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                       help="stop after the cycle that ends past this many seconds")
+
+
+def _compact_watch(args: argparse.Namespace) -> int:
+    from .watch import CompactionWatch, WatchCycle, stop_between_cycles
+
+    if args.delta_key:
+        raise ValueError("--watch compacts what is pending: it takes no --delta-key")
+    reconcile = float("inf") if args.no_reconcile else args.reconcile_every
+    watch = CompactionWatch(Settings.from_env(), wait_seconds=args.interval, reconcile_seconds=reconcile,
+                            max_cycles=args.max_cycles, duration_seconds=args.duration, collection=args.collection)
+
+    def show(cycle: WatchCycle) -> None:
+        print(json.dumps(cycle.as_dict()) if args.json else cycle.line(), flush=True)
+
+    with stop_between_cycles(watch):
+        summary = watch.run(show)
+    print(json.dumps({"summary": summary.as_dict()}) if args.json else
+          f"stopped ({summary.stopped_by}) after {summary.cycles} cycles: {summary.deltas} deltas compacted in "
+          f"{summary.seconds:.1f}s; {summary.errors} cycles failed", flush=True)
+    return 0
 
 
 def _fold(args: argparse.Namespace) -> int:

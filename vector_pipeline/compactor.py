@@ -243,7 +243,7 @@ class ChromaCompactor:
     # -- queue-driven compaction -------------------------------------------------------------------
 
     def compact_pending(self, collection_name: str | None = None, *, max_messages: int = 1000,
-                        reconcile: bool = True) -> list[CompactionResult]:
+                        reconcile: bool = True, wait_seconds: int = 0) -> list[CompactionResult]:
         """Compact every collection with pending deltas, or only ``collection_name``.
 
         Messages say which collections have new deltas; ``delta/<collection>/`` says which
@@ -251,10 +251,12 @@ class ChromaCompactor:
         also lists all of ``delta/`` (collections whose messages were lost). Messages are
         deleted once their delta is durably known (see ``queue``): after publish for the
         deltas applied; at once for deltas still pending after a busy or failed run, and for
-        collections this call does not compact — their next run lists them.
+        collections this call does not compact — their next run lists them. ``wait_seconds``
+        long-polls the queue for the first message (``watch``'s idle wait).
         """
         queue = DeltaQueue(self.settings)
-        messages, malformed = queue.receive(max_messages=max_messages, visibility_timeout=self.settings.lock_ttl_seconds)
+        messages, malformed = queue.receive(max_messages=max_messages, visibility_timeout=self.settings.lock_ttl_seconds,
+                                            wait_seconds=wait_seconds, drain_wait_seconds=0)
         for bad in malformed:
             queue.dead_letter(bad.receipt_handle, bad.raw_body, bad.reason)
         handles: dict[str, dict[str, str]] = {}

@@ -44,6 +44,8 @@ defaults below.
 | METRICS_NAMESPACE            | the CloudWatch namespace of every metric (handlers and Dagster runs) | VectorPipeline |
 | READER_PENDING_LOOKBACK_SECONDS | fresh reads re-list deltas minted this long before their last look | 30 |
 | READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (false: in the query) | true |
+| COMPACT_WATCH_WAIT_SECONDS   | `compact --watch`: longest SQS long poll per cycle (1-20); also how long a stop may wait | 10 |
+| COMPACT_WATCH_RECONCILE_SECONDS | `compact --watch`: list all of delta/ at most this often (messages lost) | 60 |
 
 ``Settings.to_env()`` is the inverse of ``from_env``: it is how the settings reach a
 subprocess (the CLI's children, ``dagster dev``) and the Dagster resource, so every field
@@ -168,6 +170,11 @@ class Settings:
     # A thread per reader re-reads the pointer once per TTL while queries come, and switches
     # versions beside them, so a bounded query never waits for a download.
     reader_follow_pointer: bool = True
+    # Compaction loop (watch.py, `compact --watch`): the SQS long poll of a cycle (how long an
+    # idle loop waits for a message, and so the longest a stop waits), and how often a cycle
+    # also lists all of delta/ for collections whose messages were lost.
+    compact_watch_wait_seconds: int = 10
+    compact_watch_reconcile_seconds: float = 60.0
 
     def pinecone_namespace(self, collection: str) -> str:
         """The Pinecone namespace mirroring ``collection``: its override, else its own name."""
@@ -346,6 +353,9 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     # Readers (reader.py, pending.py)
     "READER_PENDING_LOOKBACK_SECONDS": ("reader_pending_lookback_seconds", float, repr),
     "READER_FOLLOW_POINTER": ("reader_follow_pointer", _bool, lambda flag: "true" if flag else "false"),
+    # Compaction loop (watch.py)
+    "COMPACT_WATCH_WAIT_SECONDS": ("compact_watch_wait_seconds", int, str),
+    "COMPACT_WATCH_RECONCILE_SECONDS": ("compact_watch_reconcile_seconds", float, repr),
 }
 # Keys whose values are secrets: kept out of anything shown in a UI.
 SECRET_ENV_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "PINECONE_API_KEY"})

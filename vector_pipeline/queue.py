@@ -103,16 +103,19 @@ class DeltaQueue:
         return str(response["MessageId"])
 
     def receive(self, max_messages: int = 100, wait_seconds: int = 0,
-                visibility_timeout: int | None = None,
-                deadline_seconds: float = 20.0) -> tuple[list[DeltaMessage], list[MalformedMessage]]:
-        """Up to ``max_messages`` (10 per call), within ``deadline_seconds``."""
+                visibility_timeout: int | None = None, deadline_seconds: float = 20.0,
+                drain_wait_seconds: int | None = None) -> tuple[list[DeltaMessage], list[MalformedMessage]]:
+        """Up to ``max_messages`` (10 per call), within ``deadline_seconds``. Each call long-polls
+        ``wait_seconds``; once messages came, ``drain_wait_seconds`` if given (0: a loop that
+        waited for its first message takes what is there and goes, instead of waiting again)."""
         good: list[DeltaMessage] = []
         bad: list[MalformedMessage] = []
         started = time.monotonic()
         while len(good) + len(bad) < max_messages and time.monotonic() - started < deadline_seconds:
             args: dict[str, Any] = {
                 "QueueUrl": self.url, "MaxNumberOfMessages": min(10, max_messages - len(good) - len(bad)),
-                "WaitTimeSeconds": wait_seconds, "AttributeNames": ["ApproximateReceiveCount"],
+                "WaitTimeSeconds": wait_seconds if drain_wait_seconds is None or not (good or bad)
+                else drain_wait_seconds, "AttributeNames": ["ApproximateReceiveCount"],
             }
             if visibility_timeout is not None:
                 args["VisibilityTimeout"] = visibility_timeout

@@ -44,3 +44,29 @@ def test_collections_profile_writes_results_and_report(tmp_path: Path) -> None:
     assert set(results["query_routing"]["shared_where"]) == {"p50_ms", "p95_ms", "p99_ms"}
     report = (tmp_path / "report.md").read_text()
     assert "## Sensor ticks" in report and "shared + where" in report
+
+
+def test_ingest_profile_measures_freshness_and_queue_depth_for_both_loops(tmp_path: Path) -> None:
+    """The sustained-ingest profile at a tiny rate, both compaction loops (compact --watch and
+    dagster dev's sensors): every delta produced is accounted for, seen or counted unseen, by
+    both readers; the queue is sampled; report and plots written. Its figures are for the full
+    run (a few seconds here say nothing about sustained ingest)."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--ingest", "--quick", "--ingest-seconds", "3",
+                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["modes"]) == {"watch", "dagster"}
+    for name, mode in results["modes"].items():
+        assert mode["produced"] >= 3 and mode["producer_exit_codes"] == [0]
+        for read in ("bounded", "pending"):
+            freshness = mode["freshness"][read]
+            assert freshness["seen"] + freshness["unseen"] == mode["produced"]
+            assert len(mode["timelines"][read]) == mode["produced"]
+        assert mode["queue_depth"] and mode["loop"]["exit_code"] == 0
+        assert (tmp_path / f"ingest_{name}.png").stat().st_size > 1000
+    watch = results["modes"]["watch"]
+    assert watch["freshness"]["bounded"]["seen"] == watch["produced"]  # the loop drained what it was given
+    assert watch["loop"]["summary"]["stopped_by"] == "signal" and watch["cycles"]["count"] >= 1
+    assert results["modes"]["dagster"]["loop"]["runs"]["validate_delta"] >= 1
+    report = (tmp_path / "report.md").read_text()
+    assert "| target | figure | verdict |" in report and "ingest_dagster.png" in report

@@ -1,0 +1,181 @@
+"""Sustained ingest: raw samples → figures (``summarize``), report section and plots
+(``write_ingest_report``). Targets (issue 12): ≥ 10 deltas/s sustained, the queue does not
+grow, freshness p99 ≤ 30 s through the library loop, ≤ 2 s with fresh reads."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_RATE = 10.0
+TARGET_P99_LOOP_S = 30.0
+TARGET_P99_FRESH_S = 2.0
+WINDOW_SECONDS = 30.0  # rolling percentiles in the plots
+
+
+def _spread(samples: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max; ``inf`` for a delta never seen counts in, so it cannot flatter them."""
+    if not samples:
+        return dict.fromkeys(("p50", "p95", "p99", "max", "mean"), math.nan)
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1], "mean": float(np.mean(ordered))}
+
+
+def summarize(raw: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    start = raw["start_at"]
+    produced = sorted(raw["produced"], key=lambda p: p["seq"])
+    seconds = max((p["produced_at"] for p in produced), default=start) - start
+    freshness, timelines = {}, {}
+    for mode, seen in raw["seen"].items():
+        seen_at = {row["seq"]: row["seen_at"] for row in seen}
+        ages = [seen_at.get(p["seq"], math.inf) - p["produced_at"] for p in produced]
+        freshness[mode] = {**_spread(ages), "seen": len(seen_at), "unseen": sum(a == math.inf for a in ages)}
+        timelines[mode] = [[round(p["produced_at"] - start, 3), round(a, 3) if a != math.inf else None]
+                           for p, a in zip(produced, ages)]
+    depth = [{**d, "t": round(d["at"] - start, 2)} for d in raw["queue_depth"]]
+    window = [d for d in depth if 0 <= d["t"] <= raw["produced_until"] - start]
+    cycles = raw["loop"]["cycles"]
+    return {
+        "collection": raw["collection"], "produced": len(produced), "producing_seconds": seconds,
+        "achieved_rate": len(produced) / seconds if seconds > 0 else 0.0,
+        "produce_call_s": _spread([p["produced_at"] - p["started_at"] for p in produced]),
+        "vectors": len(produced) * parameters["vectors_per_delta"],
+        "freshness": freshness, "timelines": timelines,
+        "queue": _queue_trend(window, depth), "queue_depth": depth,
+        "cycles": {"count": len(cycles), "seconds": _spread([c["seconds"] for c in cycles]),
+                   "deltas_per_cycle": _spread([c.get("deltas", 0) for c in cycles]) if cycles and "deltas" in cycles[0]
+                   else {}, "timeline": [[round(c["started_at"] - start, 2), c["seconds"]] for c in cycles]},
+        "loop": {k: v for k, v in raw["loop"].items() if k != "cycles"},
+        "drained_after_s": raw["drained_after_s"], "load_before": raw["load_before"], "load_after": raw["load_after"],
+        "reader_poll_s": {mode: _spread(polls) for mode, polls in raw["reader_polls"].items()},
+        "producer_exit_codes": raw["producer_exit_codes"],
+    }
+
+
+def _queue_trend(window: list[dict[str, Any]], depth: list[dict[str, Any]]) -> dict[str, Any]:
+    """Visible messages while producing: start, end, max, and the least-squares slope."""
+    if len(window) < 2:
+        return {}
+    times = np.array([d["t"] for d in window])
+    visible = np.array([d["visible"] for d in window], dtype=float)
+    slope = float(np.polyfit(times, visible, 1)[0]) if np.ptp(times) > 0 else 0.0
+    return {"start": int(visible[0]), "end": int(visible[-1]), "max": int(visible.max()),
+            "mean": float(visible.mean()), "slope_per_s": slope,
+            "after_drain": depth[-1]["visible"] + depth[-1]["in_flight"] if depth else None}
+
+
+def targets(modes: dict[str, Any], rate: float) -> list[list[str]]:
+    verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
+    rows = []
+    for name, mode in modes.items():
+        loop = "library loop (compact --watch)" if name == "watch" else "Dagster sensors + compaction job"
+        rows.append([f"{loop}: producers ≥ {TARGET_RATE:g} deltas/s (asked {rate:g})",
+                     f"{mode['achieved_rate']:.2f}/s", verdict(mode["achieved_rate"] >= TARGET_RATE)])
+        queue = mode["queue"]
+        if queue:
+            grows = queue["slope_per_s"] > 0.01 * rate  # more than 1 % of the produce rate piling up
+            rows.append([f"{loop}: the queue does not grow (slope of visible messages ≤ 1 % of the rate)",
+                         f"{queue['slope_per_s']:+.3f} msg/s (start {queue['start']}, end {queue['end']}, "
+                         f"max {queue['max']})", verdict(not grows)])
+        bounded, pending = mode["freshness"]["bounded"], mode["freshness"]["pending"]
+        limit = TARGET_P99_LOOP_S if name == "watch" else None
+        rows.append([f"{loop}: freshness p99, default reads" + (f" ≤ {limit:g} s" if limit else " (reported)"),
+                     f"p50 {bounded['p50']:.1f} s, p99 {bounded['p99']:.1f} s", verdict(bounded["p99"] <= limit)
+                     if limit else "reported"])
+        rows.append([f"{loop}: freshness p99 with fresh reads (include_pending) ≤ {TARGET_P99_FRESH_S:g} s",
+                     f"p50 {pending['p50']:.2f} s, p99 {pending['p99']:.2f} s",
+                     verdict(pending["p99"] <= TARGET_P99_FRESH_S)])
+    return rows
+
+
+def section(results: dict[str, Any], plots: list[str]) -> list[str]:
+    from .report import _table
+
+    parameters = results["parameters"]
+    lines = ["## Sustained ingest", "",
+             f"`{results['command']}`: {parameters['rate']:g} deltas/s of {parameters['vectors_per_delta']} "
+             f"{384}-d vectors for {parameters['seconds']:g} s per compaction loop, {parameters['producers']} producer "
+             f"processes, readers polling every {parameters['poll_seconds']:g} s; load average before/after: "
+             + "; ".join(f"{n} {m['load_before'][0]:.1f} → {m['load_after'][0]:.1f}"
+                         for n, m in results["modes"].items()) + f". Machine: {results['machine']}.", "",
+             *_table(["target", "figure", "verdict"], targets(results["modes"], parameters["rate"])), ""]
+    rows = []
+    for name, mode in results["modes"].items():
+        for read, f in mode["freshness"].items():
+            rows.append([name, read, f"{mode['achieved_rate']:.2f}", f"{f['p50']:.2f}", f"{f['p95']:.2f}",
+                         f"{f['p99']:.2f}", f"{f['max']:.2f}", f"{f['seen']}/{mode['produced']}",
+                         f"{mode['reader_poll_s'][read].get('p50', 0):.2f}"])
+    lines += _table(["loop", "reads", "deltas/s", "p50 s", "p95 s", "p99 s", "max s", "seen", "poll p50 s"], rows)
+    lines.append("")
+    rows = []
+    for name, mode in results["modes"].items():
+        q, c = mode["queue"], mode["cycles"]
+        rows.append([name, q.get("start"), q.get("end"), q.get("max"), f"{q.get('slope_per_s', 0):+.3f}",
+                     q.get("after_drain"), c["count"], f"{c['seconds'].get('p50', 0):.1f}",
+                     f"{c['seconds'].get('max', 0):.1f}", f"{c['deltas_per_cycle'].get('p50', 0):.0f}"
+                     if c["deltas_per_cycle"] else "-", f"{mode['produce_call_s'].get('p50', 0) * 1000:.0f}",
+                     f"{mode['drained_after_s']:.0f}"])
+    lines += _table(["loop", "queue start", "end", "max", "slope msg/s", "after drain", "cycles", "cycle p50 s",
+                     "cycle max s", "deltas/cycle p50", "produce call p50 ms", "drain s"], rows)
+    for name, mode in results["modes"].items():
+        if name == "dagster":
+            lines += ["", f"Dagster runs: {mode['loop'].get('runs')}; run queue at the end "
+                          f"{mode['loop'].get('run_queue_at_end')}."]
+    lines += ["", *[f"![{p}]({p})" for p in plots], ""]
+    return lines
+
+
+def plots(results: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for name, mode in results["modes"].items():
+        figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+        for read, colour in (("bounded", "tab:blue"), ("pending", "tab:orange")):
+            points = [(t, a) for t, a in mode["timelines"][read] if a is not None]
+            if points:
+                times, ages = np.array(points).T
+                top.scatter(times, ages, s=2, alpha=0.3, color=colour, label=f"{read}: each delta")
+                edges = np.arange(0, times.max() + WINDOW_SECONDS, WINDOW_SECONDS)
+                for q, style in ((50, "-"), (99, "--")):
+                    centres, values = [], []
+                    for lo in edges:
+                        inside = ages[(times >= lo) & (times < lo + WINDOW_SECONDS)]
+                        if len(inside):
+                            centres.append(lo + WINDOW_SECONDS / 2)
+                            values.append(np.percentile(inside, q))
+                    top.plot(centres, values, style, color=colour, label=f"{read}: p{q} per {WINDOW_SECONDS:.0f} s")
+        ceiling = max([a for read in ("bounded", "pending") for _t, a in mode["timelines"][read] if a is not None],
+                      default=1.0) * 1.5
+        for read, colour in (("bounded", "tab:blue"), ("pending", "tab:orange")):
+            unseen = [t for t, a in mode["timelines"][read] if a is None]
+            if unseen:  # never visible within the run: drawn above every measured point
+                top.scatter(unseen, [ceiling] * len(unseen), s=6, marker="x", color=colour,
+                            label=f"{read}: not visible by the end ({len(unseen)})")
+        top.set(ylabel="freshness s (produced → visible)", yscale="log",
+                title=f"sustained ingest, {name}: {mode['achieved_rate']:.1f} deltas/s")
+        top.legend(fontsize=7)
+        depth = mode["queue_depth"]
+        bottom.plot([d["t"] for d in depth], [d["visible"] for d in depth], label="visible")
+        bottom.plot([d["t"] for d in depth], [d["in_flight"] for d in depth], label="in flight")
+        if depth and "runs" in depth[0]:
+            bottom.plot([d["t"] for d in depth], [d["runs"]["queued"] for d in depth], label="Dagster runs queued")
+        bottom.set(xlabel="seconds since producers started", ylabel="queue depth (messages)")
+        bottom.legend(fontsize=7)
+        figure.tight_layout()
+        file = f"ingest_{name}.png"
+        figure.savefig(out / file, dpi=110)
+        names.append(file)
+    plt.close("all")
+    return names
+
+
+def write_ingest_report(results: dict[str, Any], out: Path) -> None:
+    (out / "report.md").write_text("\n".join(["# Sustained ingest", "", *section(results, plots(results, out))[2:]]))
