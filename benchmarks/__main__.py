@@ -12,6 +12,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import MotoServer, setup_resources
@@ -57,6 +58,14 @@ def main() -> int:
                              "(collections profile)")
     parser.add_argument("--sensors-only", action="store_true",
                         help="stop after the sensor ticks: no drain, no query routing (collections profile)")
+    parser.add_argument("--scale", action="store_true",
+                        help="the scale profile instead: a collection of --scale-vectors (1,000,000) built as a "
+                             "backfill loads one; compaction at N against 10,000, queries, cold start, peak memory")
+    parser.add_argument("--scale-vectors", type=int, help="vectors of the large collection (scale profile)")
+    parser.add_argument("--scale-small", type=int, help="vectors of the collection it is compared with (10,000)")
+    parser.add_argument("--scale-chunk", type=int,
+                        help="vectors per build compaction (scale profile; 100,000: the memory a chunk needs)")
+    parser.add_argument("--scale-delta-vectors", type=int, help="vectors per build delta (scale profile; 5,000)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -64,6 +73,8 @@ def main() -> int:
         logging.getLogger(quiet).setLevel(logging.WARNING)
     if args.collections:
         return _collections(args)
+    if args.scale:
+        return _scale(args)
     profile = dict(PROFILES["quick" if args.quick else "full"])
     profile["snapshot_sizes"] = args.sizes or profile["snapshot_sizes"]
     profile["delta_counts"] = args.deltas or profile["delta_counts"]
@@ -99,15 +110,10 @@ def _collections(args: argparse.Namespace) -> int:
     from . import collections
     from .report import write_collections_report
 
-    parameters = dict(COLLECTION_PROFILES["quick" if args.quick else "full"])
-    for name, value in (("collections", args.collection_count), ("deltas_per_collection", args.deltas_per_collection),
-                        ("vectors_per_delta", args.vectors_per_delta), ("workers", args.workers),
-                        ("queries", args.queries)):
-        if value is not None:
-            parameters[name] = value
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(__file__).resolve().parent / "results" / f"{stamp}-collections"
-    out.mkdir(parents=True, exist_ok=True)
+    parameters = _overridden(COLLECTION_PROFILES["quick" if args.quick else "full"], (
+        ("collections", args.collection_count), ("deltas_per_collection", args.deltas_per_collection),
+        ("vectors_per_delta", args.vectors_per_delta), ("workers", args.workers), ("queries", args.queries)))
+    stamp, out = _output(args, "collections")
     started = time.perf_counter()
     scratch = tempfile.mkdtemp(prefix="bench-collections-")
     with MotoServer() as moto:
@@ -119,13 +125,63 @@ def _collections(args: argparse.Namespace) -> int:
         save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
         results.update(collections.run(settings, parameters, scratch, args.wait_for_in_flight, save,
                                        args.tick_budget, args.sensors_only))
+    return _finish(results, out, started, write_collections_report)
+
+
+def _scale(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from . import scale
+    from .scale_report import write_scale_report
+
+    parameters = _overridden(scale.DEFAULTS, (
+        ("vectors", args.scale_vectors), ("small_vectors", args.scale_small), ("build_chunk_vectors", args.scale_chunk),
+        ("build_delta_vectors", args.scale_delta_vectors), ("queries", args.queries),
+        ("deltas", args.deltas[0] if args.deltas else None)))
+    stamp, out = _output(args, "scale")
+    started = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="bench-scale-")
+    results: dict[str, Any] = {"profile": "scale", "parameters": parameters, "started_at": stamp,
+                                  "command": "python -m benchmarks " + " ".join(sys.argv[1:]), "machine": _machine(),
+                                  "load_before": os.getloadavg()}
+    save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
+    try:
+        server = Path(__file__).with_name("moto_ranged_server.py")
+        with stop_on_signals(), MotoServer(server_command=[str(server)]) as moto:
+            settings = moto.settings(Settings(cache_dir=scratch + "/compactor"))
+            setup_resources(settings)
+            pid = moto.process.pid if moto.process else None
+            results.update(scale.run(settings, parameters, scratch, pid, save))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    results["load_after"] = os.getloadavg()
+    return _finish(results, out, started, write_scale_report)
+
+
+def _finish(results: dict[str, Any], out: Path, started: float,
+            write: Callable[[dict[str, Any], Path], None]) -> int:
+    """Peak RSS and wall time added; results.json and the report written; the partial file gone."""
     results["peak_rss_mb"] = suite.peak_rss_mb()
     results["wall_seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    write_collections_report(results, out)
+    write(results, out)
     (out / "partial.json").unlink(missing_ok=True)
     print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
     return 0
+
+
+def _overridden(profile: dict[str, int], overrides: tuple[tuple[str, int | None], ...]) -> dict[str, int]:
+    """``profile`` with the options given on the command line."""
+    return {**profile, **{name: value for name, value in overrides if value is not None}}
+
+
+def _output(args: argparse.Namespace, profile: str) -> tuple[str, Path]:
+    """The run's stamp and its output folder (``--out``, or results/<stamp>-<profile>), created."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or Path(__file__).resolve().parent / "results" / f"{stamp}-{profile}"
+    out.mkdir(parents=True, exist_ok=True)
+    return stamp, out
 
 
 def _machine() -> dict[str, object]:

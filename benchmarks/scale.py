@@ -1,0 +1,388 @@
+"""``python -m benchmarks --scale``: a million vectors (``--scale-vectors`` for another N).
+
+The collection is built the way a backfill loads one: producers write large deltas (5,000
+vectors each), the compactor applies them a chunk at a time (100,000 vectors per compaction,
+each an appended segment: the collection's fold policy is relaxed for the load, as an
+operator would, and restored after it), and one background fold (``fold_segments``) makes
+the base. A 10,000-vector collection is built the same way in the same run. Then, at both
+sizes: 50 deltas of 100 vectors compacted by a warm compactor (plain, then under cProfile)
+and by a cold one (a fresh process with an empty cache), each an append; a reader's cold
+start (first open and query from an empty cache: seconds and bytes), its warm queries on
+the folded version and on the version as the compactions left it, and at N what it fetches
+to follow each publish.
+
+Each role runs in a process of its own (spawned), so each peak RSS is that role's: the
+build, the warm compactor (one process for all its rounds; its cache on disk between them,
+as a long-running compactor keeps it), each cold compactor, the reader, and moto's server.
+moto serves ranged GETs from the range (``moto_ranged_server.py``)."""
+
+from __future__ import annotations
+
+import cProfile
+import logging
+import multiprocessing
+import os
+import pstats
+import resource
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from vector_pipeline import ChromaCompactor, progress
+from vector_pipeline.catalog import CollectionCatalog, CollectionConfig
+from vector_pipeline.config import Settings
+from vector_pipeline.maintenance import fold_segments
+from vector_pipeline.reader import SnapshotReader
+from vector_pipeline.segments import FoldKind, plan_fold, segments_of
+from vector_pipeline.snapshot_store import SnapshotStore
+
+from .suite import DELTA_SIZE, Workload, _timed
+
+log = logging.getLogger("benchmarks.scale")
+
+DEFAULTS: dict[str, Any] = {"vectors": 1_000_000, "small_vectors": 10_000, "build_delta_vectors": 5_000,
+                            "build_chunk_vectors": 100_000, "deltas": 50, "queries": 1_000}
+MIN_AVAILABLE_BYTES = 3 * 1024**3  # the build stops (clearly) rather than push a shared machine into swap
+ROUND_KINDS = ("warm", "warm, cProfile", "cold")
+
+
+def collection_name(size: int) -> str:
+    return f"scale{size}"
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+class Role:
+    """One spawned process that runs the calls of one role, in order, and keeps its state."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        return self.pool.submit(function, *args).result()
+
+    def close(self) -> float:
+        """Ends the process; returns its peak RSS in MB."""
+        try:
+            return float(self.call(_peak_rss_mb))
+        finally:
+            self.pool.shutdown()
+
+    def __enter__(self) -> "Role":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+_CHILD: dict[str, Any] = {}  # a role's state inside its process (its compactor, its readers)
+
+
+def _child_logging() -> None:
+    if not _CHILD.get("logging"):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        for quiet in ("vector_pipeline", "botocore", "urllib3", "chromadb"):
+            logging.getLogger(quiet).setLevel(logging.WARNING)
+        _CHILD["logging"] = True
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def available_bytes() -> int:
+    """MemAvailable of the machine (what ``free`` shows as available)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def process_peak_rss_mb(pid: int) -> float | None:
+    """VmHWM of another process (moto's server), while it runs."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+# -- build (in the build process) ----------------------------------------------------------------
+
+def build_collection(settings: Settings, collection: str, size: int, delta_vectors: int, chunk_vectors: int,
+                     seed: int) -> dict[str, Any]:
+    """Deltas of ``delta_vectors``, compacted ``chunk_vectors`` at a time, then one fold."""
+    _child_logging()
+    from vector_pipeline.terminal import reporter_for, stderr_console
+
+    catalog = CollectionCatalog(settings)
+    chunks = -(-size // chunk_vectors)
+    defaults = CollectionConfig.defaults_for(collection, settings)
+    # Every chunk appends a segment; the fold at the end merges them once (not a fold per chunk).
+    catalog.create(defaults.changed(segment_max_count=max(chunks + 1, defaults.segment_max_count),
+                                    segment_fold_ratio=float(chunks + 1)))
+    work = Workload(settings, seed)
+    compactor = ChromaCompactor(settings=settings)
+    produce_s = compact_s = 0.0
+    lowest_available = available_bytes()
+    started = time.perf_counter()
+    with progress.reporting_to(reporter_for(stderr_console())):
+        for number, start in enumerate(range(0, size, chunk_vectors), 1):
+            end = min(size, start + chunk_vectors)
+            begun = time.perf_counter()
+            with progress.stage(f"{collection}: produce chunk {number}/{chunks}", end - start, "vectors") as bar:
+                keys = []
+                for first in range(start, end, delta_vectors):
+                    keys.append(work.delta(collection, min(delta_vectors, end - first)))
+                    bar.advance(min(delta_vectors, end - first))
+            produce_s += time.perf_counter() - begun
+            begun = time.perf_counter()
+            with progress.stage(f"{collection}: compact chunk {number}/{chunks}", len(keys), "deltas") as bar:
+                result = compactor.compact_deltas(keys, collection)
+                bar.advance(len(keys))
+            compact_s += time.perf_counter() - begun
+            if str(result.status) != "ok":
+                raise RuntimeError(f"build compaction of {collection} chunk {number}: {result.status} {result.error}")
+            lowest_available = min(lowest_available, available_bytes())
+            elapsed = time.perf_counter() - started
+            log.info("build %s: %d/%d vectors (%.0f%%) in %.0fs, about %.0fs to go; machine has %.1f GB available",
+                     collection, end, size, 100 * end / size, elapsed, elapsed * (size - end) / end,
+                     lowest_available / 1e9)
+            if lowest_available < MIN_AVAILABLE_BYTES:
+                raise MemoryError(f"the machine has {lowest_available / 1e9:.1f} GB available after {end:,} of "
+                                  f"{size:,} vectors: run a smaller --scale-vectors")
+        begun = time.perf_counter()
+        with progress.stage(f"{collection}: fold {chunks} segments into the base", 1, "versions") as bar:
+            folded = fold_segments(settings, collection)
+            bar.advance()
+        fold_s = time.perf_counter() - begun
+    catalog.update(collection, segment_max_count=defaults.segment_max_count,
+                   segment_fold_ratio=defaults.segment_fold_ratio)
+    store = SnapshotStore(settings)
+    manifest = store.read_manifest(collection, store.read_pointer(collection).version)
+    log.info("built %s: %d vectors in %.0fs (fold %.0fs)", collection, manifest["vector_count"],
+             time.perf_counter() - started, fold_s)
+    return {"vectors": int(manifest["vector_count"]), "version": str(manifest["version"]),
+            "segments": len(segments_of(manifest)), "version_bytes": int(manifest["total_bytes"]),
+            "deltas": sum(1 for _ in range(0, size, delta_vectors)), "chunks": chunks,
+            "produce_s": produce_s, "compact_s": compact_s, "fold_s": fold_s, "fold": str(folded.status),
+            "seconds": time.perf_counter() - started, "lowest_available_gb": lowest_available / 1e9}
+
+
+# -- compactions (warm: one process; cold: a fresh process and cache each) ------------------------------
+
+def compact_round(settings: Settings, collection: str, keys: list[str], profile_to: str | None = None) -> dict[str, Any]:
+    """One compaction of ``keys``; under cProfile (of this thread: the transfer threads show
+    as waits) when ``profile_to`` names a file."""
+    _child_logging()
+    compactor = _CHILD.setdefault(f"compactor {settings.cache_dir}", ChromaCompactor(settings=settings))
+    profiler = cProfile.Profile() if profile_to else None
+    if profiler:
+        profiler.enable()
+    result = compactor.compact_deltas(keys, collection)
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
+    if str(result.status) != "ok":
+        raise RuntimeError(f"compaction of {collection}: {result.status} {result.error}")
+    return {"seconds": result.duration_seconds, "publish_s": result.publish_seconds,
+            "merge_s": result.merge_seconds, "fold": result.fold, "segments": result.segments,
+            "version": result.version, "vector_count": result.vector_count,
+            "bytes_downloaded": result.bytes_downloaded, "bytes_uploaded": result.bytes_uploaded}
+
+
+def fold_if_base_would_fold(settings: Settings, collection: str, incoming: int) -> str | None:
+    """The background fold, when the next compaction would otherwise fold the base itself
+    (every measured round is then an append, the ingest path)."""
+    _child_logging()
+    store = SnapshotStore(settings)
+    manifest = store.read_manifest(collection, store.read_pointer(collection).version)
+    if plan_fold(segments_of(manifest), incoming, settings).kind is FoldKind.APPEND:
+        return None
+    return str(fold_segments(settings, collection).status)
+
+
+def hot_spots(profile_path: str, limit: int = 80) -> list[dict[str, Any]]:
+    """The functions a profiled compaction spent most time in (cumulative), as rows."""
+    stats = pstats.Stats(profile_path)
+    rows = []
+    for (filename, line, function), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{_short(filename)}:{line}({function})", "calls": calls, "own_s": own,
+                     "cumulative_s": cumulative})
+    rows.sort(key=lambda r: r["cumulative_s"], reverse=True)
+    return rows[:limit]
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "vector_pipeline/", "benchmarks/"):
+        if marker in filename:
+            return (marker if marker != "site-packages/" else "") + filename.split(marker, 1)[1]
+    return filename
+
+
+# -- reader (one process, its readers kept open) ---------------------------------------------------------
+
+def reader_cold_start(settings: Settings, collection: str, root: str, probe: list[float]) -> dict[str, Any]:
+    """From an empty cache: pointer, manifest, download, checksums, open; then the first query."""
+    _child_logging()
+    # No follower thread and no pointer re-reads between queries: a warm query is the search
+    # on the open version, and a refresh happens where ``reader_follow`` asks for it.
+    reader = SnapshotReader(collection, root, settings.with_overrides(reader_follow_pointer=False,
+                                                                      reader_pointer_ttl_seconds=86_400.0))
+    _CHILD.setdefault("readers", {})[collection] = reader
+    started = time.perf_counter()
+    reader.refresh()
+    opened = time.perf_counter() - started
+    started = time.perf_counter()
+    reader.query(None, [probe], 10, None)
+    first = time.perf_counter() - started
+    return {"open_s": opened, "first_query_s": first, "seconds": opened + first,
+            "bytes": reader.local.fetched.bytes, "files": reader.local.fetched.files,
+            "version": reader.version, "segments": len(segments_of(reader.manifest))}
+
+
+def reader_queries(collection: str, probes: list[list[float]]) -> dict[str, Any]:
+    reader: SnapshotReader = _CHILD["readers"][collection]
+    warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
+    where = _timed(lambda q: reader.query(None, [q], 10, {"merchant": "m3"}), probes)
+    return {"warm": warm, "warm_where": where, "version": reader.version,
+            "segments": len(segments_of(reader.manifest)), "vectors": int(reader.manifest["vector_count"])}
+
+
+def reader_follow(collection: str, probe: list[float]) -> dict[str, Any]:
+    """A query that follows the pointer itself (``consistency="strong"``) after a publish."""
+    reader: SnapshotReader = _CHILD["readers"][collection]
+    before_bytes, before_files = reader.local.fetched.bytes, reader.local.fetched.files
+    started = time.perf_counter()
+    reader.query(None, [probe], 10, None, consistency="strong")
+    return {"first_query_ms": 1000 * (time.perf_counter() - started), "version": reader.version,
+            "downloaded_bytes": reader.local.fetched.bytes - before_bytes,
+            "downloaded_files": reader.local.fetched.files - before_files}
+
+
+def reader_close_all() -> None:
+    for reader in _CHILD.pop("readers", {}).values():
+        reader.close()
+
+
+# -- the profile (parent) -------------------------------------------------------------------------------
+
+def run(settings: Settings, parameters: dict[str, Any], scratch: str, moto_pid: int | None = None,
+        save: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
+    """Build, compactions, reader; ``parameters`` as ``DEFAULTS``. ``save`` gets the figures
+    so far after each step (a long run cut short keeps what it measured)."""
+    sizes = sorted({parameters["small_vectors"], parameters["vectors"]})
+    out: dict[str, Any] = {"sizes": sizes, "build": {}, "rounds": [], "cold_start": {}, "queries": [],
+                           "refreshes": [], "profiles": {}, "processes": {}}
+    started = time.perf_counter()
+    with Role("build") as build:
+        for seed, size in enumerate(sizes, 7):
+            out["build"][str(size)] = build.call(build_collection, settings, collection_name(size), size,
+                                                 parameters["build_delta_vectors"], parameters["build_chunk_vectors"],
+                                                 seed)
+            save(out)
+        out["processes"]["build (producer + compactor + fold)"] = build.close()
+    out["build_seconds"] = time.perf_counter() - started
+    work = Workload(settings, seed=99)  # the measured deltas and the probes
+    work.next_id = 10 * max(sizes)  # new ids: the deltas add vectors
+    probes = work.vectors(parameters["queries"]).tolist()
+    reader_root = Path(scratch) / "reader"
+    with Role("reader") as reader, Role("warm compactor") as warm:
+        for size in sizes:  # cold start and queries on the folded version
+            collection = collection_name(size)
+            out["cold_start"][str(size)] = reader.call(reader_cold_start, settings, collection, str(reader_root),
+                                                       probes[0])
+            log.info("cold start %d: %s", size, out["cold_start"][str(size)])
+            out["queries"].append({"snapshot_vectors": size, "layout": "folded",
+                                   **reader.call(reader_queries, collection, probes)})
+            log.info("queries %d folded: %s", size, out["queries"][-1])
+            save(out)
+        cold_peaks = []
+        for kind in ROUND_KINDS:
+            for size in sizes:
+                collection = collection_name(size)
+                incoming = parameters["deltas"] * DELTA_SIZE
+                folded = warm.call(fold_if_base_would_fold, settings, collection, incoming)
+                keys = [work.delta(collection) for _ in range(parameters["deltas"])]
+                profile_to = str(Path(scratch) / f"compaction-{size}.prof") if "cProfile" in kind else None
+                if kind == "cold":
+                    cold_settings = settings.with_overrides(cache_dir=tempfile.mkdtemp(prefix="scale-cold-",
+                                                                                       dir=scratch))
+                    with Role("cold compactor") as cold:
+                        row = cold.call(compact_round, cold_settings, collection, keys)
+                        cold_peaks.append(cold.close())
+                    shutil.rmtree(cold_settings.cache_dir, ignore_errors=True)
+                    row["peak_rss_mb"] = cold_peaks[-1]
+                else:
+                    row = warm.call(compact_round, settings, collection, keys, profile_to)
+                if profile_to:
+                    out["profiles"][str(size)] = hot_spots(profile_to)
+                row = {"snapshot_vectors": size, "kind": kind, "deltas": parameters["deltas"],
+                       "merged_vectors": incoming, "folded_first": folded, **row}
+                log.info("compaction %s", row)
+                out["rounds"].append(row)
+                if size == max(sizes) and not folded:
+                    out["refreshes"].append({**_new_segment(settings, collection, row["version"]),
+                                             "kind": kind, **reader.call(reader_follow, collection, probes[1])})
+                    log.info("reader refresh %s", out["refreshes"][-1])
+                save(out)
+        for size in sizes:  # queries on the version as the compactions left it
+            collection = collection_name(size)
+            reader.call(reader_follow, collection, probes[2])
+            out["queries"].append({"snapshot_vectors": size, "layout": "as compacted",
+                                   **reader.call(reader_queries, collection, probes)})
+            log.info("queries %d as compacted: %s", size, out["queries"][-1])
+        reader.call(reader_close_all)
+        out["processes"]["reader"] = reader.close()
+        out["processes"]["warm compactor"] = warm.close()
+    out["processes"]["cold compactor (largest of its rounds)"] = max(cold_peaks)
+    if moto_pid is not None:
+        out["processes"]["moto server"] = process_peak_rss_mb(moto_pid)
+    out["storage"] = storage(settings, sizes, scratch)
+    return out
+
+
+def _new_segment(settings: Settings, collection: str, version: str) -> dict[str, Any]:
+    manifest = SnapshotStore(settings).read_manifest(collection, version)
+    newest = segments_of(manifest)[-1].path + "/"
+    return {"segment_bytes": sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest)),
+            "version_bytes": int(manifest["total_bytes"]), "segments": len(segments_of(manifest))}
+
+
+def storage(settings: Settings, sizes: list[int], scratch: str) -> dict[str, Any]:
+    """S3 bytes by prefix and collection, the published versions' bytes, local bytes on disk."""
+    store = SnapshotStore(settings)
+    s3: dict[str, int] = {}
+    for page in store.s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket):
+        for obj in page.get("Contents", []):
+            parts = obj["Key"].split("/")
+            group = "/".join(parts[:2]) + "/" if len(parts) > 2 else parts[0]
+            s3[group] = s3.get(group, 0) + obj["Size"]
+    published = {}
+    for size in sizes:
+        collection = collection_name(size)
+        published[str(size)] = int(store.read_manifest(collection, store.read_pointer(collection).version)["total_bytes"])
+    return {"s3_bytes": s3, "s3_total_bytes": sum(s3.values()), "published_version_bytes": published,
+            "compactor_cache_bytes": _du(Path(settings.cache_dir)), "reader_cache_bytes": _du(Path(scratch) / "reader")}
+
+
+def _du(root: Path) -> int:
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:  # hard links count once
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total
+
