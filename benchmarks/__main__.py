@@ -4,6 +4,7 @@
 instead (``collections.py``): sensor ticks, drain, nothing lost, query routing."""
 
 import argparse
+import contextlib
 import json
 import logging
 import platform
@@ -66,6 +67,16 @@ def main() -> int:
     parser.add_argument("--scale-chunk", type=int,
                         help="vectors per build compaction (scale profile; 100,000: the memory a chunk needs)")
     parser.add_argument("--scale-delta-vectors", type=int, help="vectors per build delta (scale profile; 5,000)")
+    parser.add_argument("--scale-build-budget", type=int,
+                        help="seconds the build of the large collection may take: it stops after the chunk that "
+                             "passes them and the profile measures what it built (scale profile; default: no limit)")
+    parser.add_argument("--scale-build-only", action="store_true",
+                        help="build the collections and stop (with --scale-endpoint, a later run measures them)")
+    parser.add_argument("--scale-endpoint",
+                        help="an S3 endpoint already running (e.g. python benchmarks/moto_ranged_server.py -p PORT) "
+                             "instead of a fresh moto: collections it holds from an earlier --scale run are folded "
+                             "and reused, not rebuilt (scale profile)")
+    parser.add_argument("--scale-server-pid", type=int, help="that server's pid, for its peak RSS (scale profile)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -137,7 +148,8 @@ def _scale(args: argparse.Namespace) -> int:
 
     parameters = _overridden(scale.DEFAULTS, (
         ("vectors", args.scale_vectors), ("small_vectors", args.scale_small), ("build_chunk_vectors", args.scale_chunk),
-        ("build_delta_vectors", args.scale_delta_vectors), ("queries", args.queries),
+        ("build_delta_vectors", args.scale_delta_vectors), ("build_budget_s", args.scale_build_budget),
+        ("queries", args.queries), ("build_only", int(args.scale_build_only)),
         ("deltas", args.deltas[0] if args.deltas else None)))
     stamp, out = _output(args, "scale")
     started = time.perf_counter()
@@ -148,14 +160,21 @@ def _scale(args: argparse.Namespace) -> int:
     save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
     try:
         server = Path(__file__).with_name("moto_ranged_server.py")
-        with stop_on_signals(), MotoServer(server_command=[str(server)]) as moto:
+        with stop_on_signals(), contextlib.ExitStack() as stack:
+            if args.scale_endpoint:  # a server left running: collections it holds at N are reused
+                moto, pid = MotoServer(), args.scale_server_pid
+                moto.endpoint_url = args.scale_endpoint
+            else:
+                moto = stack.enter_context(MotoServer(server_command=[str(server)]))
+                pid = moto.process.pid if moto.process else None
             settings = moto.settings(Settings(cache_dir=scratch + "/compactor"))
             setup_resources(settings)
-            pid = moto.process.pid if moto.process else None
             results.update(scale.run(settings, parameters, scratch, pid, save))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results["load_after"] = os.getloadavg()
+    if parameters["build_only"]:
+        return _finish(results, out, started, scale.write_build_summary)
     return _finish(results, out, started, write_scale_report)
 
 

@@ -44,7 +44,7 @@ from .suite import DELTA_SIZE, Workload, _timed
 log = logging.getLogger("benchmarks.scale")
 
 DEFAULTS: dict[str, Any] = {"vectors": 1_000_000, "small_vectors": 10_000, "build_delta_vectors": 5_000,
-                            "build_chunk_vectors": 100_000, "deltas": 50, "queries": 1_000}
+                            "build_chunk_vectors": 100_000, "build_budget_s": 0, "build_only": 0, "deltas": 50, "queries": 1_000}
 MIN_AVAILABLE_BYTES = 3 * 1024**3  # the build stops (clearly) rather than push a shared machine into swap
 ROUND_KINDS = ("warm", "warm, cProfile", "cold")
 
@@ -75,7 +75,10 @@ class Role:
     def __enter__(self) -> "Role":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is not None:  # interrupted or failed: end this role's process now, not after its call
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.terminate()
         self.pool.shutdown(cancel_futures=True)
 
 
@@ -85,8 +88,9 @@ _CHILD: dict[str, Any] = {}  # a role's state inside its process (its compactor,
 def _child_logging() -> None:
     if not _CHILD.get("logging"):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-        for quiet in ("vector_pipeline", "botocore", "urllib3", "chromadb"):
+        for quiet in ("vector_pipeline", "botocore", "chromadb"):
             logging.getLogger(quiet).setLevel(logging.WARNING)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)  # "connection pool is full" under parallel transfers
         _CHILD["logging"] = True
 
 
@@ -116,63 +120,90 @@ def process_peak_rss_mb(pid: int) -> float | None:
 # -- build (in the build process) ----------------------------------------------------------------
 
 def build_collection(settings: Settings, collection: str, size: int, delta_vectors: int, chunk_vectors: int,
-                     seed: int) -> dict[str, Any]:
-    """Deltas of ``delta_vectors``, compacted ``chunk_vectors`` at a time, then one fold."""
+                     seed: int, budget_s: float = float("inf")) -> dict[str, Any]:
+    """Deltas of ``delta_vectors``, compacted ``chunk_vectors`` at a time, each compaction
+    merging its chunk into the one base segment (so every vector is inserted once, into the
+    index it stays in). Stops early, with what it built, once ``budget_s`` has passed."""
     _child_logging()
     from vector_pipeline.terminal import reporter_for, stderr_console
 
     catalog = CollectionCatalog(settings)
     chunks = -(-size // chunk_vectors)
     defaults = CollectionConfig.defaults_for(collection, settings)
-    # Every chunk appends a segment; the fold at the end merges them once (not a fold per chunk).
-    catalog.create(defaults.changed(segment_max_count=max(chunks + 1, defaults.segment_max_count),
-                                    segment_fold_ratio=float(chunks + 1)))
+    # One segment for the load: each chunk's compaction folds into the base (no appended
+    # segments to fold again later); the deployment's policy is restored after the load.
+    catalog.create(defaults.changed(segment_max_count=1))
     work = Workload(settings, seed)
     compactor = ChromaCompactor(settings=settings)
     produce_s = compact_s = 0.0
+    built = 0
     lowest_available = available_bytes()
     started = time.perf_counter()
-    with progress.reporting_to(reporter_for(stderr_console())):
-        for number, start in enumerate(range(0, size, chunk_vectors), 1):
-            end = min(size, start + chunk_vectors)
-            begun = time.perf_counter()
-            with progress.stage(f"{collection}: produce chunk {number}/{chunks}", end - start, "vectors") as bar:
-                keys = []
-                for first in range(start, end, delta_vectors):
-                    keys.append(work.delta(collection, min(delta_vectors, end - first)))
-                    bar.advance(min(delta_vectors, end - first))
-            produce_s += time.perf_counter() - begun
-            begun = time.perf_counter()
-            with progress.stage(f"{collection}: compact chunk {number}/{chunks}", len(keys), "deltas") as bar:
-                result = compactor.compact_deltas(keys, collection)
-                bar.advance(len(keys))
-            compact_s += time.perf_counter() - begun
-            if str(result.status) != "ok":
-                raise RuntimeError(f"build compaction of {collection} chunk {number}: {result.status} {result.error}")
-            lowest_available = min(lowest_available, available_bytes())
-            elapsed = time.perf_counter() - started
-            log.info("build %s: %d/%d vectors (%.0f%%) in %.0fs, about %.0fs to go; machine has %.1f GB available",
-                     collection, end, size, 100 * end / size, elapsed, elapsed * (size - end) / end,
-                     lowest_available / 1e9)
-            if lowest_available < MIN_AVAILABLE_BYTES:
-                raise MemoryError(f"the machine has {lowest_available / 1e9:.1f} GB available after {end:,} of "
-                                  f"{size:,} vectors: run a smaller --scale-vectors")
-        begun = time.perf_counter()
-        with progress.stage(f"{collection}: fold {chunks} segments into the base", 1, "versions") as bar:
-            folded = fold_segments(settings, collection)
-            bar.advance()
-        fold_s = time.perf_counter() - begun
-    catalog.update(collection, segment_max_count=defaults.segment_max_count,
-                   segment_fold_ratio=defaults.segment_fold_ratio)
+    try:
+        with progress.reporting_to(reporter_for(stderr_console())):
+            for number, start in enumerate(range(0, size, chunk_vectors), 1):
+                end = min(size, start + chunk_vectors)
+                begun = time.perf_counter()
+                with progress.stage(f"{collection}: produce chunk {number}/{chunks}", end - start, "vectors") as bar:
+                    keys = []
+                    for first in range(start, end, delta_vectors):
+                        keys.append(work.delta(collection, min(delta_vectors, end - first)))
+                        bar.advance(min(delta_vectors, end - first))
+                produce_s += time.perf_counter() - begun
+                begun = time.perf_counter()
+                with progress.stage(f"{collection}: compact chunk {number}/{chunks}", len(keys), "deltas") as bar:
+                    result = compactor.compact_deltas(keys, collection)
+                    bar.advance(len(keys))
+                compact_s += time.perf_counter() - begun
+                if str(result.status) != "ok":
+                    raise RuntimeError(f"build compaction of {collection} chunk {number}: {result.status} {result.error}")
+                built = end
+                lowest_available = min(lowest_available, available_bytes())
+                elapsed = time.perf_counter() - started
+                log.info("build %s: %d/%d vectors (%.0f%%) in %.0fs, about %.0fs to go; machine has %.1f GB "
+                         "available", collection, end, size, 100 * end / size, elapsed, elapsed * (size - end) / end,
+                         lowest_available / 1e9)
+                if lowest_available < MIN_AVAILABLE_BYTES:
+                    raise MemoryError(f"the machine has {lowest_available / 1e9:.1f} GB available after {end:,} of "
+                                      f"{size:,} vectors: run a smaller --scale-vectors")
+                if elapsed > budget_s and end < size:
+                    log.warning("build %s: budget of %.0fs spent; the collection holds %d vectors", collection,
+                                budget_s, end)
+                    break
+    finally:
+        catalog.update(collection, segment_max_count=defaults.segment_max_count,
+                       segment_fold_ratio=defaults.segment_fold_ratio)
     store = SnapshotStore(settings)
     manifest = store.read_manifest(collection, store.read_pointer(collection).version)
-    log.info("built %s: %d vectors in %.0fs (fold %.0fs)", collection, manifest["vector_count"],
-             time.perf_counter() - started, fold_s)
+    log.info("built %s: %d vectors in %.0fs", collection, manifest["vector_count"], time.perf_counter() - started)
     return {"vectors": int(manifest["vector_count"]), "version": str(manifest["version"]),
             "segments": len(segments_of(manifest)), "version_bytes": int(manifest["total_bytes"]),
-            "deltas": sum(1 for _ in range(0, size, delta_vectors)), "chunks": chunks,
-            "produce_s": produce_s, "compact_s": compact_s, "fold_s": fold_s, "fold": str(folded.status),
+            "deltas": -(-built // delta_vectors), "chunks": -(-built // chunk_vectors), "produce_s": produce_s,
+            "compact_s": compact_s, "fold_s": 0.0, "stopped_by_budget": built < size,
             "seconds": time.perf_counter() - started, "lowest_available_gb": lowest_available / 1e9}
+
+
+def reuse_collection(settings: Settings, collection: str) -> dict[str, Any] | None:
+    """A collection an earlier run built (``--scale-endpoint``; whatever it holds, should a
+    build budget have cut it short), folded back to one segment (its measured rounds
+    appended some); None when there is none."""
+    _child_logging()
+    store = SnapshotStore(settings)
+    if store.read_pointer(collection) is None:
+        return None
+    started = time.perf_counter()
+    defaults = CollectionConfig.defaults_for(collection, settings)  # in case a build was cut short mid-load
+    CollectionCatalog(settings).update(collection, segment_max_count=defaults.segment_max_count,
+                                       segment_fold_ratio=defaults.segment_fold_ratio)
+    folded = fold_segments(settings, collection)
+    manifest = store.read_manifest(collection, store.read_pointer(collection).version)
+    log.info("reusing %s: %d vectors, folded in %.0fs", collection, manifest["vector_count"],
+             time.perf_counter() - started)
+    return {"reused": True, "vectors": int(manifest["vector_count"]), "version": str(manifest["version"]),
+            "segments": len(segments_of(manifest)), "version_bytes": int(manifest["total_bytes"]),
+            "fold": str(folded.status), "fold_s": time.perf_counter() - started, "deltas": 0, "chunks": 0,
+            "produce_s": 0.0, "compact_s": 0.0, "seconds": time.perf_counter() - started,
+            "lowest_available_gb": available_bytes() / 1e9}
 
 
 # -- compactions (warm: one process; cold: a fresh process and cache each) ------------------------------
@@ -283,14 +314,19 @@ def run(settings: Settings, parameters: dict[str, Any], scratch: str, moto_pid: 
     started = time.perf_counter()
     with Role("build") as build:
         for seed, size in enumerate(sizes, 7):
-            out["build"][str(size)] = build.call(build_collection, settings, collection_name(size), size,
-                                                 parameters["build_delta_vectors"], parameters["build_chunk_vectors"],
-                                                 seed)
+            reused = build.call(reuse_collection, settings, collection_name(size))
+            out["build"][str(size)] = reused or build.call(
+                build_collection, settings, collection_name(size), size, parameters["build_delta_vectors"],
+                parameters["build_chunk_vectors"], seed, parameters.get("build_budget_s") or float("inf"))
+            if out["build"][str(size)]["vectors"] < size:  # a build budget cut it short: measure what it built
+                log.warning("measuring %s at %d vectors", collection_name(size), out["build"][str(size)]["vectors"])
             save(out)
         out["processes"]["build (producer + compactor + fold)"] = build.close()
     out["build_seconds"] = time.perf_counter() - started
+    if parameters.get("build_only"):
+        return out
     work = Workload(settings, seed=99)  # the measured deltas and the probes
-    work.next_id = 10 * max(sizes)  # new ids: the deltas add vectors
+    work.next_id = int(time.time()) * 100_000  # ids no earlier run used: the deltas add vectors
     probes = work.vectors(parameters["queries"]).tolist()
     reader_root = Path(scratch) / "reader"
     with Role("reader") as reader, Role("warm compactor") as warm:
@@ -346,6 +382,16 @@ def run(settings: Settings, parameters: dict[str, Any], scratch: str, moto_pid: 
         out["processes"]["moto server"] = process_peak_rss_mb(moto_pid)
     out["storage"] = storage(settings, sizes, scratch)
     return out
+
+
+def write_build_summary(results: dict[str, Any], out: Path) -> None:
+    """``--scale-build-only``: what was built (the measuring run writes the full report)."""
+    lines = [f"# Scale profile: build only (`{results['command']}`)", ""]
+    lines += [f"- {collection_name(int(size))}: {b['vectors']:,} vectors, {b.get('chunks', 0)} compactions, "
+              f"{b['seconds']:.0f} s (produce {b['produce_s']:.0f} s, compact {b['compact_s']:.0f} s), version "
+              f"{b['version_bytes'] / 1e6:,.0f} MB" for size, b in results["build"].items()]
+    lines += ["", f"Build process peak RSS {results['processes']['build (producer + compactor + fold)']:,.0f} MB.", ""]
+    (out / "report.md").write_text("\n".join(lines))
 
 
 def _new_segment(settings: Settings, collection: str, version: str) -> dict[str, Any]:

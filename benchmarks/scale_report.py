@@ -19,6 +19,11 @@ def _round(results: dict[str, Any], size: int, kind: str) -> dict[str, Any] | No
     return next((r for r in results["rounds"] if r["snapshot_vectors"] == size and r["kind"] == kind), None)
 
 
+def held(results: dict[str, Any], size: int) -> int:
+    """The vectors the collection built for ``size`` held when the measurements began."""
+    return int(results["build"][str(size)]["vectors"])
+
+
 def scale_targets(results: dict[str, Any]) -> list[list[Any]]:
     small, large = min(results["sizes"]), max(results["sizes"])
     deltas = results["parameters"]["deltas"]
@@ -28,7 +33,8 @@ def scale_targets(results: dict[str, Any]) -> list[list[Any]]:
         at_large, at_small = _round(results, large, kind), _round(results, small, kind)
         if at_large and at_small:
             ratio = at_large["seconds"] / at_small["seconds"]
-            rows.append([f"{deltas}×100 compaction into {large:,} ≤ {COMPACTION_RATIO_TARGET}× into {small:,} "
+            rows.append([f"{deltas}×100 compaction into {held(results, large):,} ≤ {COMPACTION_RATIO_TARGET}× "
+                         f"into {held(results, small):,} "
                          f"({label})", f"{ratio:.2f}× ({at_large['seconds']:.2f} s / {at_small['seconds']:.2f} s)",
                          _verdict(ratio <= COMPACTION_RATIO_TARGET)])
     for query in (q for q in results["queries"] if q["snapshot_vectors"] == large):
@@ -37,7 +43,7 @@ def scale_targets(results: dict[str, Any]) -> list[list[Any]]:
                      f"{query['segments']} segments)", f"{p50:.2f} ms (p95 {query['warm']['p95_ms']:.2f})",
                      _verdict(p50 <= QUERY_P50_TARGET_MS)])
     cold = results["cold_start"][str(large)]
-    rows.append([f"reader cold start at {large:,} (empty cache → first answer)",
+    rows.append([f"reader cold start at {held(results, large):,} (empty cache → first answer)",
                  f"{cold['seconds']:.1f} s, {cold['bytes'] / 1e6:,.0f} MB", "reported"])
     peaks = ", ".join(f"{name} {mb:,.0f} MB" for name, mb in results["processes"].items() if mb)
     rows.append(["peak memory of each process (RSS)", peaks, "reported"])
@@ -49,7 +55,7 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
     parameters = results["parameters"]
     machine = results["machine"]
     load = lambda values: "/".join(f"{v:.1f}" for v in values)  # noqa: E731
-    lines = [f"# A million vectors: the scale profile ({large:,} vectors)", "",
+    lines = [f"# A million vectors: the scale profile ({held(results, large):,} vectors)", "",
              f"Machine: {machine['platform']}, {machine['cpus']} CPUs, Python {machine['python']}; moto server on "
              f"loopback (ranged GETs served from the range); 384-d seeded random vectors. `{results['command']}`, "
              f"run {results['started_at']}, {results['wall_seconds']:.0f} s; load average (1/5/15 min) "
@@ -64,14 +70,18 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
                     [[f"{int(size):,}", f"{b['vectors']:,}", b["deltas"], b["chunks"], f"{b['produce_s']:.0f}",
                       f"{b['compact_s']:.0f}", f"{b['fold_s']:.0f}", f"{b['seconds']:.0f}",
                       f"{b['version_bytes'] / 1e6:,.0f}", f"{b['lowest_available_gb']:.1f}"]
-                     for size, b in results["build"].items()])
+                     for size, b in results["build"].items() if not b.get("reused")])
+    reused = [f"{int(size):,} ({b['vectors']:,} vectors, folded back to one segment in {b['fold_s']:.0f} s)"
+              for size, b in results["build"].items() if b.get("reused")]
+    if reused:
+        lines += ["", "Reused from an earlier run on the same server (`--scale-endpoint`): " + ", ".join(reused) + "."]
     lines += ["", f"## Compactions ({parameters['deltas']} deltas × 100 vectors, each an append)", "",
               "In the order run. Warm: one compactor process for all rounds, its cache on disk kept between them. "
               "Cold: a fresh process with an empty cache per round. At the small size the background fold runs "
               "first when the next compaction would fold the base (the column says).", ""]
     lines += _table(["snapshot", "kind", "fold first", "seconds", "published at s", "merge s", "fold → segments",
                      "MB down / up", "peak RSS MB"],
-                    [[f"{r['snapshot_vectors']:,}", r["kind"], r["folded_first"] or "", f"{r['seconds']:.2f}",
+                    [[f"{held(results, r['snapshot_vectors']):,}", r["kind"], r["folded_first"] or "", f"{r['seconds']:.2f}",
                       f"{r['publish_s']:.2f}", f"{r['merge_s']:.2f}", f"{r['fold']} → {r['segments']}",
                       f"{r['bytes_downloaded'] / 1e6:.1f} / {r['bytes_uploaded'] / 1e6:.1f}",
                       f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "(warm process, below)"]
@@ -80,7 +90,7 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
     lines += ["", "## Reader", "", "Cold start: an empty cache, then pointer, manifest, download, checksums, open, "
               "first query.", ""]
     lines += _table(["collection", "segments", "open s", "first query s", "MB downloaded (files)"],
-                    [[f"{int(size):,}", c["segments"], f"{c['open_s']:.2f}", f"{c['first_query_s']:.3f}",
+                    [[f"{held(results, int(size)):,}", c["segments"], f"{c['open_s']:.2f}", f"{c['first_query_s']:.3f}",
                       f"{c['bytes'] / 1e6:,.1f} ({c['files']})"] for size, c in results["cold_start"].items()])
     lines += ["", "Warm queries (n_results=10, the search on the open version; with where: merchant = m3):", ""]
     lines += _table(["collection", "layout", "segments", "p50 / p95 / p99 ms", "with where p50 / p95 / p99 ms"],
@@ -89,7 +99,7 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
                       " / ".join(f"{q['warm_where'][k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms"))]
                      for q in results["queries"]])
     if results["refreshes"]:
-        lines += ["", f"Refresh after each publish at {large:,} (a query with consistency=\"strong\": pointer, "
+        lines += ["", f"Refresh after each publish at {held(results, large):,} (a query with consistency=\"strong\": pointer, "
                   "manifest, new files, open, search):", ""]
         lines += _table(["after", "segments", "new segment MB", "downloaded MB (files)", "ratio", "version MB",
                          "first query ms"],
@@ -118,6 +128,7 @@ def _profile_lines(results: dict[str, Any], small: int, large: int) -> list[str]
     if str(large) not in profiles:
         return []
     at_small = {r["function"]: r for r in profiles.get(str(small), [])}
+    small, large = held(results, small), held(results, large)
     def row(r: dict[str, Any]) -> list[Any]:
         before = at_small.get(r["function"])
         return [f"`{r['function']}`", f"{r['cumulative_s']:.3f}", f"{before['cumulative_s']:.3f}" if before else "",

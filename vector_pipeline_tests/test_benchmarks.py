@@ -56,7 +56,7 @@ def test_scale_profile_writes_every_target_row(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["sizes"] == [400, 1200]
     assert results["build"]["1200"]["vectors"] == 1200 and results["build"]["1200"]["chunks"] == 2
-    assert results["build"]["1200"]["segments"] == 1  # the fold after the chunks
+    assert results["build"]["1200"]["segments"] == 1  # each chunk folded into the base
     assert [(r["snapshot_vectors"], r["kind"]) for r in results["rounds"]] == [
         (400, "warm"), (1200, "warm"), (400, "warm, cProfile"), (1200, "warm, cProfile"), (400, "cold"), (1200, "cold")]
     assert all(r["fold"] == "append" and r["vector_count"] > 0 for r in results["rounds"])
