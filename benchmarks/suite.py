@@ -4,8 +4,13 @@ hnswlib's insert rate (the ceilings), query latency warm (with and without a fil
 cold start on segmented and folded versions, a warm reader's refresh after publishes
 (bytes downloaded, first query) and fresh reads' cost per query, bytes moved, peak memory."""
 
+import json
 import logging
+import os
 import resource
+import subprocess
+import sys
+from collections import Counter
 import shutil
 import statistics
 import tempfile
@@ -17,6 +22,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, ChromaDBClient, produce_embedding_delta
+from vector_pipeline.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.maintenance import fold_segments
 from vector_pipeline.reader import SnapshotReader
@@ -103,7 +109,8 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
             warm.compact_deltas([], collection)  # the warm compactor's cache follows the pointer
             keys = [work.delta(collection) for _ in range(count)]
             base = baseline_compaction(store.s3, store.bucket, latest, keys, collection)
-            result = warm.compact_deltas(keys, collection)
+            with counted_requests(work.settings) as requests:
+                result = warm.compact_deltas(keys, collection)
             assert result.status == "ok", result
             cold_keys = [work.delta(collection) for _ in range(count)]
             cold_settings = work.settings.with_overrides(cache_dir=tempfile.mkdtemp(prefix="bench-cold-"))
@@ -125,11 +132,33 @@ def compaction(work: Workload, snapshot_sizes: list[int], delta_counts: list[int
                 "ours_cold_bytes_moved": cold.bytes_downloaded + cold.bytes_uploaded,
                 "baseline_bytes_moved": base["bytes_moved"],
                 "speedup_vs_baseline": base["seconds"] / result.duration_seconds,
+                "requests_per_delta": sum(requests.values()) / count,
+                "requests": dict(requests),
                 "publish_speedup_vs_baseline": base["seconds"] / result.publish_seconds,
             }
             log.info("compaction %s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
             rows.append(row)
     return rows, folds
+
+
+@contextmanager
+def counted_requests(settings: Settings) -> Iterator[Counter]:
+    """Every AWS request this process sends while the block runs, by service and operation
+    (counted as botocore sends them, retries included)."""
+    counts: Counter = Counter()
+
+    def count(event_name: str, **_: Any) -> None:
+        _, service, operation = event_name.split(".", 2)
+        counts[f"{service} {operation}"] += 1
+
+    clients = [client(service, settings) for service in ("s3", "sqs", "dynamodb")]
+    for aws_client in clients:
+        aws_client.meta.events.register("before-send", count, unique_id="benchmark-request-count")
+    try:
+        yield counts
+    finally:
+        for aws_client in clients:
+            aws_client.meta.events.unregister("before-send", unique_id="benchmark-request-count")
 
 
 @contextmanager
@@ -230,16 +259,15 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
                    pending_deltas: int = 10) -> list[dict[str, Any]]:
     """A warm reader while the pointer moves: what it downloads after each publish (one
     delta of 100 vectors, appended as a segment) against the new segment's bytes, and its
-    first query after the publish against its warm queries — when the query itself follows
-    the pointer (this process published: read-your-writes), and when the follower thread
-    did it beside the queries; then fresh reads: the cost per query of ``include_pending``
-    over ``pending_deltas`` uncompacted deltas."""
+    first query after the publish against its warm queries — when this process published
+    (read-your-writes: the publish hands the version to the open reader), and when another
+    process did (the follower thread switches beside the queries); then fresh reads: the
+    cost per query of ``include_pending`` over ``pending_deltas`` uncompacted deltas."""
     rows = []
     for size in snapshot_sizes:
         collection = f"bench{size}"
         roots = [tempfile.mkdtemp(prefix="bench-refresh-") for _ in range(2)]
-        # First a reader whose queries follow the pointer themselves (the publishes are this
-        # process's own: read-your-writes makes the next query follow at once) ...
+        # First a reader of the process that publishes: each publish switches it (read-your-writes) ...
         reader = SnapshotReader(collection, roots[0], work.settings.with_overrides(reader_follow_pointer=False))
         compactor = ChromaCompactor(settings=work.settings)
         probes = work.vectors(queries).tolist()
@@ -247,14 +275,15 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
         warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
         refreshes = []
         for _ in range(publishes):
-            result = compactor.compact_deltas([work.delta(collection)], collection)
+            key = work.delta(collection)
+            before_bytes, before_files = reader.local.fetched.bytes, reader.local.fetched.files
+            result = compactor.compact_deltas([key], collection)  # the open reader switches inside it
             assert result.status == "ok", result
             manifest = reader.store.read_manifest(collection, str(result.version))
             newest = segments_of(manifest)[-1].path + "/"
             segment_bytes = sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest))
-            before_bytes, before_files = reader.local.fetched.bytes, reader.local.fetched.files
             started = time.perf_counter()
-            reader.query(None, [probes[0]], 10, None)  # follows the pointer, then answers
+            reader.query(None, [probes[0]], 10, None)
             first = time.perf_counter() - started
             assert reader.version == result.version
             refreshes.append({"segment_bytes": segment_bytes, "downloaded_bytes": reader.local.fetched.bytes - before_bytes,
@@ -262,11 +291,12 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
                               "version_bytes": int(manifest["total_bytes"]), "first_query_ms": 1000 * first,
                               "segments": len(segments_of(manifest)), "fold": result.fold})
         reader.close()
-        # ... then one with the default settings, whose follower thread switches beside the queries.
+        # ... then one with the default settings, whose follower thread switches beside the
+        # queries to versions another process publishes.
         reader = SnapshotReader(collection, roots[1], work.settings)
         reader.refresh()
         _timed(lambda q: reader.query(None, [q], 10, None), probes)
-        followed = [_followed_publish(work, reader, compactor, collection, probes[0]) for _ in range(publishes)]
+        followed = [_followed_publish(work, reader, collection, probes[0]) for _ in range(publishes)]
         after = _timed(lambda q: reader.query(None, [q], 10, None), probes)
         fresh = _fresh_reads(work, reader, collection, probes, pending_deltas)
         reader.close()
@@ -285,17 +315,30 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
     return rows
 
 
-def _followed_publish(work: Workload, reader: SnapshotReader, compactor: ChromaCompactor, collection: str,
-                      probe: list[float]) -> dict[str, Any]:
-    """A publish the reader's follower thread picks up (no query waits for it): time from
-    the publish to the switch, bytes fetched, then the first query on the new version."""
+def _publish_elsewhere(work: Workload, collection: str) -> dict[str, Any]:
+    """``vector-pipeline compact`` in another process: a publish this process's readers learn
+    of from the pointer only. Returns its result."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VECTORS_", "DELTA_", "DYNAMODB_"))}
+    env.update(work.settings.local_aws_environment(), VECTOR_PIPELINE_CACHE_DIR=work.settings.cache_dir + "-elsewhere")
+    done = subprocess.run([sys.executable, "-m", "vector_pipeline.cli", "compact", "--collection", collection, "--json"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"compaction in another process failed: {done.stderr[-2000:]}")
+    [result] = [r for r in json.loads(done.stdout) if r["collection"] == collection]
+    return result
+
+
+def _followed_publish(work: Workload, reader: SnapshotReader, collection: str, probe: list[float]) -> dict[str, Any]:
+    """A publish by another process, which the reader's follower thread picks up (no query
+    waits for it): time from the publish to the switch, bytes fetched, then the first query."""
     before = reader.local.fetched.bytes, reader.local.fetched.files
-    result = compactor.compact_deltas([work.delta(collection)], collection)
-    assert result.status == "ok", result
+    work.delta(collection)
+    result = _publish_elsewhere(work, collection)
+    assert result["status"] == "ok", result
     published = time.perf_counter()
-    manifest = reader.store.read_manifest(collection, str(result.version))
+    manifest = reader.store.read_manifest(collection, str(result["version"]))
     newest = segments_of(manifest)[-1].path + "/"
-    while reader.version != result.version and time.perf_counter() - published < 60:
+    while reader.version != result["version"] and time.perf_counter() - published < 60:
         time.sleep(0.002)
     switched = time.perf_counter() - published
     started = time.perf_counter()
@@ -305,7 +348,7 @@ def _followed_publish(work: Workload, reader: SnapshotReader, compactor: ChromaC
             "downloaded_bytes": reader.local.fetched.bytes - before[0],
             "downloaded_files": reader.local.fetched.files - before[1], "version_bytes": int(manifest["total_bytes"]),
             "switched_after_ms": 1000 * switched, "first_query_ms": 1000 * first,
-            "segments": len(segments_of(manifest)), "fold": result.fold}
+            "segments": len(segments_of(manifest)), "fold": result["fold"]}
 
 
 def _fresh_reads(work: Workload, reader: SnapshotReader, collection: str, probes: list[list[float]],

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import chromadb
+import numpy as np
 from chromadb.config import Settings as ChromaSettings
 
 from .config import HnswSettings, Settings
@@ -112,6 +113,24 @@ class ChromaDBClient:
         merged["included"] = include
         return merged
 
+    def read_records(self, collection_name: str, ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """Every record (or those of ``ids``) with embeddings, documents and metadatas, the
+        embeddings as one float32 matrix: what a merge moves, without a Python float per value."""
+        fields = ["embeddings", "documents", "metadatas"]
+        collection = self._collection(collection_name, create=False)
+        records: dict[str, Any] = {"ids": [], "documents": [], "metadatas": []}
+        matrices = []
+        batches = [None] if ids is None else list(self._batches(list(ids)))
+        for batch in batches if collection is not None else []:
+            part = collection.get(ids=batch, include=fields)
+            records["ids"].extend(part["ids"])
+            records["documents"].extend(part.get("documents") or [None] * len(part["ids"]))
+            records["metadatas"].extend(part.get("metadatas") or [None] * len(part["ids"]))
+            if len(part["ids"]):
+                matrices.append(np.asarray(part["embeddings"], dtype=np.float32))
+        records["embeddings"] = np.concatenate(matrices) if matrices else np.zeros((0, 0), dtype=np.float32)
+        return records
+
     def query(
         self,
         collection_name: str,
@@ -158,8 +177,8 @@ class ChromaDBClient:
         self._check_writable(collection_name)
         ids, embeddings, documents, metadatas = _last_occurrence_wins(ids, embeddings, documents, metadatas)
         collection = self._collection(collection_name, create=True)
-        if embeddings:
-            self.dimension = len(embeddings[0])
+        if len(embeddings):
+            self.dimension = int(embeddings.shape[1])
         for start, stop in self._spans(len(ids)):
             collection.upsert(
                 ids=ids[start:stop],
@@ -272,13 +291,24 @@ class ChromaDBClient:
 
 def _last_occurrence_wins(ids, embeddings, documents, metadatas):  # type: ignore[no-untyped-def]
     ids = list(ids)
-    embeddings = [list(map(float, vector)) for vector in embeddings]
+    embeddings = _float_matrix(embeddings)
     if len(set(ids)) == len(ids):
         return ids, embeddings, _listed(documents), _listed(metadatas)
     last = {record_id: position for position, record_id in enumerate(ids)}
     keep = sorted(last.values())
     pick = lambda values: None if values is None else [list(values)[i] for i in keep]  # noqa: E731
-    return [ids[i] for i in keep], [embeddings[i] for i in keep], pick(documents), pick(metadatas)
+    return [ids[i] for i in keep], embeddings[keep], pick(documents), pick(metadatas)
+
+
+def _float_matrix(embeddings: Any) -> np.ndarray:
+    """Embeddings as one float32 matrix (what chroma stores), converted in one pass."""
+    try:
+        matrix = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError("embeddings must be sequences of numbers, all of one dimension") from None
+    if matrix.ndim != 2 and len(matrix):
+        raise ValueError("embeddings must be sequences of numbers, all of one dimension")
+    return matrix
 
 
 def _listed(values):  # type: ignore[no-untyped-def]

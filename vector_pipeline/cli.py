@@ -135,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("-n", "--n-results", type=int, default=5)
     query.add_argument("--where", type=json.loads, default=None, help='metadata filter, e.g. \'{"merchant": "TARGET"}\'')
     query.add_argument("--snapshot-path", default=None, help="local cache root for snapshot copies")
+    query.add_argument("--include-pending", action="store_true",
+                       help="also search the deltas not compacted yet (exact search; last writer wins over the snapshot)")
+    query.add_argument("--consistency", choices=["bounded", "strong"], default="bounded",
+                       help="bounded (default): the version the pointer named at most READER_POINTER_TTL_SECONDS ago "
+                            "(a one-shot query reads the pointer anyway); strong: read the pointer for this query")
     _json_flag(query)
     query.set_defaults(handler=_query)
 
@@ -381,7 +386,8 @@ def _query(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     started = time.perf_counter()
     result = query_snapshot(query_texts=args.text, n_results=args.n_results, where=args.where,
-                            collection_name=args.collection, snapshot_path=args.snapshot_path, settings=settings)
+                            collection_name=args.collection, snapshot_path=args.snapshot_path, settings=settings,
+                            include_pending=args.include_pending, consistency=args.consistency)
     elapsed = (time.perf_counter() - started) * 1000
     if args.json:
         from .terminal import print_json

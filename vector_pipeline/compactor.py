@@ -21,7 +21,6 @@ import json
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Sequence
@@ -29,11 +28,11 @@ from typing import Any, Mapping, Sequence
 from . import progress
 from .catalog import CollectionCatalog, UnknownCollectionError
 from .config import HnswSettings, Settings
-from .delta_archive import move_delta, quarantine_delta
+from .delta_archive import archive_deltas, move_delta, quarantine_delta
 from .delta_keys import DeltaRef, parse_delta_key
 from .delta_reader import LoadedDelta
 from .faults import checkpoint
-from .intake import FETCH_WORKERS, DeltaIntake, collection_embedding
+from .intake import DeltaIntake, collection_embedding
 from .lock import CompactionLock, lock_id_for
 from .queue import DeltaQueue
 from .snapshot_store import PublishOutcome, SnapshotStore
@@ -204,12 +203,10 @@ class ChromaCompactor:
         handles = [receipt_handles[r.key] for r in done if r.key in receipt_handles]
         acked = queue.ack(handles) if queue and handles else 0
         with progress.stage(f"{candidate.collection}: archive", len(done), "deltas") as bar:
+            archive_deltas(self.s3, self.settings, done[:1], on_archived=bar.advance)
             if done:
-                self.move_delta(done[0].key, done[0].archive_key)
-                bar.advance()
                 checkpoint(self.settings, "mid_archive")
-            with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
-                list(bar.track(pool.map(lambda ref: self.move_delta(ref.key, ref.archive_key), done[1:])))
+            archive_deltas(self.s3, self.settings, done[1:], on_archived=bar.advance)
         self._quarantine_all(candidate.quarantined, receipt_handles, queue)
         return acked
 

@@ -9,14 +9,24 @@ records the version here before it returns.
 Readers of other processes see a publish within ``READER_POINTER_TTL_SECONDS`` (the
 default consistency, ``BOUNDED``): they re-read the pointer at most that often.
 ``STRONG`` re-reads it on every call (one small GET per call).
+
+A reader of the process that is already open is handed the new version by the publish
+itself (``on_publish``): it switches before ``publish`` returns, so the first query after
+a compaction is a warm one; a switch that fails leaves the next query to follow the
+pointer, as any reader does.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
 from enum import Enum
+from typing import Any, Callable
 
 from .config import Settings
+
+log = logging.getLogger(__name__)
 
 
 class ReadConsistency(str, Enum):
@@ -44,10 +54,32 @@ def publish_key(settings: Settings, bucket: str, collection: str) -> PublishKey:
     return settings.aws_endpoint_url, bucket, collection
 
 
-def record_publish(key: PublishKey) -> None:
-    """This process moved the pointer of ``key`` (to a newer version, or back, in a rollback)."""
+_listeners: dict[PublishKey, list[weakref.WeakMethod]] = {}
+
+
+def on_publish(key: PublishKey, listener: Callable[[dict[str, Any]], Any]) -> None:
+    """Call ``listener`` (a bound method, held weakly) with the manifest of every version
+    this process publishes for ``key``, before ``record_publish`` returns."""
+    with _publishes_lock:
+        _listeners.setdefault(key, []).append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+
+
+def record_publish(key: PublishKey, manifest: dict[str, Any] | None = None) -> None:
+    """This process moved the pointer of ``key`` (to a newer version, or back, in a rollback)
+    to ``manifest``'s version; its open readers switch to it now."""
     with _publishes_lock:
         _publishes[key] = _publishes.get(key, 0) + 1
+        listeners = [ref() for ref in _listeners.get(key, [])]
+        _listeners[key] = [ref for ref, alive in zip(_listeners.get(key, []), listeners) if alive is not None]
+    if manifest is None:
+        return
+    for listener in listeners:
+        if listener is None:
+            continue
+        try:
+            listener(manifest)
+        except Exception:  # the publish stands: the reader follows the pointer on its next call
+            log.warning("a reader could not switch to the version just published", exc_info=True)
 
 
 def publishes_here(key: PublishKey) -> int:

@@ -24,20 +24,20 @@ from .delta_keys import (
     ARCHIVE_PREFIX, DELTA_PREFIX, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError, check_collection_name,
     delta_id_time, delta_key_for, new_delta_id, parse_delta_key,
 )
-from .delta_reader import LoadedDelta, fetch_delta, load_delta, quarantine_reason, read_delta_manifest
+from .delta_reader import LoadedDelta, fetch_delta, find_delta, list_deltas, load_delta, quarantine_reason, read_delta_manifest
 from .delta_records import MAX_ID_LENGTH, validate_delta_input
-from .delta_upload import DELTA_FORMAT, close_and_describe_delta, upload_delta_directory, upload_delta_files
+from .delta_upload import DELTA_FORMAT, DELTA_FORMAT_FILES, close_and_describe_delta, upload_delta, upload_delta_directory
 from .embeddings import provider_name
 from .queue import DeltaQueue
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ARCHIVE_PREFIX", "DELTA_FORMAT", "DELTA_PREFIX", "MAX_ID_LENGTH", "QUARANTINE_PREFIX", "DeltaRef",
+    "ARCHIVE_PREFIX", "DELTA_FORMAT", "DELTA_FORMAT_FILES", "DELTA_PREFIX", "MAX_ID_LENGTH", "QUARANTINE_PREFIX", "DeltaRef",
     "InvalidDeltaError", "LoadedDelta", "announce_delta", "check_collection_name", "close_and_describe_delta",
-    "delta_id_time", "delta_key_for", "fetch_delta", "load_delta", "new_delta_id", "parse_delta_key",
-    "produce_embedding_delta", "quarantine_reason", "read_delta_manifest", "upload_delta_directory",
-    "upload_delta_files", "validate_delta_input",
+    "delta_id_time", "delta_key_for", "fetch_delta", "find_delta", "list_deltas", "load_delta", "new_delta_id", "parse_delta_key",
+    "produce_embedding_delta", "quarantine_reason", "read_delta_manifest", "upload_delta",
+    "upload_delta_directory", "validate_delta_input",
 ]
 
 

@@ -23,6 +23,9 @@ from . import manifest as mf
 DELTA_PREFIX = "delta/"
 ARCHIVE_PREFIX = "archive/"
 QUARANTINE_PREFIX = "quarantine/"
+PACK_NAME = "delta.tar"  # format 2: the whole delta in one object (delta_pack.py)
+# The object whose presence makes a delta complete: its pack, or (format 1) its manifest.
+COMPLETION_MARKERS = (PACK_NAME, mf.MANIFEST_NAME)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DELTA_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _COLLECTION_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]$")
@@ -85,10 +88,10 @@ class DeltaRef:
 
 
 def parse_delta_key(delta_key: str, prefixes: Sequence[str] = (DELTA_PREFIX,)) -> DeltaRef:
-    """``delta/<collection>/<delta_id>/`` (trailing ``/`` or ``manifest.json`` optional)."""
+    """``delta/<collection>/<delta_id>/`` (trailing ``/``, ``delta.tar`` or ``manifest.json`` optional)."""
     if not isinstance(delta_key, str) or "\\" in delta_key or "\x00" in delta_key:
         raise InvalidDeltaError("delta key is not a plain string", str(delta_key))
-    key = delta_key.removesuffix(mf.MANIFEST_NAME).rstrip("/")
+    key = delta_key.removesuffix(mf.MANIFEST_NAME).removesuffix(PACK_NAME).rstrip("/")
     prefix = next((p for p in prefixes if key.startswith(p)), None)
     if prefix is None:
         raise InvalidDeltaError(f"key outside {' or '.join(prefixes)}", delta_key)
@@ -105,4 +108,7 @@ def parse_delta_key(delta_key: str, prefixes: Sequence[str] = (DELTA_PREFIX,)) -
     return DeltaRef(collection, delta_id)
 
 
-# -- producer -----------------------------------------------------------------------------
+def is_completion_marker(key: str) -> bool:
+    """Whether a listed object makes its delta complete: its pack, or a format-1 manifest
+    (not a format-1 delta's chroma files)."""
+    return key.endswith(tuple("/" + marker for marker in COMPLETION_MARKERS))

@@ -1,8 +1,10 @@
-"""Writing a delta to S3: its files first, its manifest last.
+"""Writing a delta to S3: one object, its chroma directory packed with its manifest.
 
 Invariant: a delta under ``delta/<collection>/<delta_id>/`` is complete exactly when its
-``manifest.json`` exists — the manifest is uploaded last and lists every file with its
-sha256. A producer that dies midway leaves files without a manifest, which nothing reads.
+completion marker exists (``delta_keys.COMPLETION_MARKERS``). This module writes format 2:
+the whole delta is one PUT of ``delta.tar`` (``delta_pack``), so it exists whole or not at
+all, and the manifest inside lists every file with its sha256. Format 1 (a file per chroma
+file, ``manifest.json`` uploaded last) is still read (``delta_reader``), no longer written.
 """
 
 from __future__ import annotations
@@ -16,20 +18,21 @@ import chromadb
 from . import manifest as mf
 from .aws import client, error_code, sse_args
 from .config import Settings
-from .delta_keys import DELTA_PREFIX, delta_key_for, new_delta_id
+from .delta_keys import DELTA_PREFIX, PACK_NAME, delta_key_for, new_delta_id
+from .delta_pack import pack_delta
 from .embeddings import provider_name
-from .transfer import TransferItem, upload_files
 
 if TYPE_CHECKING:
     from .chroma_client import ChromaDBClient
 
-DELTA_FORMAT = "vector_pipeline.delta/1"
+DELTA_FORMAT = "vector_pipeline.delta/2"  # one packed object (delta_pack.py)
+DELTA_FORMAT_FILES = "vector_pipeline.delta/1"  # a file per chroma file, manifest last: read, not written
 
 
 def upload_delta_directory(delta: "ChromaDBClient", bucket: str, prefix: str = DELTA_PREFIX) -> str:
-    """Close the delta client, write its manifest, upload files then the manifest."""
+    """Close the delta client, describe it in its manifest, upload it packed in one object."""
     manifest = close_and_describe_delta(delta)
-    return upload_delta_files(delta.settings, bucket, delta.persist_directory, manifest, prefix)
+    return upload_delta(delta.settings, bucket, delta.persist_directory, manifest, prefix)
 
 
 def close_and_describe_delta(delta: "ChromaDBClient") -> dict[str, Any]:
@@ -57,16 +60,14 @@ def close_and_describe_delta(delta: "ChromaDBClient") -> dict[str, Any]:
     }
 
 
-def upload_delta_files(settings: Settings, bucket: str, directory: Path, manifest: dict[str, Any],
-                       prefix: str = DELTA_PREFIX) -> str:
-    """Upload the listed files, then the manifest (its presence marks the delta complete)."""
+def upload_delta(settings: Settings, bucket: str, directory: Path, manifest: dict[str, Any],
+                 prefix: str = DELTA_PREFIX) -> str:
+    """One PUT of the delta packed with its manifest: from then on it is complete."""
     key = delta_key_for(manifest["collection"], manifest["delta_id"], prefix)
-    s3 = client("s3", settings)
-    items = [TransferItem(directory / e["path"], key + e["path"], int(e["size"])) for e in manifest["files"]]
+    body = pack_delta(directory, manifest)
     try:
-        upload_files(s3, bucket, items, sse_args(settings), f"delta {manifest['collection']}/{manifest['delta_id']}")
-        s3.put_object(Bucket=bucket, Key=key + mf.MANIFEST_NAME, Body=mf.dumps(manifest),
-                      ContentType="application/json", **sse_args(settings))
+        client("s3", settings).put_object(Bucket=bucket, Key=key + PACK_NAME, Body=body,
+                                          ContentType="application/x-tar", **sse_args(settings))
     except Exception as exc:
         if error_code(exc) == "NoSuchBucket":
             raise RuntimeError(f"bucket {bucket!r} does not exist (run `vector-pipeline setup`)") from exc

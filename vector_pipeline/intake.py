@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import manifest as mf
 from . import progress
 from .catalog import CollectionCatalog, UnknownCollectionError
 from .config import Settings
 from .delta_archive import quarantine_delta
 from .delta_keys import ARCHIVE_PREFIX, DELTA_PREFIX, DeltaRef, InvalidDeltaError, delta_id_time, parse_delta_key
-from .delta_reader import LoadedDelta, fetch_delta
+from .delta_reader import LoadedDelta, fetch_delta, list_deltas
 from .embeddings import EmbeddingMismatchError, check_same_embedding
 from .faults import checkpoint
 from .snapshot_store import MergeState, SnapshotStore
@@ -66,17 +65,9 @@ class DeltaIntake:
         self.missing_manifest_grace_seconds = 4 * settings.lock_ttl_seconds
 
     def pending_keys(self, collection: str | None = None) -> list[str]:
-        """Complete deltas (manifest present) under ``delta/``: what reconciliation finds."""
+        """Complete deltas under ``delta/`` (``list_deltas``): what reconciliation finds."""
         prefix = DELTA_PREFIX + (f"{collection}/" if collection else "")
-        keys = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.store.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith("/" + mf.MANIFEST_NAME):
-                    try:
-                        keys.append(parse_delta_key(obj["Key"]).key)
-                    except InvalidDeltaError as exc:
-                        log.warning("ignoring %s: %s", obj["Key"], exc.reason)
-        return sorted(set(keys))
+        return sorted({ref.key for ref in list_deltas(self.s3, self.store.bucket, prefix)})
 
     def take(self, collection: str, delta_keys: Sequence[str], state: MergeState,
              base_manifest: dict[str, Any] | None, configured: tuple[str, int] | None = None) -> Intake:
@@ -140,7 +131,7 @@ class DeltaIntake:
             return None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # its records are in memory now
-        intake.bytes_downloaded += int(delta.manifest.get("total_bytes", 0))
+        intake.bytes_downloaded += delta.fetched_bytes
         checkpoint(self.settings, "mid_download")
         return delta
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import manifest as mf
 from .compactor import ChromaCompactor, CompactionResult, CompactionStatus
 from .config import HnswSettings, Settings
-from .delta_keys import ARCHIVE_PREFIX, delta_id_time, new_delta_id, parse_delta_key
+from .delta_keys import ARCHIVE_PREFIX, delta_id_time, new_delta_id
+from .delta_reader import list_deltas
 from .lock import CompactionLock, lock_id_for
 from .retention import GcReport, Timeline, applied_delta_ids, archive_expired, collect_garbage
 from .snapshot_store import PublishOutcome, SnapshotNotFoundError, SnapshotStore
@@ -41,15 +41,8 @@ def latest_delta_id_at(at: datetime) -> str:
 def archived_delta_keys(settings: Settings, collection: str, until_delta_id: str | None = None) -> list[str]:
     """Complete deltas under ``archive/<collection>/``, oldest first, optionally up to an id."""
     store = SnapshotStore(settings)
-    keys = set()
-    for page in store.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=store.bucket, Prefix=f"{ARCHIVE_PREFIX}{collection}/"):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith("/" + mf.MANIFEST_NAME):
-                ref = parse_delta_key(obj["Key"], prefixes=(ARCHIVE_PREFIX,))
-                if until_delta_id is None or ref.delta_id <= until_delta_id:
-                    keys.add(ref.archive_key)
-    return sorted(keys)
+    return [ref.archive_key for ref in list_deltas(store.s3, store.bucket, f"{ARCHIVE_PREFIX}{collection}/")
+            if until_delta_id is None or ref.delta_id <= until_delta_id]
 
 
 @dataclass

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from .delta_reader import LoadedDelta
 from .segments import FoldPlan, Segment
 from .snapshot_store import MergeState
@@ -110,5 +112,5 @@ def upsert_rows(effect: NetEffect) -> dict[str, list[Any]]:
     """The winning rows as chroma's upsert takes them."""
     ids = list(effect.upserts)
     picks = [effect.upserts[i] for i in ids]
-    return {"ids": ids, "embeddings": [d.embeddings[p] for d, p in picks],
+    return {"ids": ids, "embeddings": np.asarray([d.embeddings[p] for d, p in picks], dtype=np.float32),
             "documents": [d.documents[p] for d, p in picks], "metadatas": [d.metadatas[p] for d, p in picks]}

@@ -32,9 +32,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import manifest as mf
 from .config import Settings
-from .delta import DELTA_PREFIX, DeltaRef, InvalidDeltaError, LoadedDelta, fetch_delta, new_delta_id, parse_delta_key
+from .delta import DELTA_PREFIX, DeltaRef, InvalidDeltaError, LoadedDelta, fetch_delta, list_deltas, new_delta_id
 from .merge import net_effect
 from .snapshot_store import MergeState
 
@@ -139,21 +138,14 @@ class PendingDeltas:
 
     def _list_since(self, last_look_ms: int | None) -> list[DeltaRef]:
         prefix = f"{DELTA_PREFIX}{self.collection}/"
-        options: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        start_after = None
         if last_look_ms is not None:
             floor_ms = max(0, last_look_ms - int(1000 * self.settings.reader_pending_lookback_seconds))
-            options["StartAfter"] = prefix + new_delta_id(floor_ms)[:_TIME_PREFIX]
-        refs = {}
-        for page in self.s3.get_paginator("list_objects_v2").paginate(**options):
-            self.lists += 1
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith("/" + mf.MANIFEST_NAME):
-                    try:
-                        ref = parse_delta_key(obj["Key"])
-                    except InvalidDeltaError:
-                        continue
-                    refs[ref.delta_id] = ref
-        return [refs[d] for d in sorted(refs)]
+            start_after = prefix + new_delta_id(floor_ms)[:_TIME_PREFIX]
+        return list_deltas(self.s3, self.bucket, prefix, start_after, on_page=self._count_list)
+
+    def _count_list(self) -> None:
+        self.lists += 1
 
     def _fetch(self, refs: list[DeltaRef]) -> list[LoadedDelta | str | None]:
         """Each delta loaded, or the reason it is poison, or None (gone: compacted since)."""

@@ -23,8 +23,7 @@ from urllib.parse import unquote_plus
 
 from .aws import client, error_code
 from .config import Settings
-from .delta_keys import DeltaRef, InvalidDeltaError, parse_delta_key
-from .manifest import MANIFEST_NAME
+from .delta_keys import DeltaRef, InvalidDeltaError, is_completion_marker, parse_delta_key
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,8 @@ def _s3_event_key(body: dict[str, Any]) -> str:
     if not isinstance(records, list) or len(records) != 1 or not isinstance(records[0], dict):
         raise InvalidDeltaError("S3 event notification without exactly one record")
     key = records[0].get("s3", {}).get("object", {}).get("key")
-    if not isinstance(key, str) or not unquote_plus(key).endswith("/" + MANIFEST_NAME):
-        raise InvalidDeltaError("S3 event notification not about a delta manifest")
+    if not isinstance(key, str) or not is_completion_marker(unquote_plus(key)):
+        raise InvalidDeltaError("S3 event notification not about a delta's pack or manifest")
     return unquote_plus(key)
 
 

@@ -12,8 +12,8 @@ When the pointer moves, the reader fetches only the files it does not hold and k
 segment it already has open (``local_versions.py``). While queries come, a follower thread
 re-reads the pointer once per TTL and switches versions beside them, so a bounded query
 does not wait for a download (the first query, a strong one, and one after this process
-published do). One reader per (cache root, collection, bucket, endpoint) is kept for the
-process. ``include_pending`` also searches the deltas not yet compacted (``pending.py``).
+published do). One reader per (cache root, collection, bucket, endpoint, access key) is
+kept for the process. ``include_pending`` also searches the deltas not yet compacted (``pending.py``).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from typing import Any, Mapping, Sequence
 
 from .chroma_client import ChromaDBClient
 from .config import Settings
-from .consistency import ReadConsistency, publish_key, publishes_here
+from .consistency import ReadConsistency, on_publish, publish_key, publishes_here
 from .embeddings import EmbeddingProvider, check_same_embedding, provider_from_settings
 from .faults import checkpoint
 from .local_versions import LocalVersions, segment_key
 from .pending import PendingDeltas, query_with_overlay
 from .segments import SegmentedClient, read_masks, segments_of
-from .snapshot_store import STATE_FILE, MergeState, Pointer, SnapshotNotFoundError, SnapshotStore
+from .snapshot_store import STATE_FILE, MergeState, SnapshotNotFoundError, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,22 @@ class SnapshotReader:
         self._stop = threading.Event()
         self._used_at = time.monotonic()
         self.stats = ReaderStats()
+        on_publish(self._publish_key, self._adopt)
+
+    def _adopt(self, manifest: dict[str, Any]) -> None:
+        """This process just published ``manifest``'s version: an open reader switches to it
+        now (from the manifest in hand, no pointer read), so its next query is warm."""
+        if self.client is None or manifest.get("collection") != self.collection:
+            return  # nothing open: the first query follows the pointer anyway
+        published = publishes_here(self._publish_key)
+        with self._switching:
+            if self.client is None:
+                return
+            if self.version != manifest["version"]:
+                self._switch_to(str(manifest["version"]), time.monotonic(), published, manifest)
+            else:
+                with self._lock:
+                    self._pointer_read_at, self._publishes_seen = time.monotonic(), published
 
     def refresh(self, consistency: ReadConsistency | str = ReadConsistency.BOUNDED) -> ChromaDBClient:
         """Follow the pointer: build and open its version if it is not the open one."""
@@ -123,7 +139,7 @@ class SnapshotReader:
                     self._pointer_read_at, self._publishes_seen = read_at, published
                     return self.client, self.manifest
             try:
-                return self._switch_to(pointer, read_at, published)
+                return self._switch_to(pointer.version, read_at, published)
             except Exception:
                 # The version vanished under us (GC after the pointer moved on): follow the
                 # pointer again. If it did not move, the failure is real.
@@ -134,9 +150,11 @@ class SnapshotReader:
                             pointer.version, moved.version)
         raise AssertionError("unreachable")
 
-    def _switch_to(self, pointer: Pointer, read_at: float, published: int) -> tuple[ChromaDBClient, dict[str, Any]]:
+    def _switch_to(self, version: str, read_at: float, published: int,
+                   manifest: dict[str, Any] | None = None) -> tuple[ChromaDBClient, dict[str, Any]]:
         """Fetch what is missing and open new segments (queries go on meanwhile), then swap."""
-        manifest = self.store.read_manifest(self.collection, pointer.version)
+        if manifest is None:
+            manifest = self.store.read_manifest(self.collection, version)
         checkpoint(self.settings, "reader_before_download")  # a slow reader: GC must wait for it
         version_dir = self.local.materialize(manifest)
         opened = self._open_new_segments(manifest)
@@ -147,7 +165,7 @@ class SnapshotReader:
             # A query of another thread may still be running on the previous version: its
             # segments stay open, and its files kept, until the next switch.
             self._retired_manifest = self.manifest
-            self.client, self.version, self.manifest = client, pointer.version, manifest
+            self.client, self.version, self.manifest = client, version, manifest
             self._pointer_read_at, self._publishes_seen = read_at, published
             kept = [m for m in (manifest, self._retired_manifest) if m is not None]
             in_use = {k for m in kept for k in _keys(m)}
@@ -265,7 +283,7 @@ def check_include(include: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(include))
 
 
-_readers: dict[tuple[str, str, str, str | None], SnapshotReader] = {}
+_readers: dict[tuple[str, str, str, str | None, str | None], SnapshotReader] = {}
 _readers_lock = threading.Lock()
 
 
@@ -273,8 +291,9 @@ def snapshot_reader(collection_name: str = "words", snapshot_path: str | Path | 
                     settings: Settings | None = None) -> SnapshotReader:
     """The process's reader of ``collection_name`` (the one query_snapshot and open_snapshot use)."""
     settings = settings or Settings.from_env()
+    # Per credentials too: a reader reads with the access of the settings that made it.
     key = (collection_name, str(Path(snapshot_path).resolve()) if snapshot_path else "",
-           settings.vectors_bucket, settings.endpoint_url_for("s3"))
+           settings.vectors_bucket, settings.endpoint_url_for("s3"), settings.aws_access_key_id)
     with _readers_lock:
         if key not in _readers:
             _readers[key] = SnapshotReader(collection_name, snapshot_path, settings)

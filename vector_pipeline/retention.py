@@ -24,7 +24,9 @@ from . import manifest as mf
 from .aws import get_object_or_none, sse_args
 from .catalog import CollectionCatalog, Retention
 from .config import Settings
-from .delta_keys import ARCHIVE_PREFIX, QUARANTINE_PREFIX, delta_id_time, parse_delta_key
+from .delta_archive import delete_keys
+from .delta_keys import ARCHIVE_PREFIX, QUARANTINE_PREFIX, delta_id_time
+from .delta_reader import list_deltas
 from .lock import CompactionLock, lock_id_for
 from .snapshot_store import STATE_FILE, MergeState, SnapshotNotFoundError, SnapshotStore, version_prefix
 
@@ -192,13 +194,7 @@ def created_at(version: str) -> datetime:
 
 
 def _archived_refs(store: SnapshotStore, collection: str) -> list[Any]:
-    refs = []
-    for page in store.s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket,
-                                                                   Prefix=f"{ARCHIVE_PREFIX}{collection}/"):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith("/" + mf.MANIFEST_NAME):
-                refs.append(parse_delta_key(obj["Key"], prefixes=(ARCHIVE_PREFIX,)))
-    return refs
+    return list_deltas(store.s3, store.bucket, f"{ARCHIVE_PREFIX}{collection}/")
 
 
 def _retention(settings: Settings, collection: str) -> Retention:
@@ -222,8 +218,7 @@ def _delete_prefix(store: SnapshotStore, prefix: str, referenced: set[str]) -> i
             for o in page.get("Contents", []) if o["Key"] not in referenced]
     # The manifest first: from then on the version (or delta) no longer exists for anyone.
     keys.sort(key=lambda key: not key.endswith(mf.MANIFEST_NAME))
-    for start in range(0, len(keys), 1000):
-        store.s3.delete_objects(Bucket=store.bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+    delete_keys(store.s3, store.bucket, keys)
     return len(keys)
 
 

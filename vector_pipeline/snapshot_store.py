@@ -222,7 +222,7 @@ class SnapshotStore:
                 log.warning("publish of %s/%s lost: the pointer moved", collection, version)
                 return PublishOutcome.CONFLICT
             raise
-        record_publish(publish_key(self.settings, self.bucket, collection))  # read-your-writes
+        record_publish(publish_key(self.settings, self.bucket, collection), manifest)  # read-your-writes
         log.info("published %s/%s (%d vectors)", collection, version, manifest["vector_count"])
         return PublishOutcome.PUBLISHED
 

@@ -198,7 +198,7 @@ class VersionWriter:
         if not ids:
             return
         with ChromaDBClient(source_dir, mode="read", settings=self.settings) as source:
-            records = source.get_vectors(collection, ids=ids, include=["embeddings", "documents", "metadatas"])
+            records = source.read_records(collection, ids=ids)
         if len(records["ids"]) != len(ids):
             raise RuntimeError(f"segment {source_dir.name} holds {len(records['ids'])} of its {len(ids)} live ids")
         db.upsert_vectors(collection, records["ids"], records["embeddings"],

@@ -76,6 +76,29 @@ def test_produce_compact_query_status_round_trip(settings: Settings, rng: np.ran
     assert report["collections"]["words"]["pending_deltas"] == 0
 
 
+def test_query_with_include_pending_finds_a_delta_not_compacted_yet(settings: Settings, tmp_path: Path) -> None:
+    from vector_pipeline.embeddings import MiniLMProvider
+
+    def rows_file(name: str, words: list[str], prefix: str) -> str:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"id": f"{prefix}{i}", "embedding": vector, "document": word}) + "\n"
+                                for i, (word, vector) in enumerate(zip(words, MiniLMProvider().embed(words)))))
+        return str(path)
+
+    assert run(settings, "produce", rows_file("a.jsonl", ["walmart", "banana"], "a")).returncode == 0
+    assert run(settings, "compact").returncode == 0
+    assert run(settings, "produce", rows_file("b.jsonl", ["espresso coffee"], "b")).returncode == 0  # not compacted
+
+    def nearest(*extra: str) -> str:
+        queried = run(settings, "query", "espresso coffee", "-n", "1", "--json", *extra)
+        assert queried.returncode == 0, queried.stderr
+        return json.loads(queried.stdout)["ids"][0][0]
+
+    assert nearest() != "b0"
+    assert nearest("--include-pending") == "b0"
+    assert nearest("--include-pending", "--consistency", "strong") == "b0"
+
+
 def test_produce_reports_bad_rows_clearly(settings: Settings, tmp_path: Path) -> None:
     source = tmp_path / "bad.jsonl"
     source.write_text('{"id": "a", "embedding": [0.1, 0.2]}\n{"id": "b", "embedding": [0.1]}\n')

@@ -14,6 +14,7 @@ from vector_pipeline import ChromaCompactor, CompactionLock, CompactionResult, o
 from vector_pipeline.config import Settings
 from vector_pipeline.lock import lock_id_for
 from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.reader import close_readers
 from vector_pipeline.snapshot_store import PublishOutcome, SnapshotStore
 
 from .conftest import all_keys, vectors
@@ -160,7 +161,7 @@ def test_warm_cache_compaction_downloads_only_the_deltas(settings: Settings, rng
     compactor.compact_deltas([produce(settings, [f"a{i}" for i in range(50)], rng)["delta_key"]], "words")
     key = produce(settings, ["b"], rng)["delta_key"]
     delta_bytes = sum(SnapshotStore(settings).s3.head_object(Bucket=settings.vectors_bucket, Key=k)["ContentLength"]
-                      for k in all_keys(settings, key) if not k.endswith("manifest.json"))
+                      for k in all_keys(settings, key))
     warm = compactor.compact_deltas([key], "words")
     assert warm.status == "ok" and warm.vector_count == 51
     assert warm.bytes_downloaded == delta_bytes
@@ -207,3 +208,25 @@ def test_validation_accepts_vectors_after_a_version_that_held_none(settings: Set
     key = produce(settings, ["a"], rng)["delta_key"]
     assert compactor.validate_delta(parse_delta_key(key)).ids == ["a"]
     assert compactor.compact_deltas([key], "words").vector_count == 1
+
+
+def test_deltas_of_format_1_are_still_applied_archived_and_rebuilt(settings: Settings, rng: np.random.Generator) -> None:
+    """Deltas written before deltas were packed (a file per chroma file, manifest last) keep
+    working beside packed ones: applied, archived whole, and read again by a rebuild."""
+    from vector_pipeline.maintenance import rebuild_from_archive
+
+    from .test_reliability.crafting import craft_delta
+
+    old = craft_delta(settings, ids=["old1", "old2"], dimension=8, packed=False)
+    new = produce(settings, ["new1"], rng)["delta_key"]
+    assert any(k.endswith("/manifest.json") for k in all_keys(settings, old))
+    [result] = ChromaCompactor(settings=settings).compact_pending("words")
+    assert result.status == "ok" and result.deltas_processed == 2 and result.vector_count == 3
+    assert all_keys(settings, "delta/") == []
+    archived_old = all_keys(settings, old.replace("delta/", "archive/", 1))
+    assert archived_old[-1].endswith("manifest.json") and len(archived_old) > 2  # the files and the manifest
+    assert all_keys(settings, new.replace("delta/", "archive/", 1)) == [new.replace("delta/", "archive/", 1) + "delta.tar"]
+    rebuilt = rebuild_from_archive(settings, "words")
+    assert rebuilt.status == "ok" and rebuilt.vector_count == 3
+    close_readers()
+    assert sorted(open_snapshot(settings=settings).get_vectors("words")["ids"]) == ["new1", "old1", "old2"]

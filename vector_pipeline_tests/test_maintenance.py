@@ -143,7 +143,7 @@ def test_expired_archive_rebuild_starts_from_the_oldest_kept_version(settings: S
     assert report.kept_versions == versions[-2:]
     # Only deltas both kept versions hold expire: the first two rounds; the third (after the older kept one) stays.
     assert report.expired_archived_deltas == 2 and report.expired_quarantined_deltas == 1
-    assert len({k.split("/")[2] for k in all_keys(settings, "archive/words/") if k.endswith("manifest.json")}) == 1
+    assert len({k.split("/")[2] for k in all_keys(settings, "archive/words/") if k.endswith("delta.tar")}) == 1
     assert all_keys(settings, "quarantine/") == []
     rebuilt = rebuild_from_archive(settings, "words")
     assert rebuilt.status == "ok"

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import math
 
 import numpy as np
@@ -18,17 +20,23 @@ from vector_pipeline.queue import DeltaQueue
 from .conftest import all_keys, vectors
 
 
-def test_delta_is_uploaded_with_manifest_listing_every_file(settings: Settings, rng: np.random.Generator) -> None:
+def test_delta_is_one_packed_object_whose_manifest_lists_every_file(settings: Settings,
+                                                                     rng: np.random.Generator) -> None:
     result = produce_embedding_delta(["a", "b"], vectors(rng, 2), documents=["x", "y"],
                                      metadatas=[{"k": 1}, {"k": "v"}], delete_ids=["old"], settings=settings)
     key = result["delta_key"]
     assert key.startswith("delta/words/") and key.endswith("/")
+    assert all_keys(settings, key) == [key + "delta.tar"]
     s3 = client("s3", settings)
-    manifest = json.loads(s3.get_object(Bucket=settings.vectors_bucket, Key=key + "manifest.json")["Body"].read())
+    body = s3.get_object(Bucket=settings.vectors_bucket, Key=key + "delta.tar")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+    assert names[0] == "manifest.json"
+    assert manifest["format"] == "vector_pipeline.delta/2"
     assert manifest["upsert_count"] == 2 and manifest["delete_ids"] == ["old"]
     assert manifest["dimension"] == 8
-    listed = sorted(key + f["path"] for f in manifest["files"])
-    assert sorted(k for k in all_keys(settings, key) if not k.endswith("manifest.json")) == listed
+    assert sorted(f["path"] for f in manifest["files"]) == sorted(names[1:])
     assert any(f["path"].endswith("chroma.sqlite3") for f in manifest["files"])
 
 

@@ -1,5 +1,6 @@
 """Read consistency: a process that published (compact_deltas, or the publish step the
-Dagster job calls) reads its own write at once even with a long pointer TTL; a publish by
+Dagster job calls) reads its own write at once even with a long pointer TTL, and an open
+reader is switched by the publish itself (its next query sends no request); a publish by
 another process is seen once the TTL passed, or at once with consistency="strong"; an
 unknown consistency is refused by name. Not covered: fresh reads of uncompacted deltas
 (test_fresh_reads.py)."""
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta, query_snapshot
+from vector_pipeline.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.snapshot_store import SnapshotStore
 
@@ -34,6 +36,24 @@ def test_read_your_writes_after_compact_deltas_despite_a_long_ttl(settings: Sett
     assert open_snapshot(snapshot_path=tmp_path, settings=patient).count("words") == 2
     found = query_snapshot(query_embeddings=[embeddings[1]], n_results=1, snapshot_path=tmp_path, settings=patient)
     assert found["ids"] == [["b"]]
+
+
+def test_an_open_reader_is_switched_by_the_publish_so_its_next_query_sends_no_request(
+        settings: Settings, rng: np.random.Generator, tmp_path: Path) -> None:
+    patient = settings.with_overrides(reader_pointer_ttl_seconds=3600)
+    embeddings = vectors(rng, 2)
+    _publish(settings, ["a"], embeddings[:1])
+    assert query_snapshot(query_embeddings=[embeddings[0]], n_results=1, snapshot_path=tmp_path,
+                          settings=patient)["ids"] == [["a"]]
+    _publish(settings, ["b"], embeddings[1:])  # the reader switches inside this call
+    sent: list[str] = []
+    s3 = client("s3", patient)
+    s3.meta.events.register("before-send", lambda event_name, **_: sent.append(event_name), unique_id="count")
+    try:
+        found = query_snapshot(query_embeddings=[embeddings[1]], n_results=1, snapshot_path=tmp_path, settings=patient)
+    finally:
+        s3.meta.events.unregister("before-send", unique_id="count")
+    assert found["ids"] == [["b"]] and sent == []
 
 
 def test_read_your_writes_after_the_publish_step_the_dagster_job_runs(settings: Settings, rng: np.random.Generator,

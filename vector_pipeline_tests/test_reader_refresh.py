@@ -23,6 +23,7 @@ from vector_pipeline.segments import segments_of
 from vector_pipeline.snapshot_store import STATE_FILE
 
 from .conftest import vectors
+from .test_reliability.helpers import start_compactor
 
 
 def _publish(settings: Settings, ids: list[str], embeddings: list[list[float]], **extra: object) -> dict:
@@ -45,6 +46,14 @@ def _gets(reader: SnapshotReader) -> Iterator[list[str]]:
         reader.store.s3.meta.events.unregister("provide-client-params.s3.GetObject", handler)
 
 
+def _publish_elsewhere(settings: Settings, ids: list[str], embeddings: list[list[float]]) -> None:
+    """A publish by another process: this process's readers learn of it from the pointer."""
+    produce_embedding_delta(ids, embeddings, settings=settings)
+    compactor = start_compactor(settings, "--collection", "words")
+    _, err = compactor.communicate(timeout=300)
+    assert compactor.returncode == 0, err[-2000:]
+
+
 def test_refresh_after_an_append_downloads_only_the_new_segment(settings: Settings, rng: np.random.Generator,
                                                                 tmp_path: Path) -> None:
     _publish(settings, [f"base{i}" for i in range(300)], vectors(rng, 300))
@@ -53,7 +62,7 @@ def test_refresh_after_an_append_downloads_only_the_new_segment(settings: Settin
     first = reader.manifest
     assert first is not None and len(segments_of(first)) == 1
     before = reader.local.fetched.bytes
-    _publish(settings, ["new0", "new1", "base3"], vectors(rng, 3))  # base3 is masked in the base
+    _publish_elsewhere(settings, ["new0", "new1", "base3"], vectors(rng, 3))  # base3 is masked in the base
     with _gets(reader) as gets:
         reader.refresh()
     second = reader.manifest

@@ -150,7 +150,7 @@ def _replay(settings: Settings, index: PineconeIndex, namespace: str, merge_stat
                 metadata = dict(loaded.metadatas[position] or {})
                 if loaded.documents[position] is not None:
                     metadata[settings.pinecone_document_field] = loaded.documents[position]
-                upserts.append(PineconeRecord(record_id, list(loaded.embeddings[position]), metadata))
+                upserts.append(PineconeRecord(record_id, loaded.embeddings[position].tolist(), metadata))
             deletes = [i for i in loaded.delete_ids if (live_winner(merge_state, i) or "") < delta_id]
             index.upsert(namespace, upserts)
             index.delete(namespace, deletes)

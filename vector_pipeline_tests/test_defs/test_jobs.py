@@ -1,6 +1,8 @@
 """Delta partitions, the compaction job (write → blocking audit → publish), rebuild,
 rollback, GC and partition pruning, executed in process against the moto server."""
 
+import io
+import tarfile
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -59,8 +61,17 @@ def test_invalid_delta_fails_with_reason_and_is_quarantined(defs: dg.Definitions
                                                             settings: Settings, rng: np.random.Generator) -> None:
     produced = _produce(settings, rng, ["a"])
     s3 = client("s3", settings)
-    sqlite_key = next(k for k in all_keys(settings, produced["delta_key"]) if k.endswith("chroma.sqlite3"))
-    s3.put_object(Bucket=settings.vectors_bucket, Key=sqlite_key, Body=b"not sqlite")
+    pack_key = produced["delta_key"] + "delta.tar"
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=settings.vectors_bucket, Key=pack_key)["Body"].read())) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    members["chroma.sqlite3"] = b"not sqlite"  # its manifest still lists the real file's sha256
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    s3.put_object(Bucket=settings.vectors_bucket, Key=pack_key, Body=packed.getvalue())
     key = f"words.{produced['delta_id']}"
     instance.add_dynamic_partitions("delta", [key])
     result = _run(defs, instance, "validate_delta", partition_key=key)

@@ -96,10 +96,11 @@ def test_what_moto_cloudformation_leaves_out_is_declared_in_the_template() -> No
     assert rules["archive/"]["Transitions"][0]["StorageClass"] == "STANDARD_IA", "template: archive/ lifecycle"
     assert rules["quarantine/"]["ExpirationInDays"] == "90", "template: quarantine/ lifecycle"
     assert rules[""]["NoncurrentVersionExpiration"]["NoncurrentDays"] == "30", "template: noncurrent versions"
-    [notification] = bucket["NotificationConfiguration"]["QueueConfigurations"]
-    assert {r["Name"]: r["Value"] for r in notification["Filter"]["S3Key"]["Rules"]} == {
-        "prefix": "delta/", "suffix": "manifest.json"}, "template: S3 event notification on delta manifests"
-    assert notification["Queue"] == "arn:queue"
+    notifications = bucket["NotificationConfiguration"]["QueueConfigurations"]
+    assert [{r["Name"]: r["Value"] for r in n["Filter"]["S3Key"]["Rules"]} for n in notifications] == [
+        {"prefix": "delta/", "suffix": "delta.tar"}, {"prefix": "delta/", "suffix": "manifest.json"}], \
+        "template: S3 event notifications on packed deltas and on format-1 delta manifests"
+    assert {n["Queue"] for n in notifications} == {"arn:queue"}
 
     table = resolver.properties("LockTable")
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}, "template: TTL"

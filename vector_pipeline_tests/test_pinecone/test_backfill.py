@@ -22,7 +22,7 @@ from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_de
 from vector_pipeline.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.delta_keys import DeltaRef
-from vector_pipeline.delta_reader import fetch_delta, read_delta_manifest
+from vector_pipeline.delta_reader import fetch_delta, list_deltas, read_delta_manifest
 from vector_pipeline.migration.backfill import BackfillOutcome, backfill, checkpoint_key
 from vector_pipeline.migration.state import MigrationState
 from vector_pipeline.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord
@@ -42,9 +42,7 @@ def _delta_ids_by_record(settings: Settings) -> Counter:
     """How many complete deltas hold each id (read from the deltas themselves)."""
     s3 = client("s3", settings)
     held: Counter = Counter()
-    manifests = [k for k in all_keys(settings, "delta/words/") if k.endswith("manifest.json")]
-    for key in manifests:
-        ref = DeltaRef("words", key.split("/")[2])
+    for ref in list_deltas(s3, settings.vectors_bucket, "delta/words/"):
         loaded = fetch_delta(s3, settings.vectors_bucket, ref, Path(settings.cache_dir) / ref.delta_id)
         held.update(loaded.ids)
     return held
@@ -71,7 +69,7 @@ def test_backfill_killed_after_a_page_resumes_without_duplicates(pinecone_settin
     assert any("resuming after page 2" in line for line in lines)
     held = _delta_ids_by_record(settings)
     assert len(held) == COUNT and set(held.values()) == {1}  # every id in exactly one delta
-    assert len([k for k in all_keys(settings, "delta/words/") if k.endswith("manifest.json")]) == 5
+    assert len(list_deltas(client("s3", settings), settings.vectors_bucket, "delta/words/")) == 5
 
     [compacted] = ChromaCompactor(settings=settings).compact_pending()
     assert compacted.vector_count == COUNT
@@ -80,7 +78,7 @@ def test_backfill_killed_after_a_page_resumes_without_duplicates(pinecone_settin
 
     again = backfill(settings, "words", BATCH, say=lines.append)
     assert again.outcome is BackfillOutcome.ALREADY_COMPLETE
-    assert len([k for k in all_keys(settings, "delta/") if k.endswith("manifest.json")]) == 0  # all archived, none new
+    assert all_keys(settings, "delta/") == []  # all archived, none new
 
 
 def test_backfill_refuses_a_dimension_other_than_the_snapshots(pinecone_settings: Settings) -> None:

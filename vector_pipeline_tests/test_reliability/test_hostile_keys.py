@@ -2,7 +2,9 @@
 a delta manifest, a version manifest or a message that tries to escape is refused before
 anything is written, and downloads land only below their own temporary directory."""
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,20 @@ def test_safe_join_refuses_every_escape(tmp_path: Path, path: str) -> None:
 @pytest.mark.parametrize("path", ESCAPES)
 def test_delta_manifest_escape_is_quarantined_without_writing(settings: Settings, tmp_path: Path, path: str) -> None:
     key = craft_delta(settings, manifest=lambda m: m["files"].append({"path": path, "size": 1, "sha256": "0" * 64}))
+    [result] = ChromaCompactor(settings=settings).compact_pending("words")
+    assert key in result.quarantined
+    _no_marker_anywhere(tmp_path.parent, Path(settings.cache_dir).parent)
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+def test_packed_delta_member_escape_is_quarantined_without_writing(settings: Settings, tmp_path: Path,
+                                                                   path: str) -> None:
+    def escaping_member(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo(path)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+
+    key = craft_delta(settings, members=escaping_member)
     [result] = ChromaCompactor(settings=settings).compact_pending("words")
     assert key in result.quarantined
     _no_marker_anywhere(tmp_path.parent, Path(settings.cache_dir).parent)

@@ -1,9 +1,15 @@
-"""Poison deltas (14 kinds) in one batch with good ones: each is quarantined beside a
-reason object, its message goes to the dead-letter queue with the reason, and the good
-deltas of the same batch still land. Malformed messages go to the dead-letter queue too."""
+"""Poison deltas (14 kinds, in both delta layouts; 4 more only a packed delta can have) in one
+batch with good ones: each is quarantined beside a reason object, its message goes to the
+dead-letter queue with the reason, and the good deltas of the same batch still land.
+Malformed messages go to the dead-letter queue too."""
 
+import io
 import json
+import tarfile
 from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import pytest
 
 import numpy as np
 
@@ -11,6 +17,7 @@ from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_de
 from vector_pipeline.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.delta import new_delta_id
+from vector_pipeline.delta_keys import PACK_NAME
 from vector_pipeline.manifest import MAX_MANIFEST_BYTES
 from vector_pipeline.queue import DeltaQueue
 from vector_pipeline.reader import close_readers
@@ -18,13 +25,46 @@ from vector_pipeline.reader import close_readers
 from ..conftest import all_keys, vectors
 from .crafting import corrupt_a_file, craft_delta, dead_letter_reasons, nan_embeddings, truncate_sqlite
 
+craft = craft_delta
+
 TWO_HOURS_AGO_MS = int((datetime.now(timezone.utc) - timedelta(hours=2)).timestamp() * 1000)
 
 
-def _poison(settings: Settings) -> dict[str, tuple[str, str]]:
+def _member(name: str, body: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "") -> Callable[[tarfile.TarFile], None]:
+    def add(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.type, info.linkname = (len(body) if kind == tarfile.REGTYPE else 0), kind, link
+        tar.addfile(info, io.BytesIO(body) if kind == tarfile.REGTYPE else None)
+    return add
+
+
+def _truncated_pack(settings: Settings) -> str:
+    key = craft_delta(settings)
+    s3 = client("s3", settings)
+    body = s3.get_object(Bucket=settings.vectors_bucket, Key=key + PACK_NAME)["Body"].read()
+    s3.put_object(Bucket=settings.vectors_bucket, Key=key + PACK_NAME, Body=body[:len(body) // 3] + b"\x01" * 700)
+    return key
+
+
+def _pack_only_poison(settings: Settings) -> dict[str, tuple[str, str]]:
+    return {
+        "symlink member": (craft_delta(settings, members=_member("link", kind=tarfile.SYMTYPE, link="/etc/passwd")),
+                           "not a regular file"),
+        "unlisted member": (craft_delta(settings, members=_member("extra.bin")), "does not list"),
+        "member twice": (craft_delta(settings, members=_member("chroma.sqlite3")), "twice"),
+        "truncated pack": (_truncated_pack(settings), "tar"),
+    }
+
+
+def _poison(settings: Settings, packed: bool) -> dict[str, tuple[str, str]]:
     """kind → (delta key, a word its quarantine reason must contain)."""
     huge = {"padding": "x" * (MAX_MANIFEST_BYTES + 1024)}
+
+    def craft_delta(settings: Settings, **options: Any) -> str:
+        return craft(settings, packed=packed, **options)
+
     return {
+        **(_pack_only_poison(settings) if packed else {}),
         "no manifest": (craft_delta(settings, upload_manifest=False, delta_id=new_delta_id(TWO_HOURS_AGO_MS)),
                         "no manifest"),
         "manifest without files": (craft_delta(settings, manifest=lambda m: m.update(files=[])), "no files"),
@@ -46,12 +86,13 @@ def _poison(settings: Settings) -> dict[str, tuple[str, str]]:
     }
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "files"])
 def test_poison_deltas_are_quarantined_and_dead_lettered_while_good_ones_land(
-        settings: Settings, rng: np.random.Generator) -> None:
+        settings: Settings, rng: np.random.Generator, packed: bool) -> None:
     settings = settings.with_overrides(collections=("words", "lines"))  # an allow-list: "receipts" is not on it
     produce_embedding_delta(["base"], vectors(rng, 1), settings=settings)
     assert ChromaCompactor(settings=settings).compact_pending()[0].status == "ok"
-    poison = _poison(settings)
+    poison = _poison(settings, packed)
     good = [produce_embedding_delta([f"good{i}"], vectors(rng, 1), settings=settings)["delta_key"] for i in range(2)]
     sqs, queue = client("sqs", settings), DeltaQueue(settings)
     for body in ('{"delta_key": "delta/words/../../etc/"}', '{"delta_key": "/etc/passwd"}', "not json at all"):
