@@ -39,7 +39,7 @@ from vector_pipeline.reader import SnapshotReader
 from vector_pipeline.segments import FoldKind, plan_fold, segments_of
 from vector_pipeline.snapshot_store import SnapshotStore
 
-from .suite import DELTA_SIZE, Workload, _timed
+from .suite import DELTA_SIZE, Workload, _timed, counted_requests
 
 log = logging.getLogger("benchmarks.scale")
 
@@ -214,18 +214,20 @@ def compact_round(settings: Settings, collection: str, keys: list[str], profile_
     _child_logging()
     compactor = _CHILD.setdefault(f"compactor {settings.cache_dir}", ChromaCompactor(settings=settings))
     profiler = cProfile.Profile() if profile_to else None
-    if profiler:
-        profiler.enable()
-    result = compactor.compact_deltas(keys, collection)
-    if profiler:
-        profiler.disable()
-        profiler.dump_stats(profile_to)
+    with counted_requests(settings) as requests:
+        if profiler:
+            profiler.enable()
+        result = compactor.compact_deltas(keys, collection)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
     if str(result.status) != "ok":
         raise RuntimeError(f"compaction of {collection}: {result.status} {result.error}")
     return {"seconds": result.duration_seconds, "publish_s": result.publish_seconds,
             "merge_s": result.merge_seconds, "fold": result.fold, "segments": result.segments,
             "version": result.version, "vector_count": result.vector_count,
-            "bytes_downloaded": result.bytes_downloaded, "bytes_uploaded": result.bytes_uploaded}
+            "bytes_downloaded": result.bytes_downloaded, "bytes_uploaded": result.bytes_uploaded,
+            "requests_per_delta": sum(requests.values()) / max(len(keys), 1), "requests": dict(requests)}
 
 
 def fold_if_base_would_fold(settings: Settings, collection: str, incoming: int) -> str | None:

@@ -80,10 +80,11 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
               "Cold: a fresh process with an empty cache per round. At the small size the background fold runs "
               "first when the next compaction would fold the base (the column says).", ""]
     lines += _table(["snapshot", "kind", "fold first", "seconds", "published at s", "merge s", "fold → segments",
-                     "MB down / up", "peak RSS MB"],
+                     "MB down / up", "AWS requests per delta", "peak RSS MB"],
                     [[f"{held(results, r['snapshot_vectors']):,}", r["kind"], r["folded_first"] or "", f"{r['seconds']:.2f}",
                       f"{r['publish_s']:.2f}", f"{r['merge_s']:.2f}", f"{r['fold']} → {r['segments']}",
                       f"{r['bytes_downloaded'] / 1e6:.1f} / {r['bytes_uploaded'] / 1e6:.1f}",
+                      f"{r['requests_per_delta']:.1f}" if "requests_per_delta" in r else "",
                       f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "(warm process, below)"]
                      for r in results["rounds"]])
     lines += _profile_lines(results, small, large)
