@@ -63,14 +63,15 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
              "## Targets", "", *_table(["target", "measured", "verdict"], scale_targets(results)), ""]
     lines += ["## Build (as a backfill loads a collection)", "",
               f"Deltas of {parameters['build_delta_vectors']:,} vectors, compacted "
-              f"{parameters['build_chunk_vectors']:,} vectors at a time (each an appended segment; the fold "
-              "policy relaxed for the load and restored after), then one background fold into the base.", ""]
-    lines += _table(["collection", "vectors", "deltas", "compactions", "produce s", "compact s", "fold s", "total s",
+              f"{parameters['build_chunk_vectors']:,} vectors at a time, each compaction folding its chunk into "
+              "the one base segment (the collection's segment_max_count is 1 for the load, restored after).", ""]
+    built = {size: b for size, b in results["build"].items() if not b.get("reused")}
+    lines += [] if not built else _table(["collection", "vectors", "deltas", "compactions", "produce s", "compact s", "fold s", "total s",
                      "version MB", "lowest GB available"],
                     [[f"{int(size):,}", f"{b['vectors']:,}", b["deltas"], b["chunks"], f"{b['produce_s']:.0f}",
                       f"{b['compact_s']:.0f}", f"{b['fold_s']:.0f}", f"{b['seconds']:.0f}",
                       f"{b['version_bytes'] / 1e6:,.0f}", f"{b['lowest_available_gb']:.1f}"]
-                     for size, b in results["build"].items() if not b.get("reused")])
+                     for size, b in built.items()])
     reused = [f"{int(size):,} ({b['vectors']:,} vectors, folded back to one segment in {b['fold_s']:.0f} s)"
               for size, b in results["build"].items() if b.get("reused")]
     if reused:
@@ -114,7 +115,8 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
                                                  for name, mb in results["processes"].items()])
     storage = results["storage"]
     lines += ["", f"S3 (moto) after the run: {storage['s3_total_bytes'] / 1e9:.2f} GB in all; published versions "
-              + ", ".join(f"{int(s):,} vectors {b / 1e6:,.0f} MB" for s, b in storage["published_version_bytes"].items())
+              + ", ".join(f"{held(results, int(s)):,} vectors {b / 1e6:,.0f} MB"
+                          for s, b in storage["published_version_bytes"].items())
               + f". Local disk: compactor cache {storage['compactor_cache_bytes'] / 1e9:.2f} GB, reader cache "
               f"{storage['reader_cache_bytes'] / 1e9:.2f} GB.", ""]
     lines += _table(["S3 prefix", "MB"], [[prefix, f"{size / 1e6:,.1f}"]
@@ -129,7 +131,8 @@ def _profile_lines(results: dict[str, Any], small: int, large: int) -> list[str]
     if str(large) not in profiles:
         return []
     at_small = {r["function"]: r for r in profiles.get(str(small), [])}
-    small, large = held(results, small), held(results, large)
+    largest = profiles[str(large)]
+    small, large = held(results, small), held(results, large)  # from here on: labels
     def row(r: dict[str, Any]) -> list[Any]:
         before = at_small.get(r["function"])
         return [f"`{r['function']}`", f"{r['cumulative_s']:.3f}", f"{before['cumulative_s']:.3f}" if before else "",
@@ -138,8 +141,8 @@ def _profile_lines(results: dict[str, Any], small: int, large: int) -> list[str]
     header = ["function", f"at {large:,}", f"at {small:,}", "difference", f"calls at {large:,}"]
     lines = ["", f"### Where a warm compaction's time goes (cProfile of the compacting thread; cumulative s, at "
              f"{large:,} beside {small:,})", "", "The largest:", ""]
-    lines += _table(header, [row(r) for r in profiles[str(large)][:25]])
-    grown = sorted(profiles[str(large)], key=lambda r: r["cumulative_s"] - at_small.get(r["function"], {}).get(
+    lines += _table(header, [row(r) for r in largest[:25]])
+    grown = sorted(largest, key=lambda r: r["cumulative_s"] - at_small.get(r["function"], {}).get(
         "cumulative_s", 0.0), reverse=True)
     lines += ["", f"What grew most from {small:,} to {large:,}:", ""]
     lines += _table(header, [row(r) for r in grown[:15]])
