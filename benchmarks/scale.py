@@ -1,209 +1,51 @@
 """``python -m benchmarks --scale``: a million vectors (``--scale-vectors`` for another N).
 
-The collection is built the way a backfill loads one: producers write large deltas (5,000
-vectors each), the compactor applies them a chunk at a time (100,000 vectors per compaction,
-each an appended segment: the collection's fold policy is relaxed for the load, as an
-operator would, and restored after it), and one background fold (``fold_segments``) makes
-the base. A 10,000-vector collection is built the same way in the same run. Then, at both
-sizes: 50 deltas of 100 vectors compacted by a warm compactor (plain, then under cProfile)
-and by a cold one (a fresh process with an empty cache), each an append; a reader's cold
-start (first open and query from an empty cache: seconds and bytes), its warm queries on
-the folded version and on the version as the compactions left it, and at N what it fetches
-to follow each publish.
+The collection is built the way a backfill loads one (``scale_build.py``): producers write
+large deltas (5,000 vectors each), and the compactor applies them a chunk at a time (100,000
+vectors per compaction), each compaction folding its chunk into the one base segment. A
+10,000-vector collection is built the same way in the same run. Then, at both sizes: 50
+deltas of 100 vectors compacted by a warm compactor (plain, then under cProfile) and by a
+cold one (a fresh process with an empty cache), each an append; a reader's cold start
+(first open and query from an empty cache: seconds and bytes), its warm queries on the
+folded version and on the version as the compactions left it, and at N what it fetches to
+follow each publish.
 
-Each role runs in a process of its own (spawned), so each peak RSS is that role's: the
-build, the warm compactor (one process for all its rounds; its cache on disk between them,
-as a long-running compactor keeps it), each cold compactor, the reader, and moto's server.
-moto serves ranged GETs from the range (``moto_ranged_server.py``)."""
+Each role runs in a process of its own (spawned, ``roles.py``), so each peak RSS is that
+role's: the build, the warm compactor (one process for all its rounds; its cache on disk
+between them, as a long-running compactor keeps it), each cold compactor, the reader, and
+moto's server. moto serves ranged GETs from the range (``moto_ranged_server.py``)."""
 
 from __future__ import annotations
 
 import cProfile
 import logging
-import multiprocessing
 import os
 import pstats
-import resource
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from vector_pipeline import ChromaCompactor, progress
-from vector_pipeline.catalog import CollectionCatalog, CollectionConfig
+from vector_pipeline import ChromaCompactor
 from vector_pipeline.config import Settings
 from vector_pipeline.maintenance import fold_segments
 from vector_pipeline.reader import SnapshotReader
 from vector_pipeline.segments import FoldKind, plan_fold, segments_of
 from vector_pipeline.snapshot_store import SnapshotStore
 
+from .roles import CHILD, Role, child_logging, process_peak_rss_mb
+from .scale_build import build_collection, collection_name, reuse_collection, write_build_summary
 from .suite import DELTA_SIZE, Workload, _timed, counted_requests
+
+__all__ = ["DEFAULTS", "run", "write_build_summary"]
 
 log = logging.getLogger("benchmarks.scale")
 
 DEFAULTS: dict[str, Any] = {"vectors": 1_000_000, "small_vectors": 10_000, "build_delta_vectors": 5_000,
-                            "build_chunk_vectors": 100_000, "build_budget_s": 0, "build_only": 0, "deltas": 50, "queries": 1_000}
-MIN_AVAILABLE_BYTES = 3 * 1024**3  # the build stops (clearly) rather than push a shared machine into swap
+                            "build_chunk_vectors": 100_000, "build_budget_s": 0, "build_only": 0, "deltas": 50,
+                            "queries": 1_000}
 ROUND_KINDS = ("warm", "warm, cProfile", "cold")
-
-
-def collection_name(size: int) -> str:
-    return f"scale{size}"
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-class Role:
-    """One spawned process that runs the calls of one role, in order, and keeps its state."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-
-    def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        return self.pool.submit(function, *args).result()
-
-    def close(self) -> float:
-        """Ends the process; returns its peak RSS in MB."""
-        try:
-            return float(self.call(_peak_rss_mb))
-        finally:
-            self.pool.shutdown()
-
-    def __enter__(self) -> "Role":
-        return self
-
-    def __exit__(self, exc_type: object, *exc_info: object) -> None:
-        if exc_type is not None:  # interrupted or failed: end this role's process now, not after its call
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                process.terminate()
-        self.pool.shutdown(cancel_futures=True)
-
-
-_CHILD: dict[str, Any] = {}  # a role's state inside its process (its compactor, its readers)
-
-
-def _child_logging() -> None:
-    if not _CHILD.get("logging"):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-        for quiet in ("vector_pipeline", "botocore", "chromadb"):
-            logging.getLogger(quiet).setLevel(logging.WARNING)
-        logging.getLogger("urllib3").setLevel(logging.ERROR)  # "connection pool is full" under parallel transfers
-        _CHILD["logging"] = True
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def available_bytes() -> int:
-    """MemAvailable of the machine (what ``free`` shows as available)."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def process_peak_rss_mb(pid: int) -> float | None:
-    """VmHWM of another process (moto's server), while it runs."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-# -- build (in the build process) ----------------------------------------------------------------
-
-def build_collection(settings: Settings, collection: str, size: int, delta_vectors: int, chunk_vectors: int,
-                     seed: int, budget_s: float = float("inf")) -> dict[str, Any]:
-    """Deltas of ``delta_vectors``, compacted ``chunk_vectors`` at a time, each compaction
-    merging its chunk into the one base segment (so every vector is inserted once, into the
-    index it stays in). Stops early, with what it built, once ``budget_s`` has passed."""
-    _child_logging()
-    from vector_pipeline.terminal import reporter_for, stderr_console
-
-    catalog = CollectionCatalog(settings)
-    chunks = -(-size // chunk_vectors)
-    defaults = CollectionConfig.defaults_for(collection, settings)
-    # One segment for the load: each chunk's compaction folds into the base (no appended
-    # segments to fold again later); the deployment's policy is restored after the load.
-    catalog.create(defaults.changed(segment_max_count=1))
-    work = Workload(settings, seed)
-    compactor = ChromaCompactor(settings=settings)
-    produce_s = compact_s = 0.0
-    built = 0
-    lowest_available = available_bytes()
-    started = time.perf_counter()
-    try:
-        with progress.reporting_to(reporter_for(stderr_console())):
-            for number, start in enumerate(range(0, size, chunk_vectors), 1):
-                end = min(size, start + chunk_vectors)
-                begun = time.perf_counter()
-                with progress.stage(f"{collection}: produce chunk {number}/{chunks}", end - start, "vectors") as bar:
-                    keys = []
-                    for first in range(start, end, delta_vectors):
-                        keys.append(work.delta(collection, min(delta_vectors, end - first)))
-                        bar.advance(min(delta_vectors, end - first))
-                produce_s += time.perf_counter() - begun
-                begun = time.perf_counter()
-                with progress.stage(f"{collection}: compact chunk {number}/{chunks}", len(keys), "deltas") as bar:
-                    result = compactor.compact_deltas(keys, collection)
-                    bar.advance(len(keys))
-                compact_s += time.perf_counter() - begun
-                if str(result.status) != "ok":
-                    raise RuntimeError(f"build compaction of {collection} chunk {number}: {result.status} {result.error}")
-                built = end
-                lowest_available = min(lowest_available, available_bytes())
-                elapsed = time.perf_counter() - started
-                log.info("build %s: %d/%d vectors (%.0f%%) in %.0fs, about %.0fs to go; machine has %.1f GB "
-                         "available", collection, end, size, 100 * end / size, elapsed, elapsed * (size - end) / end,
-                         lowest_available / 1e9)
-                if lowest_available < MIN_AVAILABLE_BYTES:
-                    raise MemoryError(f"the machine has {lowest_available / 1e9:.1f} GB available after {end:,} of "
-                                      f"{size:,} vectors: run a smaller --scale-vectors")
-                if elapsed > budget_s and end < size:
-                    log.warning("build %s: budget of %.0fs spent; the collection holds %d vectors", collection,
-                                budget_s, end)
-                    break
-    finally:
-        catalog.update(collection, segment_max_count=defaults.segment_max_count,
-                       segment_fold_ratio=defaults.segment_fold_ratio)
-    store = SnapshotStore(settings)
-    manifest = store.read_manifest(collection, store.read_pointer(collection).version)
-    log.info("built %s: %d vectors in %.0fs", collection, manifest["vector_count"], time.perf_counter() - started)
-    return {"vectors": int(manifest["vector_count"]), "version": str(manifest["version"]),
-            "segments": len(segments_of(manifest)), "version_bytes": int(manifest["total_bytes"]),
-            "deltas": -(-built // delta_vectors), "chunks": -(-built // chunk_vectors), "produce_s": produce_s,
-            "compact_s": compact_s, "fold_s": 0.0, "stopped_by_budget": built < size,
-            "seconds": time.perf_counter() - started, "lowest_available_gb": lowest_available / 1e9}
-
-
-def reuse_collection(settings: Settings, collection: str) -> dict[str, Any] | None:
-    """A collection an earlier run built (``--scale-endpoint``; whatever it holds, should a
-    build budget have cut it short), folded back to one segment (its measured rounds
-    appended some); None when there is none."""
-    _child_logging()
-    store = SnapshotStore(settings)
-    if store.read_pointer(collection) is None:
-        return None
-    started = time.perf_counter()
-    defaults = CollectionConfig.defaults_for(collection, settings)  # in case a build was cut short mid-load
-    CollectionCatalog(settings).update(collection, segment_max_count=defaults.segment_max_count,
-                                       segment_fold_ratio=defaults.segment_fold_ratio)
-    folded = fold_segments(settings, collection)
-    manifest = store.read_manifest(collection, store.read_pointer(collection).version)
-    log.info("reusing %s: %d vectors, folded in %.0fs", collection, manifest["vector_count"],
-             time.perf_counter() - started)
-    return {"reused": True, "vectors": int(manifest["vector_count"]), "version": str(manifest["version"]),
-            "segments": len(segments_of(manifest)), "version_bytes": int(manifest["total_bytes"]),
-            "fold": str(folded.status), "fold_s": time.perf_counter() - started, "deltas": 0, "chunks": 0,
-            "produce_s": 0.0, "compact_s": 0.0, "seconds": time.perf_counter() - started,
-            "lowest_available_gb": available_bytes() / 1e9}
 
 
 # -- compactions (warm: one process; cold: a fresh process and cache each) ------------------------------
@@ -211,8 +53,8 @@ def reuse_collection(settings: Settings, collection: str) -> dict[str, Any] | No
 def compact_round(settings: Settings, collection: str, keys: list[str], profile_to: str | None = None) -> dict[str, Any]:
     """One compaction of ``keys``; under cProfile (of this thread: the transfer threads show
     as waits) when ``profile_to`` names a file."""
-    _child_logging()
-    compactor = _CHILD.setdefault(f"compactor {settings.cache_dir}", ChromaCompactor(settings=settings))
+    child_logging()
+    compactor = CHILD.setdefault(f"compactor {settings.cache_dir}", ChromaCompactor(settings=settings))
     profiler = cProfile.Profile() if profile_to else None
     with counted_requests(settings) as requests:
         if profiler:
@@ -233,7 +75,7 @@ def compact_round(settings: Settings, collection: str, keys: list[str], profile_
 def fold_if_base_would_fold(settings: Settings, collection: str, incoming: int) -> str | None:
     """The background fold, when the next compaction would otherwise fold the base itself
     (every measured round is then an append, the ingest path)."""
-    _child_logging()
+    child_logging()
     store = SnapshotStore(settings)
     manifest = store.read_manifest(collection, store.read_pointer(collection).version)
     if plan_fold(segments_of(manifest), incoming, settings).kind is FoldKind.APPEND:
@@ -263,12 +105,12 @@ def _short(filename: str) -> str:
 
 def reader_cold_start(settings: Settings, collection: str, root: str, probe: list[float]) -> dict[str, Any]:
     """From an empty cache: pointer, manifest, download, checksums, open; then the first query."""
-    _child_logging()
+    child_logging()
     # No follower thread and no pointer re-reads between queries: a warm query is the search
     # on the open version, and a refresh happens where ``reader_follow`` asks for it.
     reader = SnapshotReader(collection, root, settings.with_overrides(reader_follow_pointer=False,
                                                                       reader_pointer_ttl_seconds=86_400.0))
-    _CHILD.setdefault("readers", {})[collection] = reader
+    CHILD.setdefault("readers", {})[collection] = reader
     started = time.perf_counter()
     reader.refresh()
     opened = time.perf_counter() - started
@@ -281,7 +123,7 @@ def reader_cold_start(settings: Settings, collection: str, root: str, probe: lis
 
 
 def reader_queries(collection: str, probes: list[list[float]]) -> dict[str, Any]:
-    reader: SnapshotReader = _CHILD["readers"][collection]
+    reader: SnapshotReader = CHILD["readers"][collection]
     warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
     where = _timed(lambda q: reader.query(None, [q], 10, {"merchant": "m3"}), probes)
     return {"warm": warm, "warm_where": where, "version": reader.version,
@@ -290,7 +132,7 @@ def reader_queries(collection: str, probes: list[list[float]]) -> dict[str, Any]
 
 def reader_follow(collection: str, probe: list[float]) -> dict[str, Any]:
     """A query that follows the pointer itself (``consistency="strong"``) after a publish."""
-    reader: SnapshotReader = _CHILD["readers"][collection]
+    reader: SnapshotReader = CHILD["readers"][collection]
     before_bytes, before_files = reader.local.fetched.bytes, reader.local.fetched.files
     started = time.perf_counter()
     reader.query(None, [probe], 10, None, consistency="strong")
@@ -300,7 +142,7 @@ def reader_follow(collection: str, probe: list[float]) -> dict[str, Any]:
 
 
 def reader_close_all() -> None:
-    for reader in _CHILD.pop("readers", {}).values():
+    for reader in CHILD.pop("readers", {}).values():
         reader.close()
 
 
@@ -385,17 +227,6 @@ def run(settings: Settings, parameters: dict[str, Any], scratch: str, moto_pid: 
         out["processes"]["moto server"] = process_peak_rss_mb(moto_pid)
     out["storage"] = storage(settings, sizes, scratch)
     return out
-
-
-def write_build_summary(results: dict[str, Any], out: Path) -> None:
-    """``--scale-build-only``: what was built (the measuring run writes the full report)."""
-    lines = [f"# Scale profile: build only (`{results['command']}`)", ""]
-    lines += [f"- {collection_name(int(size))}: {b['vectors']:,} vectors, {b.get('chunks', 0)} compactions, "
-              f"{b['seconds']:.0f} s (produce {b['produce_s']:.0f} s, compact {b['compact_s']:.0f} s), version "
-              f"{b['version_bytes'] / 1e6:,.0f} MB" for size, b in results["build"].items()]
-    lines += ["", "Peak RSS: " + ", ".join(f"{name} {mb:,.0f} MB" for name, mb in results["processes"].items()), ""]
-    (out / "report.md").write_text("\n".join(lines))
-
 
 def _new_segment(settings: Settings, collection: str, version: str) -> dict[str, Any]:
     manifest = SnapshotStore(settings).read_manifest(collection, version)
