@@ -5,9 +5,14 @@ instead (``collections.py``): sensor ticks, drain, nothing lost, query routing.
 
 ``python -m benchmarks --ingest [--quick]``: sustained ingest instead (``ingest.py``):
 producers at a steady rate, a compaction loop (``compact --watch``, then the Dagster
-sensors), freshness and queue depth over time."""
+sensors), freshness and queue depth over time.
+
+``python -m benchmarks --scale``: the scale profile instead (``scale.py``): a collection of a
+million vectors (or what the machine holds), compaction at N against 10,000, queries, cold
+start, peak memory."""
 
 import argparse
+import contextlib
 import json
 import logging
 import platform
@@ -16,7 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import MotoServer, setup_resources
@@ -70,6 +75,24 @@ def main() -> int:
     parser.add_argument("--ingest-producers", type=int, help="producer processes (default 4)")
     parser.add_argument("--ingest-modes", nargs="+", choices=["watch", "dagster"],
                         help="compaction loops, run one after the other (default both)")
+    parser.add_argument("--scale", action="store_true",
+                        help="the scale profile instead: a collection of --scale-vectors (1,000,000) built as a "
+                             "backfill loads one; compaction at N against 10,000, queries, cold start, peak memory")
+    parser.add_argument("--scale-vectors", type=int, help="vectors of the large collection (scale profile)")
+    parser.add_argument("--scale-small", type=int, help="vectors of the collection it is compared with (10,000)")
+    parser.add_argument("--scale-chunk", type=int,
+                        help="vectors per build compaction (scale profile; 100,000: the memory a chunk needs)")
+    parser.add_argument("--scale-delta-vectors", type=int, help="vectors per build delta (scale profile; 5,000)")
+    parser.add_argument("--scale-build-budget", type=int,
+                        help="seconds the build of the large collection may take: it stops after the chunk that "
+                             "passes them and the profile measures what it built (scale profile; default: no limit)")
+    parser.add_argument("--scale-build-only", action="store_true",
+                        help="build the collections and stop (with --scale-endpoint, a later run measures them)")
+    parser.add_argument("--scale-endpoint",
+                        help="an S3 endpoint already running (e.g. python benchmarks/moto_ranged_server.py -p PORT) "
+                             "instead of a fresh moto: collections it holds from an earlier --scale run are folded "
+                             "and reused, not rebuilt (scale profile)")
+    parser.add_argument("--scale-server-pid", type=int, help="that server's pid, for its peak RSS (scale profile)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -79,6 +102,8 @@ def main() -> int:
         return _collections(args)
     if args.ingest:
         return _ingest(args)
+    if args.scale:
+        return _scale(args)
     profile = dict(PROFILES["quick" if args.quick else "full"])
     profile["snapshot_sizes"] = args.sizes or profile["snapshot_sizes"]
     profile["delta_counts"] = args.deltas or profile["delta_counts"]
@@ -129,13 +154,7 @@ def _collections(args: argparse.Namespace) -> int:
         save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
         results.update(collections.run(settings, parameters, scratch, args.wait_for_in_flight, save,
                                        args.tick_budget, args.sensors_only))
-    results["peak_rss_mb"] = suite.peak_rss_mb()
-    results["wall_seconds"] = time.perf_counter() - started
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    write_collections_report(results, out)
-    (out / "partial.json").unlink(missing_ok=True)
-    print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
-    return 0
+    return _finish(results, out, started, write_collections_report)
 
 
 INGEST_PROFILES = {
@@ -169,11 +188,65 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from . import scale
+    from .scale_report import write_scale_report
+
+    parameters = _overridden(scale.DEFAULTS, (
+        ("vectors", args.scale_vectors), ("small_vectors", args.scale_small), ("build_chunk_vectors", args.scale_chunk),
+        ("build_delta_vectors", args.scale_delta_vectors), ("build_budget_s", args.scale_build_budget),
+        ("queries", args.queries), ("build_only", int(args.scale_build_only)),
+        ("deltas", args.deltas[0] if args.deltas else None)))
+    stamp, out = _output(args, "scale")
+    started = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="bench-scale-")
+    results: dict[str, Any] = {"profile": "scale", "parameters": parameters, "started_at": stamp,
+                                  "command": "python -m benchmarks " + " ".join(sys.argv[1:]), "machine": _machine(),
+                                  "load_before": os.getloadavg()}
+    save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
+    try:
+        server = Path(__file__).with_name("moto_ranged_server.py")
+        with stop_on_signals(), contextlib.ExitStack() as stack:
+            if args.scale_endpoint:  # a server left running: collections it holds at N are reused
+                moto, pid = MotoServer(), args.scale_server_pid
+                moto.endpoint_url = args.scale_endpoint
+            else:
+                moto = stack.enter_context(MotoServer(server_command=[str(server)]))
+                pid = moto.process.pid if moto.process else None
+            settings = moto.settings(Settings(cache_dir=scratch + "/compactor"))
+            setup_resources(settings)
+            results.update(scale.run(settings, parameters, scratch, pid, save))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    results["load_after"] = os.getloadavg()
+    if parameters["build_only"]:
+        return _finish(results, out, started, scale.write_build_summary)
+    return _finish(results, out, started, write_scale_report)
+
+
+def _finish(results: dict[str, Any], out: Path, started: float,
+            write: Callable[[dict[str, Any], Path], None]) -> int:
+    """Peak RSS and wall time added; results.json and the report written; the partial file gone."""
+    results["peak_rss_mb"] = suite.peak_rss_mb()
+    results["wall_seconds"] = time.perf_counter() - started
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write(results, out)
+    (out / "partial.json").unlink(missing_ok=True)
+    print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
+    return 0
+
+
 def _profile(profiles: dict[str, dict[str, Any]], args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
     """The quick or full profile, with the options given on the command line."""
-    parameters = dict(profiles["quick" if args.quick else "full"])
-    parameters.update({name: value for name, value in overrides.items() if value is not None})
-    return parameters
+    return _overridden(profiles["quick" if args.quick else "full"], tuple(overrides.items()))
+
+
+def _overridden(profile: dict[str, Any], overrides: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """``profile`` with the options given on the command line (those not None)."""
+    return {**profile, **{name: value for name, value in overrides if value is not None}}
 
 
 def _output(args: argparse.Namespace, kind: str) -> tuple[str, Path]:

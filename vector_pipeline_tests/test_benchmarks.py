@@ -1,5 +1,5 @@
-"""The benchmark suite and its collections profile run end to end (tiny sizes) and write their
-reports; no timing is asserted here: speed is shown by the report, as ratios measured in one run."""
+"""The benchmark suite and its collections, ingest and scale profiles run end to end (tiny sizes) and
+write their reports; no timing is asserted here: speed is shown by the report, as ratios measured in one run."""
 
 import json
 import subprocess
@@ -70,3 +70,34 @@ def test_ingest_profile_measures_freshness_and_queue_depth_for_both_loops(tmp_pa
     assert results["modes"]["dagster"]["loop"]["runs"]["validate_delta"] >= 1
     report = (tmp_path / "report.md").read_text()
     assert "| target | figure | verdict |" in report and "ingest_dagster.png" in report
+def test_scale_profile_writes_every_target_row(tmp_path: Path) -> None:
+    """The ``--scale`` path at a tiny N: build by chunks + fold, the compaction rounds at N and
+    at the small size (warm, profiled, cold, each a process of its own), the reader's cold
+    start, queries and refreshes, peak RSS per process; the report carries every target row."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--scale", "--scale-vectors", "1200", "--scale-small",
+                             "400", "--scale-chunk", "600", "--scale-delta-vectors", "300", "--deltas", "3",
+                             "--queries", "20", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["sizes"] == [400, 1200]
+    assert results["build"]["1200"]["vectors"] == 1200 and results["build"]["1200"]["chunks"] == 2
+    assert results["build"]["1200"]["segments"] == 1  # each chunk folded into the base
+    assert [(r["snapshot_vectors"], r["kind"]) for r in results["rounds"]] == [
+        (400, "warm"), (1200, "warm"), (400, "warm, cProfile"), (1200, "warm, cProfile"), (400, "cold"), (1200, "cold")]
+    assert all(r["fold"] == "append" and r["vector_count"] > 0 for r in results["rounds"])
+    assert set(results["profiles"]) == {"400", "1200"}
+    assert [(q["snapshot_vectors"], q["layout"]) for q in results["queries"]] == [
+        (400, "folded"), (1200, "folded"), (400, "as compacted"), (1200, "as compacted")]
+    assert results["cold_start"]["1200"]["bytes"] > 0
+    assert results["refreshes"] and all(r["downloaded_bytes"] > 0 for r in results["refreshes"])
+    assert all(mb and mb > 0 for mb in results["processes"].values())
+    assert results["storage"]["published_version_bytes"]["1200"] > 0
+    report = (tmp_path / "report.md").read_text()
+    targets = report.split("## Targets", 1)[1].split("##", 1)[0]
+    for row in ("into 1,200 ≤ 1.5× into 400 (warm compactor)", "into 1,200 ≤ 1.5× into 400 (cold compactor)",
+                "warm query p50 ≤ 10 ms at 1,200 (folded", "(as compacted", "reader cold start at 1,200",
+                "peak memory of each process"):
+        assert row in targets, row
+    assert "### Where a warm compaction's time goes" in report
+    assert (tmp_path / "scale.png").stat().st_size > 1000
