@@ -34,4 +34,4 @@ from ..test_reliability import test_crash_matrix as crash_matrix  # its 7 steps 
 
 
 def test_compactor_killed_after_upload_before_publish_converges(settings: Settings, rng: np.random.Generator) -> None:
-    crash_matrix.test_compactor_killed_at_any_step_converges(settings, rng, "after_upload")
+    crash_matrix.test_compactor_killed_at_any_step_converges(settings, rng, "after_upload", "append")

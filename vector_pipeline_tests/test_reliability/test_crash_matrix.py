@@ -46,7 +46,7 @@ def _folds_along_pointer_chain(settings: Settings) -> list[str]:
 @pytest.mark.parametrize("step,fold", [*((step, "append") for step in STEPS),
                                        *((step, "fold_recent") for step in FILE_WRITING_STEPS)])
 def test_compactor_killed_at_any_step_converges(settings: Settings, rng: np.random.Generator, step: str,
-                                                fold: str = "append") -> None:
+                                                fold: str) -> None:
     # The collection's segment policy is recorded when its first compaction creates it.
     policy = {"segment_max_count": 2, "segment_fold_ratio": 5.0} if fold == "fold_recent" else {}
     settings = settings.with_overrides(lock_ttl_seconds=LOCK_TTL, **policy)
