@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import manifest as mf
+from . import progress
 from .aws import error_code
 from .chroma_client import ChromaDBClient
 from .delta_keys import (ARCHIVE_PREFIX, DELTA_PREFIX, PACK_NAME, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError,
@@ -124,11 +125,14 @@ def _get_limited(s3: Any, bucket: str, key: str, limit: int, ref: DeltaRef) -> b
         if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
-    if int(response.get("ContentLength", 0)) > limit:
+    size = int(response.get("ContentLength", 0))
+    if size > limit:
         response["Body"].close()
-        raise InvalidDeltaError(f"{key.rsplit('/', 1)[-1]} is {response['ContentLength']} bytes, "
-                                f"over the {limit} byte limit", ref.key)
-    return response["Body"].read()
+        raise InvalidDeltaError(f"{key.rsplit('/', 1)[-1]} is {size} bytes, over the {limit} byte limit", ref.key)
+    with progress.stage(f"download delta {ref.collection}/{ref.delta_id}", size, "B") as bar:
+        body = response["Body"].read()
+        bar.advance(len(body))
+    return body
 
 
 def read_delta_manifest(s3: Any, bucket: str, ref: DeltaRef, prefix: str = DELTA_PREFIX) -> dict[str, Any]:

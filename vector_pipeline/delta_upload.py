@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import chromadb
 
 from . import manifest as mf
+from . import progress
 from .aws import client, error_code, sse_args
 from .config import Settings
 from .delta_keys import DELTA_PREFIX, PACK_NAME, delta_key_for, new_delta_id
@@ -66,8 +67,10 @@ def upload_delta(settings: Settings, bucket: str, directory: Path, manifest: dic
     key = delta_key_for(manifest["collection"], manifest["delta_id"], prefix)
     body = pack_delta(directory, manifest)
     try:
-        client("s3", settings).put_object(Bucket=bucket, Key=key + PACK_NAME, Body=body,
-                                          ContentType="application/x-tar", **sse_args(settings))
+        with progress.stage(f"upload delta {manifest['collection']}/{manifest['delta_id']}", len(body), "B") as bar:
+            client("s3", settings).put_object(Bucket=bucket, Key=key + PACK_NAME, Body=body,
+                                              ContentType="application/x-tar", **sse_args(settings))
+            bar.advance(len(body))
     except Exception as exc:
         if error_code(exc) == "NoSuchBucket":
             raise RuntimeError(f"bucket {bucket!r} does not exist (run `vector-pipeline setup`)") from exc
