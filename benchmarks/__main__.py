@@ -127,12 +127,7 @@ def main() -> int:
         results["ceilings"] = suite.ceilings(work, profile["snapshot_sizes"][-1], profile["ceiling_vectors"])
         results["query"] = suite.query_latency(work, profile["snapshot_sizes"], profile["queries"])
         results["reader_refresh"] = suite.reader_refresh(work, profile["snapshot_sizes"][-1:], profile["queries"])
-    results["peak_rss_mb"] = suite.peak_rss_mb()
-    results["wall_seconds"] = time.perf_counter() - started
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    write_report(results, out)
-    print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
-    return 0
+    return _finish(results, out, started, write_report)
 
 
 def _collections(args: argparse.Namespace) -> int:
@@ -181,11 +176,7 @@ def _ingest(args: argparse.Namespace) -> int:
         results = {"profile": "ingest" + (" quick" if args.quick else ""), "parameters": parameters,
                    "started_at": stamp, "command": _command(), "machine": _machine(), "uptime": _uptime()}
         results.update(ingest.run(settings, parameters, scratch))
-    results["wall_seconds"] = time.perf_counter() - started
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    write_ingest_report(results, out)
-    print(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f}s)")
-    return 0
+    return _finish(results, out, started, write_ingest_report)
 
 
 def _scale(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from .conditional_writes import REFUSED_CODES, ConditionalWrites, checked_bucket
 from .config import Settings
 from .consistency import publish_key, record_publish
 from .faults import checkpoint
-from .merge_state import STATE_FILE, MergeState, load_state
+from .merge_state import MergeState, load_state
 from .transfer import TransferItem, download_files, upload_files
 
 log = logging.getLogger(__name__)
