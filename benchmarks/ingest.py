@@ -34,14 +34,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vector_pipeline.config import Settings
-from vector_pipeline.processes import start_group, stop_process_group
+from vector_pipeline.processes import start_group, stop_process_group, wait_until_answering
 from vector_pipeline.queue import DeltaQueue
 
 from .suite import DIMENSION
@@ -199,16 +198,8 @@ class DagsterLoop:
         self.process = start_group([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port),
                                     "-h", "127.0.0.1"], env=env, cwd=ROOT, stdout=self.output,
                                    stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dagster dev exited with {self.process.returncode} (see {self.log})")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
-                return
-            except OSError:
-                time.sleep(1)
-        raise TimeoutError(f"dagster dev did not answer in {timeout_seconds}s")
+        wait_until_answering(self.process, f"http://127.0.0.1:{port}/server_info", f"dagster dev (log: {self.log})",
+                             timeout_seconds, poll_seconds=1.0, request_seconds=2.0)
 
     def _instance(self) -> Any:
         import dagster as dg

@@ -18,7 +18,6 @@ import logging
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import replace
 from enum import Enum
@@ -27,7 +26,7 @@ from typing import Any, Sequence
 from .aws import client, error_code
 from .conditional_writes import checked_bucket
 from .config import Settings
-from .processes import start_group, stop_process_group
+from .processes import start_group, stop_process_group, wait_until_answering
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +65,13 @@ class MotoServer:
             [sys.executable, *self.server_command, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self.process.returncode}")
-            try:
-                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
-                log.info("moto server on %s (pid %d)", self.endpoint_url, self.process.pid)
-                return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"moto server did not answer on {self.endpoint_url} in {timeout_seconds}s")
+        try:
+            wait_until_answering(self.process, f"{self.endpoint_url}/moto-api/", "moto server", timeout_seconds)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError(str(exc)) from None
+        log.info("moto server on %s (pid %d)", self.endpoint_url, self.process.pid)
+        return self
 
     def reset(self) -> None:
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -50,6 +51,22 @@ def start_group(argv: Sequence[str], **popen_options: Any) -> "subprocess.Popen[
     with _children_lock:
         _children[process.pid] = process
     return process
+
+
+def wait_until_answering(process: "subprocess.Popen[Any]", url: str, what: str, timeout_seconds: float,
+                         poll_seconds: float = 0.1, request_seconds: float = 1.0) -> None:
+    """Return once ``url`` answers a GET: ``RuntimeError`` if ``process`` (the server behind it)
+    exits first, ``TimeoutError`` after ``timeout_seconds``; ``what`` names it in both."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=request_seconds).close()
+            return
+        except OSError:
+            time.sleep(poll_seconds)
+    raise TimeoutError(f"{what} did not answer on {url} in {timeout_seconds}s")
 
 
 def stop_process_group(process: "subprocess.Popen[Any]", first_signal: int = signal.SIGTERM,

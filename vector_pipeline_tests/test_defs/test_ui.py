@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +20,7 @@ import pytest
 from vector_pipeline import produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.local_aws import free_port, stop_process_group
+from vector_pipeline.processes import wait_until_answering
 
 from ..conftest import vectors
 from ..pinecone_server import DEFAULT_API_KEY, PineconeServer
@@ -66,24 +66,11 @@ def dagster_dev(dagster_home: Path, ui_settings: Settings, tmp_path: Path) -> It
                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(f"{url}/server_info", process, timeout_seconds=180)
+        wait_until_answering(process, f"{url}/server_info", "dagster dev", 180, poll_seconds=1.0, request_seconds=2.0)
         yield url
     finally:
         stop_process_group(process)
         log.close()
-
-
-def _wait_for(url: str, process: subprocess.Popen, timeout_seconds: float) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"{url} did not answer in {timeout_seconds}s")
 
 
 def _dismiss_welcome(page) -> None:  # type: ignore[no-untyped-def]
