@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 from . import progress
 from .catalog import CollectionCatalog, UnknownCollectionError
 from .config import HnswSettings, Settings
-from .delta_archive import archive_deltas, move_delta, quarantine_delta
+from .delta_archive import archive_deltas, quarantine_delta
 from .delta_keys import DeltaRef, parse_delta_key
 from .delta_reader import LoadedDelta
 from .faults import checkpoint
@@ -225,10 +225,6 @@ class ChromaCompactor:
     def quarantine(self, delta_key: str, reason: str) -> str | None:
         """Move a poison delta's objects to ``quarantine/`` beside a ``reason.json``."""
         return quarantine_delta(self.s3, self.settings, delta_key, reason)
-
-    def move_delta(self, source_prefix: str, target_prefix: str) -> int:
-        """Copy every object, then delete the sources (``delta_archive.move_delta``)."""
-        return move_delta(self.s3, self.settings, source_prefix, target_prefix)
 
     # -- intake (intake.py) ------------------------------------------------------------------------
 

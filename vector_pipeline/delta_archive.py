@@ -8,8 +8,8 @@ archived (kept for rebuilds and backfills) only after the pointer names a versio
 them; poison deltas go to ``quarantine/`` beside a ``reason.json``.
 
 A packed delta (format 2) is one object: archiving it is one server-side copy, and the
-sources of a whole compaction go in one ``DeleteObjects`` request, which must delete each
-of them (a key it reports as failed is raised, and the next run finishes the move).
+sources of a whole compaction go in one ``DeleteObjects`` request; a key it reports as not
+deleted is deleted alone, and an error then propagates (the next run finishes the move).
 """
 
 from __future__ import annotations
