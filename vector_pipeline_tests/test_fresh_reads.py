@@ -20,8 +20,8 @@ import pytest
 
 from vector_pipeline import ChromaCompactor, ChromaDBClient, produce_embedding_delta, query_snapshot
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import new_delta_id
-from vector_pipeline.reader import SnapshotReader
+from vector_pipeline.delta.produce import new_delta_id
+from vector_pipeline.read.reader import SnapshotReader
 
 from .conftest import vectors
 

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from ..embeddings import check_same_embedding, provider_from_settings
-from ..pinecone_client import PineconeIndex
-from ..reader import open_snapshot, query_snapshot
-from ..snapshot_store import SnapshotNotFoundError, SnapshotStore
+from ..chroma.embeddings import check_same_embedding, provider_from_settings
+from .pinecone_client import PineconeIndex
+from ..read.reader import open_snapshot, query_snapshot
+from ..table.snapshot_store import SnapshotNotFoundError, SnapshotStore
 
 TIE_TOLERANCE = 1e-5
 DRIFT_SAMPLE = 20

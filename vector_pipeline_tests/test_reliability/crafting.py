@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vector_pipeline.aws import client, sse_args
-from vector_pipeline.chroma_client import ChromaDBClient
+from vector_pipeline.io.aws import client, sse_args
+from vector_pipeline.chroma.client import ChromaDBClient
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import DELTA_FORMAT_FILES, close_and_describe_delta, delta_key_for, new_delta_id
-from vector_pipeline.delta_keys import PACK_NAME
-from vector_pipeline.manifest import dumps, sha256_of
-from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.delta.produce import DELTA_FORMAT_FILES, close_and_describe_delta, delta_key_for, new_delta_id
+from vector_pipeline.format.keys import PACK_NAME
+from vector_pipeline.format.manifest import dumps, sha256_of
+from vector_pipeline.delta.queue import DeltaQueue
 
 
 def craft_delta(settings: Settings, *, ids: list[str] | None = None, dimension: int = 8, collection: str = "words",
