@@ -11,7 +11,7 @@ from vector_pipeline import ChromaCompactor, progress
 from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
 from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import fold_segments
-from vector_pipeline.chroma.segments import segments_of
+from vector_pipeline.format.segments import segments_of
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .roles import available_bytes, child_logging

@@ -28,7 +28,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import fold_segments
 from vector_pipeline.format.merge_state import STATE_CACHE, part_path, state_part_paths
 from vector_pipeline.read.reader import SnapshotReader
-from vector_pipeline.chroma.segments import segments_of
+from vector_pipeline.format.segments import segments_of
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .baseline import baseline_compaction, seed_baseline

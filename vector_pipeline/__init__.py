@@ -26,7 +26,18 @@ _PUBLIC = {
     "query_snapshot": ".read.reader",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "ChromaCompactor",
+    "ChromaDBClient",
+    "CompactionLock",
+    "CompactionResult",
+    "CompactionStatus",
+    "HnswSettings",
+    "Settings",
+    "open_snapshot",
+    "produce_embedding_delta",
+    "query_snapshot",
+]
 
 if TYPE_CHECKING:
     from .chroma.client import ChromaDBClient

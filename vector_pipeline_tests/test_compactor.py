@@ -200,7 +200,7 @@ def test_batches_larger_than_chroma_max_batch_size(settings: Settings, rng: np.r
 
 
 def test_validation_accepts_vectors_after_a_version_that_held_none(settings: Settings, rng: np.random.Generator) -> None:
-    from vector_pipeline.delta.produce import parse_delta_key
+    from vector_pipeline.format.keys import parse_delta_key
 
     compactor = ChromaCompactor(settings=settings)
     tombstones = produce_embedding_delta([], [], delete_ids=["gone"], settings=settings)["delta_key"]

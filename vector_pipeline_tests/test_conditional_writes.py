@@ -11,7 +11,6 @@ import subprocess
 import sys
 import uuid
 from dataclasses import replace
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np

@@ -14,7 +14,7 @@ import pytest
 from vector_pipeline import produce_embedding_delta
 from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta.produce import delta_id_time, new_delta_id, parse_delta_key, InvalidDeltaError
+from vector_pipeline.format.keys import InvalidDeltaError, delta_id_time, new_delta_id, parse_delta_key
 from vector_pipeline.delta.queue import DeltaQueue
 
 from .conftest import all_keys, vectors
@@ -33,7 +33,7 @@ def test_delta_is_one_packed_object_whose_manifest_lists_every_file(settings: Se
         names = tar.getnames()
         manifest = json.loads(tar.extractfile("manifest.json").read())
     assert names[0] == "manifest.json"
-    assert manifest["format"] == "vector_pipeline.delta.produce/2"
+    assert manifest["format"] == "vector_pipeline.delta/2"
     assert manifest["upsert_count"] == 2 and manifest["delete_ids"] == ["old"]
     assert manifest["dimension"] == 8
     assert sorted(f["path"] for f in manifest["files"]) == sorted(names[1:])

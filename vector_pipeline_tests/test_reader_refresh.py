@@ -19,7 +19,7 @@ from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.format.manifest import sha256_of
 from vector_pipeline.read.reader import SnapshotReader
-from vector_pipeline.chroma.segments import segments_of
+from vector_pipeline.format.segments import segments_of
 from vector_pipeline.format.merge_state import state_part_paths
 
 from .conftest import vectors

@@ -13,15 +13,16 @@ import functools
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import chromadb
 import numpy as np
+from chromadb.api.types import validate_metadata
 from chromadb.config import Settings as ChromaSettings
 
 from ..config import HnswSettings, Settings
-from ..delta.upload import upload_delta_directory
 from .embeddings import EmbeddingProvider
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,7 @@ class ChromaDBClient:
         # delta mode: what the delta carries besides its upserts
         self.delta_collection: str | None = None
         self.delete_ids: list[str] = []
-        self.delta_id: str | None = None
         self.dimension = 0
-        self.embedding_provider_name: str | None = None
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -203,11 +202,17 @@ class ChromaDBClient:
             self.delete_ids.extend(i for i in ids if i not in known)
         return len(ids)
 
-    def persist_and_upload_delta(self, bucket: str, prefix: str = "delta/") -> str:
-        """Release chroma, write the manifest last and upload; returns the delta's key."""
+    def close_and_describe(self) -> "WrittenDelta":
+        """Release chroma and say what this delta-mode directory holds (the delta layer turns
+        it into a manifest and uploads it: data flows from the producer to the uploader)."""
         if self.mode != "delta":
-            raise RuntimeError(f"persist_and_upload_delta needs mode 'delta', not {self.mode!r}")
-        return upload_delta_directory(self, bucket=bucket, prefix=prefix)
+            raise RuntimeError(f"close_and_describe needs mode 'delta', not {self.mode!r}")
+        if self.delta_collection is None:
+            raise ValueError("the delta is empty: nothing was upserted or deleted")
+        upsert_count = self.count(self.delta_collection)
+        self.close()
+        return WrittenDelta(self.persist_directory, self.delta_collection, upsert_count, tuple(self.delete_ids),
+                            self.dimension, self.hnsw.as_dict(), CHROMADB_VERSION)
 
     # -- collection settings ----------------------------------------------------------------
 
@@ -287,6 +292,27 @@ class ChromaDBClient:
     def _batches(self, items: list[str]) -> Iterator[list[str]]:
         for start, stop in self._spans(len(items)):
             yield items[start:stop]
+
+
+CHROMADB_VERSION = chromadb.__version__
+
+
+def check_metadata_value(metadata: dict[str, Any] | None) -> None:
+    """Raise ``ValueError``/``TypeError`` if chroma would refuse this metadata."""
+    validate_metadata(metadata)
+
+
+@dataclass(frozen=True)
+class WrittenDelta:
+    """What a closed delta-mode directory holds, as chroma wrote it."""
+
+    directory: Path
+    collection: str
+    upsert_count: int
+    delete_ids: tuple[str, ...]
+    dimension: int
+    hnsw: dict[str, Any]
+    chromadb_version: str
 
 
 def _last_occurrence_wins(ids, embeddings, documents, metadatas):  # type: ignore[no-untyped-def]

@@ -30,7 +30,7 @@ from ..table.catalog import CollectionCatalog, UnknownCollectionError
 from ..config import HnswSettings, Settings
 from ..delta.archive import archive_deltas, quarantine_delta
 from ..format.keys import DeltaRef, parse_delta_key
-from ..delta.reader import LoadedDelta
+from ..format.loaded_delta import LoadedDelta
 from ..faults import checkpoint
 from .intake import DeltaIntake, collection_embedding
 from ..io.lock import CompactionLock, lock_id_for

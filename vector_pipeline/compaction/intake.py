@@ -24,7 +24,8 @@ from ..table.catalog import CollectionCatalog, UnknownCollectionError
 from ..config import Settings
 from ..delta.archive import quarantine_delta
 from ..format.keys import ARCHIVE_PREFIX, DELTA_PREFIX, DeltaRef, InvalidDeltaError, delta_id_time, parse_delta_key
-from ..delta.reader import LoadedDelta, fetch_delta, list_deltas
+from ..delta.reader import fetch_delta, list_deltas
+from ..format.loaded_delta import LoadedDelta
 from ..chroma.embeddings import EmbeddingMismatchError, check_same_embedding
 from ..faults import checkpoint
 from ..table.snapshot_store import MergeState, SnapshotStore

@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import chromadb
 
 from ..format import merge
 
@@ -31,13 +30,13 @@ from ..format import merge_state
 
 from .. import progress
 from ..table.catalog import CollectionCatalog
-from ..chroma.client import ChromaDBClient
+from ..chroma.client import CHROMADB_VERSION, ChromaDBClient
 from ..config import HnswSettings, Settings
 from ..format.keys import DeltaRef
-from ..delta.reader import LoadedDelta
+from ..format.loaded_delta import LoadedDelta
 from ..faults import checkpoint
 from .intake import DeltaIntake, collection_embedding
-from ..chroma.segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks
+from ..format.segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks
 from ..format.merge_state import MergeState, load_state, part_path, state_part_paths
 from ..table.snapshot_store import SNAPSHOT_FORMAT, SnapshotStore, UnsupportedFormatError, next_version
 from .warm_cache import Checkout, WarmCache, below, files_under
@@ -280,7 +279,7 @@ class VersionWriter:
             "applied_delta_ids": [d.ref.delta_id for d in deltas],
             "delta_upserts": sum(len(d.ids) for d in deltas),
             "delta_deletes": sum(len(d.delete_ids) for d in deltas),
-            "chromadb_version": chromadb.__version__,
+            "chromadb_version": CHROMADB_VERSION,
             "hnsw": hnsw.as_dict(),
             "embedding_provider": embedding[0],
             "dimension": embedding[1],

@@ -98,7 +98,7 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
     collection = context.partition_key
     settings = vector_pipeline.settings()
     compactor = ChromaCompactor(settings=settings)
-    lock = vector_pipeline.io.lock(collection)
+    lock = vector_pipeline.lock(collection)
     started = time.monotonic()
     lock_wait = acquire_waiting(lock, context.log)
     try:
@@ -136,7 +136,7 @@ def snapshot(context: dg.AssetExecutionContext, candidate: Candidate,
     if not audit.passed:
         raise dg.Failure(description=f"audit of {candidate.version} failed: {audit.problem}", metadata=audit.facts)
     compactor = ChromaCompactor(settings=settings)
-    lock = vector_pipeline.io.lock(collection)
+    lock = vector_pipeline.lock(collection)
     acquire_waiting(lock, context.log)
     try:
         if candidate.manifest is not None and compactor.publish_candidate(candidate) is PublishOutcome.CONFLICT:

@@ -1,12 +1,13 @@
 """The producer: one batch of upserts and tombstones becomes a delta in S3, then a message.
 
 Invariant: input is validated before anything is written, so bad input leaves no trace in
-S3; the delta's manifest is uploaded last (``delta_upload``), and only then is the delta
-announced on SQS — a send error propagates (a swallowed send loses the delta until
+S3; the delta is one object (``delta/upload.py``: it exists whole or not at all), and only
+then is the delta announced on SQS — a send error propagates (a swallowed send loses the delta until
 reconciliation lists ``delta/``).
 
-The names of the delta modules are re-exported here: keys and ids (``delta_keys``), record
-rules (``delta_records``), writing (``delta_upload``) and reading (``delta_reader``).
+Data flows one way: chroma writes the records and says what it wrote
+(``ChromaDBClient.close_and_describe``), ``upload`` turns that into the manifest and the one
+packed object, and only then is the delta announced.
 """
 
 from __future__ import annotations
@@ -19,26 +20,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..chroma.client import ChromaDBClient
-from ..config import Settings
-from ..format.keys import (
-    ARCHIVE_PREFIX, DELTA_PREFIX, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError, check_collection_name,
-    delta_id_time, delta_key_for, new_delta_id, parse_delta_key,
-)
-from .reader import LoadedDelta, fetch_delta, find_delta, list_deltas, load_delta, quarantine_reason, read_delta_manifest
-from .records import MAX_ID_LENGTH, validate_delta_input
-from .upload import DELTA_FORMAT, DELTA_FORMAT_FILES, close_and_describe_delta, upload_delta, upload_delta_directory
 from ..chroma.embeddings import provider_name
+from ..config import Settings
+from ..format.keys import parse_delta_key
 from .queue import DeltaQueue
+from .records import validate_delta_input
+from .upload import delta_manifest, upload_delta
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "ARCHIVE_PREFIX", "DELTA_FORMAT", "DELTA_FORMAT_FILES", "DELTA_PREFIX", "MAX_ID_LENGTH", "QUARANTINE_PREFIX", "DeltaRef",
-    "InvalidDeltaError", "LoadedDelta", "announce_delta", "check_collection_name", "close_and_describe_delta",
-    "delta_id_time", "delta_key_for", "fetch_delta", "find_delta", "list_deltas", "load_delta", "new_delta_id", "parse_delta_key",
-    "produce_embedding_delta", "quarantine_reason", "read_delta_manifest", "upload_delta",
-    "upload_delta_directory", "validate_delta_input",
-]
 
 
 def produce_embedding_delta(
@@ -64,13 +53,13 @@ def produce_embedding_delta(
     workdir = Path(tempfile.mkdtemp(prefix="vp-delta-", dir=settings.scratch_dir))
     try:
         with ChromaDBClient(workdir / "chroma", mode="delta", settings=settings) as delta:
-            delta.embedding_provider_name = embedding_provider or provider_name(settings)
-            delta.delta_id = delta_id
             if ids:
                 delta.upsert_vectors(collection_name, ids, embeddings, documents, metadatas)
             if delete_ids:
                 delta.delete_vectors(collection_name, delete_ids)
-            delta_key = delta.persist_and_upload_delta(settings.vectors_bucket)
+            written = delta.close_and_describe()
+        manifest = delta_manifest(written, embedding_provider or provider_name(settings), delta_id)
+        delta_key = upload_delta(settings, settings.vectors_bucket, written.directory, manifest)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ref = parse_delta_key(delta_key)

@@ -11,7 +11,7 @@ chroma file beside a ``manifest.json`` written last.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from ..chroma.client import ChromaDBClient
 from ..format.keys import (ARCHIVE_PREFIX, DELTA_PREFIX, PACK_NAME, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError,
                          delta_key_for, is_completion_marker, parse_delta_key)
 from ..format.pack import MAX_PACK_BYTES, check_members, extract_members, read_pack
-from .records import _check_ids, _check_metadata
+from .records import check_ids, check_metadata
+from ..format.loaded_delta import LoadedDelta
 from .upload import DELTA_FORMAT, DELTA_FORMAT_FILES
 from ..io.transfer import TransferItem, download_files
 
@@ -56,32 +57,6 @@ def list_deltas(s3: Any, bucket: str, prefix: str, start_after: str | None = Non
 
 
 # -- reading a delta (compactor side) ---------------------------------------------------------
-
-
-@dataclass
-class LoadedDelta:
-    """A downloaded, verified delta: its manifest and its records."""
-
-    ref: DeltaRef
-    manifest: dict[str, Any]
-    ids: list[str] = field(default_factory=list)
-    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))  # float32, a row per id
-    documents: list[str | None] = field(default_factory=list)
-    metadatas: list[dict[str, Any] | None] = field(default_factory=list)
-    found_under: str = DELTA_PREFIX  # delta/ (pending) or archive/ (a rebuild reads it there)
-    fetched_bytes: int = 0  # what reading it cost: its pack, or (format 1) its manifest and files
-
-    @property
-    def delete_ids(self) -> list[str]:
-        return list(self.manifest.get("delete_ids", []))
-
-    @property
-    def dimension(self) -> int:
-        return int(self.manifest.get("dimension", 0))
-
-    @property
-    def embedding_provider(self) -> str:
-        return str(self.manifest.get("embedding_provider", ""))
 
 
 @dataclass
@@ -199,10 +174,10 @@ def _check_records(loaded: LoadedDelta) -> None:
             f"holds {len(loaded.ids)} vectors, manifest says {loaded.manifest.get('upsert_count')}",
             loaded.ref.key)
     try:
-        _check_ids("id", list(loaded.ids))
-        _check_ids("delete id", loaded.delete_ids)
+        check_ids("id", list(loaded.ids))
+        check_ids("delete id", loaded.delete_ids)
         for position, metadata in enumerate(loaded.metadatas):
-            _check_metadata(position, metadata)
+            check_metadata(position, metadata)
     except ValueError as exc:
         raise InvalidDeltaError(str(exc), loaded.ref.key) from None
     if len(loaded.ids) and loaded.embeddings.shape[1] != loaded.dimension:

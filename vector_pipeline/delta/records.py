@@ -11,8 +11,8 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from chromadb.api.types import validate_metadata
 
+from ..chroma.client import check_metadata_value
 from ..format.keys import check_collection_name
 
 MAX_ID_LENGTH = 512
@@ -37,7 +37,7 @@ def validate_delta_input(
         if values is not None and len(values) != len(ids):
             raise ValueError(f"{len(ids)} ids but {len(values)} {name}")
     for what, values in (("id", ids), ("delete id", delete_ids)):
-        _check_ids(what, values)
+        check_ids(what, values)
     dimension = _check_embeddings(embeddings)
     if documents is not None:
         for position, document in enumerate(documents):
@@ -45,11 +45,11 @@ def validate_delta_input(
                 raise ValueError(f"document {position} is a {type(document).__name__}, not a str")
     if metadatas is not None:
         for position, metadata in enumerate(metadatas):
-            _check_metadata(position, metadata)
+            check_metadata(position, metadata)
     return dimension
 
 
-def _check_ids(what: str, values: list[str]) -> None:
+def check_ids(what: str, values: list[str]) -> None:
     for position, value in enumerate(values):
         if not isinstance(value, str) or not value:
             raise ValueError(f"{what} {position} is empty or not a string: {value!r}")
@@ -83,7 +83,7 @@ def _check_embeddings(embeddings: Sequence[Sequence[float]]) -> int:
     return dimension
 
 
-def _check_metadata(position: int, metadata: dict[str, Any] | None) -> None:
+def check_metadata(position: int, metadata: dict[str, Any] | None) -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict):
@@ -94,6 +94,6 @@ def _check_metadata(position: int, metadata: dict[str, Any] | None) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"metadata {position}: {key!r} is NaN or infinity")
     try:
-        validate_metadata(metadata or None)
+        check_metadata_value(metadata or None)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata {position}: {exc}") from None

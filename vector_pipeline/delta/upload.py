@@ -11,51 +11,35 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import chromadb
+from typing import Any
 
 from ..format import manifest as mf
 from .. import progress
 from ..io.aws import client, error_code, sse_args
 from ..config import Settings
+from ..chroma.client import WrittenDelta
 from ..format.keys import DELTA_PREFIX, PACK_NAME, delta_key_for, new_delta_id
 from ..format.pack import pack_delta
-from ..chroma.embeddings import provider_name
 
-if TYPE_CHECKING:
-    from ..chroma.client import ChromaDBClient
-
-DELTA_FORMAT = "vector_pipeline.delta.produce/2"  # one packed object (delta_pack.py)
-DELTA_FORMAT_FILES = "vector_pipeline.delta.produce/1"  # a file per chroma file, manifest last: read, not written
+DELTA_FORMAT = "vector_pipeline.delta/2"  # one packed object (format/pack.py)
+DELTA_FORMAT_FILES = "vector_pipeline.delta/1"  # a file per chroma file, manifest last: read, not written
 
 
-def upload_delta_directory(delta: "ChromaDBClient", bucket: str, prefix: str = DELTA_PREFIX) -> str:
-    """Close the delta client, describe it in its manifest, upload it packed in one object."""
-    manifest = close_and_describe_delta(delta)
-    return upload_delta(delta.settings, bucket, delta.persist_directory, manifest, prefix)
-
-
-def close_and_describe_delta(delta: "ChromaDBClient") -> dict[str, Any]:
-    """Release chroma and return the delta's manifest (files, sha256, counts, embedding)."""
-    collection = delta.delta_collection
-    if collection is None:
-        raise ValueError("the delta is empty: nothing was upserted or deleted")
-    upsert_count = delta.count(collection)
-    delta.close()
-    files = mf.describe_files(delta.persist_directory)
+def delta_manifest(written: WrittenDelta, embedding_provider: str, delta_id: str | None = None) -> dict[str, Any]:
+    """The manifest of a closed delta directory: files with sha256, counts, embedding."""
+    files = mf.describe_files(written.directory)
     return {
         "format": DELTA_FORMAT,
-        "delta_id": delta.delta_id or new_delta_id(),
-        "collection": collection,
+        "delta_id": delta_id or new_delta_id(),
+        "collection": written.collection,
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "upsert_count": upsert_count,
-        "delete_ids": list(delta.delete_ids),
-        "delete_count": len(delta.delete_ids),
-        "dimension": delta.dimension,
-        "embedding_provider": delta.embedding_provider_name or provider_name(delta.settings),
-        "chromadb_version": chromadb.__version__,
-        "hnsw": delta.hnsw.as_dict(),
+        "upsert_count": written.upsert_count,
+        "delete_ids": list(written.delete_ids),
+        "delete_count": len(written.delete_ids),
+        "dimension": written.dimension,
+        "embedding_provider": embedding_provider,
+        "chromadb_version": written.chromadb_version,
+        "hnsw": written.hnsw,
         "files": [entry.as_dict() for entry in files],
         "total_bytes": sum(entry.size for entry in files),
     }

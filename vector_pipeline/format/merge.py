@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..delta.reader import LoadedDelta
-from ..chroma.segments import FoldPlan, Segment
+from .loaded_delta import LoadedDelta
+from .segments import FoldPlan, Segment
 from .merge_state import MergeState
 
 

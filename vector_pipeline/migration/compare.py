@@ -199,7 +199,7 @@ def summary_frame(report: dict[str, Any]) -> pd.DataFrame:
     """One row per store: the figures a reader compares at a glance."""
     return pd.DataFrame([
         {"store": store, f"recall@{report['k']}": report["recall_at_k"][store],
-         "vectors": report["vectors"][store], f"ids only here": report[f"ids_only_in_{store}"],
+         "vectors": report["vectors"][store], "ids only here": report[f"ids_only_in_{store}"],
          "p50 ms": report["latency_ms"][store]["p50"], "p95 ms": report["latency_ms"][store]["p95"]}
         for store in ("chroma", "pinecone")])
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..format import manifest as mf
-from ..chroma.segments import Segment, segments_of
+from ..format.segments import Segment, segments_of
 from ..format.merge_state import state_part_paths
 from ..table.snapshot_store import SnapshotStore, is_local_copy_of, mark_local_copy
 from ..io.transfer import TransferItem, download_files
@@ -100,7 +100,7 @@ class LocalVersions:
         entries = [mf.FileEntry.from_dict(e) for e in manifest["files"]]
         for entry in entries:  # a hostile manifest is refused before anything is downloaded
             mf.check_relative_path(entry.path)
-            self.store._checked_key(entry, self.collection)
+            self.store.checked_key(entry, self.collection)
         on_demand = set(state_part_paths(manifest))  # only fresh reads need the merge state
         self._fetch([e for e in entries if e.path not in on_demand])
         segments = segments_of(manifest)
@@ -159,7 +159,7 @@ class LocalVersions:
         incoming = self.blobs / f"{INCOMING}{uuid.uuid4().hex[:8]}"
         try:
             incoming.mkdir(parents=True)
-            items = [TransferItem(incoming / sha, self.store._checked_key(entry, self.collection), entry.size)
+            items = [TransferItem(incoming / sha, self.store.checked_key(entry, self.collection), entry.size)
                      for sha, entry in wanted.items()]
             small = [i for i in items if i.size <= _SMALL_FILE_BYTES]
             received = download_files(self.store.s3, self.store.bucket, [i for i in items if i not in small],

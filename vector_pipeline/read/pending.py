@@ -33,7 +33,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..config import Settings
-from ..delta.produce import DELTA_PREFIX, DeltaRef, InvalidDeltaError, LoadedDelta, fetch_delta, list_deltas, new_delta_id
+from ..delta.reader import fetch_delta, list_deltas
+from ..format.keys import DELTA_PREFIX, DeltaRef, InvalidDeltaError, new_delta_id
+from ..format.loaded_delta import LoadedDelta
 from ..format.merge import net_effect
 from ..table.snapshot_store import MergeState
 

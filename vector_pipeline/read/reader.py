@@ -32,7 +32,8 @@ from ..chroma.embeddings import EmbeddingProvider, check_same_embedding, provide
 from ..faults import checkpoint
 from .local_versions import LocalVersions, segment_key
 from .pending import PendingDeltas, query_with_overlay
-from ..chroma.segments import SegmentedClient, read_masks, segments_of
+from ..chroma.segments import SegmentedClient
+from ..format.segments import read_masks, segments_of
 from ..format.merge_state import load_state
 from ..table.snapshot_store import MergeState, SnapshotNotFoundError, SnapshotStore
 

@@ -257,7 +257,7 @@ class SnapshotStore:
             shutil.rmtree(target.rename(target.with_name(f".stale-{uuid.uuid4().hex[:8]}")), ignore_errors=True)
         staging = cache_root / collection / f".incoming-{version}-{uuid.uuid4().hex[:8]}"
         entries = [mf.FileEntry.from_dict(e) for e in manifest["files"]]
-        items = [TransferItem(mf.safe_join(staging, e.path), self._checked_key(e, collection), e.size)
+        items = [TransferItem(mf.safe_join(staging, e.path), self.checked_key(e, collection), e.size)
                  for e in entries]
         try:
             staging.mkdir(parents=True)
@@ -273,7 +273,8 @@ class SnapshotStore:
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
-    def _checked_key(self, entry: mf.FileEntry, collection: str) -> str:
+    def checked_key(self, entry: mf.FileEntry, collection: str) -> str:
+        """The S3 key of a manifest entry, refused unless it lies under the collection's snapshots."""
         key = entry.key
         if not key.startswith(f"{SNAPSHOT_PREFIX}{collection}/") or ".." in key.split("/"):
             raise mf.UnsafePathError(f"manifest key {key!r} is outside snapshot/{collection}/")
@@ -287,7 +288,7 @@ class SnapshotStore:
         if len(entries) != len(wanted):
             raise mf.IntegrityError(f"version {manifest['version']} has no {sorted(wanted - {e.path for e in entries})}")
         collection = str(manifest["collection"])
-        items = [TransferItem(mf.safe_join(local_dir, e.path), self._checked_key(e, collection), e.size)
+        items = [TransferItem(mf.safe_join(local_dir, e.path), self.checked_key(e, collection), e.size)
                  for e in entries]
         for item in items:
             item.local_path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,7 +299,7 @@ class SnapshotStore:
     def read_state_part(self, collection: str, entry: dict[str, Any]) -> bytes:
         """One state part straight from S3 (one GET), checked against its sha256."""
         checked = mf.FileEntry.from_dict(entry)
-        body = self.s3.get_object(Bucket=self.bucket, Key=self._checked_key(checked, collection))["Body"].read()
+        body = self.s3.get_object(Bucket=self.bucket, Key=self.checked_key(checked, collection))["Body"].read()
         if hashlib.sha256(body).hexdigest() != checked.sha256:
             raise mf.IntegrityError(f"{checked.key}: sha256 does not match the manifest")
         return body

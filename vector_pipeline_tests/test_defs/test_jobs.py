@@ -13,7 +13,7 @@ from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_de
 from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.defs.jobs import compaction_run_config, prune_delta_partitions
-from vector_pipeline.delta.produce import new_delta_id
+from vector_pipeline.format.keys import new_delta_id
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.table.snapshot_store import SnapshotStore
 

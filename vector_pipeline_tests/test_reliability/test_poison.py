@@ -16,7 +16,7 @@ import numpy as np
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta.produce import new_delta_id
+from vector_pipeline.format.keys import new_delta_id
 from vector_pipeline.format.keys import PACK_NAME
 from vector_pipeline.format.manifest import MAX_MANIFEST_BYTES
 from vector_pipeline.delta.queue import DeltaQueue

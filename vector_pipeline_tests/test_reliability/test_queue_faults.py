@@ -11,7 +11,7 @@ import numpy as np
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta.produce import delta_key_for, new_delta_id
+from vector_pipeline.format.keys import delta_key_for, new_delta_id
 from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
 
