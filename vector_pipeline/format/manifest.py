@@ -1,7 +1,9 @@
 """Manifests: the list of files (with sha256 and size) that makes a directory complete.
 
-A delta or a version exists only once its ``manifest.json`` exists, and it is written last;
-anything downloaded is checked against the manifest before use. Paths in a manifest are
+A version exists only once its ``manifest.json`` exists, and it is written last; a delta
+(format 2) is one packed object that carries its manifest inside, so it exists whole or not
+at all (format 1, still read: a ``manifest.json`` uploaded last). Anything downloaded is
+checked against the manifest before use. Paths in a manifest are
 relative and are joined to a local root only through ``safe_join``, so a hostile manifest
 cannot write outside the directory it is unpacked into.
 """

@@ -9,7 +9,7 @@ its version stays an orphan for GC.
 
 It relies on S3's strong read-after-write consistency and conditional writes; the latter are
 checked once per process and bucket before the first upload or publish
-(``conditional_writes.py``), which refuses a store that ignores them and learns the form of
+(``io/conditional_writes.py``), which refuses a store that ignores them and learns the form of
 ``If-Match`` it compares. Readers
 never list prefixes: pointer → manifest → files, downloaded into a fresh directory that
 is renamed into place only when every checksum matched.
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_PREFIX = "snapshot/"
 POINTER_NAME = "latest.json"
-SNAPSHOT_FORMAT = "vector_pipeline.snapshot/3"  # 3: the merge state as a log of parts (merge_state.py)
-# 2: segmented (segments.py), one whole state.json.gz per version: read as a log of one part.
+SNAPSHOT_FORMAT = "vector_pipeline.snapshot/3"  # 3: the merge state as a log of parts (format/merge_state.py)
+# 2: segmented (format/segments.py), one whole state.json.gz per version: read as a log of one part.
 READABLE_FORMATS = ("vector_pipeline.snapshot/2", SNAPSHOT_FORMAT)
 LOCAL_MANIFEST = ".manifest.json"  # a local copy's own record of what it holds
 HISTORY_LENGTH = 500  # publishes the pointer remembers (GC, rollback --as-of)
