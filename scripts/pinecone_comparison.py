@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: vector_pipeline, devtools
 
 from vector_pipeline.compaction.compactor import ChromaCompactor  # noqa: E402
 from vector_pipeline.config import Settings  # noqa: E402
@@ -24,7 +24,7 @@ from vector_pipeline.cli.local_aws import MotoServer, setup_resources  # noqa: E
 from vector_pipeline.migration.backfill import backfill  # noqa: E402
 from vector_pipeline.migration.compare import compare_collection, write_report  # noqa: E402
 from vector_pipeline.migration.pinecone_client import PineconeIndex, PineconeRecord  # noqa: E402
-from vector_pipeline_tests.pinecone_server import DEFAULT_API_KEY, PineconeServer  # noqa: E402
+from devtools.pinecone_server import DEFAULT_API_KEY, PineconeServer  # noqa: E402
 
 TEXT_QUERIES = [*QUERIES, "rotisserie chicken", "bananas", "sales tax", "thank you for shopping",
                 "credit card payment", "main street", "kirkland water", "grande latte", "ibuprofen",

@@ -49,14 +49,3 @@ def settings(moto_server: MotoServer, tmp_path: Path) -> Iterator[Settings]:
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
-
-def vectors(rng: np.random.Generator, count: int, dimension: int = 8) -> list[list[float]]:
-    return rng.random((count, dimension), dtype=np.float32).tolist()
-
-
-def all_keys(settings: Settings, prefix: str = "") -> list[str]:
-    from vector_pipeline.io.aws import client
-
-    s3 = client("s3", settings)
-    return sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.vectors_bucket, Prefix=prefix) for o in page.get("Contents", []))

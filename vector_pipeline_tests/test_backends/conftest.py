@@ -19,7 +19,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import setup_resources
 from vector_pipeline.read.reader import close_readers
 
-from ..compat_servers import Backend, start_backend, unique_names
+from vector_pipeline_tests.compat_servers import Backend, start_backend, unique_names
 
 # CI: MiniStack (S3, SQS) + DynamoDB Local. `./dev compat` runs every one of compat_servers.BACKENDS.
 INDEPENDENT_BACKENDS = tuple(os.environ.get("VP_COMPAT_BACKENDS", "ministack").split(","))

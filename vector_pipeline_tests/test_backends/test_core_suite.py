@@ -9,10 +9,10 @@ import numpy as np
 
 from vector_pipeline.config import Settings
 
-from ..test_catalog import test_collections_are_created_listed_shown_and_set_from_the_command_line  # noqa: F401
-from ..test_catalog import test_concurrent_changes_never_overwrite_each_other  # noqa: F401
-from ..test_cli import test_produce_compact_query_status_round_trip  # noqa: F401
-from ..test_compactor import (  # noqa: F401
+from vector_pipeline_tests.test_table.test_catalog import test_collections_are_created_listed_shown_and_set_from_the_command_line  # noqa: F401
+from vector_pipeline_tests.test_table.test_catalog import test_concurrent_changes_never_overwrite_each_other  # noqa: F401
+from vector_pipeline_tests.test_cli.test_commands import test_produce_compact_query_status_round_trip  # noqa: F401
+from vector_pipeline_tests.test_compaction.test_compactor import (  # noqa: F401
     test_a_lost_publish_leaves_the_delta_pending_and_the_next_run_applies_it,
     test_busy_lock_leaves_everything_unchanged,
     test_compaction_publishes_a_version_and_archives_deltas,
@@ -21,16 +21,16 @@ from ..test_compactor import (  # noqa: F401
     test_paused_lock_holder_cannot_publish_over_newer_pointer,
     test_redelivered_delta_is_a_noop,
 )
-from ..test_lock import (  # noqa: F401
+from vector_pipeline_tests.test_io.test_lock import (  # noqa: F401
     test_expired_lock_is_taken_over_and_old_holder_cannot_heartbeat,
     test_fence_grows_on_every_acquire,
     test_only_the_owner_can_release,
     test_second_acquirer_is_refused_while_lock_is_live,
 )
-from ..test_reader import test_query_returns_nearest_with_exact_documents_and_metadata  # noqa: F401
-from ..test_reader import test_reader_moves_to_the_new_version_after_publish  # noqa: F401
-from ..test_reliability.test_concurrency import test_paused_holder_resumed_after_takeover_cannot_publish  # noqa: F401
-from ..test_reliability import test_crash_matrix as crash_matrix  # its 7 steps run on moto
+from vector_pipeline_tests.test_read.test_reader import test_query_returns_nearest_with_exact_documents_and_metadata  # noqa: F401
+from vector_pipeline_tests.test_read.test_reader import test_reader_moves_to_the_new_version_after_publish  # noqa: F401
+from vector_pipeline_tests.test_reliability.test_concurrency import test_paused_holder_resumed_after_takeover_cannot_publish  # noqa: F401
+from vector_pipeline_tests.test_reliability import test_crash_matrix as crash_matrix  # its 7 steps run on moto
 
 
 def test_compactor_killed_after_upload_before_publish_converges(settings: Settings, rng: np.random.Generator) -> None:

@@ -16,7 +16,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.io.conditional_writes import ObjectEncryptionRefusedError
 from vector_pipeline.cli.local_aws import OptionalFeature, setup_resources
 
-from ..compat_servers import Backend
+from vector_pipeline_tests.compat_servers import Backend
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from vector_pipeline.format.keys import new_delta_id
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from ..conftest import all_keys, vectors
+from vector_pipeline_tests.helpers import all_keys, vectors
 
 
 def _run(defs: dg.Definitions, instance: dg.DagsterInstance, job: str, **kwargs: object) -> dg.ExecuteInProcessResult:

@@ -18,8 +18,8 @@ from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.defs import build_definitions
 
-from ..conftest import all_keys, vectors
-from ..pinecone_server import DEFAULT_API_KEY, PineconeServer, pinecone_server  # noqa: F401 (fixture)
+from vector_pipeline_tests.helpers import all_keys, vectors
+from devtools.pinecone_server import DEFAULT_API_KEY, PineconeServer, pinecone_server  # noqa: F401 (fixture)
 
 RUN_CONFIG = {"ops": {"pinecone_comparison": {"config": {"sample": 10, "k": 5}}}}
 

@@ -13,8 +13,8 @@ from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.queue import DeltaQueue
 
-from ..conftest import all_keys, vectors
-from ..test_reliability.crafting import dead_letter_reasons
+from vector_pipeline_tests.helpers import all_keys, vectors
+from vector_pipeline_tests.test_reliability.crafting import dead_letter_reasons
 
 
 def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, name: str) -> Any:

@@ -22,8 +22,8 @@ from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import free_port, stop_process_group
 from vector_pipeline.cli.processes import wait_until_answering
 
-from ..conftest import vectors
-from ..pinecone_server import DEFAULT_API_KEY, PineconeServer
+from vector_pipeline_tests.helpers import vectors
+from devtools.pinecone_server import DEFAULT_API_KEY, PineconeServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

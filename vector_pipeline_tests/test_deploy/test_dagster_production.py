@@ -33,8 +33,8 @@ from vector_pipeline.cli.local_aws import MotoServer, setup_resources
 from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from ..conftest import vectors
-from .postgres_server import PostgresServer, postgres_bin_dir
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_deploy.postgres_server import PostgresServer, postgres_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION_YAML = REPO / "deploy" / "dagster" / "dagster.yaml"

@@ -22,8 +22,8 @@ from vector_pipeline.io.lock import CompactionLock, lock_id_for
 from vector_pipeline.io.metrics import Metric, SERVICE, SERVICE_DIMENSION, metrics_from_emf, put_metric_data
 from vector_pipeline.delta.queue import DeltaQueue, parse_message
 
-from ..conftest import vectors
-from .lambda_process import LambdaProcess, lambda_environment
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_deploy.lambda_process import LambdaProcess, lambda_environment
 
 
 def sqs_event(settings: Settings, poisoned: bool = False) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from vector_pipeline.cli.local_aws import MotoServer
 from vector_pipeline.io.lock import CompactionLock, lock_id_for
 from vector_pipeline.read.reader import close_readers, query_snapshot
 
-from ..conftest import vectors
-from .cfn import IMAGE_URI, Resolver, boto, deploy_stack, load_template
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_deploy.cfn import IMAGE_URI, Resolver, boto, deploy_stack, load_template
 
 STACK = "vpiam"
 BUCKET = "vp-iam-vectors"

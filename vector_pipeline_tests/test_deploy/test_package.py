@@ -17,9 +17,9 @@ from typing import Any
 
 from vector_pipeline.config import Settings
 
-from ..conftest import vectors
-from .lambda_process import LambdaProcess, lambda_environment
-from .test_handlers import sqs_event
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_deploy.lambda_process import LambdaProcess, lambda_environment
+from vector_pipeline_tests.test_deploy.test_handlers import sqs_event
 
 REPO = Path(__file__).resolve().parents[2]
 

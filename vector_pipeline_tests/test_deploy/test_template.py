@@ -22,7 +22,7 @@ from vector_pipeline.io.aws import sse_args
 from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import MotoServer
 
-from .cfn import IMAGE_URI, TEMPLATE_PATH, Resolver, boto, deploy_stack, deployed_role_policy, load_template
+from vector_pipeline_tests.test_deploy.cfn import IMAGE_URI, TEMPLATE_PATH, Resolver, boto, deploy_stack, deployed_role_policy, load_template
 
 STACK = "vp"
 BUCKET = "vp-vectors-test"

@@ -8,7 +8,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.format.merge_state import replay, state_part_entries
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from ..conftest import all_keys
+from vector_pipeline_tests.helpers import all_keys
 
 
 def compactor_env(settings: Settings, **extra: str) -> dict[str, str]:

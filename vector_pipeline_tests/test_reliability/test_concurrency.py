@@ -21,8 +21,8 @@ from vector_pipeline.cli.local_aws import stop_process_group
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.table.snapshot_store import SnapshotStore, version_number
 
-from ..conftest import vectors
-from .helpers import (applied_along_pointer_chain, assert_each_delta_applied_once, compactor_env,
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_reliability.helpers import (applied_along_pointer_chain, assert_each_delta_applied_once, compactor_env,
                       start_compactor)
 
 COMPACTORS = int(os.environ.get("VP_RELIABILITY_COMPACTORS", "4"))

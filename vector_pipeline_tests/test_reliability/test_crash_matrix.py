@@ -18,8 +18,8 @@ from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from ..conftest import vectors
-from .helpers import (assert_each_delta_applied_once, assert_pointer_names_a_complete_version,
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_reliability.helpers import (assert_each_delta_applied_once, assert_pointer_names_a_complete_version,
                       assert_state_parts_locate_the_live_ids, start_compactor)
 
 LOCK_TTL = 3

@@ -18,8 +18,8 @@ from vector_pipeline.format.manifest import UnsafePathError, safe_join
 from vector_pipeline.delta.queue import parse_message
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from ..conftest import vectors
-from .crafting import craft_delta
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_reliability.crafting import craft_delta
 
 ESCAPES = ["../escape-marker", "../../escape-marker", "a/../../escape-marker", "/tmp/escape-marker",
            "..\\..\\escape-marker", "a/\x00/escape-marker", "C:/escape-marker", "./../escape-marker", "a//b"]

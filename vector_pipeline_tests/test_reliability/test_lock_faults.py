@@ -15,7 +15,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import free_port
 from vector_pipeline.io.lock import LockTableError, lock_id_for
 
-from ..conftest import all_keys, vectors
+from vector_pipeline_tests.helpers import all_keys, vectors
 
 THROTTLED = (b'{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",'
              b'"message":"injected by the test"}')

@@ -22,8 +22,8 @@ from vector_pipeline.format.manifest import MAX_MANIFEST_BYTES
 from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
 
-from ..conftest import all_keys, vectors
-from .crafting import corrupt_a_file, craft_delta, dead_letter_reasons, nan_embeddings, truncate_sqlite
+from vector_pipeline_tests.helpers import all_keys, vectors
+from vector_pipeline_tests.test_reliability.crafting import corrupt_a_file, craft_delta, dead_letter_reasons, nan_embeddings, truncate_sqlite
 
 craft = craft_delta
 

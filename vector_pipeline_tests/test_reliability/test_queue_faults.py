@@ -15,8 +15,8 @@ from vector_pipeline.format.keys import delta_key_for, new_delta_id
 from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
 
-from ..conftest import all_keys, vectors
-from .helpers import assert_each_delta_applied_once
+from vector_pipeline_tests.helpers import all_keys, vectors
+from vector_pipeline_tests.test_reliability.helpers import assert_each_delta_applied_once
 
 EXPECTED = {"a": "a3", "b": "b2", "d": "d4"}  # c deleted by delta 3 after delta 1 wrote it
 

@@ -15,9 +15,9 @@ from vector_pipeline.config import Settings
 from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
 
-from ..conftest import all_keys, vectors
-from .crafting import dead_letter_reasons
-from .helpers import start_compactor
+from vector_pipeline_tests.helpers import all_keys, vectors
+from vector_pipeline_tests.test_reliability.crafting import dead_letter_reasons
+from vector_pipeline_tests.test_reliability.helpers import start_compactor
 
 COLLECTIONS = int(os.environ.get("VP_HYGIENE_COLLECTIONS", "8"))
 ROUNDS = int(os.environ.get("VP_HYGIENE_ROUNDS", "4"))  # deltas in every round but the last

@@ -21,7 +21,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import stop_process_group
 from vector_pipeline.compaction.maintenance import collect_garbage
 
-from .helpers import compactor_env
+from vector_pipeline_tests.test_reliability.helpers import compactor_env
 
 PUBLISHES = int(os.environ.get("VP_RELIABILITY_PUBLISHES", "50"))
 READERS = 2

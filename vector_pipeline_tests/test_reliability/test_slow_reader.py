@@ -20,8 +20,8 @@ from vector_pipeline.cli.local_aws import stop_process_group
 from vector_pipeline.compaction.retention import collect_garbage
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from ..conftest import vectors
-from .helpers import compactor_env
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_reliability.helpers import compactor_env
 
 READER = """
 import json, sys

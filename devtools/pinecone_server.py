@@ -6,7 +6,7 @@ Serves what the official SDK calls on an index host: ``POST /vectors/upsert``, `
 ``limit`` + ``paginationToken``) and ``POST /describe_index_stats``, per namespace. A wrong
 ``Api-Key`` gets 401, a vector of another dimension 400; ``refuse(n, after=m)`` makes ``n``
 requests fail with 503 (or 429) once ``m`` more were served, as an outage would. Run it in a thread (``PineconeServer``)
-or as a process: ``python -m vector_pipeline_tests.pinecone_server --port 5081``.
+or as a process: ``python -m devtools.pinecone_server --port 5081``.
 """
 
 from __future__ import annotations

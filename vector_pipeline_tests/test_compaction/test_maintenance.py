@@ -12,8 +12,8 @@ from vector_pipeline.compaction.maintenance import collect_garbage, rebuild_from
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
 
-from .conftest import all_keys, vectors
-from .test_compactor import produce
+from vector_pipeline_tests.helpers import all_keys, vectors
+from vector_pipeline_tests.test_compaction.test_compactor import produce
 
 
 def _everything(settings: Settings) -> dict[str, tuple]:

@@ -13,8 +13,8 @@ from vector_pipeline.table.catalog import CatalogConflictError, CollectionCatalo
 from vector_pipeline.config import Settings
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from .conftest import all_keys, vectors
-from .test_cli import run
+from vector_pipeline_tests.helpers import all_keys, vectors
+from vector_pipeline_tests.test_cli.test_commands import run
 
 
 def test_collections_are_created_listed_shown_and_set_from_the_command_line(settings: Settings) -> None:

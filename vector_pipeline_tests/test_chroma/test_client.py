@@ -11,7 +11,7 @@ import pytest
 from vector_pipeline import ChromaDBClient, HnswSettings
 from vector_pipeline.config import Settings
 
-from .conftest import vectors
+from vector_pipeline_tests.helpers import vectors
 
 
 def test_read_mode_refuses_every_write(tmp_path: Path, rng: np.random.Generator) -> None:

@@ -178,7 +178,7 @@ def test_test_fixtures_stop_moto_on_signal(signum: int, tmp_path: Path) -> None:
             Path({str(ready)!r}).write_text(str(moto_server.port))
             time.sleep(600)
     """))
-    process = start([sys.executable, "-m", "pytest", "-q", "-p", "vector_pipeline_tests.conftest",
+    process = start([sys.executable, "-m", "pytest", "-q", "-p", "vector_pipeline_tests.helpers",
                      "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path / "test_wait.py")],
                     REPO, tmp_path, PYTHONPATH=str(REPO))
     wait_for(lambda: ready.is_file() and ready.read_text(), "the fixture's moto server", process, 120)

@@ -19,7 +19,7 @@ from vector_pipeline.read.reader import close_readers
 from vector_pipeline.format.segments import FoldKind, Segment, plan_fold
 from vector_pipeline.table.snapshot_store import SnapshotStore, UnsupportedFormatError, version_prefix
 
-from .conftest import vectors
+from vector_pipeline_tests.helpers import vectors
 
 
 def _produce(settings: Settings, ids: list[str], embeddings: list[list[float]], tag: str,

@@ -16,7 +16,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.format.manifest import IntegrityError, sha256_of
 from vector_pipeline.table.snapshot_store import SnapshotNotFoundError, SnapshotStore
 
-from .conftest import vectors
+from vector_pipeline_tests.helpers import vectors
 
 
 def _publish(settings: Settings, ids: list[str], embeddings: list[list[float]], **extra: object) -> str:

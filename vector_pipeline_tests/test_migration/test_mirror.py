@@ -17,8 +17,8 @@ from vector_pipeline.migration.mirror import MirrorOutcome, mirror
 from vector_pipeline.migration.pinecone_client import PineconeIndex
 from vector_pipeline.cli.status import collection_status
 
-from ..conftest import vectors
-from ..pinecone_server import PineconeServer
+from vector_pipeline_tests.helpers import vectors
+from devtools.pinecone_server import PineconeServer
 
 
 def _quiet(_: str) -> None:

@@ -26,7 +26,7 @@ from vector_pipeline.delta.upload import delta_manifest, upload_delta
 from vector_pipeline.format.keys import new_delta_id
 from vector_pipeline.read.reader import SnapshotReader
 
-from .conftest import vectors
+from vector_pipeline_tests.helpers import vectors
 
 
 def _compact(settings: Settings, *keys: str) -> None:

@@ -30,7 +30,7 @@ from vector_pipeline.io.lock import CompactionLock, lock_id_for
 from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
 
-from .conftest import vectors
+from vector_pipeline_tests.helpers import vectors
 
 CLI = [sys.executable, "-m", "vector_pipeline.cli"]
 ROOT = Path(__file__).resolve().parents[1]

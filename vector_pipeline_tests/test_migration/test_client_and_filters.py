@@ -18,7 +18,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.migration.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord
 from vector_pipeline.migration.pinecone_filters import UntranslatableFilterError, to_pinecone_filter
 
-from ..pinecone_server import PineconeServer
+from devtools.pinecone_server import PineconeServer
 
 
 def _records(count: int, dimension: int = 4) -> list[PineconeRecord]:

@@ -20,7 +20,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.migration.export import ExportOutcome, export_namespace, ids_checksum
 from vector_pipeline.migration.pinecone_client import PineconeIndex, PineconeRecord
 
-from ..pinecone_server import PineconeServer
+from devtools.pinecone_server import PineconeServer
 
 
 def _seed(settings: Settings, count: int = 120) -> list[PineconeRecord]:

@@ -27,7 +27,7 @@ from vector_pipeline.migration.backfill import BackfillOutcome, backfill, checkp
 from vector_pipeline.migration.state import MigrationState
 from vector_pipeline.migration.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord
 
-from ..conftest import all_keys
+from vector_pipeline_tests.helpers import all_keys
 
 COUNT, BATCH = 45, 10  # five pages
 

@@ -18,7 +18,7 @@ from vector_pipeline import CompactionLock
 from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import MotoServer, OptionalFeature, _ensure_bucket, setup_resources
 
-from .compat_servers import S3RVER_CREDENTIALS, LoopbackServer, dynalite, s3rver
+from vector_pipeline_tests.compat_servers import S3RVER_CREDENTIALS, LoopbackServer, dynalite, s3rver
 
 
 @pytest.fixture(scope="module")

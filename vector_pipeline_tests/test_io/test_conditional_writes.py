@@ -24,8 +24,8 @@ from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import MotoServer, setup_resources
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from .compat_servers import S3RVER_CREDENTIALS, LoopbackServer, s3rver
-from .conftest import all_keys, vectors
+from vector_pipeline_tests.compat_servers import S3RVER_CREDENTIALS, LoopbackServer, s3rver
+from vector_pipeline_tests.helpers import all_keys, vectors
 
 
 @pytest.fixture(scope="module")

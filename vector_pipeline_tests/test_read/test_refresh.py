@@ -22,8 +22,8 @@ from vector_pipeline.read.reader import SnapshotReader
 from vector_pipeline.format.segments import segments_of
 from vector_pipeline.format.merge_state import state_part_paths
 
-from .conftest import vectors
-from .test_reliability.helpers import start_compactor
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_reliability.helpers import start_compactor
 
 
 def _publish(settings: Settings, ids: list[str], embeddings: list[list[float]], **extra: object) -> dict:

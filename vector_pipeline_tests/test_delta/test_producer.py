@@ -17,7 +17,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.format.keys import InvalidDeltaError, delta_id_time, new_delta_id, parse_delta_key
 from vector_pipeline.delta.queue import DeltaQueue
 
-from .conftest import all_keys, vectors
+from vector_pipeline_tests.helpers import all_keys, vectors
 
 
 def test_delta_is_one_packed_object_whose_manifest_lists_every_file(settings: Settings,

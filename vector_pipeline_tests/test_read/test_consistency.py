@@ -17,8 +17,8 @@ from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from .conftest import vectors
-from .test_reliability.helpers import start_compactor
+from vector_pipeline_tests.helpers import vectors
+from vector_pipeline_tests.test_reliability.helpers import start_compactor
 
 
 def _publish(settings: Settings, ids: list[str], embeddings: list[list[float]]) -> None:

@@ -27,7 +27,7 @@ from vector_pipeline.read.reader import close_readers
 from vector_pipeline.compaction.retention import applied_delta_ids
 from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore, version_prefix
 
-from .conftest import vectors
+from vector_pipeline_tests.helpers import vectors
 
 
 def _produce(settings: Settings, ids: list[str], rng: np.random.Generator, tag: str = "",

@@ -25,7 +25,7 @@ from vector_pipeline.migration.router import Backend, CutoverRouter
 from vector_pipeline.migration.pinecone_client import PineconeIndex
 from vector_pipeline.migration.pinecone_filters import UntranslatableFilterError
 
-from ..pinecone_server import PineconeServer
+from devtools.pinecone_server import PineconeServer
 
 QUERIES = ["walmart", "milk", "coffee", "total amount due", "gasoline", "rotisserie chicken", "bananas",
            "sales tax", "thank you for shopping", "credit card payment", "main street", "kirkland water"]

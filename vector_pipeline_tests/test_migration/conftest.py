@@ -9,7 +9,7 @@ import pytest
 
 from vector_pipeline.config import Settings
 
-from ..pinecone_server import DEFAULT_API_KEY, PineconeServer, pinecone_server  # noqa: F401 (fixture)
+from devtools.pinecone_server import DEFAULT_API_KEY, PineconeServer, pinecone_server  # noqa: F401 (fixture)
 
 
 @pytest.fixture

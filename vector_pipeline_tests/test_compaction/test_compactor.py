@@ -17,7 +17,7 @@ from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
 
-from .conftest import all_keys, vectors
+from vector_pipeline_tests.helpers import all_keys, vectors
 
 
 def produce(settings: Settings, ids: list[str], rng: np.random.Generator, *, deletes: list[str] | None = None,
@@ -215,7 +215,7 @@ def test_deltas_of_format_1_are_still_applied_archived_and_rebuilt(settings: Set
     working beside packed ones: applied, archived whole, and read again by a rebuild."""
     from vector_pipeline.compaction.maintenance import rebuild_from_archive
 
-    from .test_reliability.crafting import craft_delta
+    from vector_pipeline_tests.test_reliability.crafting import craft_delta
 
     old = craft_delta(settings, ids=["old1", "old2"], dimension=8, packed=False)
     new = produce(settings, ["new1"], rng)["delta_key"]
