@@ -70,6 +70,8 @@ def _check_embeddings(embeddings: Sequence[Sequence[float]]) -> int:
     dimension = 0
     for position, vector in enumerate(embeddings):
         try:
+            if isinstance(vector, (str, bytes)):  # iterable, but not a vector
+                raise TypeError(type(vector).__name__)
             values = [float(x) for x in vector]
         except (TypeError, ValueError):
             raise ValueError(f"embedding {position} is not a sequence of numbers") from None

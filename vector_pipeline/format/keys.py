@@ -15,7 +15,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 from . import manifest as mf
@@ -26,9 +26,11 @@ QUARANTINE_PREFIX = "quarantine/"
 PACK_NAME = "delta.tar"  # format 2: the whole delta in one object (format/pack.py)
 # The object whose presence makes a delta complete: its pack, or (format 1) its manifest.
 COMPLETION_MARKERS = (PACK_NAME, mf.MANIFEST_NAME)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DELTA_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
-_COLLECTION_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]$")
+# Matched with fullmatch: ``$`` would also match before a trailing newline.
+_DELTA_ID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+_COLLECTION_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]")
 
 
 class InvalidDeltaError(ValueError):
@@ -50,11 +52,11 @@ def delta_id_time(delta_id: str) -> datetime:
     value = 0
     for char in delta_id:
         value = value * 32 + _CROCKFORD.index(char)
-    return datetime.fromtimestamp((value >> 80) / 1000, tz=timezone.utc)
+    return _EPOCH + timedelta(milliseconds=value >> 80)  # exact: no float seconds
 
 
 def check_collection_name(collection_name: str) -> str:
-    if not isinstance(collection_name, str) or not _COLLECTION_RE.match(collection_name) \
+    if not isinstance(collection_name, str) or not _COLLECTION_RE.fullmatch(collection_name) \
             or ".." in collection_name:
         raise ValueError(
             f"invalid collection name {collection_name!r}: 3-63 characters of letters, digits, "
@@ -91,7 +93,7 @@ def parse_delta_key(delta_key: str, prefixes: Sequence[str] = (DELTA_PREFIX,)) -
     """``delta/<collection>/<delta_id>/`` (trailing ``/``, ``delta.tar`` or ``manifest.json`` optional)."""
     if not isinstance(delta_key, str) or "\\" in delta_key or "\x00" in delta_key:
         raise InvalidDeltaError("delta key is not a plain string", str(delta_key))
-    key = delta_key.removesuffix(mf.MANIFEST_NAME).removesuffix(PACK_NAME).rstrip("/")
+    key = delta_key.removesuffix("/" + mf.MANIFEST_NAME).removesuffix("/" + PACK_NAME).rstrip("/")
     prefix = next((p for p in prefixes if key.startswith(p)), None)
     if prefix is None:
         raise InvalidDeltaError(f"key outside {' or '.join(prefixes)}", delta_key)
@@ -103,7 +105,7 @@ def parse_delta_key(delta_key: str, prefixes: Sequence[str] = (DELTA_PREFIX,)) -
         check_collection_name(collection)
     except ValueError as exc:
         raise InvalidDeltaError(str(exc), delta_key) from None
-    if not _DELTA_ID_RE.match(delta_id):
+    if not _DELTA_ID_RE.fullmatch(delta_id):
         raise InvalidDeltaError(f"delta id {delta_id!r} is not a ULID", delta_key)
     return DeltaRef(collection, delta_id)
 

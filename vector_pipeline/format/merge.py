@@ -33,10 +33,12 @@ class NetEffect:
 
 def net_effect(deltas: list[LoadedDelta], state: MergeState) -> NetEffect:
     """Upserts and deletes of ``deltas`` (ascending ``delta_id``) that beat what ``state``
-    holds; the winners are recorded in ``state``."""
+    holds; the winners are recorded in ``state``. A delta ``state`` lists as applied is skipped."""
     effect = NetEffect()
     upserts, deletes = effect.upserts, effect.deletes
     for delta in deltas:  # later deltas overwrite earlier ones
+        if delta.ref.delta_id in state.applied_delta_ids:
+            continue  # re-delivered: what it decided is in the state already
         dropped = set(delta.delete_ids)
         for position, record_id in enumerate(delta.ids):
             if record_id in dropped or state.winner(record_id) > delta.ref.delta_id:
