@@ -75,6 +75,12 @@ class LoopbackServer:
             self._log.close()
             self._log = None
 
+    def __enter__(self) -> "LoopbackServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 def ministack(workdir: Path) -> LoopbackServer:
     port = free_port()
