@@ -1,10 +1,12 @@
-"""The lock contest on stock moto, on the embedded server and on dynalite: how often two
-acquirers of one ``CompactionLock`` key both win (docs/reliability.md, "moto's conditional
-writes"). Stock moto's server is ``python -m moto.server``; the embedded server is the same
-moto behind ``vector_pipeline.cli.moto_server``; dynalite is started as the tests start it
-(``./dev test`` installs it under .compat/).
+"""The lock contest on stock moto, on the embedded server, on dynalite and on MiniStack: how
+often two acquirers of one ``CompactionLock`` key both win (docs/reliability.md, "moto's
+conditional writes"). Stock moto's server is ``python -m moto.server``; the embedded server
+is the same moto behind ``vector_pipeline.cli.moto_server``; dynalite and MiniStack (the lock
+table only; S3 and SQS stay on the embedded server) are started as the tests start them
+(``./dev test`` installs them under .compat/).
 
     .venv/bin/python scripts/lock_contest.py [--rounds 100] [--acquirers 2 4] [--process-acquirers 3]
+                                             [--servers stock embedded dynalite ministack]
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vector_pipeline.cli.local_aws import MotoServer, setup_resources  # noqa: E402
 from vector_pipeline.config import Settings  # noqa: E402
-from vector_pipeline_tests.compat_servers import dynalite  # noqa: E402
+from vector_pipeline_tests.compat_servers import dynalite, ministack  # noqa: E402
 from vector_pipeline_tests.test_reliability.lock_contest import Start, Workers, run_contest, start_of  # noqa: E402
 
 STOCK_MOTO = ("-m", "moto.server")
+# Name on the command line → (name in the table, what starts it: None for the two moto servers).
+SERVERS = {"stock": ("stock moto 5", None), "embedded": ("embedded (moto_server.py)", None),
+           "dynalite": ("dynalite 4.0.0", dynalite), "ministack": ("MiniStack 1.5.33", ministack)}
 
 
 def main() -> None:
@@ -33,19 +38,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--acquirers", type=int, nargs="+", default=[2, 4], help="thread counts")
     parser.add_argument("--process-acquirers", type=int, nargs="+", default=[3], help="process counts")
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # not the losers' "not ours to release"
     with ExitStack() as stack:
         base = Settings(cache_dir=tempfile.mkdtemp(prefix="vp-contest-"), lock_ttl_seconds=60)
-        stock = stack.enter_context(MotoServer(server_command=STOCK_MOTO)).settings(base)
         embedded = stack.enter_context(MotoServer()).settings(base)
-        table = dynalite(Path(tempfile.mkdtemp(prefix="vp-dynalite-"))).start()
-        stack.callback(table.stop)
-        on_dynalite = replace(embedded, aws_service_endpoints=(("dynamodb", table.endpoint_url),))
         print("| server | acquirers | rounds | two or more winners | of them: key never taken / just released "
               "| no winner | a fence given twice | seconds |\n|---|---|---:|---:|---:|---:|---:|---:|")
-        for name, settings in (("stock moto 5", stock), ("embedded (moto_server.py)", embedded),
-                               ("dynalite", on_dynalite)):
+        for server in args.servers:
+            name, start = SERVERS[server]
+            if server == "stock":
+                settings = stack.enter_context(MotoServer(server_command=STOCK_MOTO)).settings(base)
+            elif server == "embedded":
+                settings = embedded
+            else:
+                table = stack.enter_context(start(Path(tempfile.mkdtemp(prefix=f"vp-{server}-"))))
+                settings = replace(embedded, aws_service_endpoints=(("dynamodb", table.endpoint_url),))
             setup_resources(settings)
             runs = [(Workers.THREADS, n) for n in args.acquirers]
             runs += [(Workers.PROCESSES, n) for n in args.process_acquirers]

@@ -1,12 +1,12 @@
 """Exactly one winner when N acquirers of one lock key are released together (never taken,
 and just released), as threads and as processes, round after round, with a fence given to
-one winner only; and concurrent ``ADD`` on one counter loses no increment. Run on the
+one winner only; concurrent ``ADD`` on one counter loses no increment; and N simultaneous
+conditional PUTs of one S3 key (``If-None-Match``, then ``If-Match``) have one winner. Run on the
 embedded server (moto behind ``vector_pipeline.cli.moto_server``, which makes DynamoDB's
 conditional writes atomic: stock moto gives two winners in a tenth to a quarter of the rounds,
-``scripts/lock_contest.py``) and on dynalite (a DynamoDB that serialises per item).
+``scripts/lock_contest.py``) and, for DynamoDB, on dynalite (which serialises per item).
 CI runs few rounds; ``./dev reliability`` runs ``VP_LOCK_CONTEST_ROUNDS`` (200).
-Not covered: an expired key (test_lock.py takes one over), S3's conditional PUT under
-contest (test_concurrency.py's compactors race the pointer)."""
+Not covered: an expired key (test_lock.py takes one over); copies under contest."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 
 from vector_pipeline.cli.local_aws import setup_resources
 from vector_pipeline.config import Settings
-from vector_pipeline.io.aws import client
+from vector_pipeline.io.aws import client, error_code
 
 from ..compat_servers import LoopbackServer, dynalite
 from .lock_contest import Workers, run_contest
@@ -81,3 +81,32 @@ def test_concurrent_increments_of_one_counter_are_never_lost(table_settings: Set
     for thread in running:
         thread.join(120)
     assert sorted(values) == list(range(1, threads * INCREMENTS + 1))
+
+
+def test_simultaneous_conditional_puts_of_one_object_have_one_winner(settings: Settings) -> None:
+    """The pointer's commit on the embedded server: N PUTs of one key released together, first
+    with ``If-None-Match: *`` (a first version), then with ``If-Match`` the current ETag."""
+    s3, threads = client("s3", settings), ACQUIRERS[Workers.THREADS]
+    for round_number in range(max(1, ROUNDS // 4)):
+        key, etag = f"contest/pointer-{round_number}.json", None
+        for condition in ("IfNoneMatch", "IfMatch"):
+            barrier, won = threading.Barrier(threads), []
+
+            def put(body: bytes, condition: str = condition, etag: str | None = etag) -> None:
+                barrier.wait(60)
+                try:
+                    answer = s3.put_object(Bucket=settings.vectors_bucket, Key=key, Body=body,
+                                           **{condition: "*" if condition == "IfNoneMatch" else etag})
+                    won.append((body, answer["ETag"]))
+                except Exception as exc:
+                    if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                        raise
+
+            running = [threading.Thread(target=put, args=(f"{condition}-{n}".encode(),)) for n in range(threads)]
+            for thread in running:
+                thread.start()
+            for thread in running:
+                thread.join(120)
+            assert len(won) == 1, (round_number, condition, won)
+            body, etag = won[0]
+            assert s3.get_object(Bucket=settings.vectors_bucket, Key=key)["Body"].read() == body
