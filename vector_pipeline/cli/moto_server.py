@@ -12,8 +12,8 @@ Why it is needed: stock moto 5 checks a condition and then applies the write wit
 serialising the two (``DynamoDBBackend.update_item`` reads the item, evaluates the
 ``ConditionExpression``, then mutates it; ``S3Response.put_object`` looks the key up for
 ``If-None-Match`` / ``If-Match``, then stores), and its werkzeug server answers each request
-on a thread of its own. Released together on one lock key, two to four acquirers won two at
-a time in a fifth to a half of the rounds (docs/reliability.md, "moto's conditional writes";
+on a thread of its own. Released together on one lock key, two to four acquirers won two or
+more at a time in 22-29 % of the rounds (docs/reliability.md, "moto's conditional writes";
 ``scripts/lock_contest.py`` reproduces it).
 
 Why this way: one WSGI wrapper around each of moto's per-service apps, made where moto's
