@@ -3,7 +3,7 @@ and just released), as threads and as processes, round after round, with a fence
 one winner only; concurrent ``ADD`` on one counter loses no increment; and N simultaneous
 conditional PUTs of one S3 key (``If-None-Match``, then ``If-Match``) have one winner. Run on the
 embedded server (moto behind ``vector_pipeline.cli.moto_server``, which makes DynamoDB's
-conditional writes atomic: stock moto gives two winners in a tenth to a quarter of the rounds,
+conditional writes atomic: stock moto gives two winners in 22-29 % of the rounds,
 ``scripts/lock_contest.py``) and, for DynamoDB, on dynalite (which serialises per item).
 CI runs few rounds; ``./dev reliability`` runs ``VP_LOCK_CONTEST_ROUNDS`` (200).
 Not covered: an expired key (test_lock.py takes one over); copies under contest."""
