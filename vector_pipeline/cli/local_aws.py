@@ -1,8 +1,11 @@
 """The embedded AWS (moto's server on loopback) and idempotent resource setup.
 
-``MotoServer`` runs ``moto.server`` as a child process in its own process group
+``MotoServer`` runs moto's server, with conditional writes made atomic as on AWS
+(``moto_server.py``), as a child process in its own process group
 (``processes.start_group``), so whoever started it can stop it — and everything it
-spawned — by that group, on a signal too.
+spawned — by that group, on a signal too. A process of its own, not moto's in-process
+threaded server: the tests SIGSTOP and SIGKILL compactors and whole pytest runs around it,
+the suite's CPU-bound work would share its GIL, and benchmarks measure its memory apart.
 ``setup_resources`` creates the bucket, the delta queue with its dead-letter queue, and
 the lock table with TTL, for whatever endpoint the settings name (real AWS included), and
 refuses an S3 endpoint that does not enforce conditional writes (``io/conditional_writes.py``).
@@ -51,9 +54,9 @@ def free_port() -> int:
 
 
 class MotoServer:
-    """``python -m moto.server`` on 127.0.0.1, stopped by process group."""
+    """``python -m vector_pipeline.cli.moto_server`` on 127.0.0.1, stopped by process group."""
 
-    def __init__(self, port: int | None = None, server_command: Sequence[str] = ("-m", "moto.server")) -> None:
+    def __init__(self, port: int | None = None, server_command: Sequence[str] = ("-m", "vector_pipeline.cli.moto_server")) -> None:
         self.port = port or free_port()
         # What the Python interpreter runs: moto's server module, or a script wrapping it.
         self.server_command = tuple(server_command)

@@ -21,7 +21,7 @@ from vector_pipeline.read.reader import close_readers
 
 from vector_pipeline_tests.compat_servers import Backend, start_backend, unique_names
 
-# CI: MiniStack (S3, SQS) + DynamoDB Local. `./dev compat` runs every one of compat_servers.BACKENDS.
+# CI: MiniStack (S3, SQS, DynamoDB). `./dev compat` runs every one of compat_servers.BACKENDS.
 INDEPENDENT_BACKENDS = tuple(os.environ.get("VP_COMPAT_BACKENDS", "ministack").split(","))
 
 

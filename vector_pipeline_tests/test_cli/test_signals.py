@@ -117,7 +117,7 @@ def wait_for(condition: Callable[[], object], what: str, process: subprocess.Pop
 def moto_port_of(command_pid: int) -> int | None:
     """The port of the moto server the command started, once it answers."""
     for proc in descendants(command_pid):
-        if "moto.server" in proc.argv and "-p" in proc.argv:
+        if "vector_pipeline.cli.moto_server" in proc.argv and "-p" in proc.argv:
             port = int(proc.argv[proc.argv.index("-p") + 1])
             return port if answers(f"http://127.0.0.1:{port}/moto-api/") else None
     return None

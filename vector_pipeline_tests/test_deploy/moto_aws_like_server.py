@@ -12,7 +12,8 @@
    where the task-level memory counts (Dagster's EcsRunLauncher registers exactly those).
    Here a container without memory counts as 0 for placement, which Fargate does not use.
 
-Everything else is stock moto. Run as a script: ``python moto_aws_like_server.py -H HOST -p PORT``.
+Everything else is the embedded server (moto, conditional writes atomic: ``vector_pipeline.cli.moto_server``).
+Run as a script: ``python moto_aws_like_server.py -H HOST -p PORT``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 
 from moto.dynamodb.responses import DynamoHandler
 from moto.ecs.models import EC2ContainerServiceBackend
-from moto.server import main
+
+from vector_pipeline.cli.moto_server import main
 
 _MEMORY_KEYS = ("memory", "memoryReservation", "Memory", "MemoryReservation")
 

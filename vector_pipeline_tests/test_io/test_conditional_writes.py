@@ -30,11 +30,8 @@ from vector_pipeline_tests.helpers import all_keys, vectors
 
 @pytest.fixture(scope="module")
 def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackServer]:
-    server = s3rver(tmp_path_factory.mktemp("s3rver")).start()
-    try:
+    with s3rver(tmp_path_factory.mktemp("s3rver")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

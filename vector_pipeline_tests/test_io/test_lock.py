@@ -105,3 +105,30 @@ def test_acquire_retried_by_the_same_owner_succeeds(settings: Settings) -> None:
     assert lock.acquire()
     assert lock.acquire()
     assert _lock(settings).acquire() is False
+
+
+def test_acquire_whose_answer_is_lost_succeeds_on_botocore_resend(settings: Settings) -> None:
+    """The acquire's write lands on the server and its answer is dropped; botocore sends the
+    same request again (as after a read timeout), and the server finds the lock already the
+    sender's: acquire succeeds, with one fence. The drop is made in botocore's own retry
+    decision (``needs-retry``) for this lock's key only, on the first answer."""
+    lock = CompactionLock("chroma-resent-snapshot", settings=settings)
+    sent: list[int] = []
+
+    def drop_first_answer(attempts: int, request_dict: dict, response: object = None, **_: object) -> float | None:
+        body = request_dict.get("body") or b""
+        body = body.decode() if isinstance(body, bytes) else str(body)
+        if "chroma-resent-snapshot" not in body or "attribute_not_exists(lock_id)" not in body:
+            return None  # not this lock's acquire write
+        sent.append(attempts)
+        return 0.0 if attempts == 1 and response is not None else None  # landed, answer "lost": resend
+
+    events = client("dynamodb", settings).meta.events
+    events.register_first("needs-retry.dynamodb.UpdateItem", drop_first_answer)
+    try:
+        assert lock.acquire() is True
+    finally:
+        events.unregister("needs-retry.dynamodb.UpdateItem", drop_first_answer)
+    assert sent == [1, 2]  # the write was sent twice: the second met the first's effect
+    assert lock.holder().owner == lock.owner and lock.fence == 1
+    assert CompactionLock("chroma-resent-snapshot", settings=settings).acquire() is False

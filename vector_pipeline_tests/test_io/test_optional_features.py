@@ -23,11 +23,8 @@ from vector_pipeline_tests.compat_servers import S3RVER_CREDENTIALS, LoopbackSer
 
 @pytest.fixture(scope="module")
 def dynalite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackServer]:
-    server = dynalite(tmp_path_factory.mktemp("dynalite")).start()
-    try:
+    with dynalite(tmp_path_factory.mktemp("dynalite")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_setup_without_ttl_warns_and_the_lock_still_works(settings: Settings, moto_server: MotoServer,
