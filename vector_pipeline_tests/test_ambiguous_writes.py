@@ -4,7 +4,7 @@ timeout), botocore resends it and meets 412 against its own write. The pointer's
 (first and later), the catalog's create and update and the helper under them recognise their
 own write by its write id; a write that really lost a race is still a conflict; the lock's
 acquire recognises its own owner. Also: every fault kind the proxy injects is one botocore
-retries. Not covered here: the workload under faults (test_reliability/test_wire_faults.py)."""
+retries; the endpoint's conditional-write check is not fooled by a lost answer. Not covered here: the workload under faults (test_reliability/test_wire_faults.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from vector_pipeline.cli.local_aws import MotoServer
 from vector_pipeline.config import Settings
 from vector_pipeline.io.aws import client
 from vector_pipeline.format import manifest as mf
-from vector_pipeline.io.conditional_writes import (CREATE_ONLY, WRITE_ID_FIELD, WriteOutcome, checked_bucket,
-                                                   put_document_resolving_ambiguity)
+from vector_pipeline.io.conditional_writes import (CREATE_ONLY, PROBE_PREFIX, WRITE_ID_FIELD, EtagDialect,
+                                                   WriteOutcome, checked_bucket, put_document_resolving_ambiguity)
 from vector_pipeline.table.catalog import CatalogConflictError, CollectionCatalog, CollectionConfig
 from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
 
@@ -95,6 +95,17 @@ def test_helper_names_written_mine_and_conflict(proxied: Settings, proxy: FaultP
     assert stale.outcome is WriteOutcome.CONFLICT and stale.etag is None
     held = s3.get_object(Bucket=bucket, Key="t/doc.json")["Body"].read()
     assert f'"{WRITE_ID_FIELD}": "{mine.write_id}"'.encode() in held
+
+
+@pytest.mark.parametrize("condition", ["if-none-match", "if-match"])
+def test_the_endpoint_check_is_not_fooled_by_a_lost_answer(proxied: Settings, proxy: FaultProxy,
+                                                          condition: str) -> None:
+    """The probe's create (If-None-Match) or overwrite (If-Match) lands, its answer is lost,
+    the resend is refused: the store still enforces conditions, and the check says so."""
+    proxy.add(FaultRule(Fault.DROP, times=1, match=lambda request: request.method == "PUT" and condition in
+                        request.headers and PROBE_PREFIX in request.path))
+    checked = checked_bucket(client("s3", proxied), proxied, fresh=True)
+    assert checked.etag_dialect is EtagDialect.QUOTED and proxy.injected(Fault.DROP) == 1
 
 
 def test_a_write_whose_every_answer_was_lost_is_recognised_after_the_retries(proxied: Settings,

@@ -18,6 +18,8 @@ attempt had landed the resend meets 412 against the writer's own document. The d
 carries a fresh ``write_id``; on a refusal (or a retryable error that outlived the retries)
 the writer reads the key back and names the outcome: ``MINE`` (its own write is there),
 ``CONFLICT`` (another writer's, or nothing). A conflict is reported only after that look.
+The check's own probe writes go through it too: a lost answer must not make a safe store
+look unsafe.
 """
 
 from __future__ import annotations
@@ -137,13 +139,13 @@ def check_conditional_writes(s3: Any, bucket: str, endpoint: str,
     extra = dict(put_args or {})
     where = f"S3 endpoint {endpoint} (bucket {bucket!r})"
 
-    def put(body: bytes, **condition: str) -> str | None:
-        """The new ETag, or None when the store refused the condition."""
+    def put(step: str, **condition: str) -> str | None:
+        """The new ETag, or None when the store refused the condition (a refusal met by a
+        resend of this very write, its first answer lost, is not one: read back)."""
         try:
-            return str(s3.put_object(Bucket=bucket, Key=key, Body=body, **condition, **extra)["ETag"])
+            written = put_document_resolving_ambiguity(s3, bucket, key, {"probe": step}, condition, extra)
+            return written.etag if written.outcome.landed else None
         except Exception as exc:
-            if error_code(exc) in REFUSED_CODES:
-                return None
             if extra and condition.get("IfNoneMatch") and _accepts_plain_put(s3, bucket, key):
                 raise ObjectEncryptionRefusedError(
                     f"{where} refuses PUTs carrying {extra} ({error_code(exc)}); set VECTORS_SSE=none to "
@@ -153,20 +155,20 @@ def check_conditional_writes(s3: Any, bucket: str, endpoint: str,
                 f"{exc}); the commit protocol needs If-None-Match and If-Match on PUT") from exc
 
     try:
-        first = put(b"first", IfNoneMatch="*")
+        first = put("first", IfNoneMatch="*")
         if first is None:
             raise UnsafeEndpointError(f"{where} refused If-None-Match: * on a key that does not exist")
-        if put(b"second", IfNoneMatch="*") is not None:
+        if put("second", IfNoneMatch="*") is not None:
             raise UnsafeEndpointError(
                 f"{where} ignores If-None-Match: * (it overwrote an existing object); refusing to publish "
                 f"there: a paused compactor could overwrite a newer pointer. Use a store that enforces "
                 f"conditional writes (AWS S3, Ceph RGW, ...).")
-        dialect, current = EtagDialect.QUOTED, put(b"third", IfMatch=EtagDialect.QUOTED.condition(first))
+        dialect, current = EtagDialect.QUOTED, put("third", IfMatch=EtagDialect.QUOTED.condition(first))
         if current is None:
-            dialect, current = EtagDialect.UNQUOTED, put(b"third", IfMatch=EtagDialect.UNQUOTED.condition(first))
+            dialect, current = EtagDialect.UNQUOTED, put("third", IfMatch=EtagDialect.UNQUOTED.condition(first))
         if current is None:
             raise UnsafeEndpointError(f"{where} refused If-Match with the object's current ETag, quoted or not")
-        if put(b"fourth", IfMatch=dialect.condition(first)) is not None:
+        if put("fourth", IfMatch=dialect.condition(first)) is not None:
             raise UnsafeEndpointError(
                 f"{where} ignores If-Match (a PUT with a stale ETag overwrote the object); refusing to "
                 f"publish there: a paused compactor could overwrite a newer pointer. Use a store that "
