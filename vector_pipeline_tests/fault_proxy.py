@@ -138,6 +138,7 @@ class _Tally:
     injected: Counter = field(default_factory=Counter)  # (service, fault) -> injections
     retry_gaps: defaultdict = field(default_factory=lambda: defaultdict(list))  # fault -> seconds before the resend
     pending: dict = field(default_factory=dict)  # invocation id -> (fault, when)
+    lost_conditional_answers: int = 0  # conditional PUTs applied whose answer was dropped or held
 
 
 class FaultProxy:
@@ -223,6 +224,8 @@ class FaultProxy:
                 if rule.applies_to(request) and self._random.random() < rule.rate:
                     rule.fired += 1
                     self.tally.injected[(request.service, rule.fault)] += 1
+                    if rule.fault in (Fault.DROP, Fault.TIMEOUT) and request.is_conditional_put:
+                        self.tally.lost_conditional_answers += 1
                     if invocation and rule.fault is not Fault.LATENCY:
                         self.tally.pending[invocation] = (rule.fault, time.monotonic())
                     return rule
