@@ -138,7 +138,8 @@ class _Tally:
     injected: Counter = field(default_factory=Counter)  # (service, fault) -> injections
     retry_gaps: defaultdict = field(default_factory=lambda: defaultdict(list))  # fault -> seconds before the resend
     pending: dict = field(default_factory=dict)  # invocation id -> (fault, when)
-    lost_conditional_answers: int = 0  # conditional PUTs applied whose answer was dropped or held
+    # Conditional PUT calls (botocore invocation id -> path) with an attempt applied and its answer lost.
+    lost_conditional_answers: dict = field(default_factory=dict)
 
 
 class FaultProxy:
@@ -225,7 +226,7 @@ class FaultProxy:
                     rule.fired += 1
                     self.tally.injected[(request.service, rule.fault)] += 1
                     if rule.fault in (Fault.DROP, Fault.TIMEOUT) and request.is_conditional_put:
-                        self.tally.lost_conditional_answers += 1
+                        self.tally.lost_conditional_answers[invocation] = request.path.split("?")[0]
                     if invocation and rule.fault is not Fault.LATENCY:
                         self.tally.pending[invocation] = (rule.fault, time.monotonic())
                     return rule

@@ -192,8 +192,10 @@ def put_document_resolving_ambiguity(s3: Any, bucket: str, key: str, document: d
     word: the key is read back, and if it holds this write id the write landed (``MINE``; a
     resend met the first attempt's own write). A refusal with anything else there is
     ``CONFLICT``; any other error is raised as it came when the read-back does not show the
-    write. Safe to call again with the same ``write_id``. The caller checks the store first
-    (``checked_bucket``): on a store that ignores conditions ``WRITTEN`` would mean nothing.
+    write. Safe to call again with the same ``write_id``. A write of ours that a later writer
+    already replaced reads as ``CONFLICT``: the safe answer (the caller redoes its work). The
+    caller checks the store first (``checked_bucket``): on a store that ignores conditions
+    ``WRITTEN`` would mean nothing.
     """
     write_id = write_id or uuid.uuid4().hex
     body = mf.dumps({**document, WRITE_ID_FIELD: write_id})

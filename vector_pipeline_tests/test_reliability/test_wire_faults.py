@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -28,6 +29,7 @@ import pytest
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.cli.local_aws import MotoServer, stop_process_group
 from vector_pipeline.config import Settings
+from vector_pipeline.io.conditional_writes import PROBE_PREFIX
 from vector_pipeline.read.reader import close_readers, open_snapshot
 
 from ..conftest import vectors
@@ -181,7 +183,9 @@ def _report(proxy: FaultProxy, results: list[dict], seen: dict, names: list[str]
           f"runs {statuses}, published deltas {sum(r['deltas'] for r in results if r['status'] == 'ok')}, "
           f"reads {seen['answers']} ({sum(len(v) for v in seen['seen'].values())} distinct states), faults: {FAULTS}, "
           f"conditional PUT answers dropped: {LOST_CONDITIONAL}")
-    print(f"FIGURE wire faults: conditional PUTs applied whose answer was lost: {proxy.tally.lost_conditional_answers}; "
+    lost = Counter("pointer" if path.endswith("/latest.json") else "probe" if PROBE_PREFIX in path
+                   else "catalog" if "/collections/" in path else path for path in proxy.tally.lost_conditional_answers.values())
+    print(f"FIGURE wire faults: conditional PUT calls with an answer lost after S3 applied it: {dict(lost)}; "
           f"recognised by the compactors as their own write: {recognised}")
     for service, kind, count in proxy.table():
         print(f"FIGURE wire faults: {service:9s} {kind:10s} {count}")
