@@ -22,7 +22,7 @@ gives only through an addon script in another process and an IPC of our own; the
 is plain HTTP on loopback, so mitmproxy's TLS interception and HTTP/2 are of no use; and it
 brings some thirty packages (cryptography, h2, aioquic, ...) with pins of their own into the
 project's one lock file. This is the standard library's ``http.server`` and ``http.client``,
-some 250 lines. It speaks HTTP/1.1 with Content-Length or chunked bodies, which is what
+some 330 lines. It speaks HTTP/1.1 with Content-Length or chunked bodies, which is what
 botocore sends.
 """
 
