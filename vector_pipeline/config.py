@@ -19,6 +19,7 @@ defaults below.
 | AWS_ENDPOINT_URL             | boto3's own: unset means real AWS                         | unset |
 | AWS_ENDPOINT_URL_<SERVICE>   | boto3's own, per service (``_S3``, ``_SQS``, ``_DYNAMODB``, ...): wins over AWS_ENDPOINT_URL | unset |
 | AWS_DEFAULT_REGION           | boto3's own                                               | us-east-1 |
+| AWS_READ_TIMEOUT_SECONDS     | this project's: how long a call waits for an answer before botocore resends it (above COMPACT_WATCH_WAIT_SECONDS) | 60 |
 | AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY | boto3's own (the embedded moto takes any)    | boto3's chain |
 | VECTOR_PIPELINE_CACHE_DIR    | local copies: compactor/ (its warm version), snapshots/ (readers' default) | <tmp>/vector_pipeline_cache |
 | EMBEDDING_PROVIDER           | ``minilm`` (offline) or ``openai``                        | minilm |
@@ -122,6 +123,9 @@ class Settings:
     # Per-service endpoints (service name as boto3 spells it → URL), over aws_endpoint_url.
     aws_service_endpoints: tuple[tuple[str, str], ...] = ()
     aws_region: str = DEFAULT_REGION
+    # How long one AWS call waits for its answer before botocore resends it (standard retry
+    # mode, io/aws.py). Longer than the queue's long poll, which waits on purpose.
+    aws_read_timeout_seconds: float = 60.0
     # Explicit credentials (the embedded moto server takes any); unset = boto3's own chain.
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
@@ -189,6 +193,9 @@ class Settings:
             raise ValueError(f"VECTORS_SSE={self.sse!r}: expected one of {', '.join(SSE_MODES)}")
         if self.sse_kms_key_id and self.sse != "aws:kms":
             raise ValueError("VECTORS_SSE_KMS_KEY_ID is set but VECTORS_SSE is not aws:kms")
+        if self.aws_read_timeout_seconds <= self.compact_watch_wait_seconds:
+            raise ValueError(f"AWS_READ_TIMEOUT_SECONDS={self.aws_read_timeout_seconds:g} must exceed "
+                             f"COMPACT_WATCH_WAIT_SECONDS={self.compact_watch_wait_seconds} (the queue's long poll)")
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -324,6 +331,7 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "COMPACTION_LOCK_TTL_SECONDS": ("lock_ttl_seconds", int, str),
     "AWS_ENDPOINT_URL": ("aws_endpoint_url", str, str),
     "AWS_DEFAULT_REGION": ("aws_region", str, str),
+    "AWS_READ_TIMEOUT_SECONDS": ("aws_read_timeout_seconds", float, repr),
     "AWS_ACCESS_KEY_ID": ("aws_access_key_id", str, str),
     "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", str, str),
     "VECTOR_PIPELINE_CACHE_DIR": ("cache_dir", str, str),

@@ -5,9 +5,10 @@ Invariant: a collection is compacted only once ``collections/<name>.json`` exist
 auto-creation is on) and the allow-list (``VECTOR_COLLECTIONS``, when set) names it. A
 name is checked before anything is written: a valid chroma collection name and a safe key
 segment. Records are created with ``If-None-Match: *`` and changed with ``If-Match``, so
-two writers never silently overwrite each other; a version's manifest still records the
-HNSW settings and embedding it was built with, so a change applies to new collections and
-rebuilds, never silently to a published version.
+two writers never silently overwrite each other; a write refused because botocore resent it
+after its first attempt landed is recognised by its write id, not reported as a conflict.
+A version's manifest still records the HNSW settings and embedding it was built with, so a
+change applies to new collections and rebuilds, never silently to a published version.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..format import manifest as mf
-from ..io.aws import client, error_code, get_object_or_none, sse_args
-from ..io.conditional_writes import REFUSED_CODES, checked_bucket
+from ..io.aws import client, get_object_or_none, sse_args
+from ..io.conditional_writes import CREATE_ONLY, WriteOutcome, checked_bucket, put_document_resolving_ambiguity
 from ..config import HnswSettings, Settings
 from ..format.keys import check_collection_name
 from ..chroma.embeddings import provider_name
@@ -142,7 +143,7 @@ class CollectionCatalog:
         if not self.allowed(config.name):
             raise UnknownCollectionError(self._not_allowed(config.name))
         config = replace(config, created_at=config.created_at or datetime.now(timezone.utc).isoformat())
-        self._write(config, {"IfNoneMatch": "*"}, f"collection {config.name!r} exists already")
+        self._write(config, CREATE_ONLY, f"collection {config.name!r} exists already")
         log.info("created collection %s", config.name)
         return config
 
@@ -197,10 +198,7 @@ class CollectionCatalog:
 
     def _write(self, config: CollectionConfig, condition: dict[str, str], conflict: str) -> None:
         checked_bucket(self.s3, self.settings)  # a store that ignores the condition is refused first
-        try:
-            self.s3.put_object(Bucket=self.bucket, Key=self.key(config.name), Body=mf.dumps(config.as_dict()),
-                               ContentType="application/json", **condition, **sse_args(self.settings))
-        except Exception as exc:
-            if error_code(exc) in REFUSED_CODES:
-                raise CatalogConflictError(conflict) from None
-            raise
+        put = put_document_resolving_ambiguity(self.s3, self.bucket, self.key(config.name), config.as_dict(),
+                                               condition, sse_args(self.settings))
+        if put.outcome is WriteOutcome.CONFLICT:
+            raise CatalogConflictError(conflict)

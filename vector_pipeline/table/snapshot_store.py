@@ -5,7 +5,9 @@ exists, and a version's manifest is written after every file it lists; versions 
 modified after their manifest exists. The pointer moves by one conditional PUT
 (``If-Match`` the ETag read at the start, ``If-None-Match: *`` for the first version), so
 a writer that lost a race — or paused past its lock's expiry — changes nothing visible:
-its version stays an orphan for GC.
+its version stays an orphan for GC. The pointer document carries the publish's write id: a
+PUT refused because botocore resent it after its first attempt landed is recognised as
+published, not reported as a conflict (``put_document_resolving_ambiguity``).
 
 It relies on S3's strong read-after-write consistency and conditional writes; the latter are
 checked once per process and bucket before the first upload or publish
@@ -30,7 +32,8 @@ from typing import Any, Sequence
 
 from ..format import manifest as mf
 from ..io.aws import client, error_code, sse_args
-from ..io.conditional_writes import REFUSED_CODES, ConditionalWrites, checked_bucket
+from ..io.conditional_writes import (ConditionalWrites, WriteOutcome, checked_bucket,
+                                     put_document_resolving_ambiguity)
 from ..config import Settings
 from .consistency import publish_key, record_publish
 from ..faults import checkpoint
@@ -138,7 +141,8 @@ class SnapshotStore:
         ``previous_document`` is the pointer as read with that ETag: its version joins the
         pointer's history (when it was replaced), which GC and point-in-time rollback read.
         On conflict nothing changes and the caller's version is an orphan; safe to retry
-        only after re-reading the pointer and re-merging.
+        only after re-reading the pointer and re-merging. A refusal met by a resend of this
+        very PUT (its first answer lost) is ``PUBLISHED``: the pointer is read back first.
         """
         collection, version = manifest["collection"], manifest["version"]
         now = datetime.now(timezone.utc)
@@ -153,16 +157,11 @@ class SnapshotStore:
             "history": pointer_history(previous_document, now),
         }
         checked = self.conditional_writes()
-        condition = checked.if_match(expected_etag) if expected_etag else {"IfNoneMatch": "*"}
-        try:
-            self.s3.put_object(Bucket=self.bucket, Key=self.pointer_key(collection),
-                               Body=mf.dumps(document), ContentType="application/json",
-                               **condition, **sse_args(self.settings))
-        except Exception as exc:
-            if error_code(exc) in REFUSED_CODES:
-                log.warning("publish of %s/%s lost: the pointer moved", collection, version)
-                return PublishOutcome.CONFLICT
-            raise
+        put = put_document_resolving_ambiguity(self.s3, self.bucket, self.pointer_key(collection), document,
+                                               checked.condition(expected_etag), sse_args(self.settings))
+        if put.outcome is WriteOutcome.CONFLICT:
+            log.warning("publish of %s/%s lost: the pointer moved", collection, version)
+            return PublishOutcome.CONFLICT
         record_publish(publish_key(self.settings, self.bucket, collection), manifest)  # read-your-writes
         log.info("published %s/%s (%d vectors)", collection, version, manifest["vector_count"])
         return PublishOutcome.PUBLISHED
