@@ -175,7 +175,7 @@ class Settings:
     # also lists all of delta/ for collections whose messages were lost.
     compact_watch_wait_seconds: int = 10
     compact_watch_reconcile_seconds: float = 60.0
-    # Chroma runs in a child process (chroma_host.py): a call with no answer within its bound
+    # Chroma runs in a child process (chroma/host.py): a call with no answer within its bound
     # is taken as hung (issue 19: chromadb's close can spin forever), the child is killed and
     # the call fails. A close takes milliseconds; other calls scale with the batch.
     chroma_call_timeout_seconds: float = 900.0
@@ -361,7 +361,7 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     # Compaction loop (watch.py)
     "COMPACT_WATCH_WAIT_SECONDS": ("compact_watch_wait_seconds", int, str),
     "COMPACT_WATCH_RECONCILE_SECONDS": ("compact_watch_reconcile_seconds", float, repr),
-    # Chroma host (chroma_host.py)
+    # Chroma host (chroma/host.py)
     "CHROMA_CALL_TIMEOUT_SECONDS": ("chroma_call_timeout_seconds", float, repr),
     "CHROMA_CLOSE_TIMEOUT_SECONDS": ("chroma_close_timeout_seconds", float, repr),
 }

@@ -1,0 +1,393 @@
+"""Chroma in a child process that can always be stopped: the one place chroma clients are
+opened and closed.
+
+Invariant: no thread of this process calls into chromadb's Rust bindings. Every chroma call
+runs in the *host*, a child process, and this process waits for its answer in Python with a
+bound, so each call returns, fails with ``ChromaUnresponsive`` (no answer within its bound:
+the host is killed, by its pid) or ``ChromaHostLost`` (the host died), or is cut short by a
+signal (the host is killed on the way out). Nothing waits on chroma without a bound, and a
+SIGTERM is always handled. It relies on the host dying with this process: it asks the kernel
+for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``, tied to the thread that forked it, so
+hosts are started from one launcher thread that lives as long as the process), and it is
+killed at exit.
+
+Why (issue 19): a producer hung for good in chromadb 1.5.9's ``Client.close()`` — the main
+thread on a futex, a ``tokio-rt-worker`` thread at 100 % CPU, SIGTERM ignored. Each
+``PersistentClient`` owns a tokio runtime and a sqlx SQLite pool that chroma builds with
+sqlx's defaults (an idle timeout and a maximum lifetime), so sqlx starts a maintenance task
+that sweeps ``for _ in 0..pool.num_idle()``. In sqlx-core 0.8.6 ``release`` makes a returned
+connection acquirable before it increments ``num_idle``; a concurrent acquire can decrement
+it first and wrap it to ``usize::MAX`` (sqlx issue 3645, fixed by sqlx PR 4289, not in chroma
+1.5.9). A sweep that reads the wrapped value loops without ever awaiting: that worker never
+yields. ``close()`` drops the bindings, and dropping a tokio runtime waits for every worker
+— forever — with the GIL held, so no Python code (a signal handler, a watchdog thread) runs
+again. The race is rare (a sweep runs when the pool opens and every ten minutes), cannot be
+switched off from Python (the pool options are fixed in chroma's Rust code), and may also
+stall a call before ``close``. So the fix is containment, not avoidance: a process can be
+killed where a thread cannot. Reusing one client would not do (each delta and segment is
+its own persist directory), nor would a timeout around ``close`` in a thread (the GIL stays
+held).
+
+One host serves every client of this process (started on first use, ~1 s to import chromadb;
+a new one after a kill); it runs calls side by side (chroma releases the GIL while it works),
+so a reader's parallel segment searches stay parallel. Killing the host ends all its clients:
+their next call raises ``ChromaHostLost``; producers redo the delta, a compaction run fails
+and is retried, a reader reopens its version (``ChromaDBClient.alive``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import itertools
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_COLLECTION_METHODS = frozenset({"count", "get", "query", "upsert", "delete"})
+_CLIENT_METHODS = frozenset({"get_or_create_collection", "get_collection", "list_collections", "get_max_batch_size"})
+_PR_SET_PDEATHSIG = 1
+
+
+class ChromaUnresponsive(RuntimeError):
+    """A chroma call did not answer within its bound; its host was killed."""
+
+
+class ChromaHostLost(RuntimeError):
+    """The chroma host died (killed after a hang, or crashed): its clients are gone."""
+
+
+# -- this process's side ---------------------------------------------------------------------
+
+
+class _Host:
+    """One child process running chroma, and the calls waiting on it."""
+
+    def __init__(self) -> None:
+        ours, theirs = Pipe(duplex=True)
+        self.process = _launch(theirs)
+        theirs.close()
+        self.pid = self.process.pid
+        self._conn = ours
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self.alive = True
+        threading.Thread(target=self._receive, name=f"vp-chroma-host-{self.pid}", daemon=True).start()
+
+    def call(self, timeout: float, *request: Any) -> Any:
+        """Send ``request`` and wait for its answer at most ``timeout`` seconds."""
+        future: Future = Future()
+        with self._lock:
+            if not self.alive:
+                raise ChromaHostLost(f"chroma host {self.pid} is gone")
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+            try:
+                self._conn.send((request_id, *request))
+            except OSError as exc:
+                self._pending.pop(request_id, None)
+                raise ChromaHostLost(f"chroma host {self.pid} is gone ({exc})") from None
+        try:
+            status, value = future.result(timeout=timeout)
+        except FutureTimeout:
+            self.kill(f"{request[0]} did not answer in {timeout:.0f}s")
+            raise ChromaUnresponsive(f"chroma {request[0]} did not answer in {timeout:.0f}s; "
+                                     f"its host (pid {self.pid}) was killed") from None
+        except BaseException:  # a signal (Interrupted, KeyboardInterrupt): the call's state is unknown
+            self.kill("interrupted")
+            raise
+        if status == "error":
+            raise value
+        return value
+
+    def send_only(self, *request: Any) -> None:
+        """Send a request whose answer nobody waits for (a finalizer's release)."""
+        with self._lock:
+            if self.alive:
+                try:
+                    self._conn.send((0, *request))
+                except OSError:
+                    pass
+
+    def kill(self, reason: str) -> None:
+        with self._lock:
+            was_alive, self.alive = self.alive, False
+        if was_alive and reason:
+            log.warning("killing chroma host %d: %s", self.pid, reason)
+        if self.process.poll() is None:
+            self.process.kill()  # by its pid: it is our child, not yet reaped
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.error("chroma host %d did not die within 10s of SIGKILL", self.pid)
+        self._conn.close()
+
+    def _receive(self) -> None:
+        try:
+            while True:
+                request_id, status, value = self._conn.recv()
+                with self._lock:
+                    future = self._pending.pop(request_id, None)
+                if future is not None:
+                    future.set_result((status, value))
+        except (EOFError, OSError):
+            pass
+        except Exception:  # an answer that cannot be unpickled: the host is of no more use
+            log.exception("chroma host %d sent an unreadable answer", self.pid)
+        with self._lock:
+            self.alive = False
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_result(("error", ChromaHostLost(f"chroma host {self.pid} died during a call")))
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+_host: _Host | None = None
+_host_lock = threading.Lock()
+_launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vp-chroma-launcher")
+
+
+def _current_host() -> _Host:
+    global _host
+    with _host_lock:
+        if _host is None or not _host.alive:
+            if _host is not None:
+                _host.kill("")
+            _host = _Host()
+        return _host
+
+
+def _launch(theirs: Connection) -> "subprocess.Popen[bytes]":
+    """The host, forked from the launcher thread (its death signal is tied to that thread)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    argv = [sys.executable, "-c", "from vector_pipeline.chroma.host import serve; serve()",
+            str(theirs.fileno()), str(os.getpid())]
+    # Its own session: a terminal's Ctrl-C reaches this process, which then stops the host.
+    # Its stdout is our stderr: a command's --json output stays JSON.
+    return _launcher.submit(subprocess.Popen, argv, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+                            stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
+                            start_new_session=True).result()
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+        return True
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+atexit.register(lambda: stop_host())
+
+
+def host_pid() -> int | None:
+    """The pid of this process's chroma host, if one runs (tests watch it)."""
+    host = _host
+    return host.pid if host is not None and host.alive else None
+
+
+def stop_host() -> None:
+    """Kill the host (at exit; also after a hang). Clients still open become lost."""
+    global _host
+    with _host_lock:
+        if _host is not None:
+            _host.kill("")
+            _host = None
+
+
+class RemoteCollection:
+    """A chroma collection in the host: the methods ``ChromaDBClient`` uses."""
+
+    def __init__(self, client: "RemoteClient", handle: int, name: str, configuration_json: Any) -> None:
+        self._client, self._handle = client, handle
+        self.name, self.configuration_json = name, configuration_json
+
+    def __getattr__(self, method: str) -> Any:
+        if method not in _COLLECTION_METHODS:
+            raise AttributeError(method)
+        return lambda *args, **kwargs: self._client.request("collection", self._handle, method, args, kwargs)
+
+
+class RemoteClient:
+    """A ``chromadb.PersistentClient`` in the host, every call bounded."""
+
+    def __init__(self, path: str, call_timeout: float, close_timeout: float, fault: str | None = None) -> None:
+        self._host = _current_host()
+        self.call_timeout, self.close_timeout = call_timeout, close_timeout
+        self._handle = self._host.call(call_timeout, "open", None, path, fault)
+        self._closed = False
+        self._max_batch_size: int | None = None
+        self._finalizer = weakref.finalize(self, self._host.send_only, "release", self._handle, None, None)
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and self._host.alive
+
+    def request(self, kind: str, handle: int, method: str, args: tuple, kwargs: dict) -> Any:
+        if self._closed:
+            raise RuntimeError("the chroma client is closed")
+        answer = self._host.call(self.call_timeout, kind, handle, method, (args, kwargs))
+        if isinstance(answer, tuple) and answer and answer[0] == "collection":
+            return RemoteCollection(self, *answer[1:])
+        return answer
+
+    def __getattr__(self, method: str) -> Any:
+        if method not in _CLIENT_METHODS:
+            raise AttributeError(method)
+        return lambda *args, **kwargs: self.request("client", self._handle, method, args, kwargs)
+
+    def get_max_batch_size(self) -> int:
+        if self._max_batch_size is None:
+            self._max_batch_size = int(self.request("client", self._handle, "get_max_batch_size", (), {}))
+        return self._max_batch_size
+
+    def close(self) -> None:
+        """Close in the host, within ``close_timeout`` (the call that hung in issue 19)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        if self._host.alive:
+            self._host.call(self.close_timeout, "close", self._handle, None, None)
+
+
+def open_client(path: str | Path, call_timeout: float, close_timeout: float, fault: str | None = None) -> RemoteClient:
+    """A persistent chroma client on ``path``, run in the host."""
+    return RemoteClient(str(path), call_timeout, close_timeout, _fault_once(fault))
+
+
+_faults_sent: set[str] = set()
+
+
+def _fault_once(fault: str | None) -> str | None:
+    """A host fault (``Settings.fault``, e.g. ``pause:chroma_close``) reaches one host once
+    per process, as a fault fires once per process: the retry after it runs clean."""
+    if not fault or not fault.endswith(":chroma_close") or fault in _faults_sent:
+        return None
+    _faults_sent.add(fault)
+    return fault
+
+
+# -- the host's side -----------------------------------------------------------------------------
+
+
+def serve() -> None:
+    """The host's main loop: ``python -c '...serve()' <fd> <parent pid>``."""
+    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # our parent decides when we stop
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    conn = Connection(fd)
+    objects: dict[int, Any] = {}
+    owners: dict[int, int] = {}  # collection handle -> client handle
+    handles = itertools.count(1)
+    state_lock, send_lock = threading.Lock(), threading.Lock()
+    faults: dict[int, str] = {}
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+    def keep(value: Any, owner: int | None = None) -> int:
+        with state_lock:
+            handle = next(handles)
+            objects[handle] = value
+            if owner is not None:
+                owners[handle] = owner
+        return handle
+
+    def drop(handle: int) -> Any:
+        with state_lock:
+            for child in [c for c, o in owners.items() if o == handle]:
+                objects.pop(child, None)
+                owners.pop(child, None)
+            return objects.pop(handle, None)
+
+    def run(kind: str, handle: int | None, method: Any, payload: Any) -> Any:
+        if kind == "open":
+            client = chromadb.PersistentClient(path=method, settings=chroma_settings.model_copy())
+            opened = keep(client)
+            if payload:
+                faults[opened] = payload
+            return opened
+        if kind in ("close", "release"):
+            client = drop(handle)  # type: ignore[arg-type]
+            fault = faults.pop(handle, None)  # type: ignore[arg-type]
+            if fault and kind == "close":
+                _fire(fault)
+            if client is not None:
+                client.close()
+            return None
+        target = objects[handle]  # type: ignore[index]
+        allowed = _CLIENT_METHODS if kind == "client" else _COLLECTION_METHODS
+        if method not in allowed:
+            raise ValueError(f"chroma host: {kind} method {method!r} is not served")
+        args, kwargs = payload
+        result = getattr(target, method)(*args, **kwargs)
+        if method in ("get_or_create_collection", "get_collection"):
+            return ("collection", keep(result, owner=handle), result.name, dict(result.configuration_json or {}))
+        if method == "list_collections":
+            return [c if isinstance(c, str) else c.name for c in result]
+        return result
+
+    def answer(request: tuple) -> None:
+        request_id, kind, handle, method, payload = request
+        try:
+            reply = (request_id, "ok", run(kind, handle, method, payload))
+        except Exception as exc:  # sent back and raised there
+            reply = (request_id, "error", _picklable(exc))
+        if request_id:
+            with send_lock:
+                try:
+                    conn.send(reply)
+                except OSError:
+                    os._exit(0)
+
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vp-chroma-call")
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # our parent is gone: no polite close (a close is what can hang)
+        pool.submit(answer, request)
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the death signal was armed
+        os._exit(0)
+
+
+def _fire(fault: str) -> None:
+    """``pause:chroma_close`` stops this host as a hung close would leave it (no answer, ever);
+    ``crash:chroma_close`` kills it (the reliability suite's fault steps, faults.py)."""
+    action = fault.partition(":")[0]
+    log.warning("fault injection: %s at chroma_close (chroma host %d)", action, os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL if action == "crash" else signal.SIGSTOP)
+    time.sleep(3600)
+
+
+def _picklable(exc: Exception) -> Exception:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
