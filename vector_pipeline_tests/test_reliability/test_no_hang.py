@@ -7,7 +7,7 @@ Covered: thousands of deltas produced in one process by two threads, through one
 answers (the host stopped at ``chroma_close`` by the reliability fault hook, as a spinning
 tokio worker leaves it) is cut at its bound, the host killed and the delta written again;
 a host that dies ends its clients with ``ChromaHostLost`` and the next client gets a new
-host; SIGTERM in the middle of a produce stops the process within a bound, the host with
+host, and a reader whose host died reopens its version at the next query; SIGTERM in the middle of a produce stops the process within a bound, the host with
 it, and leaves S3 with whole deltas only and no scratch directory; the host does not
 outlive a SIGKILLed parent.
 Not covered: chroma's own spin (sqlx's race is rare and cannot be provoked from Python;
@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vector_pipeline import produce_embedding_delta
+from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.chroma import host as chroma_host
 from vector_pipeline.chroma.client import ChromaDBClient
 from vector_pipeline.chroma.host import ChromaHostLost
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.reader import fetch_delta, list_deltas
 from vector_pipeline.io.aws import client
+from vector_pipeline.read.reader import SnapshotReader
 
 from ..conftest import vectors
 
@@ -122,11 +123,28 @@ def test_a_host_that_dies_ends_its_clients_with_a_named_error_and_the_next_clien
     assert chroma_host.host_pid() not in (None, dead)
 
 
+def test_a_reader_whose_host_died_reopens_its_version_at_the_next_query(
+        settings: Settings, rng: np.random.Generator, tmp_path: Path) -> None:
+    key = produce_embedding_delta([f"r{i}" for i in range(30)], vectors(rng, 30), settings=settings)["delta_key"]
+    assert ChromaCompactor(settings=settings).compact_deltas([key], "words").status == "ok"
+    reader = SnapshotReader("words", tmp_path / "reader", settings)
+    try:
+        query = vectors(rng, 1)
+        assert len(reader.query(None, query, 5, None)["ids"][0]) == 5
+        dead = chroma_host.host_pid()
+        os.kill(dead, signal.SIGKILL)  # type: ignore[arg-type]
+        _wait_until(lambda: reader.client is not None and not reader.client.alive, 10, "the reader to see it")
+        assert len(reader.query(None, query, 5, None)["ids"][0]) == 5
+        assert reader.client is not None and reader.client.alive and chroma_host.host_pid() != dead
+    finally:
+        reader.close()
+
+
 _PRODUCER = textwrap.dedent("""
     import sys
     from pathlib import Path
     import numpy as np
-    from vector_pipeline import produce_embedding_delta
+    from vector_pipeline import ChromaCompactor, produce_embedding_delta
     from vector_pipeline.cli.processes import Interrupted, stop_on_signals
     from vector_pipeline.config import Settings
 
