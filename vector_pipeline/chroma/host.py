@@ -42,7 +42,10 @@ import ctypes
 import itertools
 import logging
 import os
+import queue
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 _COLLECTION_METHODS = frozenset({"count", "get", "query", "upsert", "delete"})
 _CLIENT_METHODS = frozenset({"get_or_create_collection", "get_collection", "list_collections", "get_max_batch_size"})
 _PR_SET_PDEATHSIG = 1
+_WRITE_STALL_SECONDS = 30
 
 
 class ChromaUnresponsive(RuntimeError):
@@ -73,7 +77,10 @@ class ChromaHostLost(RuntimeError):
 
 
 class _Host:
-    """One child process running chroma, and the calls waiting on it."""
+    """One child process running chroma, and the calls waiting on it. A healthy host's main
+    thread does nothing but read requests, so a write that cannot go on for
+    ``_WRITE_STALL_SECONDS`` (the socket's send timeout) means the host is stuck: it is killed
+    then, and no caller waits on a write without a bound either."""
 
     def __init__(self) -> None:
         ours, theirs = Pipe(duplex=True)
@@ -84,23 +91,18 @@ class _Host:
         self._ids = itertools.count(1)
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._outbox: "queue.SimpleQueue[tuple | None]" = queue.SimpleQueue()  # releases only
         self.alive = True
+        _bound_writes(ours, _WRITE_STALL_SECONDS)
         threading.Thread(target=self._receive, name=f"vp-chroma-host-{self.pid}", daemon=True).start()
+        threading.Thread(target=self._send_releases, name=f"vp-chroma-release-{self.pid}", daemon=True).start()
 
     def call(self, timeout: float, *request: Any) -> Any:
         """Send ``request`` and wait for its answer at most ``timeout`` seconds."""
-        future: Future = Future()
-        with self._lock:
-            if not self.alive:
-                raise ChromaHostLost(f"chroma host {self.pid} is gone")
-            request_id = next(self._ids)
-            self._pending[request_id] = future
-            try:
-                self._conn.send((request_id, *request))
-            except OSError as exc:
-                self._pending.pop(request_id, None)
-                raise ChromaHostLost(f"chroma host {self.pid} is gone ({exc})") from None
+        request_id, future = self._expect()
         try:
+            self._write((request_id, *request))
             status, value = future.result(timeout=timeout)
         except FutureTimeout:
             self.kill(f"{request[0]} did not answer in {timeout:.0f}s")
@@ -113,14 +115,44 @@ class _Host:
             raise value
         return value
 
-    def send_only(self, *request: Any) -> None:
-        """Send a request whose answer nobody waits for (a finalizer's release)."""
+    def release(self, handle: int, timeout: float) -> None:
+        """Close a client nobody closed (its finalizer): no one waits, but the close is still
+        bounded. Reentrant (``SimpleQueue.put``), as a finalizer may run inside any frame."""
+        self._outbox.put((0, "release", handle, None, timeout))
+
+    def _expect(self) -> tuple[int, Future]:
+        future: Future = Future()
         with self._lock:
-            if self.alive:
-                try:
-                    self._conn.send((0, *request))
-                except OSError:
-                    pass
+            if not self.alive:
+                raise ChromaHostLost(f"chroma host {self.pid} is gone")
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+        return request_id, future
+
+    def _write(self, message: tuple) -> None:
+        with self._send_lock:
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError) as exc:  # a stalled write (the send timeout), or a closed pipe
+                self.kill(f"it stopped reading ({exc})")
+                raise ChromaHostLost(f"chroma host {self.pid} stopped reading requests; killed") from None
+
+    def _send_releases(self) -> None:
+        """Releases, each bounded by a timer instead of a waiting caller."""
+        while (release := self._outbox.get()) is not None:
+            _, kind, handle, method, timeout = release
+            try:
+                request_id, future = self._expect()
+                timer = threading.Timer(timeout, self._expire, (future, f"release did not answer in {timeout:.0f}s"))
+                timer.daemon = True
+                timer.start()
+                self._write((request_id, kind, handle, method, None))
+            except ChromaHostLost:
+                return
+
+    def _expire(self, future: Future, reason: str) -> None:
+        if not future.done():
+            self.kill(reason)
 
     def kill(self, reason: str) -> None:
         with self._lock:
@@ -133,6 +165,7 @@ class _Host:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             log.error("chroma host %d did not die within 10s of SIGKILL", self.pid)
+        self._outbox.put(None)
         self._conn.close()
 
     def _receive(self) -> None:
@@ -154,6 +187,15 @@ class _Host:
             future.set_result(("error", ChromaHostLost(f"chroma host {self.pid} died during a call")))
         if self.process.poll() is None:
             self.process.kill()
+
+
+def _bound_writes(conn: Connection, seconds: float) -> None:
+    """SO_SNDTIMEO on the socket: a write that cannot go on for ``seconds`` fails."""
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(seconds), 0))
+    finally:
+        sock.detach()  # the fd stays the connection's
 
 
 _host: _Host | None = None
@@ -232,7 +274,7 @@ class RemoteClient:
         self._handle = self._host.call(call_timeout, "open", None, path, fault)
         self._closed = False
         self._max_batch_size: int | None = None
-        self._finalizer = weakref.finalize(self, self._host.send_only, "release", self._handle, None, None)
+        self._finalizer = weakref.finalize(self, self._host.release, self._handle, close_timeout)
 
     @property
     def alive(self) -> bool:
