@@ -215,8 +215,11 @@ def _current_host() -> _Host:
 
 def _launch(theirs: Connection) -> "subprocess.Popen[bytes]":
     """The host, forked from the launcher thread (its death signal is tied to that thread)."""
+    # The host imports what this process imports, from where this process found it (a Lambda
+    # package, a test's worktree): our whole sys.path, ahead of the inherited PYTHONPATH.
     package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    path = [package_root, *(entry for entry in sys.path if entry), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(filter(None, path)))}
     argv = [sys.executable, "-c", "from vector_pipeline.chroma.host import serve; serve()",
             str(theirs.fileno()), str(os.getpid())]
     # Its own session: a terminal's Ctrl-C reaches this process, which then stops the host.
