@@ -38,18 +38,15 @@ and is retried, a reader reopens its version (``ChromaDBClient.alive``).
 from __future__ import annotations
 
 import atexit
-import ctypes
 import itertools
 import logging
 import os
 import queue
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -59,9 +56,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_COLLECTION_METHODS = frozenset({"count", "get", "query", "upsert", "delete"})
-_CLIENT_METHODS = frozenset({"get_or_create_collection", "get_collection", "list_collections", "get_max_batch_size"})
-_PR_SET_PDEATHSIG = 1
+COLLECTION_METHODS = frozenset({"count", "get", "query", "upsert", "delete"})
+CLIENT_METHODS = frozenset({"get_or_create_collection", "get_collection", "list_collections", "get_max_batch_size"})
 _WRITE_STALL_SECONDS = 30
 
 
@@ -220,7 +216,7 @@ def _launch(theirs: Connection) -> "subprocess.Popen[bytes]":
     package_root = str(Path(__file__).resolve().parents[2])
     path = [package_root, *(entry for entry in sys.path if entry), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(filter(None, path)))}
-    argv = [sys.executable, "-c", "from vector_pipeline.chroma.host import serve; serve()",
+    argv = [sys.executable, "-c", "from vector_pipeline.chroma.host_process import serve; serve()",
             str(theirs.fileno()), str(os.getpid())]
     # Its own session: a terminal's Ctrl-C reaches this process, which then stops the host.
     # Its stdout is our stderr: a command's --json output stays JSON.
@@ -263,7 +259,7 @@ class RemoteCollection:
         self.name, self.configuration_json = name, configuration_json
 
     def __getattr__(self, method: str) -> Any:
-        if method not in _COLLECTION_METHODS:
+        if method not in COLLECTION_METHODS:
             raise AttributeError(method)
         return lambda *args, **kwargs: self._client.request("collection", self._handle, method, args, kwargs)
 
@@ -292,7 +288,7 @@ class RemoteClient:
         return answer
 
     def __getattr__(self, method: str) -> Any:
-        if method not in _CLIENT_METHODS:
+        if method not in CLIENT_METHODS:
             raise AttributeError(method)
         return lambda *args, **kwargs: self.request("client", self._handle, method, args, kwargs)
 
@@ -326,113 +322,3 @@ def _fault_once(fault: str | None) -> str | None:
         return None
     _faults_sent.add(fault)
     return fault
-
-
-# -- the host's side -----------------------------------------------------------------------------
-
-
-def serve() -> None:
-    """The host's main loop: ``python -c '...serve()' <fd> <parent pid>``."""
-    fd, parent = int(sys.argv[1]), int(sys.argv[2])
-    _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # our parent decides when we stop
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    conn = Connection(fd)
-    objects: dict[int, Any] = {}
-    owners: dict[int, int] = {}  # collection handle -> client handle
-    handles = itertools.count(1)
-    state_lock, send_lock = threading.Lock(), threading.Lock()
-    faults: dict[int, str] = {}
-    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-
-    def keep(value: Any, owner: int | None = None) -> int:
-        with state_lock:
-            handle = next(handles)
-            objects[handle] = value
-            if owner is not None:
-                owners[handle] = owner
-        return handle
-
-    def drop(handle: int) -> Any:
-        with state_lock:
-            for child in [c for c, o in owners.items() if o == handle]:
-                objects.pop(child, None)
-                owners.pop(child, None)
-            return objects.pop(handle, None)
-
-    def run(kind: str, handle: int | None, method: Any, payload: Any) -> Any:
-        if kind == "open":
-            client = chromadb.PersistentClient(path=method, settings=chroma_settings.model_copy())
-            opened = keep(client)
-            if payload:
-                faults[opened] = payload
-            return opened
-        if kind in ("close", "release"):
-            client = drop(handle)  # type: ignore[arg-type]
-            fault = faults.pop(handle, None)  # type: ignore[arg-type]
-            if fault and kind == "close":
-                _fire(fault)
-            if client is not None:
-                client.close()
-            return None
-        target = objects[handle]  # type: ignore[index]
-        allowed = _CLIENT_METHODS if kind == "client" else _COLLECTION_METHODS
-        if method not in allowed:
-            raise ValueError(f"chroma host: {kind} method {method!r} is not served")
-        args, kwargs = payload
-        result = getattr(target, method)(*args, **kwargs)
-        if method in ("get_or_create_collection", "get_collection"):
-            return ("collection", keep(result, owner=handle), result.name, dict(result.configuration_json or {}))
-        if method == "list_collections":
-            return [c if isinstance(c, str) else c.name for c in result]
-        return result
-
-    def answer(request: tuple) -> None:
-        request_id, kind, handle, method, payload = request
-        try:
-            reply = (request_id, "ok", run(kind, handle, method, payload))
-        except Exception as exc:  # sent back and raised there
-            reply = (request_id, "error", _picklable(exc))
-        if request_id:
-            with send_lock:
-                try:
-                    conn.send(reply)
-                except OSError:
-                    os._exit(0)
-
-    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vp-chroma-call")
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            os._exit(0)  # our parent is gone: no polite close (a close is what can hang)
-        pool.submit(answer, request)
-
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it died before the death signal was armed
-        os._exit(0)
-
-
-def _fire(fault: str) -> None:
-    """``pause:chroma_close`` stops this host as a hung close would leave it (no answer, ever);
-    ``crash:chroma_close`` kills it (the reliability suite's fault steps, faults.py)."""
-    action = fault.partition(":")[0]
-    log.warning("fault injection: %s at chroma_close (chroma host %d)", action, os.getpid())
-    os.kill(os.getpid(), signal.SIGKILL if action == "crash" else signal.SIGSTOP)
-    time.sleep(3600)
-
-
-def _picklable(exc: Exception) -> Exception:
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")

@@ -182,7 +182,7 @@ def _host_of(pid: int) -> int | None:
             argv = stat.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"from vector_pipeline.chroma.host import serve; serve()" in argv and argv[-2] == str(pid).encode():
+        if b"from vector_pipeline.chroma.host_process import serve; serve()" in argv and argv[-2] == str(pid).encode():
             return int(stat.parent.name)
     return None
 
