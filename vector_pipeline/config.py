@@ -183,6 +183,11 @@ class Settings:
     # also lists all of delta/ for collections whose messages were lost.
     compact_watch_wait_seconds: int = 10
     compact_watch_reconcile_seconds: float = 60.0
+    # Chroma runs in a child process (chroma/host.py): a call with no answer within its bound
+    # is taken as hung (issue 19: chromadb's close can spin forever), the child is killed and
+    # the call fails. A close takes milliseconds; other calls scale with the batch.
+    chroma_call_timeout_seconds: float = 900.0
+    chroma_close_timeout_seconds: float = 60.0
 
     def pinecone_namespace(self, collection: str) -> str:
         """The Pinecone namespace mirroring ``collection``: its override, else its own name."""
@@ -373,6 +378,9 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     # Compaction loop (watch.py)
     "COMPACT_WATCH_WAIT_SECONDS": ("compact_watch_wait_seconds", int, str),
     "COMPACT_WATCH_RECONCILE_SECONDS": ("compact_watch_reconcile_seconds", float, repr),
+    # Chroma host (chroma/host.py)
+    "CHROMA_CALL_TIMEOUT_SECONDS": ("chroma_call_timeout_seconds", float, repr),
+    "CHROMA_CLOSE_TIMEOUT_SECONDS": ("chroma_close_timeout_seconds", float, repr),
 }
 # Keys whose values are secrets: kept out of anything shown in a UI.
 SECRET_ENV_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "PINECONE_API_KEY"})

@@ -5,7 +5,9 @@ power cut or OOM kill would) or ``pause:<step>`` (SIGSTOP, as a long GC pause or
 VM would). Steps, in compaction order: after_lock, mid_download, mid_merge, mid_upload,
 after_upload, after_publish, mid_archive; a reader's reader_before_download (pointer and
 manifest read, files not yet fetched); the Pinecone backfill's ``backfill_page_<n>`` (page
-n's delta is written, the checkpoint has not moved yet).
+n's delta is written, the checkpoint has not moved yet); ``chroma_close``, fired in the chroma
+host (``chroma/host_process.py``) at a client's close, once per process: ``pause`` leaves the close
+without an answer, as chroma's spinning close does (issue 19).
 """
 
 import logging

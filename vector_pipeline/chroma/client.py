@@ -3,16 +3,17 @@
 Chroma (1.5) is not safe for two writer processes on one path and rewrites its HNSW files
 in place, so every writer gets its own directory, and a directory is uploaded only after
 ``close()`` released the client that wrote it. ``read`` mode refuses every write, so a
-downloaded version cannot drift from its manifest.
+downloaded version cannot drift from its manifest. The chroma client itself runs in a child
+process (``chroma.host``): every call, the close included, returns or fails within a bound.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -20,24 +21,34 @@ from typing import Any, Iterator, Sequence
 import chromadb
 import numpy as np
 from chromadb.api.types import validate_metadata
-from chromadb.config import Settings as ChromaSettings
 
 from ..config import HnswSettings, Settings
 from .embeddings import EmbeddingProvider
+from .host import open_client
 
 log = logging.getLogger(__name__)
 
 MODES = ("read", "delta", "snapshot")
-_CHROMA_SETTINGS = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
 
 
-@functools.lru_cache(maxsize=1)
-def _empty_persist_directory() -> Path:
+_empty: list[Path] = []
+_empty_lock = threading.Lock()
+
+
+def _empty_persist_directory(settings: Settings) -> Path:
     """A persist dir with chroma's schema and no collection, made once per process."""
-    path = Path(tempfile.mkdtemp(prefix="vp-chroma-empty-"))
-    chromadb.PersistentClient(path=str(path), settings=_CHROMA_SETTINGS.model_copy()).close()
-    atexit.register(shutil.rmtree, path, True)
-    return path
+    with _empty_lock:
+        if not _empty:
+            path = Path(tempfile.mkdtemp(prefix="vp-chroma-empty-"))
+            atexit.register(shutil.rmtree, path, True)
+            _open(path, settings).close()
+            _empty.append(path)
+        return _empty[0]
+
+
+def _open(path: Path, settings: Settings) -> Any:
+    return open_client(path, settings.chroma_call_timeout_seconds, settings.chroma_close_timeout_seconds,
+                       settings.fault)
 
 
 class ChromaDBClient:
@@ -59,9 +70,8 @@ class ChromaDBClient:
         if mode != "read" and not (self.persist_directory / "chroma.sqlite3").exists():
             # A new directory starts as a copy of an empty one: chroma's schema set-up is
             # most of a small producer's time otherwise.
-            shutil.copytree(_empty_persist_directory(), self.persist_directory, dirs_exist_ok=True)
-        self._client = chromadb.PersistentClient(
-            path=str(self.persist_directory), settings=_CHROMA_SETTINGS.model_copy())
+            shutil.copytree(_empty_persist_directory(self.settings), self.persist_directory, dirs_exist_ok=True)
+        self._client = _open(self.persist_directory, self.settings)
 
     def _init_fields(self, persist_directory: str | Path, mode: str, settings: Settings,
                      hnsw: HnswSettings | None, embedding_provider: EmbeddingProvider | None) -> None:
@@ -228,12 +238,18 @@ class ChromaDBClient:
         collection = self._collection(collection_name, create=False)
         return {} if collection is None else dict(collection.configuration_json or {})
 
+    @property
+    def alive(self) -> bool:
+        """Open, and its chroma host still runs (a host killed after a hang ends its clients)."""
+        return self._client is not None and self._client.alive
+
     def close(self) -> None:
-        """Release chroma's handles, so the directory may be copied or uploaded."""
+        """Release chroma's handles, so the directory may be copied or uploaded; bounded
+        (``ChromaUnresponsive`` after ``chroma_close_timeout_seconds``)."""
         if self._client is not None:
+            client, self._client = self._client, None
             self._collections.clear()
-            self._client.close()
-            self._client = None
+            client.close()
 
     def __enter__(self) -> "ChromaDBClient":
         return self

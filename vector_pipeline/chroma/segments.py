@@ -119,6 +119,10 @@ class SegmentedClient(ChromaDBClient):
     def collection_configuration(self, collection_name: str) -> dict[str, Any]:
         return self.parts[0].collection_configuration(collection_name)
 
+    @property
+    def alive(self) -> bool:
+        return all(part.alive for part in self.parts)
+
     def close(self) -> None:
         if self._owns_parts:
             for part in self.parts:

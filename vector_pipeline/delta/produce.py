@@ -8,6 +8,11 @@ reconciliation lists ``delta/``).
 Data flows one way: chroma writes the records and says what it wrote
 (``ChromaDBClient.close_and_describe``), ``upload`` turns that into the manifest and the one
 packed object, and only then is the delta announced.
+
+No hang (issue 19): chroma runs in a child process (``chroma/host.py``) and every call, the
+close included, answers within a bound. A host that did not (killed) or died costs one more
+write of the delta in a new directory — nothing was uploaded yet — and a second failure
+propagates.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..chroma.client import ChromaDBClient
+from ..chroma.client import ChromaDBClient, WrittenDelta
+from ..chroma.host import ChromaHostLost, ChromaUnresponsive
 from ..chroma.embeddings import provider_name
 from ..config import Settings
 from ..format.keys import parse_delta_key
@@ -52,12 +58,7 @@ def produce_embedding_delta(
     metadatas = None if metadatas is None else [m or None for m in metadatas]
     workdir = Path(tempfile.mkdtemp(prefix="vp-delta-", dir=settings.scratch_dir))
     try:
-        with ChromaDBClient(workdir / "chroma", mode="delta", settings=settings) as delta:
-            if ids:
-                delta.upsert_vectors(collection_name, ids, embeddings, documents, metadatas)
-            if delete_ids:
-                delta.delete_vectors(collection_name, delete_ids)
-            written = delta.close_and_describe()
+        written = _write_delta(workdir, settings, collection_name, ids, embeddings, documents, metadatas, delete_ids)
         manifest = delta_manifest(written, embedding_provider or provider_name(settings), delta_id)
         delta_key = upload_delta(settings, settings.vectors_bucket, written.directory, manifest)
     finally:
@@ -73,6 +74,29 @@ def produce_embedding_delta(
     log.info("produced %s (%d upserts, %d deletes) in %.0f ms", delta_key, len(ids),
              len(delete_ids or []), elapsed * 1000)
     return {**message, "bucket": settings.vectors_bucket, "seconds": elapsed}
+
+
+def _write_delta(workdir: Path, settings: Settings, collection_name: str, ids: Sequence[str],
+                 embeddings: Sequence[Sequence[float]], documents: Sequence[str] | None,
+                 metadatas: Sequence[dict[str, Any] | None] | None,
+                 delete_ids: Sequence[str] | None) -> WrittenDelta:
+    """The delta's chroma directory, written and closed; once more, in a new directory, if
+    its chroma host hung (and was killed) or died."""
+    for attempt in (1, 2):
+        directory = workdir / f"chroma-{attempt}"
+        try:
+            with ChromaDBClient(directory, mode="delta", settings=settings) as delta:
+                if ids:
+                    delta.upsert_vectors(collection_name, ids, embeddings, documents, metadatas)
+                if delete_ids:
+                    delta.delete_vectors(collection_name, delete_ids)
+                return delta.close_and_describe()
+        except (ChromaUnresponsive, ChromaHostLost) as exc:
+            if attempt == 2:
+                raise
+            log.warning("writing a delta of %s again: %s", collection_name, exc)
+            shutil.rmtree(directory, ignore_errors=True)
+    raise AssertionError("unreachable")
 
 
 def announce_delta(settings: Settings, message: dict[str, Any]) -> str:

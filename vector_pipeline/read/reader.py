@@ -123,6 +123,8 @@ class SnapshotReader:
         """The open version is what a bounded read may answer from (caller holds the lock)."""
         if self.client is None or self.manifest is None or published != self._publishes_seen:
             return False  # nothing open, or this process published since: read your writes
+        if not self.client.alive:
+            return False  # its chroma host was killed (a hang, chroma/host.py): reopen
         allowed = self.settings.reader_pointer_ttl_seconds
         if self._follower is not None and self._follower.is_alive():
             allowed += FOLLOWER_GRACE_SECONDS  # it may be fetching a new version right now
@@ -136,7 +138,8 @@ class SnapshotReader:
             if pointer is None:
                 raise SnapshotNotFoundError(
                     f"collection {self.collection!r} has no published snapshot in s3://{self.store.bucket}")
-            if self.client is not None and self.manifest is not None and pointer.version == self.version:
+            if self.client is not None and self.client.alive and self.manifest is not None \
+                    and pointer.version == self.version:
                 with self._lock:
                     self._pointer_read_at, self._publishes_seen = read_at, published
                     return self.client, self.manifest
@@ -161,7 +164,7 @@ class SnapshotReader:
         version_dir = self.local.materialize(manifest)
         opened = self._open_new_segments(manifest)
         client = SegmentedClient(version_dir, segments_of(manifest), read_masks(version_dir), self.settings,
-                                 parts=[self._parts.get(k) or opened[k] for k in _keys(manifest)])
+                                 parts=[opened.get(k) or self._parts[k] for k in _keys(manifest)])
         with self._lock:
             self._parts.update(opened)
             # A query of another thread may still be running on the previous version: its
@@ -188,7 +191,7 @@ class SnapshotReader:
         opened: dict[str, ChromaDBClient] = {}
         dimension = int(manifest.get("dimension") or 0)
         for segment, key in zip(segments_of(manifest), _keys(manifest)):
-            if key in self._parts or key in opened:
+            if (key in self._parts and self._parts[key].alive) or key in opened:
                 continue
             part = ChromaDBClient(self.local.segment_path(manifest, segment), mode="read", settings=self.settings)
             if dimension and part.count(self.collection):

@@ -7,7 +7,9 @@ to the command's pid only (what ``kill``, ``timeout`` or a process supervisor do
 checks that the command exits with 128 + signal, that no recorded process and no member of
 a recorded group or session runs any more, and that the ports are free. ``local-aws``, the
 demo and the fixtures get all three signals; ``dagster dev`` (a minute to start) gets
-SIGTERM, the case of the issue (the same handler serves all three signals). Also: stopping a
+SIGTERM, the case of the issue (the same handler serves all three signals), and so does
+``compact --watch`` with its chroma host (issue 19: chroma runs in a child process that a
+stop must take down too; its exit status is 0, a stop between cycles). Also: stopping a
 group whose leader exited first still stops what it left in the group. Linux only (/proc).
 Not covered: SIGKILL (nothing can clean up after it).
 """
@@ -24,11 +26,14 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 
 from vector_pipeline.cli.local_aws import free_port
+
+if TYPE_CHECKING:
+    from vector_pipeline.config import Settings
 
 CLI = [sys.executable, "-m", "vector_pipeline.cli"]
 REPO = Path(__file__).resolve().parents[1]
@@ -197,6 +202,17 @@ def test_dagster_dev_stops_dagster_and_moto_on_sigterm(tmp_path: Path) -> None:
     wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), "dagster dev to answer", process, 300)
     assert len(descendants(process.pid)) >= 3  # moto, dagster dev, its webserver and daemon
     signal_and_check(process, signal.SIGTERM, [port, int(moto_port)], tmp_path)  # type: ignore[call-overload]
+
+
+def test_compact_watch_stops_with_its_chroma_host_on_sigterm(settings: "Settings", tmp_path: Path) -> None:
+    from vector_pipeline import produce_embedding_delta
+
+    produce_embedding_delta(["a", "b"], [[0.1, 0.2], [0.3, 0.4]], collection_name="watched", settings=settings)
+    process = start([*CLI, "compact", "--watch"], tmp_path, tmp_path,
+                    **{**settings.local_aws_environment(), "PYTHONPATH": str(REPO)})
+    wait_for(lambda: any("vector_pipeline.chroma.host" in " ".join(p.argv) for p in descendants(process.pid)),
+             "the watch to compact through its chroma host", process, 120)
+    signal_and_check(process, signal.SIGTERM, [], tmp_path, expected_status=0)
 
 
 def test_stopping_a_group_also_stops_what_its_exited_leader_left_behind(tmp_path: Path) -> None:
