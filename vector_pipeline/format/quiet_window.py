@@ -66,7 +66,12 @@ class QuietWindow:
         day_ok = (days[0] or days[1]) if all(self.restricted_days) else (days[0] and days[1])
         return moment.minute in minute and moment.hour in hour and moment.month in month and day_ok
 
-    def contains(self, now: datetime) -> bool:
-        """Whether the window is open at ``now``: it opened within the last ``minutes``."""
+    def opened_at(self, now: datetime) -> datetime | None:
+        """When the window open at ``now`` opened (the latest matching minute within the last
+        ``minutes``), or None when it is closed."""
         start = now.astimezone(timezone.utc).replace(second=0, microsecond=0)
-        return any(self.opens_at(start - timedelta(minutes=back)) for back in range(self.minutes))
+        return next((start - timedelta(minutes=back) for back in range(self.minutes)
+                     if self.opens_at(start - timedelta(minutes=back))), None)
+
+    def contains(self, now: datetime) -> bool:
+        return self.opened_at(now) is not None
