@@ -498,7 +498,7 @@ def _print_status(report: dict[str, Any]) -> None:
                   f"watermark {info['pinecone_mirror']['watermark']}")
 
 
-# -- collections: settings per collection, as data in the bucket (catalog.py) ------------------
+# -- collections: settings per collection, as data in the bucket (table/catalog.py) ------------------
 
 _COLLECTION_OPTIONS = [  # (flag, CollectionConfig.changed key, type, help)
     ("--embedding-provider", "embedding_provider", str, "provider the vectors come from (e.g. minilm)"),

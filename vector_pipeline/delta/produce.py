@@ -43,10 +43,10 @@ def produce_embedding_delta(
     notify: bool = True,
     delta_id: str | None = None,
 ) -> dict[str, Any]:
-    """Validate, write a delta (manifest last), upload it and announce it on SQS.
+    """Validate, write a delta, upload it as one packed object and announce it on SQS.
 
     ``delta_id`` pins the id (a resumed writer rewriting the delta it had begun); default: new."""
-    settings = settings or Settings.from_env()
+    settings = Settings.resolve(settings)
     started = time.perf_counter()
     dimension = validate_delta_input(ids, embeddings, documents, metadatas, collection_name, delete_ids)
     metadatas = None if metadatas is None else [m or None for m in metadatas]
