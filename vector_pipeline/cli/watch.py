@@ -83,6 +83,7 @@ class WatchCycle:
                 "collections": {r.collection: {"status": str(r.status), "deltas": r.deltas_processed,
                                                "version": r.version, "vectors": r.vector_count, "fold": r.fold,
                                                "segments": r.segments, "seconds": round(r.duration_seconds, 3),
+                                               "bytes_uploaded": r.bytes_uploaded,
                                                "error": r.error} for r in self.results},
                 "queue_visible": self.queue_visible, "queue_in_flight": self.queue_in_flight, "error": self.error,
                 "deferred": {c: d.as_dict() for c, d in self.deferred.items()}}
