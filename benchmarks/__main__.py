@@ -9,7 +9,11 @@ sensors), freshness and queue depth over time.
 
 ``python -m benchmarks --scale``: the scale profile instead (``scale.py``): a collection of a
 million vectors (or what the machine holds), compaction at N against 10,000, queries, cold
-start, peak memory."""
+start, peak memory.
+
+``python -m benchmarks --fold [--fold-vectors N]``: a base fold of a collection of N vectors
+while appends continue (``fold_during_ingest.py``): append publish latency during the fold
+against without it."""
 
 import argparse
 import contextlib
@@ -93,6 +97,10 @@ def main() -> int:
                              "instead of a fresh moto: collections it holds from an earlier --scale run are folded "
                              "and reused, not rebuilt (scale profile)")
     parser.add_argument("--scale-server-pid", type=int, help="that server's pid, for its peak RSS (scale profile)")
+    parser.add_argument("--fold", action="store_true",
+                        help="the base-fold profile instead: a fold of --fold-vectors while appends continue")
+    parser.add_argument("--fold-vectors", type=int, help="vectors of the folded collection (fold profile; 100,000)")
+    parser.add_argument("--fold-appends", type=int, help="appends timed without the fold (fold profile; 10)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -104,6 +112,8 @@ def main() -> int:
         return _ingest(args)
     if args.scale:
         return _scale(args)
+    if args.fold:
+        return _fold(args)
     profile = dict(PROFILES["quick" if args.quick else "full"])
     profile["snapshot_sizes"] = args.sizes or profile["snapshot_sizes"]
     profile["delta_counts"] = args.deltas or profile["delta_counts"]
@@ -216,6 +226,22 @@ def _scale(args: argparse.Namespace) -> int:
     if parameters["build_only"]:
         return _finish(results, out, started, scale.write_build_summary)
     return _finish(results, out, started, write_scale_report)
+
+
+def _fold(args: argparse.Namespace) -> int:
+    from . import fold_during_ingest as fold
+
+    parameters = _overridden(fold.DEFAULTS, (("vectors", args.fold_vectors), ("appends", args.fold_appends)))
+    stamp, out = _output(args, "fold")
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-fold-"))
+    with stop_on_signals(), MotoServer(server_command=[str(Path(__file__).with_name("moto_ranged_server.py"))]) as moto:
+        settings = moto.settings(Settings(cache_dir=str(scratch / "cache")))
+        setup_resources(settings)
+        results = {"profile": "fold", "parameters": parameters, "started_at": stamp, "command": _command(),
+                   "machine": _machine(), "uptime": _uptime()}
+        results.update(fold.run(settings, parameters))
+    return _finish(results, out, started, lambda r, o: (o / "report.md").write_text("\n".join(fold.report(r))))
 
 
 def _finish(results: dict[str, Any], out: Path, started: float,

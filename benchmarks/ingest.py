@@ -173,6 +173,7 @@ class WatchLoop:
         return {"exit_code": code, "summary": next((line["summary"] for line in lines if "summary" in line), None),
                 "cycles": [{"started_at": c["started_at"], "seconds": c["seconds"], "deltas": c["deltas"],
                             "folds": [r.get("fold") for r in c["collections"].values() if r.get("fold")],
+                            "bytes_uploaded": sum(r.get("bytes_uploaded") or 0 for r in c["collections"].values()),
                             "error": c["error"]} for c in cycles if c["deltas"] or c["error"]],
                 "idle_cycles": sum(1 for c in cycles if not c["deltas"] and not c["error"])}
 

@@ -5,6 +5,7 @@ grow, freshness p99 ≤ 30 s through the library loop, ≤ 2 s with fresh reads.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ def summarize(raw: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]
         "queue": _queue_trend(window, depth), "queue_depth": depth,
         "cycles": {"count": len(cycles), "seconds": _spread([c["seconds"] for c in cycles]),
                    "deltas_per_cycle": _spread([c.get("deltas", 0) for c in cycles]) if cycles and "deltas" in cycles[0]
-                   else {}, "timeline": [[round(c["started_at"] - start, 2), c["seconds"]] for c in cycles]},
+                   else {}, "timeline": [[round(c["started_at"] - start, 2), c["seconds"]] for c in cycles],
+                   "bytes_uploaded": _spread([c["bytes_uploaded"] for c in cycles if c.get("bytes_uploaded")]),
+                   "folds": dict(Counter(f for c in cycles for f in c.get("folds", [])))},
         "loop": {k: v for k, v in raw["loop"].items() if k != "cycles"},
         "drained_after_s": raw["drained_after_s"], "load_before": raw["load_before"], "load_after": raw["load_after"],
         "reader_poll_s": {mode: _spread(polls) for mode, polls in raw["reader_polls"].items()},
@@ -86,6 +89,12 @@ def targets(modes: dict[str, Any], rate: float) -> list[list[str]]:
         rows.append([f"{loop}: freshness p99, default reads" + (f" ≤ {limit:g} s" if limit else " (reported)"),
                      f"p50 {bounded['p50']:.1f} s, p99 {bounded['p99']:.1f} s", verdict(bounded["p99"] <= limit)
                      if limit else "reported"])
+        written = mode["cycles"].get("bytes_uploaded", {})
+        if written and not math.isnan(written["max"]) and name == "watch":
+            ratio = written["max"] / max(written["p50"], 1)
+            rows.append([f"{loop}: no cycle rewrites the base (bytes written per cycle: max ≤ 3× median)",
+                         f"max {written['max'] / 1e6:.2f} MB / median {written['p50'] / 1e6:.2f} MB = {ratio:.2f}×; "
+                         f"folds {mode['cycles'].get('folds', {})}", verdict(ratio <= 3)])
         rows.append([f"{loop}: freshness p99 with fresh reads (include_pending) ≤ {TARGET_P99_FRESH_S:g} s",
                      f"p50 {pending['p50']:.2f} s, p99 {pending['p99']:.2f} s",
                      verdict(pending["p99"] <= TARGET_P99_FRESH_S)])

@@ -28,7 +28,7 @@ defaults below.
 | VECTOR_COLLECTIONS           | optional allow-list of collections (unset: any; settings per collection live in collections/<name>.json) | unset |
 | VECTOR_COLLECTIONS_AUTO_CREATE | a delta for a collection not in the catalog creates it with the defaults below | true |
 | READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
-| SEGMENT_MAX_COUNT / SEGMENT_FOLD_RATIO | segmented versions: most segments, fold threshold | 4 / 0.25 |
+| SEGMENT_MAX_COUNT / SEGMENT_FAN_IN / SEGMENT_FOLD_RATIO | segmented versions of new collections: most segments a reader searches, segments per size tier before they merge up, the base's masked share past which a base fold runs outside its quiet window | 10 / 4 / 0.25 |
 | VECTOR_PIPELINE_SCRATCH_DIR  | where deltas are built and read (scratch only)            | /dev/shm if roomy, else tmp |
 | VECTORS_SSE                  | encryption of every object written: ``none``, ``AES256`` (SSE-S3) or ``aws:kms`` | AES256 |
 | VECTORS_SSE_KMS_KEY_ID       | the KMS key for ``aws:kms`` (unset: the account's aws/s3 key) | unset |
@@ -144,9 +144,11 @@ class Settings:
     auto_create_collections: bool = True
     # Readers re-read the pointer at most this often (0: before every query).
     reader_pointer_ttl_seconds: float = 1.0
-    # Segmented versions (format/segments.py): at most this many segments per version, and the
-    # recent ones fold back into the base once they (and its masked ids) pass this share of it.
-    segment_max_count: int = 4
+    # Segmented versions (format/segments.py): at most this many segments per version; a size
+    # tier merges up once it would hold ``segment_fan_in`` segments; a base fold (off the
+    # ingest path) runs outside the quiet window once the base's masked ids pass this share.
+    segment_max_count: int = 10
+    segment_fan_in: int = 4
     segment_fold_ratio: float = 0.25
     # Server-side encryption of every object written (SSE_MODES), and the KMS key for aws:kms.
     sse: str = "AES256"
@@ -352,6 +354,7 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "VECTOR_COLLECTIONS_AUTO_CREATE": ("auto_create_collections", _bool, lambda v: "true" if v else "false"),
     "READER_POINTER_TTL_SECONDS": ("reader_pointer_ttl_seconds", float, repr),
     "SEGMENT_MAX_COUNT": ("segment_max_count", int, str),
+    "SEGMENT_FAN_IN": ("segment_fan_in", int, str),
     "SEGMENT_FOLD_RATIO": ("segment_fold_ratio", float, repr),
     "VECTORS_SSE": ("sse", _sse, str),
     "VECTORS_SSE_KMS_KEY_ID": ("sse_kms_key_id", str, str),

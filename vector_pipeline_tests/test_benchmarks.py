@@ -71,6 +71,20 @@ def test_ingest_profile_measures_freshness_and_queue_depth_for_both_loops(tmp_pa
     assert isinstance(results["modes"]["dagster"]["loop"]["runs"]["validate_delta"], int)
     report = (tmp_path / "report.md").read_text()
     assert "| target | figure | verdict |" in report and "ingest_dagster.png" in report
+def test_fold_profile_folds_while_appending_and_keeps_every_append(tmp_path: Path) -> None:
+    """The ``--fold`` path at a tiny N: the fold runs while appends are timed, every append
+    survives it (count equals the model), and the report carries the latency row."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--fold", "--fold-vectors", "1500", "--fold-appends",
+                             "2", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["fold"]["outcome"] in ("published", "rebased")
+    assert results["final_count"] == results["expected_count"]
+    assert len(results["appends_without_fold_s"]) == 2
+    assert "append publish latency during the fold" in (tmp_path / "report.md").read_text() or \
+        not results["appends_during_fold_s"]
+
+
 def test_scale_profile_writes_every_target_row(tmp_path: Path) -> None:
     """The ``--scale`` path at a tiny N: build by chunks + fold, the compaction rounds at N and
     at the small size (warm, profiled, cold, each a process of its own), the reader's cold

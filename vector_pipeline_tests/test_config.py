@@ -15,7 +15,7 @@ def test_segment_policy_and_scratch_dir_come_from_the_environment(tmp_path) -> N
                                   "VECTOR_PIPELINE_SCRATCH_DIR": str(tmp_path)})
     assert (settings.segment_max_count, settings.segment_fold_ratio, settings.scratch_dir) == (6, 0.5, str(tmp_path))
     defaults = Settings.from_env({})
-    assert (defaults.segment_max_count, defaults.segment_fold_ratio) == (4, 0.25)
+    assert (defaults.segment_max_count, defaults.segment_fan_in, defaults.segment_fold_ratio) == (10, 4, 0.25)
 
 
 def test_small_shared_memory_is_not_used_as_scratch() -> None:

@@ -341,7 +341,10 @@ def _watch_options(compact: argparse.ArgumentParser) -> None:
         "seconds, every collection with deltas under delta/), then prints one line (collections, deltas, "
         "version, seconds, queue depth; --json: one JSON object per cycle). SIGINT, SIGTERM or SIGHUP stop "
         "the loop after the cycle under way, locks released, exit 0; a second signal abandons the cycle "
-        "(nothing unpublished is lost: it stays pending).")
+        "(nothing unpublished is lost: it stays pending). With --watch a collection is compacted when its "
+        "oldest pending delta nears its freshness_target_seconds or more than backlog_max_deltas are pending "
+        "(else its deltas accumulate), and its base is folded in the background in its fold_window "
+        "(collections set); --no-cadence compacts everything pending every cycle.")
     watch = compact.add_argument_group("loop (--watch)")
     watch.add_argument("--watch", action="store_true", help="run cycle after cycle until stopped")
     watch.add_argument("--interval", type=int, default=None, metavar="SECONDS",
@@ -350,6 +353,8 @@ def _watch_options(compact: argparse.ArgumentParser) -> None:
     watch.add_argument("--reconcile-every", type=float, default=None, metavar="SECONDS",
                        help="list all of delta/ at most this often (0: every cycle; default "
                             "COMPACT_WATCH_RECONCILE_SECONDS, 60; --no-reconcile: never)")
+    watch.add_argument("--no-cadence", action="store_true",
+                       help="compact every collection with pending deltas each cycle; no background base folds")
     watch.add_argument("--max-cycles", type=int, default=None, help="stop after this many cycles")
     watch.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="stop after the cycle that ends past this many seconds")
@@ -362,7 +367,8 @@ def _compact_watch(args: argparse.Namespace) -> int:
         raise ValueError("--watch compacts what is pending: it takes no --delta-key")
     reconcile = float("inf") if args.no_reconcile else args.reconcile_every
     watch = CompactionWatch(Settings.from_env(), wait_seconds=args.interval, reconcile_seconds=reconcile,
-                            max_cycles=args.max_cycles, duration_seconds=args.duration, collection=args.collection)
+                            max_cycles=args.max_cycles, duration_seconds=args.duration, collection=args.collection,
+                            cadence=not args.no_cadence)
 
     def show(cycle: WatchCycle) -> None:
         print(json.dumps(cycle.as_dict()) if args.json else cycle.line(), flush=True)
@@ -477,11 +483,15 @@ def _print_status(report: dict[str, Any]) -> None:
     for name, info in report["collections"].items():
         lock = (f"{info['lock_owner'][:8]}, {info['lock_expires_in_s']}s left" if info["lock_owner"] else "free")
         published = (info["published_at"] or "")[:19].replace("T", " ")  # to the second, UTC
+        age = info["oldest_pending_age_s"]
         rows.append([name, info["version"], info["vector_count"], info["versions_stored"], info["pending_deltas"],
-                     lock, info["lock_fence"], published])
-    # "stored": versions kept in the bucket; "pending": deltas not yet compacted.
-    print_table(title, ["collection", "version", "vectors", "stored", "pending", "lock", "fence", "published (UTC)"],
-                rows, right=["vectors", "stored", "pending", "fence"])
+                     f"{'-' if age is None else f'{age:.0f}s'} / {info['freshness_target_s']:.0f}s",
+                     info["cadence"]["compact"], info["cadence"]["fold"], lock, info["lock_fence"], published])
+    # "stored": versions kept in the bucket; "pending": deltas not yet compacted; "age / target": the
+    # oldest pending delta's age against the collection's freshness target; "next": cadence.due's decision.
+    print_table(title, ["collection", "version", "vectors", "stored", "pending", "age / target", "next", "fold",
+                        "lock", "fence", "published (UTC)"],
+                rows, right=["vectors", "stored", "pending", "age / target", "fence"])
     for name, info in report["collections"].items():
         if info.get("pinecone_mirror"):
             print(f"{name}: pinecone mirror {info['pinecone_mirror']['lag_deltas']} deltas behind, "
@@ -497,8 +507,16 @@ _COLLECTION_OPTIONS = [  # (flag, CollectionConfig.changed key, type, help)
     ("--hnsw-search-ef", "hnsw_search_ef", int, "HNSW search breadth (recall vs latency)"),
     ("--hnsw-construction-ef", "hnsw_construction_ef", int, "HNSW build breadth"),
     ("--hnsw-m", "hnsw_max_neighbors", int, "HNSW neighbours per node"),
-    ("--segment-max-count", "segment_max_count", int, "most segments per version"),
-    ("--segment-fold-ratio", "segment_fold_ratio", float, "fold recent segments past this share of the base"),
+    ("--segment-max-count", "segment_max_count", int, "most segments a reader searches per version"),
+    ("--segment-fan-in", "segment_fan_in", int, "segments per size tier before they merge into the next tier"),
+    ("--segment-fold-ratio", "segment_fold_ratio", float,
+     "fold the base outside its quiet window once its masked ids pass this share of it"),
+    ("--freshness-target-seconds", "freshness_target_seconds", float,
+     "compact --watch compacts once the oldest pending delta nears this age"),
+    ("--backlog-max-deltas", "backlog_max_deltas", int, "... or once this many deltas are pending"),
+    ("--fold-window", "fold_window", str,
+     "when base folds run: cron fields 'minute hour day-of-month month day-of-week' (UTC), e.g. '0 2 * * *'"),
+    ("--fold-window-minutes", "fold_window_minutes", int, "how long the fold window stays open"),
     ("--keep-versions", "retention_versions_kept", int, "newest published versions GC keeps"),
     ("--grace-hours", "retention_grace_hours", float, "a version replaced less than this ago is kept"),
     ("--archive-days", "retention_archive_days", float, "expire archived deltas after this (default: never)"),

@@ -1,12 +1,14 @@
-"""What a bucket holds now, per collection: published version and counts, pending deltas,
-lock holder and expiry, queue depth. Reads only; used by the CLI and the Dagster layer."""
+"""What a bucket holds now, per collection: published version and counts, pending deltas and
+the oldest one's age against the collection's freshness target (with ``cadence.due``'s
+decision), lock holder and expiry, queue depth. Reads only; used by the CLI and the Dagster layer."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from ..table.catalog import CollectionCatalog
+from ..table.catalog import CollectionCatalog, CollectionConfig
+from ..compaction.cadence import PendingStats, due
 from ..compaction.compactor import ChromaCompactor
 from ..config import Settings
 from ..format.keys import parse_delta_key
@@ -18,22 +20,29 @@ from ..table.snapshot_store import SnapshotStore
 
 def collection_status(settings: Settings) -> dict[str, Any]:
     store = SnapshotStore(settings)
-    pending: dict[str, int] = {}
+    catalog = CollectionCatalog(settings)
+    pending: dict[str, list[str]] = {}
     for key in ChromaCompactor(settings=settings).list_pending_delta_keys():
-        collection = parse_delta_key(key).collection
-        pending[collection] = pending.get(collection, 0) + 1
-    collections = sorted(set(store.list_collections()) | set(pending) | set(CollectionCatalog(settings).names()))
+        pending.setdefault(parse_delta_key(key).collection, []).append(key)
+    collections = sorted(set(store.list_collections()) | set(pending) | set(catalog.names()))
     report: dict[str, Any] = {"bucket": settings.vectors_bucket, "endpoints": settings.describe_endpoints(),
                               "collections": {}}
     for collection in collections:
         pointer = store.read_pointer(collection)
         holder = CompactionLock(lock_id_for(collection), settings=settings).holder()
+        manifest = None if pointer is None else store.read_manifest(collection, pointer.version)
+        config = catalog.get(collection) or CollectionConfig.defaults_for(collection, settings)
+        decision = due(config, PendingStats.of(pending.get(collection, []), manifest))
         report["collections"][collection] = {
             "version": pointer.version if pointer else None,
             "vector_count": pointer.document.get("vector_count") if pointer else None,
             "published_at": pointer.document.get("published_at") if pointer else None,
             "versions_stored": len(store.list_versions(collection)),
-            "pending_deltas": pending.get(collection, 0),
+            "pending_deltas": len(pending.get(collection, [])),
+            "oldest_pending_age_s": decision.pending_age_seconds and round(decision.pending_age_seconds, 1),
+            "freshness_target_s": config.freshness_target_seconds,
+            "segments": None if manifest is None else len(manifest["segments"]),
+            "cadence": decision.as_dict(),
             "lock_owner": holder.owner if holder.is_live else None,
             "lock_expires_in_s": round(holder.expires - time.time()) if holder.is_live else None,
             "lock_fence": holder.fence,

@@ -11,6 +11,14 @@ returns. The idle wait is the cycle's SQS long poll, so a stop waits at most
 ``processes.Interrupted``; ``compact_deltas`` releases its lock on the way out; what was not
 published stays pending). Every ``reconcile_seconds`` a cycle also lists all of ``delta/``,
 which finds collections whose messages were lost.
+
+With ``cadence`` (the default), each collection with pending deltas is compacted only when
+``compaction.cadence.due`` says so (its oldest pending delta nears its freshness target, its
+backlog passed its bound, or nothing is published yet); a deferred collection's deltas stay
+pending and it is listed again every cycle, and the idle wait ends when the next one falls
+due. A base fold ``due`` asks for runs in a thread of its own (``base_fold``: off the lock,
+rebased at publish), one per collection at a time, while cycles go on appending; a stop does
+not wait for it (a fold abandoned at any step leaves the pointer whole).
 """
 
 from __future__ import annotations
@@ -21,12 +29,16 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Iterator
 
+from ..compaction.base_fold import fold_base
+from ..compaction.cadence import Decision, PendingStats, due
 from ..compaction.compactor import ChromaCompactor, CompactionResult
 from ..config import Settings
+from ..table.catalog import CollectionCatalog, CollectionConfig
 from .processes import SHUTDOWN_SIGNALS, Interrupted
 from ..delta.queue import DeltaQueue
 
@@ -59,6 +71,7 @@ class WatchCycle:
     queue_visible: int | None = None
     queue_in_flight: int | None = None
     error: str | None = None  # the cycle itself failed (e.g. SQS unreachable); retried after a backoff
+    deferred: dict[str, Decision] = field(default_factory=dict)  # collections left to accumulate
 
     @property
     def deltas(self) -> int:
@@ -70,8 +83,10 @@ class WatchCycle:
                 "collections": {r.collection: {"status": str(r.status), "deltas": r.deltas_processed,
                                                "version": r.version, "vectors": r.vector_count, "fold": r.fold,
                                                "segments": r.segments, "seconds": round(r.duration_seconds, 3),
+                                               "bytes_uploaded": r.bytes_uploaded,
                                                "error": r.error} for r in self.results},
-                "queue_visible": self.queue_visible, "queue_in_flight": self.queue_in_flight, "error": self.error}
+                "queue_visible": self.queue_visible, "queue_in_flight": self.queue_in_flight, "error": self.error,
+                "deferred": {c: d.as_dict() for c, d in self.deferred.items()}}
 
     def line(self) -> str:
         """The cycle's log line: collections, deltas, versions, seconds, queue depth."""
@@ -102,7 +117,7 @@ class CompactionWatch:
 
     def __init__(self, settings: Settings, *, wait_seconds: int | None = None,
                  reconcile_seconds: float | None = None, max_cycles: int | None = None,
-                 duration_seconds: float | None = None, collection: str | None = None) -> None:
+                 duration_seconds: float | None = None, collection: str | None = None, cadence: bool = True) -> None:
         self.settings = settings
         self.wait_seconds = settings.compact_watch_wait_seconds if wait_seconds is None else wait_seconds
         if not 1 <= self.wait_seconds <= MAX_LONG_POLL_SECONDS:
@@ -120,6 +135,12 @@ class CompactionWatch:
         self.compactor = ChromaCompactor(settings=settings)
         self.queue = DeltaQueue(settings)
         self._stop = threading.Event()
+        self.cadence = cadence
+        self.catalog = CollectionCatalog(settings)
+        self._deferred: dict[str, Decision] = {}  # collection -> the decision that deferred it
+        self._lead: dict[str, float] = {}  # collection -> its last compaction's seconds
+        self._folds: dict[str, threading.Thread] = {}
+        self._folded_at: dict[str, datetime] = {}
 
     def stop(self) -> None:
         """Return after the cycle under way (callable from any thread or a signal handler)."""
@@ -176,14 +197,24 @@ class CompactionWatch:
         wait = self.wait_seconds
         if self.duration_seconds is not None:  # an idle wait does not outlast the duration
             wait = max(1, min(wait, int(self.duration_seconds - (started - loop_started))))
+        if self._deferred:  # wake up when the first deferred collection falls due
+            wait = max(1, min([wait] + [int(d.compact_in_seconds or 0) for d in self._deferred.values()]))
         results: list[CompactionResult] = []
         error = None
+        deferred, self._deferred = self._deferred, {}
         try:
-            results = self.compactor.compact_pending(self.collection, reconcile=reconcile, wait_seconds=wait)
+            results = self.compactor.compact_pending(
+                self.collection, reconcile=reconcile, wait_seconds=wait, also=[] if self.collection else list(deferred),
+                decide=self._decide if self.cadence else None)
+            for result in results:
+                if result.deltas_processed:
+                    self._lead[result.collection] = result.duration_seconds
         except Exception as exc:  # noqa: BLE001 - the loop outlives a transient failure; the cycle says why
             log.exception("compaction cycle %d failed", number)
             error = f"{type(exc).__name__}: {exc}"
-        cycle = WatchCycle(number, wall, 0.0, reconcile, results, error=error)
+        cycle = WatchCycle(number, wall, 0.0, reconcile, results, error=error, deferred=dict(self._deferred))
+        if error is not None:  # listed again next cycle
+            self._deferred = {**deferred, **self._deferred}
         if error is None:
             try:
                 depth = self.queue.approximate_depth()
@@ -192,6 +223,38 @@ class CompactionWatch:
                 log.warning("queue depth unavailable: %s", exc)
         cycle.seconds = time.monotonic() - started
         return cycle
+
+    def _decide(self, collection: str, pending_keys: list[str]) -> bool:
+        """``cadence.due`` for one collection: compact it now? Starts a base fold it asks for."""
+        config = self.catalog.get(collection) or CollectionConfig.defaults_for(collection, self.settings)
+        pointer = self.compactor.store.read_pointer(collection)
+        manifest = None if pointer is None else self.compactor.store.read_manifest(collection, pointer.version)
+        lead = self._lead.get(collection)
+        stats = PendingStats.of(pending_keys, manifest, last_fold_at=self._folded_at.get(collection),
+                                lead_seconds=None if lead is None else lead + self.wait_seconds)
+        decision = due(config, stats)
+        if decision.should_fold:
+            self._start_fold(collection, str(decision.fold))
+        if not decision.should_compact:
+            self._deferred[collection] = decision
+        return decision.should_compact
+
+    def _start_fold(self, collection: str, reason: str) -> None:
+        running = self._folds.get(collection)
+        if running is not None and running.is_alive():
+            return
+        self._folded_at[collection] = datetime.now(timezone.utc)
+
+        def fold() -> None:
+            try:
+                done = fold_base(self.settings, collection)
+                log.info("base fold of %s (%s): %s, version %s, %.1fs off the lock, %.2fs under it", collection,
+                         reason, done.outcome, done.result.version, done.fold_seconds, done.locked_seconds)
+            except Exception:  # noqa: BLE001 - a failed fold changes nothing visible; the next decision retries
+                log.exception("base fold of %s failed", collection)
+
+        self._folds[collection] = threading.Thread(target=fold, name=f"vp-fold-{collection}", daemon=True)
+        self._folds[collection].start()
 
 
 @contextmanager

@@ -6,13 +6,12 @@ names a version that holds it; every failure before that leaves pointer, queue a
 is a no-op (the version's merge state lists applied delta ids); which delta wins an id is
 ``merge``'s rule.
 
-The steps each live in a module of their own: intake (``intake``: list, read, check,
-classify), the write (``version_writer`` over the pure ``merge``), publish (the pointer's
-conditional PUT in ``snapshot_store``), and acknowledge (message deletes here, archive and
-quarantine moves in ``delta_archive``). They are public so the Dagster layer can put its
-blocking check between write and publish; each runs under the caller's
-``CompactionLock``. The lock keeps compactors apart; the conditional PUT of the pointer
-makes a compactor that outlived its lock harmless.
+The steps each live in a module of their own: intake (``intake``), the write
+(``version_writer`` over the pure ``merge``), publish (the pointer's conditional PUT in
+``snapshot_store``), acknowledge (message deletes here, archive and quarantine in
+``delta/archive``); public so the Dagster layer can put its blocking check between write and
+publish, each under the caller's ``CompactionLock``. The lock keeps compactors apart; the
+conditional PUT makes a compactor that outlived its lock harmless.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import progress
 from ..table.catalog import CollectionCatalog, UnknownCollectionError
@@ -220,7 +219,7 @@ class ChromaCompactor:
         for key, reason in reasons.items():
             self.quarantine(key, reason)
             if queue and receipt_handles.get(key):
-                queue.dead_letter(receipt_handles[key], _message_body(key), reason)
+                queue.dead_letter(receipt_handles[key], json.dumps({"delta_key": key}), reason)
 
     def quarantine(self, delta_key: str, reason: str) -> str | None:
         """Move a poison delta's objects to ``quarantine/`` beside a ``reason.json``."""
@@ -240,7 +239,8 @@ class ChromaCompactor:
     # -- queue-driven compaction -------------------------------------------------------------------
 
     def compact_pending(self, collection_name: str | None = None, *, max_messages: int = 1000,
-                        reconcile: bool = True, wait_seconds: int = 0) -> list[CompactionResult]:
+                        reconcile: bool = True, wait_seconds: int = 0, also: Iterable[str] = (),
+                        decide: Callable[[str, list[str]], bool] | None = None) -> list[CompactionResult]:
         """Compact every collection with pending deltas, or only ``collection_name``.
 
         Messages say which collections have new deltas; ``delta/<collection>/`` says which
@@ -249,7 +249,9 @@ class ChromaCompactor:
         deleted once their delta is durably known (see ``queue``): after publish for the
         deltas applied; at once for deltas still pending after a busy or failed run, and for
         collections this call does not compact — their next run lists them. ``wait_seconds``
-        long-polls the queue for the first message (``watch``'s idle wait).
+        long-polls the queue for the first message (``watch``'s idle wait). ``also`` names
+        collections to list even without messages; ``decide(collection, pending_keys)`` False
+        defers one (``cadence.due``): its deltas stay pending, its messages are deleted.
         """
         queue = DeltaQueue(self.settings)
         messages, malformed = queue.receive(max_messages=max_messages, visibility_timeout=self.settings.lock_ttl_seconds,
@@ -263,13 +265,16 @@ class ChromaCompactor:
         if reconcile and collection_name is None:
             for key in self.intake.pending_keys():
                 listed.setdefault(parse_delta_key(key).collection, set()).add(key)
-        targets = [collection_name] if collection_name else sorted(set(handles) | set(listed))
+        targets = [collection_name] if collection_name else sorted(set(handles) | set(listed) | set(also))
         results = []
         for collection in targets:
             if collection not in listed:
                 listed[collection] = set(self.intake.pending_keys(collection))
             held = handles.get(collection, {})
             keys = sorted(listed[collection] | set(held))
+            if decide is not None and keys and not decide(collection, keys):
+                queue.ack(handle for key, handle in held.items() if key in listed[collection])
+                continue
             try:
                 result = self.compact_deltas(keys, collection, receipt_handles=held)
             except UnknownCollectionError as exc:
@@ -291,7 +296,3 @@ class ChromaCompactor:
         quarantined = {key: reason for key in handles}
         self._quarantine_all(quarantined, handles, queue)
         return CompactionResult(CompactionStatus.NOOP, collection, quarantined=quarantined)
-
-
-def _message_body(delta_key: str) -> str:
-    return json.dumps({"delta_key": delta_key})

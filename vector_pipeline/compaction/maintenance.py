@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .base_fold import fold_base
 from .compactor import ChromaCompactor, CompactionResult, CompactionStatus
 from ..config import HnswSettings, Settings
 from ..format.keys import ARCHIVE_PREFIX, delta_id_time, new_delta_id
@@ -102,9 +103,10 @@ def _restorable_base(store: SnapshotStore, collection: str, until_delta_id: str 
 
 
 def fold_segments(settings: Settings, collection: str) -> CompactionResult:
-    """The background merge: a new version whose one segment holds what the published
-    version's base and recent segments hold (noop when it has a single unmasked segment)."""
-    return _write_and_publish(settings, collection, [], fold_all=True)
+    """The base fold: a new base segment holding what the published version's segments hold,
+    written off the lock and rebased onto whatever was appended meanwhile (``base_fold``);
+    noop when the version has a single unmasked segment."""
+    return fold_base(settings, collection).result
 
 
 def _write_and_publish(settings: Settings, collection: str, keys: list[str], **write_options: Any) -> CompactionResult:

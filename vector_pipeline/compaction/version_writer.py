@@ -89,13 +89,14 @@ class VersionWriter:
     def write_candidate(self, collection: str, delta_keys: Sequence[str], *, fence: int | None = None,
                         lock_owner: str | None = None, from_scratch: bool = False,
                         hnsw: HnswSettings | None = None, fold_all: bool = False,
-                        base_version: str | None = None) -> Candidate:
+                        base_version: str | None = None, segment_name: str | None = None) -> Candidate:
         """Merge the pending deltas into a new version and upload it, unpublished.
 
         ``from_scratch`` merges onto an empty collection instead of the published version
         (a rebuild), ``base_version`` onto that kept version (a rebuild over an expired
         archive); the version still follows the pointer's number and ETag. ``fold_all``
-        folds every segment back into the base even without deltas (the background merge).
+        folds every segment back into the base even without deltas (the background merge);
+        ``segment_name`` names the segment written (default: the version's number).
         """
         config = self.catalog.require(collection)
         policy = config.apply_to(self.settings)  # the collection's HNSW and segment policy
@@ -129,7 +130,8 @@ class VersionWriter:
             version = next_version(candidate.base_version)
             state = base_state.copy()  # the merge changes it in place; the cached state stays the base's
             with progress.stage(f"{collection}: merge", len(deltas), "deltas") as bar:
-                merged = self._merge(candidate, deltas, state, checkout, hnsw, version, policy, fold_all)
+                merged = self._merge(candidate, deltas, state, checkout, hnsw, segment_name or version.split("-", 1)[0],
+                                     policy, fold_all)
                 bar.advance(len(deltas))
             segments, plan = merged.segments, merged.plan
             parts = self._write_state_part(checkout, state, merged, deltas, version)
@@ -188,7 +190,7 @@ class VersionWriter:
             return None
 
     def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState, checkout: Checkout,
-               hnsw: HnswSettings, version: str, policy: Settings, fold_all: bool = False) -> "Merged":
+               hnsw: HnswSettings, name: str, policy: Settings, fold_all: bool = False) -> "Merged":
         """Apply the net effect of ``deltas`` in one pass, writing one segment; fetches only
         the base files the fold plan reads (masks, and the segments it copies or folds)."""
         started = time.monotonic()
@@ -205,15 +207,14 @@ class VersionWriter:
         if plan.kind is FoldKind.APPEND and segments and not effect.upserts:
             new_segment = None  # deletes only: masks change, no segment is written
         else:
-            new_segment = self._write_segment(candidate.collection, workdir, plan, masks, state, effect, hnsw,
-                                              name=version.split("-", 1)[0])
+            new_segment = self._write_segment(candidate.collection, workdir, plan, masks, state, effect, hnsw, name)
         kept = merge.masks_after(plan, masks, effect, state)
         relocated = merge.relocate(state, plan, new_segment, effect)
         write_masks(workdir, kept)
         for path in list(checkout.held):  # the merge rewrote or moved these
             if path == MASKS_FILE or below(path, folded):
                 del checkout.held[path]
-        result = [Segment(s.name, s.stored, len(kept[s.name])) for s in plan.keep]
+        result = [Segment(s.name, s.stored, len(kept[s.name]), s.tier) for s in plan.keep]
         result += [new_segment] if new_segment else []
         count = sum(s.live for s in result)
         candidate.merge_seconds = time.monotonic() - started
@@ -250,7 +251,7 @@ class VersionWriter:
             else:
                 db.ensure_collection(collection)  # a version always holds its collection
             checkpoint(self.settings, "mid_merge")
-            return Segment(name, db.count(collection))
+            return Segment(name, db.count(collection), tier=plan.tier)
 
     def _carry_live_records(self, db: ChromaDBClient, collection: str, source_dir: Path, ids: list[str]) -> None:
         if not ids:

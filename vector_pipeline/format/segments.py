@@ -1,6 +1,6 @@
-"""Segmented versions (the pure part): segments, the fold plan, masks on disk.
+"""Segmented versions (the pure part): segments, size tiers, the fold plan, masks on disk.
 
-A version is a base segment plus a few small recent ones.
+A version is a base segment plus recent segments, each of a size tier.
 
 Invariant: every live id of a version is held by exactly one of its segments, and there
 it is not masked; an id in a segment's mask (replaced by a newer segment, or deleted) is
@@ -9,12 +9,20 @@ masked ids, and a compaction writes only the one segment it folds into: the othe
 segments are the parent version's files, reused by reference, so its cost follows the
 deltas, not the snapshot.
 
-Why: an HNSW insert rewrites neighbour lists all over ``data_level0.bin``, so merging
-into the base rewrites (and re-uploads) the whole index. The fold policy bounds what
-readers pay for this: at most ``segment_max_count`` segments, and once the recent ones
-(plus the base's masked ids) pass ``segment_fold_ratio`` of the base, the next compaction
-folds them back into it (as LSM trees and Lance's fragments compact); ``fold_segments``
-does it on demand, off the ingest path.
+Why tiers: an HNSW insert rewrites neighbour lists all over ``data_level0.bin``, so merging
+into the base rewrites (and re-uploads) the whole index. The ingest path never does it.
+Policy: size-tiered (as Cassandra's STCS and RocksDB's universal compaction), not leveled:
+the recent data here is small and append-mostly, and size tiers write each record once per
+tier (write amplification ≈ tiers + 1) where leveling rewrites a level per merge (≈ fan-in
+per level). A compaction appends one tier-0 segment; once a tier would hold
+``segment_fan_in`` (F) segments, they and the deltas merge into one segment of the next
+tier, up to the top tier T = (``segment_max_count`` − 1) / (F − 1) − 1. Segments of the top
+tier wait for the base fold, which runs off the ingest path (``compaction/base_fold.py``,
+rebased onto whatever was appended meanwhile). So a reader searches at most
+``segment_max_count`` = 1 + (T + 1) × (F − 1) segments (default 10: base + 3 tiers × 3);
+should folds fall behind, the ingest path merges recent segments among themselves (still
+never the base) to keep that bound. ``segment_max_count`` 1 folds every compaction into the
+base (a bulk load).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ class Segment:
     name: str
     stored: int  # records in its chroma collection
     masked: int = 0  # of them, hidden by a newer segment or a delete
+    tier: int = 0  # recent segments: size tier (0: one compaction's deltas); the base: 0
 
     @property
     def path(self) -> str:
@@ -49,16 +58,16 @@ class Segment:
         return self.stored - self.masked
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "stored": self.stored, "masked": self.masked}
+        return {"name": self.name, "path": self.path, "stored": self.stored, "masked": self.masked, "tier": self.tier}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Segment":
-        return cls(str(values["name"]), int(values["stored"]), int(values.get("masked", 0)))
+        return cls(str(values["name"]), int(values["stored"]), int(values.get("masked", 0)), int(values.get("tier", 0)))
 
 
 class FoldKind(str, Enum):
     APPEND = "append"  # a new small segment; the others are untouched
-    FOLD_RECENT = "fold_recent"  # the recent segments and the deltas become one segment
+    FOLD_RECENT = "fold_recent"  # a tier merge: some recent segments and the deltas become one segment
     FOLD_ALL = "fold_all"  # everything folds back into (a copy of) the base
 
     def __str__(self) -> str:
@@ -71,6 +80,7 @@ class FoldPlan:
     keep: tuple[Segment, ...]  # older segments left as they are (their masks may grow)
     copy_from: Segment | None  # the segment the new one starts as a copy of
     read_from: tuple[Segment, ...]  # segments whose live records move into the new one
+    tier: int = 0  # the new segment's tier
 
     @property
     def folded(self) -> set[str]:
@@ -82,22 +92,37 @@ def segments_of(manifest: Mapping[str, Any] | None) -> list[Segment]:
     return [Segment.from_dict(s) for s in (manifest or {}).get("segments", [])]
 
 
+def top_tier(settings: Settings) -> int:
+    """The highest tier a tier merge writes: (max count − 1) / (fan-in − 1) − 1, at least 0."""
+    return max(0, (settings.segment_max_count - 1) // max(settings.segment_fan_in - 1, 1) - 1)
+
+
 def plan_fold(segments: Sequence[Segment], incoming: int, settings: Settings, fold_all: bool = False) -> FoldPlan:
-    """Where ``incoming`` new records go, keeping the reader's cost bounded."""
+    """Where ``incoming`` new records go: a new tier-0 segment, merged up the tiers that
+    would reach the fan-in; never into the base unless ``fold_all`` (or a bulk load)."""
     if not segments:
         return FoldPlan(FoldKind.APPEND, (), None, ())
     base, recent = segments[0], tuple(segments[1:])
-    recent_stored = sum(s.stored for s in recent)
-    # The recent tier as it stands decides, not ``incoming``: a large batch becomes one
-    # segment now and is folded by the next compaction (or the nightly fold), so no single
-    # compaction pays for both its own deltas and a rewrite of the base.
-    if fold_all or base.masked + recent_stored > settings.segment_fold_ratio * max(base.stored, 1):
+    if fold_all or settings.segment_max_count < 2:
         return FoldPlan(FoldKind.FOLD_ALL, (), base, recent)
-    if len(segments) + (1 if incoming else 0) > settings.segment_max_count:
-        if not recent or settings.segment_max_count < 2:
-            return FoldPlan(FoldKind.FOLD_ALL, (), base, recent)
-        return FoldPlan(FoldKind.FOLD_RECENT, (base,), recent[0], recent[1:])
-    return FoldPlan(FoldKind.APPEND, tuple(segments), None, ())
+    fan_in, top = max(settings.segment_fan_in, 2), top_tier(settings)
+    merged: list[Segment] = []
+    tier, carry = 0, 1 if incoming else 0  # the new segment counts as one of tier 0
+    while tier < top:
+        at = [s for s in recent if min(s.tier, top) == tier]
+        if len(at) + carry < fan_in:
+            break
+        merged += at
+        tier, carry = tier + 1, 1
+    written = 1 if (incoming or merged) else 0
+    if len(segments) - len(merged) + written > settings.segment_max_count:
+        merged, tier = list(recent), max([min(s.tier, top) for s in recent] + [tier])  # folds fell behind
+    if not merged:
+        return FoldPlan(FoldKind.APPEND, tuple(segments), None, ())
+    names = {s.name for s in merged}
+    largest = max(merged, key=lambda s: s.live)  # copied as it stands; the others' records move into it
+    return FoldPlan(FoldKind.FOLD_RECENT, tuple(s for s in segments if s.name not in names), largest,
+                    tuple(s for s in merged if s is not largest), tier)
 
 
 def read_masks(version_dir: Path) -> dict[str, set[str]]:

@@ -23,6 +23,7 @@ from ..io.aws import client, get_object_or_none, sse_args
 from ..io.conditional_writes import CREATE_ONLY, WriteOutcome, checked_bucket, put_document_resolving_ambiguity
 from ..config import HnswSettings, Settings
 from ..format.keys import check_collection_name
+from ..format.quiet_window import QuietWindow
 from ..chroma.embeddings import provider_name
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,17 @@ class CollectionConfig:
     embedding_provider: str = ""
     dimension: int = 0
     hnsw: HnswSettings = HnswSettings()
-    segment_max_count: int = 4
-    segment_fold_ratio: float = 0.25
+    segment_max_count: int = 10
+    segment_fan_in: int = 4
+    segment_fold_ratio: float = 0.25  # the base's masked share past which a base fold runs at once
     retention: Retention = field(default_factory=Retention)
     created_at: str = ""
+    # Cadence (compaction/cadence.py): compact once the oldest pending delta nears this age,
+    # or once this many deltas are pending; base folds in the quiet window (quiet_window.py).
+    freshness_target_seconds: float = 30.0
+    backlog_max_deltas: int = 500
+    fold_window: str = "0 2 * * *"
+    fold_window_minutes: int = 120
 
     @property
     def embedding(self) -> tuple[str, int] | None:
@@ -67,7 +75,7 @@ class CollectionConfig:
     def apply_to(self, settings: Settings) -> Settings:
         """``settings`` with this collection's HNSW and segment policy."""
         return replace(settings, hnsw=self.hnsw, segment_max_count=self.segment_max_count,
-                       segment_fold_ratio=self.segment_fold_ratio)
+                       segment_fan_in=self.segment_fan_in, segment_fold_ratio=self.segment_fold_ratio)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "hnsw": self.hnsw.as_dict(), "format": "vector_pipeline.collection/1"}
@@ -77,15 +85,20 @@ class CollectionConfig:
         retention = Retention(**{f.name: values.get("retention", {}).get(f.name, f.default) for f in fields(Retention)})
         return cls(name=str(values["name"]), embedding_provider=str(values.get("embedding_provider", "")),
                    dimension=int(values.get("dimension", 0)), hnsw=HnswSettings.from_dict(values.get("hnsw", {})),
-                   segment_max_count=int(values.get("segment_max_count", 4)),
-                   segment_fold_ratio=float(values.get("segment_fold_ratio", 0.25)),
-                   retention=retention, created_at=str(values.get("created_at", "")))
+                   segment_max_count=int(values.get("segment_max_count", cls.segment_max_count)),
+                   segment_fan_in=int(values.get("segment_fan_in", cls.segment_fan_in)),
+                   segment_fold_ratio=float(values.get("segment_fold_ratio", cls.segment_fold_ratio)),
+                   retention=retention, created_at=str(values.get("created_at", "")),
+                   freshness_target_seconds=float(values.get("freshness_target_seconds", cls.freshness_target_seconds)),
+                   backlog_max_deltas=int(values.get("backlog_max_deltas", cls.backlog_max_deltas)),
+                   fold_window=str(values.get("fold_window", cls.fold_window)),
+                   fold_window_minutes=int(values.get("fold_window_minutes", cls.fold_window_minutes)))
 
     @classmethod
     def defaults_for(cls, name: str, settings: Settings) -> "CollectionConfig":
         """A new collection with the deployment's defaults (``Settings``)."""
         return cls(name=name, hnsw=settings.hnsw, segment_max_count=settings.segment_max_count,
-                   segment_fold_ratio=settings.segment_fold_ratio,
+                   segment_fan_in=settings.segment_fan_in, segment_fold_ratio=settings.segment_fold_ratio,
                    created_at=datetime.now(timezone.utc).isoformat())
 
     def changed(self, **changes: Any) -> "CollectionConfig":
@@ -105,8 +118,12 @@ class CollectionConfig:
         check_collection_name(self.name)
         if self.dimension < 0 or (self.dimension and not self.embedding_provider):
             raise ValueError(f"collection {self.name}: a dimension needs an embedding provider")
-        if self.segment_max_count < 1 or not 0 < self.segment_fold_ratio:
-            raise ValueError(f"collection {self.name}: segment_max_count ≥ 1 and segment_fold_ratio > 0")
+        if self.segment_max_count < 1 or self.segment_fan_in < 2 or not 0 < self.segment_fold_ratio:
+            raise ValueError(f"collection {self.name}: segment_max_count ≥ 1, segment_fan_in ≥ 2 and "
+                             "segment_fold_ratio > 0")
+        if self.freshness_target_seconds <= 0 or self.backlog_max_deltas < 1:
+            raise ValueError(f"collection {self.name}: freshness_target_seconds > 0 and backlog_max_deltas ≥ 1")
+        QuietWindow.parse(self.fold_window, self.fold_window_minutes)  # refused naming the field
         if self.hnsw.space not in ("cosine", "l2", "ip"):
             raise ValueError(f"collection {self.name}: hnsw space {self.hnsw.space!r} (cosine, l2 or ip)")
         if self.retention.versions_kept < 1 or self.retention.grace_hours < 0:

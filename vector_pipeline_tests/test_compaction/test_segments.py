@@ -73,19 +73,24 @@ def test_replaced_and_deleted_base_vectors_are_masked_everywhere(settings: Setti
     assert len(set(snapshot.get_vectors("words", include=[])["ids"])) == 299
 
 
-def test_segment_count_stays_bounded_and_folds_back_into_the_base(settings: Settings,
-                                                                  rng: np.random.Generator) -> None:
-    config = settings.with_overrides(segment_max_count=3, segment_fold_ratio=0.3)
+def test_ingest_never_rewrites_the_base_and_tiers_bound_the_segment_count(settings: Settings,
+                                                                          rng: np.random.Generator) -> None:
+    config = settings.with_overrides(segment_max_count=7, segment_fan_in=3)  # tiers 0, 1, 2: base + 3 × 2
     compactor = ChromaCompactor(settings=config)
     compactor.compact_deltas([_produce(config, [f"b{i}" for i in range(200)], vectors(rng, 200), "")], "words")
+    base = _manifest(config)["segments"][0]
     folds = []
-    for round_number in range(8):
-        ids = [f"r{round_number}-{i}" for i in range(10)] + [f"b{round_number}"]
-        result = compactor.compact_deltas([_produce(config, ids, vectors(rng, 11), "-r")], "words")
-        assert result.status == "ok" and result.segments <= 3
+    for round_number in range(12):  # new ids each round: the old rule folded the base every other round
+        ids = [f"r{round_number}-{i}" for i in range(40)] + [f"b{round_number}"]
+        result = compactor.compact_deltas([_produce(config, ids, vectors(rng, 41), "-r")], "words")
+        assert result.status == "ok" and result.segments <= 7
         folds.append(result.fold)
-    assert {"append", "fold_recent", "fold_all"} <= set(folds)
-    assert open_snapshot(settings=config).count("words") == 200 + 8 * 10
+        segments = _manifest(config)["segments"]
+        assert segments[0]["path"] == base["path"] and segments[0]["stored"] == base["stored"]
+        assert all(sum(1 for s in segments[1:] if s["tier"] == tier) < 3 for tier in (0, 1))
+    assert "fold_all" not in folds and {"append", "fold_recent"} <= set(folds)
+    assert max(s["tier"] for s in _manifest(config)["segments"]) == 2
+    assert open_snapshot(settings=config).count("words") == 200 + 12 * 40
 
 
 def test_background_fold_leaves_one_segment_with_the_same_content(settings: Settings,
@@ -103,17 +108,28 @@ def test_background_fold_leaves_one_segment_with_the_same_content(settings: Sett
     assert fold_segments(settings, "words").status == "noop"
 
 
-def test_fold_policy_bounds_segments_and_recent_share() -> None:
-    settings = Settings(segment_max_count=3, segment_fold_ratio=0.25)
-    base = Segment("00000001", 1000)
+def test_fold_policy_merges_size_tiers_and_never_the_base() -> None:
+    settings = Settings(segment_max_count=10, segment_fan_in=4)  # tiers 0..2
+    base = Segment("b", 100_000)
+    tier0 = [Segment(f"t0-{i}", 100) for i in range(3)]
     assert plan_fold([], 50, settings).kind is FoldKind.APPEND
-    assert plan_fold([base], 50, settings).kind is FoldKind.APPEND
-    assert plan_fold([base, Segment("00000002", 50)], 50, settings).kind is FoldKind.APPEND
-    third = plan_fold([base, Segment("00000002", 50), Segment("00000003", 50)], 50, settings)
-    assert third.kind is FoldKind.FOLD_RECENT and third.keep == (base,)
-    assert plan_fold([base], 5000, settings).kind is FoldKind.APPEND  # a big batch: its own segment first
-    assert plan_fold([base, Segment("00000002", 300)], 10, settings).kind is FoldKind.FOLD_ALL
-    assert plan_fold([Segment("00000001", 1000, masked=260)], 20, settings).kind is FoldKind.FOLD_ALL
+    assert plan_fold([base, *tier0[:2]], 50, settings).kind is FoldKind.APPEND
+    up = plan_fold([base, *tier0], 50, settings)  # the fourth tier-0 segment: one of tier 1
+    assert up.kind is FoldKind.FOLD_RECENT and up.tier == 1 and up.keep == (base,)
+    assert up.folded == {s.name for s in tier0}
+    tier1 = [Segment(f"t1-{i}", 400, tier=1) for i in range(3)]
+    cascade = plan_fold([base, *tier1, *tier0], 50, settings)  # tier 0 fills tier 1, which fills tier 2
+    assert cascade.tier == 2 and cascade.keep == (base,) and len(cascade.folded) == 6
+    tier2 = [Segment(f"t2-{i}", 1600, tier=2) for i in range(3)]
+    waits = plan_fold([base, *tier2, *tier0[:2]], 50, settings)  # the top tier waits for the base fold
+    assert waits.kind is FoldKind.APPEND
+    behind = plan_fold([base, *tier2, *tier1, *tier0[:2]], 50, settings)  # 9 + 1: at the bound
+    assert behind.kind is FoldKind.APPEND
+    over = plan_fold([base, *tier2, *tier1, *tier0[:2], Segment("t2-x", 1600, tier=2)], 50, settings)
+    assert over.kind is FoldKind.FOLD_RECENT and over.keep == (base,) and over.tier == 2  # never the base
+    assert plan_fold([Segment("b", 1000, masked=900)], 20, settings).kind is FoldKind.APPEND
+    assert plan_fold([base, *tier0], 50, settings, fold_all=True).kind is FoldKind.FOLD_ALL
+    assert plan_fold([base, *tier0], 50, Settings(segment_max_count=1)).kind is FoldKind.FOLD_ALL  # bulk load
 
 
 def test_a_version_of_an_older_format_is_refused_by_name_and_a_rebuild_moves_off_it(

@@ -1,6 +1,7 @@
 """Shared by the reliability tests: compactor subprocesses, invariants, the expected state."""
 
 import os
+import time
 import subprocess
 import sys
 
@@ -68,3 +69,22 @@ def assert_each_delta_applied_once(settings: Settings, expected_delta_ids: set[s
     assert len(flat) == len(set(flat)), "a delta was applied twice along the pointer chain"
     assert set(flat) == expected_delta_ids, "a delta was lost"
     assert all_keys(settings, f"delta/{collection}/") == []
+
+
+def start_fold(settings: Settings, collection: str = "words", **env: str) -> subprocess.Popen:
+    """``vector-pipeline fold`` as a subprocess (a base fold, off the lock)."""
+    return subprocess.Popen([sys.executable, "-m", "vector_pipeline.cli", "fold", collection, "--json"],
+                            env=compactor_env(settings, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def wait_until_stopped(process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until ``process`` stopped itself (a ``pause:`` fault: SIGSTOP); fails if it exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"exited ({process.returncode}) before its pause: {process.communicate()[1][-2000:]}"
+        with open(f"/proc/{process.pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.1)
+    raise AssertionError("the process did not reach its pause")

@@ -3,7 +3,12 @@ then compaction runs again. Whatever the step, the pointer always names a comple
 the final content is the last-writer-wins state, no delta is lost or applied twice, the merge
 state replayed from the version's parts locates exactly its live ids, and the dead holder's
 lock is taken over after its TTL. The killed run appends a segment and a state part; at the
-steps that write files it also folds the recent tier (consolidating the state parts)."""
+steps that write files it also folds the recent tier (consolidating the state parts). A base
+fold is killed at each of its steps too (``FOLD_STEPS``), with appends (and a tier merge)
+published while it was stopped after writing its base, so the rebase steps run for real."""
+
+import os
+import signal
 
 import time
 
@@ -12,7 +17,8 @@ import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.faults import STEPS
+from vector_pipeline.compaction.maintenance import fold_segments
+from vector_pipeline.faults import FOLD_STEPS, STEPS
 from vector_pipeline.io.lock import CompactionLock, lock_id_for
 from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
@@ -20,7 +26,7 @@ from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from vector_pipeline_tests.helpers import vectors
 from vector_pipeline_tests.test_reliability.helpers import (assert_each_delta_applied_once, assert_pointer_names_a_complete_version,
-                      assert_state_parts_locate_the_live_ids, start_compactor)
+                      assert_state_parts_locate_the_live_ids, start_compactor, start_fold, wait_until_stopped)
 
 LOCK_TTL = 3
 
@@ -81,3 +87,38 @@ def test_compactor_killed_at_any_step_converges(settings: Settings, rng: np.rand
         assert any(v == "fold_recent" for v in _folds_along_pointer_chain(settings))
     assert DeltaQueue(settings).approximate_depth() == {"visible": 0, "in_flight": 0}
     print(f"FIGURE crash injected: SIGKILL at {step} ({fold}); converged, {len(delta_ids)} deltas applied once each")
+
+
+@pytest.mark.parametrize("step", FOLD_STEPS)
+def test_base_fold_killed_at_any_step_loses_no_append(settings: Settings, rng: np.random.Generator, step: str) -> None:
+    settings = settings.with_overrides(lock_ttl_seconds=LOCK_TTL, segment_max_count=5, segment_fan_in=2)
+    compactor = ChromaCompactor(settings=settings)
+    delta_ids = {_produce(settings, rng, ["x", "y", "c"], "base")}
+    assert compactor.compact_pending("words")[0].status == "ok"
+    delta_ids.add(_produce(settings, rng, ["y", "e"], "r"))
+    assert compactor.compact_pending("words")[0].status == "ok"
+    fault = f"crash:{step}" if step == "fold_written" else f"pause:fold_written,crash:{step}"
+    victim = start_fold(settings, VECTOR_PIPELINE_FAULT=fault)
+    if step != "fold_written":
+        wait_until_stopped(victim)  # its base is written: appends publish meanwhile
+        for tag, ids, deletes in (("d1", ["a", "b"], None), ("d2", ["b"], ["c"]), ("d3", ["d", "a"], ["e"])):
+            delta_ids.add(_produce(settings, rng, ids, tag, deletes))
+            assert compactor.compact_pending("words")[0].status == "ok"
+        os.kill(victim.pid, signal.SIGCONT)
+    _, stderr = victim.communicate(timeout=120)
+    assert victim.returncode == -9, f"the fold was not killed at {step}: {stderr[-2000:]}"
+    assert_pointer_names_a_complete_version(settings)
+    time.sleep(LOCK_TTL + 0.5)  # a lock the victim held expires
+    assert fold_segments(settings, "words").status in ("ok", "noop")
+    delta_ids.add(_produce(settings, rng, ["f"], "after"))
+    assert compactor.compact_pending("words")[0].status == "ok"
+    close_readers()
+    got = open_snapshot(settings=settings).get_vectors("words", include=["documents"])
+    expected = {"x": "x:base", "y": "y:r", "f": "f:after"} if step == "fold_written" else \
+        {"x": "x:base", "y": "y:r", "a": "a:d3", "b": "b:d2", "d": "d:d3", "f": "f:after"}
+    if step == "fold_written":
+        expected.update({"c": "c:base", "e": "e:r"})
+    assert dict(zip(got["ids"], got["documents"])) == expected
+    assert_each_delta_applied_once(settings, delta_ids)
+    assert_state_parts_locate_the_live_ids(settings, set(got["ids"]), delta_ids)
+    print(f"FIGURE crash injected: SIGKILL at {step} (base fold); converged, every append kept")

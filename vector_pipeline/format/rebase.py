@@ -1,0 +1,64 @@
+"""Rebasing a base fold onto the versions published while it ran (the pure part).
+
+Invariant: the rebased version holds exactly the live records of the version it rebases onto
+(``current``), each held unmasked by exactly one segment (``segments.py``). The fold wrote a
+new base from a fixed version V0: it holds the records V0's segments (``folded``) held live.
+Segments appended since V0 stay on top as they are, with their masks. An id the current
+merge state still locates in a folded segment is live in the new base; every other id the new
+base holds (replaced by a later segment, or deleted, since V0) is masked there. So no chroma
+file is rewritten: the masks and the merge state say it all. The merge state of the rebased
+version is the fold's whole part, then one part of what changed since (``change``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from .merge_state import MergeState
+from .segments import Segment
+
+
+@dataclass
+class Rebased:
+    segments: list[Segment]  # the new base first, then the current segments not folded
+    masks: dict[str, set[str]]
+    state: MergeState  # the rebased version's whole state
+    change: MergeState  # its part after the fold's: what changed since the fold's version
+
+
+def changed_since(before: MergeState, after: MergeState) -> MergeState:
+    """The part that replays ``before`` into ``after`` (``before.copy().apply(part) == after``)."""
+    part = MergeState(applied_delta_ids=after.applied_delta_ids - before.applied_delta_ids)
+    for record_id, delta_id in after.upsert_winner.items():
+        if before.upsert_winner.get(record_id) != delta_id:
+            part.upsert_winner[record_id] = delta_id
+    for record_id, delta_id in after.delete_winner.items():
+        if before.delete_winner.get(record_id) != delta_id:
+            part.delete_winner[record_id] = delta_id
+    for record_id, where in after.location.items():
+        if before.location.get(record_id) != where:
+            part.location[record_id] = where
+    return part
+
+
+def rebase(fold: Segment, folded: Iterable[str], fold_state: MergeState, current: Sequence[Segment],
+           current_masks: Mapping[str, set[str]], current_state: MergeState) -> Rebased:
+    """The new base ``fold`` (written from the version whose segments were ``folded``, with
+    merge state ``fold_state``) under the segments of ``current`` appended since."""
+    folded = set(folded)
+    state = current_state.copy()
+    for record_id, where in state.location.items():
+        if where in folded:  # still where the folded version held it: live in the new base
+            state.location[record_id] = fold.name
+    mask = {i for i, where in fold_state.location.items() if where == fold.name and state.location.get(i) != fold.name}
+    kept = [s for s in current if s.name not in folded]
+    masks = {s.name: set(current_masks.get(s.name, ())) for s in kept}
+    masks[fold.name] = mask
+    held = sum(1 for where in state.location.values() if where == fold.name)
+    if held != fold.stored - len(mask):
+        raise RuntimeError(f"rebase: the new base holds {fold.stored - len(mask)} live records, "
+                           f"the merge state places {held} there")
+    segments = [Segment(fold.name, fold.stored, len(mask))]
+    segments += [Segment(s.name, s.stored, len(masks[s.name]), s.tier) for s in kept]
+    return Rebased(segments, masks, state, changed_since(fold_state, state))
