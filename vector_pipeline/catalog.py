@@ -58,6 +58,11 @@ class CollectionConfig:
     segment_fold_ratio: float = 0.25
     retention: Retention = field(default_factory=Retention)
     created_at: str = ""
+    # Recall@k of a new version against exact search (recall.py): below the target the
+    # Dagster check warns; below the floor (None: no floor) it blocks the publish.
+    recall_target: float = 0.95
+    recall_floor: float | None = None
+    forked_from: str = ""  # "<collection>@<version>" a fork started from (forks.py)
 
     @property
     def embedding(self) -> tuple[str, int] | None:
@@ -78,7 +83,10 @@ class CollectionConfig:
                    dimension=int(values.get("dimension", 0)), hnsw=HnswSettings.from_dict(values.get("hnsw", {})),
                    segment_max_count=int(values.get("segment_max_count", 4)),
                    segment_fold_ratio=float(values.get("segment_fold_ratio", 0.25)),
-                   retention=retention, created_at=str(values.get("created_at", "")))
+                   retention=retention, created_at=str(values.get("created_at", "")),
+                   recall_target=float(values.get("recall_target", 0.95)),
+                   recall_floor=None if values.get("recall_floor") is None else float(values["recall_floor"]),
+                   forked_from=str(values.get("forked_from", "")))
 
     @classmethod
     def defaults_for(cls, name: str, settings: Settings) -> "CollectionConfig":
@@ -108,6 +116,8 @@ class CollectionConfig:
             raise ValueError(f"collection {self.name}: segment_max_count ≥ 1 and segment_fold_ratio > 0")
         if self.hnsw.space not in ("cosine", "l2", "ip"):
             raise ValueError(f"collection {self.name}: hnsw space {self.hnsw.space!r} (cosine, l2 or ip)")
+        if not 0 <= self.recall_target <= 1 or not (self.recall_floor is None or 0 <= self.recall_floor <= 1):
+            raise ValueError(f"collection {self.name}: recall_target and recall_floor lie in [0, 1]")
         if self.retention.versions_kept < 1 or self.retention.grace_hours < 0:
             raise ValueError(f"collection {self.name}: retention keeps ≥ 1 version and a grace ≥ 0")
 
@@ -130,8 +140,12 @@ class CollectionCatalog:
     def names(self) -> list[str]:
         paginator = self.s3.get_paginator("list_objects_v2")
         return sorted(o["Key"][len(CATALOG_PREFIX):-len(".json")]
-                      for page in paginator.paginate(Bucket=self.bucket, Prefix=CATALOG_PREFIX)
+                      for page in paginator.paginate(Bucket=self.bucket, Prefix=CATALOG_PREFIX, Delimiter="/")
                       for o in page.get("Contents", []) if o["Key"].endswith(".json"))
+
+    def forks(self) -> list[str]:
+        """Collections made by ``collections fork`` (their versions share another's objects)."""
+        return [name for name in self.names() if (config := self.get(name)) is not None and config.forked_from]
 
     def allowed(self, name: str) -> bool:
         return not self.settings.collections or name in self.settings.collections

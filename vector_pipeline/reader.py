@@ -32,7 +32,7 @@ from .embeddings import EmbeddingProvider, check_same_embedding, provider_from_s
 from .faults import checkpoint
 from .local_versions import LocalVersions, segment_key
 from .pending import PendingDeltas, query_with_overlay
-from .segments import SegmentedClient, read_masks, segments_of
+from .segments import SegmentedClient, chroma_collection, read_masks, segments_of
 from .merge_state import load_state
 from .snapshot_store import MergeState, SnapshotNotFoundError, SnapshotStore
 
@@ -160,7 +160,8 @@ class SnapshotReader:
         version_dir = self.local.materialize(manifest)
         opened = self._open_new_segments(manifest)
         client = SegmentedClient(version_dir, segments_of(manifest), read_masks(version_dir), self.settings,
-                                 parts=[self._parts.get(k) or opened[k] for k in _keys(manifest)])
+                                 parts=[self._parts.get(k) or opened[k] for k in _keys(manifest)],
+                                 aliases={self.collection: chroma_collection(manifest)})
         with self._lock:
             self._parts.update(opened)
             # A query of another thread may still be running on the previous version: its
@@ -190,8 +191,9 @@ class SnapshotReader:
             if key in self._parts or key in opened:
                 continue
             part = ChromaDBClient(self.local.segment_path(manifest, segment), mode="read", settings=self.settings)
-            if dimension and part.count(self.collection):
-                part.query(self.collection, query_embeddings=[[1.0] * dimension], n_results=1, include=[])
+            inside = chroma_collection(manifest)
+            if dimension and part.count(inside):
+                part.query(inside, query_embeddings=[[1.0] * dimension], n_results=1, include=[])
             opened[key] = part
         return opened
 

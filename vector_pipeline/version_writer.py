@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,7 +34,8 @@ from .delta_keys import DeltaRef
 from .delta_reader import LoadedDelta
 from .faults import checkpoint
 from .intake import DeltaIntake, collection_embedding
-from .segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks
+from .segments import (MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, chroma_collection, plan_fold, read_masks,
+                       segments_of, write_masks)
 from .merge_state import MergeState, load_state, part_path, state_part_paths
 from .snapshot_store import SNAPSHOT_FORMAT, SnapshotStore, UnsupportedFormatError, next_version
 from .warm_cache import Checkout, WarmCache, below, files_under
@@ -115,18 +117,22 @@ class VersionWriter:
             candidate.already_applied, candidate.missing = intake.already_applied, intake.missing
             candidate.quarantined = intake.quarantined
             deltas = intake.loaded
+            # The collection's HNSW settings reach every version it publishes: when they are
+            # not the base's, the version folds everything into one segment that has them.
+            hnsw = hnsw or policy.hnsw
+            change = hnsw_change(base_manifest, hnsw)
             # A rebuild over a kept version always writes one (its content becomes current).
-            fold_all = fold_all and (_has_recent_or_masked(base_manifest) or base_version is not None)
+            fold_all = fold_all and (_has_recent_or_masked(base_manifest) or base_version is not None
+                                     or change is not HnswChange.NONE)
             if not deltas and not fold_all:
                 candidate.bytes_downloaded = checkout.downloaded + intake.bytes_downloaded
                 self.cache.give_back(checkout)
                 return candidate
-            if hnsw is None:
-                hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else policy.hnsw
             version = next_version(candidate.base_version)
             state = base_state.copy()  # the merge changes it in place; the cached state stays the base's
             with progress.stage(f"{collection}: merge", len(deltas), "deltas") as bar:
-                merged = self._merge(candidate, deltas, state, checkout, hnsw, version, policy, fold_all)
+                merged = self._merge(candidate, deltas, state, checkout, hnsw, version, policy,
+                                     fold_all or change is not HnswChange.NONE, change is HnswChange.REINDEX)
                 bar.advance(len(deltas))
             segments, plan = merged.segments, merged.plan
             parts = self._write_state_part(checkout, state, merged, deltas, version)
@@ -185,7 +191,8 @@ class VersionWriter:
             return None
 
     def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState, checkout: Checkout,
-               hnsw: HnswSettings, version: str, policy: Settings, fold_all: bool = False) -> "Merged":
+               hnsw: HnswSettings, version: str, policy: Settings, fold_all: bool = False,
+               reindex: bool = False) -> "Merged":
         """Apply the net effect of ``deltas`` in one pass, writing one segment; fetches only
         the base files the fold plan reads (masks, and the segments it copies or folds)."""
         started = time.monotonic()
@@ -193,7 +200,7 @@ class VersionWriter:
         effect = merge.net_effect(deltas, state)
         candidate.expected_vector_count = merge.expected_vector_count(candidate.base_vector_count, effect, state)
         segments = segments_of(base_manifest)
-        plan = plan_fold(segments, len(effect.upserts), policy, fold_all=fold_all)
+        plan = plan_fold(segments, len(effect.upserts), policy, fold_all=fold_all, reindex=reindex)
         folded = [s.path for s in (plan.copy_from, *plan.read_from) if s is not None]
         if base_manifest is not None:
             self.cache.fetch(checkout, [e["path"] for e in base_manifest["files"] if e["path"] == MASKS_FILE])
@@ -202,7 +209,8 @@ class VersionWriter:
         if plan.kind is FoldKind.APPEND and segments and not effect.upserts:
             new_segment = None  # deletes only: masks change, no segment is written
         else:
-            new_segment = self._write_segment(candidate.collection, workdir, plan, masks, state, effect, hnsw,
+            inside = chroma_collection(base_manifest) if base_manifest else candidate.collection
+            new_segment = self._write_segment(inside, workdir, plan, masks, state, effect, hnsw,
                                               name=version.split("-", 1)[0])
         kept = merge.masks_after(plan, masks, effect, state)
         relocated = merge.relocate(state, plan, new_segment, effect)
@@ -234,6 +242,8 @@ class VersionWriter:
         if plan.copy_from is not None:
             (workdir / plan.copy_from.path).rename(target)
         with ChromaDBClient(target, mode="snapshot", settings=self.settings, hnsw=hnsw) as db:
+            if plan.copy_from is not None:  # a copy keeps its old breadth unless told
+                db.set_search_ef(collection, hnsw.search_ef)
             if doomed:
                 db.delete_vectors(collection, sorted(doomed))
             for source in plan.read_from:
@@ -283,9 +293,27 @@ class VersionWriter:
             "fence": fence,
             "lock_owner": lock_owner,
             "segments": [s.as_dict() for s in segments],
+            # a fork's segments hold its source's chroma collection, and so do its versions'
+            "chroma_collection": chroma_collection(base) if base else candidate.collection,
             "fold": str(candidate.fold),
             "masks_file": MASKS_FILE,
         }
+
+
+class HnswChange(Enum):
+    NONE = "none"  # the base has the collection's HNSW settings
+    SEARCH_EF = "search_ef"  # only the search breadth differs: chroma changes it in place
+    REINDEX = "reindex"  # space, construction breadth or neighbours differ: a new index
+
+
+def hnsw_change(base: Mapping[str, Any] | None, wanted: HnswSettings) -> HnswChange:
+    """What it takes for a version built on ``base`` to have the ``wanted`` HNSW settings."""
+    if base is None:
+        return HnswChange.NONE
+    held = HnswSettings.from_dict(base.get("hnsw") or {})
+    if held == wanted:
+        return HnswChange.NONE
+    return HnswChange.SEARCH_EF if replace(held, search_ef=wanted.search_ef) == wanted else HnswChange.REINDEX
 
 
 def _has_recent_or_masked(manifest: dict[str, Any] | None) -> bool:

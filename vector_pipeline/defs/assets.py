@@ -27,7 +27,7 @@ from vector_pipeline.retention import parse_time
 from vector_pipeline.snapshot_store import PublishOutcome
 from vector_pipeline.version_writer import Candidate
 
-from .checks import audit_check, audit_check_result
+from .checks import audit_check, audit_check_result, candidate_recall, recall_check, recall_check_result
 from .partitions import collection_partitions, delta_partitions, ref_for_partition
 from .resources import VectorPipelineResource
 
@@ -91,7 +91,7 @@ def acquire_waiting(lock: CompactionLock, log: Any, wait_seconds: float = LOCK_W
 
 @dg.asset(key="snapshot_candidate", partitions_def=collection_partitions, group_name="snapshots",
           deps=[dg.AssetDep(delta, partition_mapping=dg.AllPartitionMapping())], kinds={"chromadb", "s3"},
-          check_specs=[audit_check])
+          check_specs=[audit_check, recall_check])
 def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConfig,
                        vector_pipeline: VectorPipelineResource) -> Iterator[dg.Output[Candidate] | dg.AssetCheckResult]:
     """A new immutable version of the collection (the partition): written, not yet published."""
@@ -121,8 +121,14 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
         lock.release()
     # acquire_waiting sleeps 2 s per busy try: a longer wait means the lock was held.
     vp_metrics.publish(settings, vp_metrics.attempt_points("ok", time.monotonic() - started, lock_wait > 1.0))
-    yield dg.Output(candidate, metadata=_candidate_metadata(candidate, time.monotonic() - started, lock_wait))
-    yield audit_check_result(settings, candidate)  # blocking: a failure stops the publish step
+    audit = audit_check_result(settings, candidate)  # reads the candidate back whole
+    recall = candidate_recall(settings, candidate) if audit.passed else None
+    metadata = _candidate_metadata(candidate, time.monotonic() - started, lock_wait)
+    if recall is not None:  # plotted over the versions the collection publishes
+        metadata["recall_at_k"] = dg.MetadataValue.float(recall.recall_at_k)
+    yield dg.Output(candidate, metadata=metadata)
+    yield audit  # blocking: a failure stops the publish step
+    yield recall_check_result(settings, candidate, recall)  # blocking below the collection's recall floor
 
 
 @dg.asset(key="snapshot", partitions_def=collection_partitions, group_name="snapshots", kinds={"chromadb", "s3"},
