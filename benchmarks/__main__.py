@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import MotoServer, setup_resources
-from vector_pipeline.processes import stop_on_signals
+from vector_pipeline.cli.local_aws import MotoServer, setup_resources
+from vector_pipeline.cli.processes import stop_on_signals
 
 from . import suite
 from .report import write_report

@@ -39,10 +39,10 @@ from dagster._core.utils import make_new_run_id
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.queue import DeltaQueue
-from vector_pipeline.reader import SnapshotReader, close_readers
+from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.read.reader import SnapshotReader, close_readers
 
 from .suite import DIMENSION, _percentiles
 

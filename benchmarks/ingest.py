@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from vector_pipeline.config import Settings
-from vector_pipeline.processes import start_group, stop_process_group, wait_until_answering
-from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.cli.processes import start_group, stop_process_group, wait_until_answering
+from vector_pipeline.delta.queue import DeltaQueue
 
 from .suite import DIMENSION
 
@@ -188,7 +188,7 @@ class DagsterLoop:
         self.log = scratch / "dagster_dev.log"
 
     def start(self, timeout_seconds: float = 300) -> None:
-        from vector_pipeline.local_aws import free_port
+        from vector_pipeline.cli.local_aws import free_port
 
         self.home.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
@@ -318,7 +318,7 @@ def run(settings: Settings, parameters: dict[str, Any], scratch: Path) -> dict[s
     """Every mode in ``parameters["modes"]``, one after the other; raw samples (``ingest_report`` sums up)."""
     from .ingest_report import summarize
 
-    from vector_pipeline.local_aws import setup_resources
+    from vector_pipeline.cli.local_aws import setup_resources
 
     modes: dict[str, Any] = {}
     for name in parameters["modes"]:

@@ -29,10 +29,10 @@ from typing import Any, Callable
 
 from vector_pipeline import ChromaCompactor
 from vector_pipeline.config import Settings
-from vector_pipeline.maintenance import fold_segments
-from vector_pipeline.reader import SnapshotReader
-from vector_pipeline.segments import FoldKind, plan_fold, segments_of
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.compaction.maintenance import fold_segments
+from vector_pipeline.read.reader import SnapshotReader
+from vector_pipeline.format.segments import FoldKind, plan_fold, segments_of
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .roles import CHILD, Role, child_logging, process_peak_rss_mb
 from .scale_build import build_collection, collection_name, reuse_collection, write_build_summary

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from vector_pipeline import ChromaCompactor, progress
-from vector_pipeline.catalog import CollectionCatalog, CollectionConfig
+from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
 from vector_pipeline.config import Settings
-from vector_pipeline.maintenance import fold_segments
-from vector_pipeline.segments import segments_of
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.compaction.maintenance import fold_segments
+from vector_pipeline.format.segments import segments_of
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .roles import available_bytes, child_logging
 from .suite import Workload
@@ -32,7 +32,7 @@ def build_collection(settings: Settings, collection: str, size: int, delta_vecto
     merging its chunk into the one base segment (so every vector is inserted once, into the
     index it stays in). Stops early, with what it built, once ``budget_s`` has passed."""
     child_logging()
-    from vector_pipeline.terminal import reporter_for, stderr_console
+    from vector_pipeline.cli.terminal import reporter_for, stderr_console
 
     catalog = CollectionCatalog(settings)
     chunks = -(-size // chunk_vectors)

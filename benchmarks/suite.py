@@ -23,13 +23,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, ChromaDBClient, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.maintenance import fold_segments
-from vector_pipeline.merge_state import STATE_CACHE, part_path, state_part_paths
-from vector_pipeline.reader import SnapshotReader
-from vector_pipeline.segments import segments_of
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.compaction.maintenance import fold_segments
+from vector_pipeline.format.merge_state import STATE_CACHE, part_path, state_part_paths
+from vector_pipeline.read.reader import SnapshotReader
+from vector_pipeline.format.segments import segments_of
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .baseline import baseline_compaction, seed_baseline
 

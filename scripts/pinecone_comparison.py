@@ -16,14 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vector_pipeline.compactor import ChromaCompactor  # noqa: E402
+from vector_pipeline.compaction.compactor import ChromaCompactor  # noqa: E402
 from vector_pipeline.config import Settings  # noqa: E402
-from vector_pipeline.demo import QUERIES, load_receipts, receipt_records  # noqa: E402
-from vector_pipeline.embeddings import MiniLMProvider  # noqa: E402
-from vector_pipeline.local_aws import MotoServer, setup_resources  # noqa: E402
+from vector_pipeline.cli.demo import QUERIES, load_receipts, receipt_records  # noqa: E402
+from vector_pipeline.chroma.embeddings import MiniLMProvider  # noqa: E402
+from vector_pipeline.cli.local_aws import MotoServer, setup_resources  # noqa: E402
 from vector_pipeline.migration.backfill import backfill  # noqa: E402
 from vector_pipeline.migration.compare import compare_collection, write_report  # noqa: E402
-from vector_pipeline.pinecone_client import PineconeIndex, PineconeRecord  # noqa: E402
+from vector_pipeline.migration.pinecone_client import PineconeIndex, PineconeRecord  # noqa: E402
 from vector_pipeline_tests.pinecone_server import DEFAULT_API_KEY, PineconeServer  # noqa: E402
 
 TEXT_QUERIES = [*QUERIES, "rotisserie chicken", "bananas", "sales tax", "thank you for shopping",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Mapping
 
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import free_port, stop_process_group
+from vector_pipeline.cli.local_aws import free_port, stop_process_group
 
 COMPAT_DIR = Path(os.environ.get("VP_COMPAT_DIR") or Path(__file__).resolve().parents[1] / ".compat")
 MINISTACK = COMPAT_DIR / "ministack" / "bin" / "ministack"

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import MotoServer, setup_resources
-from vector_pipeline.processes import stop_on_signals
-from vector_pipeline.reader import close_readers
+from vector_pipeline.cli.local_aws import MotoServer, setup_resources
+from vector_pipeline.cli.processes import stop_on_signals
+from vector_pipeline.read.reader import close_readers
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,7 +55,7 @@ def vectors(rng: np.random.Generator, count: int, dimension: int = 8) -> list[li
 
 
 def all_keys(settings: Settings, prefix: str = "") -> list[str]:
-    from vector_pipeline.aws import client
+    from vector_pipeline.io.aws import client
 
     s3 = client("s3", settings)
     return sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(

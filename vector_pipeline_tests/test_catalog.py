@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
-from vector_pipeline.catalog import CatalogConflictError, CollectionCatalog, CollectionConfig, UnknownCollectionError
+from vector_pipeline.table.catalog import CatalogConflictError, CollectionCatalog, CollectionConfig, UnknownCollectionError
 from vector_pipeline.config import Settings
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .conftest import all_keys, vectors
 from .test_cli import run

@@ -47,7 +47,7 @@ def test_help_explains_every_command() -> None:
 
 
 def test_produce_compact_query_status_round_trip(settings: Settings, rng: np.random.Generator, tmp_path: Path) -> None:
-    from vector_pipeline.embeddings import MiniLMProvider
+    from vector_pipeline.chroma.embeddings import MiniLMProvider
 
     words = ["walmart", "banana", "coffee", "receipt", "gasoline", "milk"]
     rows = [{"id": f"w{i}", "embedding": vector, "document": word, "merchant": "demo", "n": i}
@@ -77,7 +77,7 @@ def test_produce_compact_query_status_round_trip(settings: Settings, rng: np.ran
 
 
 def test_query_with_include_pending_finds_a_delta_not_compacted_yet(settings: Settings, tmp_path: Path) -> None:
-    from vector_pipeline.embeddings import MiniLMProvider
+    from vector_pipeline.chroma.embeddings import MiniLMProvider
 
     def rows_file(name: str, words: list[str], prefix: str) -> str:
         path = tmp_path / name
@@ -149,7 +149,7 @@ def test_compact_with_nothing_pending(settings: Settings) -> None:
 
 
 def test_query_and_status_print_plain_tables_when_piped(settings: Settings, tmp_path: Path) -> None:
-    from vector_pipeline.embeddings import MiniLMProvider
+    from vector_pipeline.chroma.embeddings import MiniLMProvider
 
     words = ["walmart", "walmart", "coffee"]
     rows = [{"id": f"r{i}#w", "embedding": vector, "document": word, "merchant": merchant, "receipt_id": f"r{i}"}

@@ -26,9 +26,9 @@ import numpy as np
 
 from vector_pipeline import open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.lock import CompactionLock, lock_id_for
-from vector_pipeline.queue import DeltaQueue
-from vector_pipeline.reader import close_readers
+from vector_pipeline.io.lock import CompactionLock, lock_id_for
+from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.read.reader import close_readers
 
 from .conftest import vectors
 
@@ -95,7 +95,7 @@ def published_count(settings: Settings) -> int:
 
 
 def pending(settings: Settings) -> int:
-    from vector_pipeline.compactor import ChromaCompactor
+    from vector_pipeline.compaction.compactor import ChromaCompactor
 
     return len(ChromaCompactor(settings=settings).list_pending_delta_keys("words"))
 

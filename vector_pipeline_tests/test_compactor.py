@@ -12,10 +12,10 @@ import pytest
 
 from vector_pipeline import ChromaCompactor, CompactionLock, CompactionResult, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.lock import lock_id_for
-from vector_pipeline.queue import DeltaQueue
-from vector_pipeline.reader import close_readers
-from vector_pipeline.snapshot_store import PublishOutcome, SnapshotStore
+from vector_pipeline.io.lock import lock_id_for
+from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.read.reader import close_readers
+from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
 
 from .conftest import all_keys, vectors
 
@@ -200,7 +200,7 @@ def test_batches_larger_than_chroma_max_batch_size(settings: Settings, rng: np.r
 
 
 def test_validation_accepts_vectors_after_a_version_that_held_none(settings: Settings, rng: np.random.Generator) -> None:
-    from vector_pipeline.delta import parse_delta_key
+    from vector_pipeline.format.keys import parse_delta_key
 
     compactor = ChromaCompactor(settings=settings)
     tombstones = produce_embedding_delta([], [], delete_ids=["gone"], settings=settings)["delta_key"]
@@ -213,7 +213,7 @@ def test_validation_accepts_vectors_after_a_version_that_held_none(settings: Set
 def test_deltas_of_format_1_are_still_applied_archived_and_rebuilt(settings: Settings, rng: np.random.Generator) -> None:
     """Deltas written before deltas were packed (a file per chroma file, manifest last) keep
     working beside packed ones: applied, archived whole, and read again by a rebuild."""
-    from vector_pipeline.maintenance import rebuild_from_archive
+    from vector_pipeline.compaction.maintenance import rebuild_from_archive
 
     from .test_reliability.crafting import craft_delta
 

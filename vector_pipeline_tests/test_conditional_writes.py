@@ -11,19 +11,18 @@ import subprocess
 import sys
 import uuid
 from dataclasses import replace
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
-from vector_pipeline.aws import client
-from vector_pipeline.conditional_writes import (PROBE_PREFIX, EtagDialect, UnsafeEndpointError,
+from vector_pipeline.io.aws import client
+from vector_pipeline.io.conditional_writes import (PROBE_PREFIX, EtagDialect, UnsafeEndpointError,
                                                 check_conditional_writes, verified_conditional_writes)
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import MotoServer, setup_resources
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.cli.local_aws import MotoServer, setup_resources
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .compat_servers import S3RVER_CREDENTIALS, LoopbackServer, s3rver
 from .conftest import all_keys, vectors

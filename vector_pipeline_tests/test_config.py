@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from vector_pipeline.aws import sse_args
+from vector_pipeline.io.aws import sse_args
 from vector_pipeline.config import SECRET_ENV_KEYS, HnswSettings, Settings, _memory_backed_tmp
 
 

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from vector_pipeline.config import Settings
-from vector_pipeline.embeddings import MINILM, MiniLMProvider, OpenAIProvider, provider_from_settings, provider_name
+from vector_pipeline.chroma.embeddings import MINILM, MiniLMProvider, OpenAIProvider, provider_from_settings, provider_name
 
 
 class _EmbeddingsApi(BaseHTTPRequestHandler):

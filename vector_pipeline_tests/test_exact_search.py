@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vector_pipeline.exact_search import ExactTopK, distances, exact_top_k, query_recall, recall_at_k
+from vector_pipeline.format.exact_search import ExactTopK, distances, exact_top_k, query_recall, recall_at_k
 
 
 @pytest.mark.parametrize("space", ["cosine", "l2", "ip"])

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor
-from vector_pipeline.catalog import CollectionCatalog, CollectionConfig
+from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
 from vector_pipeline.config import Settings
-from vector_pipeline.forks import ForkError, fork_collection
-from vector_pipeline.maintenance import rebuild_from_archive, rollback
-from vector_pipeline.reader import close_readers
-from vector_pipeline.retention import collect_garbage
-from vector_pipeline.snapshot_store import PublishOutcome, SnapshotStore
-from vector_pipeline.tags import TagStore, list_versions
+from vector_pipeline.compaction.forks import ForkError, fork_collection
+from vector_pipeline.compaction.maintenance import rebuild_from_archive, rollback
+from vector_pipeline.read.reader import close_readers
+from vector_pipeline.compaction.retention import collect_garbage
+from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
+from vector_pipeline.table.tags import TagStore, list_versions
 
 from .conftest import all_keys
 from .test_cli import run

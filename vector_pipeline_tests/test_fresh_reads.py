@@ -13,6 +13,7 @@ records, and a bad ``include`` refused by name. Not covered: consistency of the 
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,10 @@ import pytest
 
 from vector_pipeline import ChromaCompactor, ChromaDBClient, produce_embedding_delta, query_snapshot
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import new_delta_id
-from vector_pipeline.reader import SnapshotReader
+from vector_pipeline.chroma.embeddings import provider_name
+from vector_pipeline.delta.upload import delta_manifest, upload_delta
+from vector_pipeline.format.keys import new_delta_id
+from vector_pipeline.read.reader import SnapshotReader
 
 from .conftest import vectors
 
@@ -81,9 +84,10 @@ def test_last_writer_wins_among_pending_deltas_and_against_the_snapshot(settings
     # A late delta: minted a minute ago, uploaded only now, never compacted. It writes a1
     # (which a newer delta, compacted below, also writes) and z (which nothing else writes).
     with ChromaDBClient(Path(tempfile.mkdtemp()) / "late", mode="delta", settings=settings) as late:
-        late.delta_id = new_delta_id(int(__import__("time").time() * 1000) - 60_000)
         late.upsert_vectors("words", ["a1", "z"], vectors(rng, 2), documents=["late a1", "late z"])
-        late.persist_and_upload_delta(settings.vectors_bucket)
+        written = late.close_and_describe()
+    upload_delta(settings, settings.vectors_bucket, written.directory,
+                 delta_manifest(written, provider_name(settings), new_delta_id(int(time.time() * 1000) - 60_000)))
     _compact(settings, _produce(settings, ["a1"], vectors(rng, 1), documents=["newer a1"]))
     # Two pending deltas on one id: the newer wins; inside one delta a delete wins over its upsert.
     probe = vectors(rng, 1)

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from vector_pipeline import CompactionLock
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.lock import LockBusyError, LockLostError, LockTableError
+from vector_pipeline.io.lock import LockBusyError, LockLostError, LockTableError
 
 
 def _lock(settings: Settings, ttl: int = 60) -> CompactionLock:

@@ -8,9 +8,9 @@ import numpy as np
 
 from vector_pipeline import ChromaCompactor, HnswSettings, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.maintenance import collect_garbage, rebuild_from_archive, rollback
-from vector_pipeline.reader import close_readers
-from vector_pipeline.snapshot_store import PublishOutcome, SnapshotStore
+from vector_pipeline.compaction.maintenance import collect_garbage, rebuild_from_archive, rollback
+from vector_pipeline.read.reader import close_readers
+from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
 
 from .conftest import all_keys, vectors
 from .test_compactor import produce
@@ -96,7 +96,7 @@ def _days_ago(days: float, now: datetime) -> str:
 
 
 def test_a_two_day_old_version_replaced_a_minute_ago_survives_the_grace() -> None:
-    from vector_pipeline.retention import Timeline, _collectable
+    from vector_pipeline.compaction.retention import Timeline, _collectable
 
     now = datetime.now(timezone.utc)
     old, current = f"00000001-{(now - timedelta(days=2)):%Y%m%dT%H%M%S%f}"[:-3] + "Z", \
@@ -131,7 +131,7 @@ def test_grace_counts_from_when_a_version_stopped_being_current(settings: Settin
 
 
 def test_expired_archive_rebuild_starts_from_the_oldest_kept_version(settings: Settings, rng: np.random.Generator) -> None:
-    from vector_pipeline.catalog import CollectionCatalog
+    from vector_pipeline.table.catalog import CollectionCatalog
 
     versions = _incremental(settings, rng)
     CollectionCatalog(settings).update("words", retention_archive_days=1.0, retention_quarantine_days=1.0)

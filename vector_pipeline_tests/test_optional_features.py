@@ -16,7 +16,7 @@ import pytest
 
 from vector_pipeline import CompactionLock
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import MotoServer, OptionalFeature, _ensure_bucket, setup_resources
+from vector_pipeline.cli.local_aws import MotoServer, OptionalFeature, _ensure_bucket, setup_resources
 
 from .compat_servers import S3RVER_CREDENTIALS, LoopbackServer, dynalite, s3rver
 

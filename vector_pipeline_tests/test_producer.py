@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from vector_pipeline import produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import delta_id_time, new_delta_id, parse_delta_key, InvalidDeltaError
-from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.format.keys import InvalidDeltaError, delta_id_time, new_delta_id, parse_delta_key
+from vector_pipeline.delta.queue import DeltaQueue
 
 from .conftest import all_keys, vectors
 

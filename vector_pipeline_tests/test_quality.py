@@ -8,8 +8,8 @@ import numpy as np
 
 from vector_pipeline import ChromaDBClient, HnswSettings
 from vector_pipeline.config import Settings
-from vector_pipeline.demo import load_receipts, receipt_records
-from vector_pipeline.embeddings import MiniLMProvider
+from vector_pipeline.cli.demo import load_receipts, receipt_records
+from vector_pipeline.chroma.embeddings import MiniLMProvider
 
 
 def _recall_at_10(tmp_path: Path, data: np.ndarray, queries: np.ndarray, hnsw: HnswSettings | None = None) -> float:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta, query_snapshot
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.manifest import IntegrityError, sha256_of
-from vector_pipeline.snapshot_store import SnapshotNotFoundError, SnapshotStore
+from vector_pipeline.format.manifest import IntegrityError, sha256_of
+from vector_pipeline.table.snapshot_store import SnapshotNotFoundError, SnapshotStore
 
 from .conftest import vectors
 
@@ -94,7 +94,7 @@ def test_query_before_first_publish_is_a_clear_error(settings: Settings, tmp_pat
 
 
 def test_query_texts_use_the_offline_minilm_model(settings: Settings, tmp_path: Path) -> None:
-    from vector_pipeline.embeddings import MiniLMProvider
+    from vector_pipeline.chroma.embeddings import MiniLMProvider
 
     provider = MiniLMProvider()
     words = ["walmart", "banana", "receipt total", "coffee"]

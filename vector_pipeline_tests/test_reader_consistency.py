@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta, query_snapshot
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .conftest import vectors
 from .test_reliability.helpers import start_compactor
@@ -100,7 +100,7 @@ def test_a_follower_switches_versions_beside_queries(settings: Settings, rng: np
     import threading
     import time
 
-    from vector_pipeline.reader import SnapshotReader
+    from vector_pipeline.read.reader import SnapshotReader
 
     following = settings.with_overrides(reader_pointer_ttl_seconds=0.2, reader_follow_pointer=True)
     _publish(settings, ["a"], vectors(rng, 1))

@@ -17,10 +17,10 @@ import numpy as np
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.manifest import sha256_of
-from vector_pipeline.reader import SnapshotReader
-from vector_pipeline.segments import segments_of
-from vector_pipeline.merge_state import state_part_paths
+from vector_pipeline.format.manifest import sha256_of
+from vector_pipeline.read.reader import SnapshotReader
+from vector_pipeline.format.segments import segments_of
+from vector_pipeline.format.merge_state import state_part_paths
 
 from .conftest import vectors
 from .test_reliability.helpers import start_compactor
@@ -116,7 +116,7 @@ def test_a_second_reader_on_the_same_cache_downloads_no_file(settings: Settings,
 
 def test_versions_no_longer_named_are_pruned_with_their_unshared_files(settings: Settings, rng: np.random.Generator,
                                                                        tmp_path: Path) -> None:
-    from vector_pipeline.maintenance import fold_segments
+    from vector_pipeline.compaction.maintenance import fold_segments
 
     _publish(settings, [f"a{i}" for i in range(20)], vectors(rng, 20))
     reader = SnapshotReader("words", tmp_path, settings)

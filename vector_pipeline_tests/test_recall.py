@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
-from vector_pipeline.catalog import CollectionCatalog, CollectionConfig
+from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
 from vector_pipeline.config import Settings
-from vector_pipeline.recall import RecallVerdict, judge, measure_recall
-from vector_pipeline.segments import open_version
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.read.recall import RecallVerdict, judge, measure_recall
+from vector_pipeline.chroma.segments import open_version
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .test_cli import run
 from .test_compactor import produce

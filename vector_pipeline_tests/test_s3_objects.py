@@ -13,8 +13,8 @@ import boto3
 from botocore.awsrequest import AWSResponse
 
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import MotoServer
-from vector_pipeline.s3_objects import copy_object
+from vector_pipeline.cli.local_aws import MotoServer
+from vector_pipeline.io.s3_objects import copy_object
 
 NOT_IMPLEMENTED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
                    b'<Message>injected by the test</Message></Error>')

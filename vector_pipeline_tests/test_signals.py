@@ -28,7 +28,7 @@ from typing import Callable
 
 import pytest
 
-from vector_pipeline.local_aws import free_port
+from vector_pipeline.cli.local_aws import free_port
 
 CLI = [sys.executable, "-m", "vector_pipeline.cli"]
 REPO = Path(__file__).resolve().parents[1]
@@ -200,7 +200,7 @@ def test_dagster_dev_stops_dagster_and_moto_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_stopping_a_group_also_stops_what_its_exited_leader_left_behind(tmp_path: Path) -> None:
-    from vector_pipeline.processes import group_members, start_group, stop_process_group
+    from vector_pipeline.cli.processes import group_members, start_group, stop_process_group
 
     pid_file = tmp_path / "orphan"
     leader = start_group(["sh", "-c", f"sleep 600 & echo $! > {pid_file}; exit 0"])
@@ -222,7 +222,7 @@ def test_stopping_a_group_also_stops_what_its_exited_leader_left_behind(tmp_path
 def test_a_command_run_in_process_stops_only_the_groups_it_started() -> None:
     """`cli.main` called from a program (a test, a notebook) must not stop the caller's own
     servers: the session's moto server, say."""
-    from vector_pipeline.processes import start_group, stop_on_signals, stop_process_group
+    from vector_pipeline.cli.processes import start_group, stop_on_signals, stop_process_group
 
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     outer = start_group(sleeper)

@@ -19,13 +19,13 @@ from typing import Any, Iterator
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
-from vector_pipeline import manifest as mf
+from vector_pipeline.format import manifest as mf
 from vector_pipeline.config import Settings
-from vector_pipeline.merge_state import (MAX_STATE_PARTS, STATE_CACHE, STATE_FILE, MergeState, part_path, replay,
+from vector_pipeline.format.merge_state import (MAX_STATE_PARTS, STATE_CACHE, STATE_FILE, MergeState, part_path, replay,
                                          state_key, state_part_entries, state_part_paths)
-from vector_pipeline.reader import close_readers
-from vector_pipeline.retention import applied_delta_ids
-from vector_pipeline.snapshot_store import PublishOutcome, SnapshotStore, version_prefix
+from vector_pipeline.read.reader import close_readers
+from vector_pipeline.compaction.retention import applied_delta_ids
+from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore, version_prefix
 
 from .conftest import vectors
 

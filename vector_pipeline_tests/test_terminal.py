@@ -15,11 +15,11 @@ import numpy as np
 from rich.console import Console
 
 from vector_pipeline import progress
-from vector_pipeline.compactor import ChromaCompactor
+from vector_pipeline.compaction.compactor import ChromaCompactor
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import produce_embedding_delta
+from vector_pipeline.delta.produce import produce_embedding_delta
 from vector_pipeline.progress import Stage
-from vector_pipeline.terminal import BarReporter, PlainReporter, distance_text, query_rows
+from vector_pipeline.cli.terminal import BarReporter, PlainReporter, distance_text, query_rows
 
 
 class RecordingReporter:

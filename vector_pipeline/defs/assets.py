@@ -15,17 +15,17 @@ from typing import Any
 
 import dagster as dg
 
-from vector_pipeline import metrics as vp_metrics
-from vector_pipeline.audit import audit_candidate
-from vector_pipeline.catalog import UnknownCollectionError
-from vector_pipeline.compactor import ChromaCompactor
+from vector_pipeline.io import metrics as vp_metrics
+from vector_pipeline.compaction.audit import audit_candidate
+from vector_pipeline.table.catalog import UnknownCollectionError
+from vector_pipeline.compaction.compactor import ChromaCompactor
 from vector_pipeline.config import HnswSettings
-from vector_pipeline.delta_keys import InvalidDeltaError, delta_id_time
-from vector_pipeline.lock import CompactionLock
-from vector_pipeline.maintenance import plan_rebuild
-from vector_pipeline.retention import parse_time
-from vector_pipeline.snapshot_store import PublishOutcome
-from vector_pipeline.version_writer import Candidate
+from vector_pipeline.format.keys import InvalidDeltaError, delta_id_time
+from vector_pipeline.io.lock import CompactionLock
+from vector_pipeline.compaction.maintenance import plan_rebuild
+from vector_pipeline.compaction.retention import parse_time
+from vector_pipeline.table.snapshot_store import PublishOutcome
+from vector_pipeline.compaction.version_writer import Candidate
 
 from .checks import audit_check, audit_check_result, candidate_recall, recall_check, recall_check_result
 from .partitions import collection_partitions, delta_partitions, ref_for_partition

@@ -12,10 +12,10 @@ from typing import Any
 
 import dagster as dg
 
-from vector_pipeline.audit import audit_candidate, audited_copy
+from vector_pipeline.compaction.audit import audit_candidate, audited_copy
 from vector_pipeline.config import Settings
-from vector_pipeline.recall import RecallReport, RecallVerdict, collection_config, judge, recall_of_local_copy
-from vector_pipeline.version_writer import Candidate
+from vector_pipeline.compaction.version_writer import Candidate
+from vector_pipeline.read.recall import RecallReport, RecallVerdict, collection_config, judge, recall_of_local_copy
 
 AUDIT_CHECK_NAME = "vector_count_matches_prior_plus_deltas"
 audit_check = dg.AssetCheckSpec(

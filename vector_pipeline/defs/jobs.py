@@ -6,11 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from vector_pipeline.catalog import CollectionCatalog
-from vector_pipeline.delta_keys import delta_id_time
-from vector_pipeline.maintenance import collect_garbage, rollback
-from vector_pipeline.retention import parse_time
-from vector_pipeline.snapshot_store import PublishOutcome
+from vector_pipeline.table.catalog import CollectionCatalog
+from vector_pipeline.format.keys import delta_id_time
+from vector_pipeline.compaction.maintenance import collect_garbage, rollback
+from vector_pipeline.compaction.retention import parse_time
+from vector_pipeline.table.snapshot_store import PublishOutcome
 
 from .assets import COMPACTION_TAG, delta, snapshot, snapshot_candidate
 from .partitions import delta_partitions, ref_for_partition

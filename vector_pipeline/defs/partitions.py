@@ -9,7 +9,7 @@ dots, so the key splits unambiguously and passes Dagster's key rules.
 
 import dagster as dg
 
-from vector_pipeline.delta_keys import DeltaRef, parse_delta_key
+from vector_pipeline.format.keys import DeltaRef, parse_delta_key
 
 delta_partitions = dg.DynamicPartitionsDefinition(name="delta")
 collection_partitions = dg.DynamicPartitionsDefinition(name="collection")

@@ -16,7 +16,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration
 
 from vector_pipeline.config import SECRET_ENV_KEYS, Settings
-from vector_pipeline.lock import CompactionLock, lock_id_for
+from vector_pipeline.io.lock import CompactionLock, lock_id_for
 
 
 class SQSResource(ResourceWithBoto3Configuration):

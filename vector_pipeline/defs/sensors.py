@@ -19,10 +19,10 @@ from typing import Any
 
 import dagster as dg
 
-from vector_pipeline.compactor import ChromaCompactor
+from vector_pipeline.compaction.compactor import ChromaCompactor
 from vector_pipeline.config import Settings
-from vector_pipeline.delta_keys import DeltaRef, parse_delta_key
-from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.format.keys import DeltaRef, parse_delta_key
+from vector_pipeline.delta.queue import DeltaQueue
 
 from .jobs import COMPACTION_JOB, validate_delta_job
 from .partitions import collection_partitions, delta_partitions

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import faults
-from ..aws import client
+from ..io.aws import client
 from ..config import Settings
-from ..delta import produce_embedding_delta
-from ..delta_keys import ARCHIVE_PREFIX, DELTA_PREFIX, DeltaRef, new_delta_id
-from ..delta_reader import read_delta_manifest
-from ..pinecone_client import PineconeIndex, PineconeRecord
-from ..snapshot_store import SnapshotStore
+from ..delta.produce import produce_embedding_delta
+from ..format.keys import ARCHIVE_PREFIX, DELTA_PREFIX, DeltaRef, new_delta_id
+from ..delta.reader import read_delta_manifest
+from .pinecone_client import PineconeIndex, PineconeRecord
+from ..table.snapshot_store import SnapshotStore
 from .state import MigrationState, migration_key
 
 log = logging.getLogger(__name__)

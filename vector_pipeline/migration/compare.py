@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from ..embeddings import check_same_embedding, provider_from_settings
-from ..pinecone_client import PineconeIndex
-from ..reader import open_snapshot, query_snapshot
-from ..snapshot_store import SnapshotNotFoundError, SnapshotStore
+from ..chroma.embeddings import check_same_embedding, provider_from_settings
+from .pinecone_client import PineconeIndex
+from ..read.reader import open_snapshot, query_snapshot
+from ..table.snapshot_store import SnapshotNotFoundError, SnapshotStore
 
 TIE_TOLERANCE = 1e-5
 DRIFT_SAMPLE = 20
@@ -199,7 +199,7 @@ def summary_frame(report: dict[str, Any]) -> pd.DataFrame:
     """One row per store: the figures a reader compares at a glance."""
     return pd.DataFrame([
         {"store": store, f"recall@{report['k']}": report["recall_at_k"][store],
-         "vectors": report["vectors"][store], f"ids only here": report[f"ids_only_in_{store}"],
+         "vectors": report["vectors"][store], "ids only here": report[f"ids_only_in_{store}"],
          "p50 ms": report["latency_ms"][store]["p50"], "p95 ms": report["latency_ms"][store]["p95"]}
         for store in ("chroma", "pinecone")])
 

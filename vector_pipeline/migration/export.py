@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from ..aws import client
+from ..io.aws import client
 from ..config import Settings
-from ..pinecone_client import PineconeIndex
+from .pinecone_client import PineconeIndex
 from .state import MigrationState, utc_stamp
 
 EXPORT_PREFIX = "exports/pinecone/"

@@ -22,13 +22,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..aws import client
+from ..io.aws import client
 from ..config import Settings
-from ..delta_keys import DeltaRef, InvalidDeltaError, delta_id_time
-from ..delta_reader import fetch_delta
-from ..lock import CompactionLock, LockBusyError
-from ..pinecone_client import PineconeIndex, PineconeIndexError, PineconeRecord
-from ..snapshot_store import MergeState, SnapshotStore
+from ..format.keys import DeltaRef, InvalidDeltaError, delta_id_time
+from ..delta.reader import fetch_delta
+from ..io.lock import CompactionLock, LockBusyError
+from .pinecone_client import PineconeIndex, PineconeIndexError, PineconeRecord
+from ..table.snapshot_store import MergeState, SnapshotStore
 from .state import MigrationState, migration_key
 
 log = logging.getLogger(__name__)

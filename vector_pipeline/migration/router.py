@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..config import Settings
-from ..embeddings import EmbeddingProvider, provider_from_settings
-from ..pinecone_client import PineconeIndex
-from ..pinecone_filters import to_pinecone_filter
-from ..reader import query_snapshot
+from ..chroma.embeddings import EmbeddingProvider, provider_from_settings
+from .pinecone_client import PineconeIndex
+from .pinecone_filters import to_pinecone_filter
+from ..read.reader import query_snapshot
 
 log = logging.getLogger("vector_pipeline.cutover")
 

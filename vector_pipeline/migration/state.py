@@ -11,9 +11,9 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from ..aws import client, get_object_or_none, sse_args
+from ..io.aws import client, get_object_or_none, sse_args
 from ..config import Settings
-from ..delta_keys import check_collection_name
+from ..format.keys import check_collection_name
 
 MIGRATION_PREFIX = "migration/"
 
@@ -25,7 +25,7 @@ def migration_key(collection: str, name: str) -> str:
 def migrating_collections(settings: Settings) -> list[str]:
     """The collections a command without ``--collection`` covers: the allow-list
     (``VECTOR_COLLECTIONS``) when set, else every collection with a published snapshot."""
-    from ..snapshot_store import SnapshotStore
+    from ..table.snapshot_store import SnapshotStore
 
     return list(settings.collections) or sorted(SnapshotStore(settings).list_collections())
 

@@ -16,8 +16,8 @@ from typing import Iterator
 import pytest
 
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import setup_resources
-from vector_pipeline.reader import close_readers
+from vector_pipeline.cli.local_aws import setup_resources
+from vector_pipeline.read.reader import close_readers
 
 from ..compat_servers import Backend, start_backend, unique_names
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 
 from vector_pipeline.config import Settings
-from vector_pipeline.conditional_writes import ObjectEncryptionRefusedError
-from vector_pipeline.local_aws import OptionalFeature, setup_resources
+from vector_pipeline.io.conditional_writes import ObjectEncryptionRefusedError
+from vector_pipeline.cli.local_aws import OptionalFeature, setup_resources
 
 from ..compat_servers import Backend
 

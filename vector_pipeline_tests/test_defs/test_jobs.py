@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.defs.checks import AUDIT_CHECK_NAME
 from vector_pipeline.defs.jobs import compaction_run_config, prune_delta_partitions
-from vector_pipeline.delta import new_delta_id
-from vector_pipeline.reader import close_readers
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.format.keys import new_delta_id
+from vector_pipeline.read.reader import close_readers
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from ..conftest import all_keys, vectors
 
@@ -189,7 +189,7 @@ def test_partition_count_stays_bounded(instance: dg.DagsterInstance) -> None:
 def test_a_collection_created_at_run_time_is_compacted_through_the_sensor_path(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
     """No code and no reload: the catalog record, a delta, the sensor's partitions, the run."""
-    from vector_pipeline.catalog import CollectionCatalog, CollectionConfig
+    from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
 
     CollectionCatalog(settings).create(CollectionConfig.defaults_for("merchant-0099", settings).changed(hnsw_search_ef=77))
     produce_embedding_delta(["m1", "m2"], vectors(rng, 2), collection_name="merchant-0099", settings=settings)

@@ -5,10 +5,10 @@ recall_floor. Executed in process against the moto server."""
 import dagster as dg
 
 from vector_pipeline import produce_embedding_delta
-from vector_pipeline.catalog import CollectionCatalog
+from vector_pipeline.table.catalog import CollectionCatalog
 from vector_pipeline.config import Settings
 from vector_pipeline.defs.checks import RECALL_CHECK_NAME
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from ..test_recall import _hard_collection
 from .test_jobs import _compact

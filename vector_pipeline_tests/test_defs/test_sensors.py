@@ -9,9 +9,9 @@ import dagster as dg
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.delta.queue import DeltaQueue
 
 from ..conftest import all_keys, vectors
 from ..test_reliability.crafting import dead_letter_reasons

@@ -19,8 +19,8 @@ import pytest
 
 from vector_pipeline import produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import free_port, stop_process_group
-from vector_pipeline.processes import wait_until_answering
+from vector_pipeline.cli.local_aws import free_port, stop_process_group
+from vector_pipeline.cli.processes import wait_until_answering
 
 from ..conftest import vectors
 from ..pinecone_server import DEFAULT_API_KEY, PineconeServer

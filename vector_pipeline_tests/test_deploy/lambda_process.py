@@ -1,5 +1,5 @@
 """A Lambda-like process for tests: one Python process per "container", which imports
-``vector_pipeline.handlers`` once (the init phase) and then serves invocations one by
+``vector_pipeline.aws_lambda.handlers`` once (the init phase) and then serves invocations one by
 one (warm starts), as the Lambda runtime does. Its stdout (Powertools' JSON logs and
 EMF metric blobs) is kept, as CloudWatch Logs would keep it.
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vector_pipeline.local_aws import stop_process_group
+from vector_pipeline.cli.local_aws import stop_process_group
 
 # The runtime loop: read one JSON request per line from stdin, answer on fd ANSWERS.
 _RUNTIME = r"""
@@ -24,7 +24,7 @@ prefix = json.loads(os.environ["VP_TEST_SYS_PATH_PREFIX"])
 sys.path[:0] = prefix
 answers = os.fdopen(int(sys.argv[1]), "w")
 try:
-    import vector_pipeline.handlers as handlers
+    import vector_pipeline.aws_lambda.handlers as handlers
 except Exception as exc:
     answers.write(json.dumps({"init_error": type(exc).__name__, "message": str(exc),
                               "module_file": None}) + "\n")

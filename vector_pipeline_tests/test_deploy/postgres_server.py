@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from vector_pipeline.local_aws import free_port, stop_process_group
+from vector_pipeline.cli.local_aws import free_port, stop_process_group
 
 USER = "dagster"
 

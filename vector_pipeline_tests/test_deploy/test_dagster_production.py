@@ -26,12 +26,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import produce_embedding_delta
-from vector_pipeline.local_aws import MotoServer, setup_resources
-from vector_pipeline.queue import DeltaQueue
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.delta.produce import produce_embedding_delta
+from vector_pipeline.cli.local_aws import MotoServer, setup_resources
+from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from ..conftest import vectors
 from .postgres_server import PostgresServer, postgres_bin_dir
@@ -161,7 +161,7 @@ def test_compaction_run_launched_on_ecs_runs_against_postgres_and_s3(aws: MotoSe
 
 _WRITE = """
 import pickle, sys
-from vector_pipeline.compactor import ChromaCompactor
+from vector_pipeline.compaction.compactor import ChromaCompactor
 from vector_pipeline.config import Settings
 settings = Settings.from_env()
 compactor = ChromaCompactor(settings=settings)
@@ -172,10 +172,10 @@ print(candidate.local_dir)
 
 _AUDIT_AND_PUBLISH = """
 import pickle, sys
-from vector_pipeline.audit import audit_candidate
-from vector_pipeline.compactor import ChromaCompactor
+from vector_pipeline.compaction.audit import audit_candidate
+from vector_pipeline.compaction.compactor import ChromaCompactor
 from vector_pipeline.config import Settings
-from vector_pipeline.reader import open_snapshot
+from vector_pipeline.read.reader import open_snapshot
 settings = Settings.from_env()
 candidate = pickle.loads(open(sys.argv[1], "rb").read())
 report = audit_candidate(settings, candidate)

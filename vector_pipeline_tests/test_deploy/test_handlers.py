@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.lock import CompactionLock, lock_id_for
-from vector_pipeline.metrics import Metric, SERVICE, SERVICE_DIMENSION, metrics_from_emf, put_metric_data
-from vector_pipeline.queue import DeltaQueue, parse_message
+from vector_pipeline.io.lock import CompactionLock, lock_id_for
+from vector_pipeline.io.metrics import Metric, SERVICE, SERVICE_DIMENSION, metrics_from_emf, put_metric_data
+from vector_pipeline.delta.queue import DeltaQueue, parse_message
 
 from ..conftest import vectors
 from .lambda_process import LambdaProcess, lambda_environment

@@ -19,13 +19,13 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from vector_pipeline.aws import client, error_code
-from vector_pipeline.compactor import ChromaCompactor, CompactionStatus
+from vector_pipeline.io.aws import client, error_code
+from vector_pipeline.compaction.compactor import ChromaCompactor, CompactionStatus
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import produce_embedding_delta
-from vector_pipeline.local_aws import MotoServer
-from vector_pipeline.lock import CompactionLock, lock_id_for
-from vector_pipeline.reader import close_readers, query_snapshot
+from vector_pipeline.delta.produce import produce_embedding_delta
+from vector_pipeline.cli.local_aws import MotoServer
+from vector_pipeline.io.lock import CompactionLock, lock_id_for
+from vector_pipeline.read.reader import close_readers, query_snapshot
 
 from ..conftest import vectors
 from .cfn import IMAGE_URI, Resolver, boto, deploy_stack, load_template

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from vector_pipeline.aws import sse_args
+from vector_pipeline.io.aws import sse_args
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import MotoServer
+from vector_pipeline.cli.local_aws import MotoServer
 
 from .cfn import IMAGE_URI, TEMPLATE_PATH, Resolver, boto, deploy_stack, deployed_role_policy, load_template
 
@@ -112,9 +112,9 @@ def test_what_moto_cloudformation_leaves_out_is_declared_in_the_template() -> No
         assert function["PackageType"] == "Image", "template: container image"
         [command] = function["ImageConfig"]["Command"]
         module, name = command.rsplit(".", 1)
-        assert (module, name) == ("vector_pipeline.handlers", handler)
+        assert (module, name) == ("vector_pipeline.aws_lambda.handlers", handler)
     # The command names real callables (imported here: handlers read settings at import).
-    assert callable(getattr(importlib.import_module("vector_pipeline.handlers"), "compactor_handler"))
+    assert callable(getattr(importlib.import_module("vector_pipeline.aws_lambda.handlers"), "compactor_handler"))
 
 
 def test_kms_parameter_reaches_the_bucket_and_the_encryption_setting_of_every_function(endpoint: str) -> None:

@@ -31,8 +31,8 @@ def pinecone_env(pinecone_settings: Settings, monkeypatch: pytest.MonkeyPatch) -
 def receipt_lines() -> list[dict[str, Any]]:
     """Every line of the shipped receipts as a Pinecone vector: real MiniLM embedding, the
     text in metadata ``text``, receipt fields beside it."""
-    from vector_pipeline.demo import load_receipts, receipt_records
-    from vector_pipeline.embeddings import MiniLMProvider
+    from vector_pipeline.cli.demo import load_receipts, receipt_records
+    from vector_pipeline.chroma.embeddings import MiniLMProvider
 
     records = [r for receipt in load_receipts() for r in receipt_records(receipt)["lines"]]
     vectors = MiniLMProvider().embed([text for _, text, _ in records])

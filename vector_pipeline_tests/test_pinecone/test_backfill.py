@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta_keys import DeltaRef
-from vector_pipeline.delta_reader import fetch_delta, list_deltas, read_delta_manifest
+from vector_pipeline.format.keys import DeltaRef
+from vector_pipeline.delta.reader import fetch_delta, list_deltas, read_delta_manifest
 from vector_pipeline.migration.backfill import BackfillOutcome, backfill, checkpoint_key
 from vector_pipeline.migration.state import MigrationState
-from vector_pipeline.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord
+from vector_pipeline.migration.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord
 
 from ..conftest import all_keys
 

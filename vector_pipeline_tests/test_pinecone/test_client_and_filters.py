@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from vector_pipeline.config import Settings
-from vector_pipeline.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord
-from vector_pipeline.pinecone_filters import UntranslatableFilterError, to_pinecone_filter
+from vector_pipeline.migration.pinecone_client import PineconeIndex, PineconeIndexError, PineconeProblem, PineconeRecord
+from vector_pipeline.migration.pinecone_filters import UntranslatableFilterError, to_pinecone_filter
 
 from ..pinecone_server import PineconeServer
 

@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta, query_snapshot
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.cli import main
 from vector_pipeline.config import Settings
 from vector_pipeline.migration.router import Backend, CutoverRouter
-from vector_pipeline.pinecone_client import PineconeIndex
-from vector_pipeline.pinecone_filters import UntranslatableFilterError
+from vector_pipeline.migration.pinecone_client import PineconeIndex
+from vector_pipeline.migration.pinecone_filters import UntranslatableFilterError
 
 from ..pinecone_server import PineconeServer
 
@@ -36,7 +36,7 @@ def _seed(settings: Settings, lines: list[dict[str, Any]]) -> None:
 
 
 def _record(row: dict[str, Any]) -> Any:
-    from vector_pipeline.pinecone_client import PineconeRecord
+    from vector_pipeline.migration.pinecone_client import PineconeRecord
 
     return PineconeRecord(row["id"], row["values"], row["metadata"])
 

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.cli import main
 from vector_pipeline.config import Settings
 from vector_pipeline.migration.export import ExportOutcome, export_namespace, ids_checksum
-from vector_pipeline.pinecone_client import PineconeIndex, PineconeRecord
+from vector_pipeline.migration.pinecone_client import PineconeIndex, PineconeRecord
 
 from ..pinecone_server import PineconeServer
 

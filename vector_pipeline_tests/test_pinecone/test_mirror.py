@@ -12,10 +12,10 @@ import numpy as np
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.delta_keys import new_delta_id
+from vector_pipeline.format.keys import new_delta_id
 from vector_pipeline.migration.mirror import MirrorOutcome, mirror
-from vector_pipeline.pinecone_client import PineconeIndex
-from vector_pipeline.status import collection_status
+from vector_pipeline.migration.pinecone_client import PineconeIndex
+from vector_pipeline.cli.status import collection_status
 
 from ..conftest import vectors
 from ..pinecone_server import PineconeServer
@@ -119,7 +119,7 @@ def test_outage_in_the_middle_keeps_what_was_sent(pinecone_settings: Settings, p
 
 
 def test_a_second_mirror_of_the_collection_waits_its_turn(pinecone_settings: Settings, rng: np.random.Generator) -> None:
-    from vector_pipeline.lock import CompactionLock
+    from vector_pipeline.io.lock import CompactionLock
 
     _produce(pinecone_settings, rng, ["a", "b"])
     ChromaCompactor(settings=pinecone_settings).compact_pending()

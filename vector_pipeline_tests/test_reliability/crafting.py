@@ -13,13 +13,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vector_pipeline.aws import client, sse_args
-from vector_pipeline.chroma_client import ChromaDBClient
+from vector_pipeline.io.aws import client, sse_args
+from vector_pipeline.chroma.client import ChromaDBClient
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import DELTA_FORMAT_FILES, close_and_describe_delta, delta_key_for, new_delta_id
-from vector_pipeline.delta_keys import PACK_NAME
-from vector_pipeline.manifest import dumps, sha256_of
-from vector_pipeline.queue import DeltaQueue
+from vector_pipeline.chroma.embeddings import provider_name
+from vector_pipeline.delta.upload import DELTA_FORMAT_FILES, delta_manifest
+from vector_pipeline.format.keys import delta_key_for, new_delta_id
+from vector_pipeline.format.keys import PACK_NAME
+from vector_pipeline.format.manifest import dumps, sha256_of
+from vector_pipeline.delta.queue import DeltaQueue
 
 
 def craft_delta(settings: Settings, *, ids: list[str] | None = None, dimension: int = 8, collection: str = "words",
@@ -32,16 +34,16 @@ def craft_delta(settings: Settings, *, ids: list[str] | None = None, dimension: 
     ids = ids or ["p0"]
     workdir = Path(tempfile.mkdtemp(prefix="vp-craft-")) / "chroma"
     delta = ChromaDBClient(workdir, mode="delta", settings=settings)
-    delta.delta_id = delta_id or new_delta_id()
+    delta_id = delta_id or new_delta_id()
     delta.upsert_vectors(collection, ids, np.random.default_rng(0).random((len(ids), dimension)).tolist())
-    described = close_and_describe_delta(delta)
+    described = delta_manifest(delta.close_and_describe(), provider_name(settings), delta_id)
     if not packed:
         described["format"] = DELTA_FORMAT_FILES
     if files:
         files(workdir, described)
     if manifest:
         manifest(described)
-    key = delta_key_for(collection, delta.delta_id)
+    key = delta_key_for(collection, delta_id)
     s3 = client("s3", settings)
     body = raw_manifest if raw_manifest is not None else dumps(described)
     real_files = sorted(p for p in workdir.rglob("*") if p.is_file())  # the real files, as a producer would
@@ -56,7 +58,7 @@ def craft_delta(settings: Settings, *, ids: list[str] | None = None, dimension: 
             s3.upload_file(str(local), settings.vectors_bucket, key + relative, ExtraArgs=sse_args(settings))
         if upload_manifest:
             s3.put_object(Bucket=settings.vectors_bucket, Key=key + "manifest.json", Body=body, **sse_args(settings))
-    DeltaQueue(settings).send({"delta_key": key, "collection": collection, "delta_id": delta.delta_id})
+    DeltaQueue(settings).send({"delta_key": key, "collection": collection, "delta_id": delta_id})
     return key
 
 

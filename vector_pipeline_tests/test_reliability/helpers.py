@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 from vector_pipeline.config import Settings
-from vector_pipeline.merge_state import replay, state_part_entries
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.format.merge_state import replay, state_part_entries
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from ..conftest import all_keys
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import stop_process_group
-from vector_pipeline.reader import close_readers
-from vector_pipeline.snapshot_store import SnapshotStore, version_number
+from vector_pipeline.cli.local_aws import stop_process_group
+from vector_pipeline.read.reader import close_readers
+from vector_pipeline.table.snapshot_store import SnapshotStore, version_number
 
 from ..conftest import vectors
 from .helpers import (applied_along_pointer_chain, assert_each_delta_applied_once, compactor_env,
@@ -30,7 +30,7 @@ ROUNDS = int(os.environ.get("VP_RELIABILITY_ROUNDS", "12"))
 
 LOOP = """
 import sys, time
-from vector_pipeline.compactor import ChromaCompactor
+from vector_pipeline.compaction.compactor import ChromaCompactor
 compactor = ChromaCompactor()
 deadline = time.monotonic() + float(sys.argv[1])
 published = 0

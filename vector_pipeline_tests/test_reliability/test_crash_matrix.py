@@ -13,10 +13,10 @@ import pytest
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.faults import STEPS
-from vector_pipeline.lock import CompactionLock, lock_id_for
-from vector_pipeline.queue import DeltaQueue
-from vector_pipeline.reader import close_readers
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.io.lock import CompactionLock, lock_id_for
+from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.read.reader import close_readers
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from ..conftest import vectors
 from .helpers import (assert_each_delta_applied_once, assert_pointer_names_a_complete_version,

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import InvalidDeltaError, parse_delta_key
-from vector_pipeline.manifest import UnsafePathError, safe_join
-from vector_pipeline.queue import parse_message
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.format.keys import InvalidDeltaError, parse_delta_key
+from vector_pipeline.format.manifest import UnsafePathError, safe_join
+from vector_pipeline.delta.queue import parse_message
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from ..conftest import vectors
 from .crafting import craft_delta

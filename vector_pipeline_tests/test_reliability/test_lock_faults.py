@@ -10,10 +10,10 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from vector_pipeline import ChromaCompactor, CompactionLock, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import free_port
-from vector_pipeline.lock import LockTableError, lock_id_for
+from vector_pipeline.cli.local_aws import free_port
+from vector_pipeline.io.lock import LockTableError, lock_id_for
 
 from ..conftest import all_keys, vectors
 

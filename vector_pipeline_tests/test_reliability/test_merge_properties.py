@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import MotoServer, setup_resources
-from vector_pipeline.reader import close_readers
+from vector_pipeline.cli.local_aws import MotoServer, setup_resources
+from vector_pipeline.read.reader import close_readers
 
 EXAMPLES = int(os.environ.get("VP_PROPERTY_EXAMPLES", "20"))
 IDS = ["a", "b", "c", "d", "e"]

@@ -14,13 +14,13 @@ import pytest
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import new_delta_id
-from vector_pipeline.delta_keys import PACK_NAME
-from vector_pipeline.manifest import MAX_MANIFEST_BYTES
-from vector_pipeline.queue import DeltaQueue
-from vector_pipeline.reader import close_readers
+from vector_pipeline.format.keys import new_delta_id
+from vector_pipeline.format.keys import PACK_NAME
+from vector_pipeline.format.manifest import MAX_MANIFEST_BYTES
+from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.read.reader import close_readers
 
 from ..conftest import all_keys, vectors
 from .crafting import corrupt_a_file, craft_delta, dead_letter_reasons, nan_embeddings, truncate_sqlite

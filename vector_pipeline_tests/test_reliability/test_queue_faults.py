@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.delta import delta_key_for, new_delta_id
-from vector_pipeline.queue import DeltaQueue
-from vector_pipeline.reader import close_readers
+from vector_pipeline.format.keys import delta_key_for, new_delta_id
+from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.read.reader import close_readers
 
 from ..conftest import all_keys, vectors
 from .helpers import assert_each_delta_applied_once

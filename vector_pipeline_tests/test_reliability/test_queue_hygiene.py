@@ -10,10 +10,10 @@ import os
 import numpy as np
 
 from vector_pipeline import open_snapshot, produce_embedding_delta
-from vector_pipeline.aws import client
+from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.queue import DeltaQueue
-from vector_pipeline.reader import close_readers
+from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.read.reader import close_readers
 
 from ..conftest import all_keys, vectors
 from .crafting import dead_letter_reasons

@@ -18,8 +18,8 @@ import numpy as np
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import stop_process_group
-from vector_pipeline.maintenance import collect_garbage
+from vector_pipeline.cli.local_aws import stop_process_group
+from vector_pipeline.compaction.maintenance import collect_garbage
 
 from .helpers import compactor_env
 
@@ -29,7 +29,7 @@ STAYING = 1000
 
 READER = """
 import json, sys, time
-from vector_pipeline.reader import query_snapshot, snapshot_reader
+from vector_pipeline.read.reader import query_snapshot, snapshot_reader
 stop_file, root = sys.argv[1], sys.argv[2]
 answers = errors = 0
 generations = set()

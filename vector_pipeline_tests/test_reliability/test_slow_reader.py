@@ -16,16 +16,16 @@ import numpy as np
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.local_aws import stop_process_group
-from vector_pipeline.retention import collect_garbage
-from vector_pipeline.snapshot_store import SnapshotStore
+from vector_pipeline.cli.local_aws import stop_process_group
+from vector_pipeline.compaction.retention import collect_garbage
+from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from ..conftest import vectors
 from .helpers import compactor_env
 
 READER = """
 import json, sys
-from vector_pipeline.reader import open_snapshot
+from vector_pipeline.read.reader import open_snapshot
 got = open_snapshot("words", snapshot_path=sys.argv[1]).get_vectors("words")
 print(json.dumps(sorted(got["ids"])))
 """

@@ -1,0 +1,1 @@
+"""AWS Lambda handlers for the producer, query and compactor functions."""

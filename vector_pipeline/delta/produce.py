@@ -1,0 +1,80 @@
+"""The producer: one batch of upserts and tombstones becomes a delta in S3, then a message.
+
+Invariant: input is validated before anything is written, so bad input leaves no trace in
+S3; the delta is one object (``delta/upload.py``: it exists whole or not at all), and only
+then is the delta announced on SQS — a send error propagates (a swallowed send loses the delta until
+reconciliation lists ``delta/``).
+
+Data flows one way: chroma writes the records and says what it wrote
+(``ChromaDBClient.close_and_describe``), ``upload`` turns that into the manifest and the one
+packed object, and only then is the delta announced.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..chroma.client import ChromaDBClient
+from ..chroma.embeddings import provider_name
+from ..config import Settings
+from ..format.keys import parse_delta_key
+from .queue import DeltaQueue
+from .records import validate_delta_input
+from .upload import delta_manifest, upload_delta
+
+log = logging.getLogger(__name__)
+
+
+def produce_embedding_delta(
+    ids: Sequence[str],
+    embeddings: Sequence[Sequence[float]],
+    documents: Sequence[str] | None = None,
+    metadatas: Sequence[dict[str, Any] | None] | None = None,
+    collection_name: str = "words",
+    delete_ids: Sequence[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    embedding_provider: str | None = None,
+    notify: bool = True,
+    delta_id: str | None = None,
+) -> dict[str, Any]:
+    """Validate, write a delta, upload it as one packed object and announce it on SQS.
+
+    ``delta_id`` pins the id (a resumed writer rewriting the delta it had begun); default: new."""
+    settings = Settings.resolve(settings)
+    started = time.perf_counter()
+    dimension = validate_delta_input(ids, embeddings, documents, metadatas, collection_name, delete_ids)
+    metadatas = None if metadatas is None else [m or None for m in metadatas]
+    workdir = Path(tempfile.mkdtemp(prefix="vp-delta-", dir=settings.scratch_dir))
+    try:
+        with ChromaDBClient(workdir / "chroma", mode="delta", settings=settings) as delta:
+            if ids:
+                delta.upsert_vectors(collection_name, ids, embeddings, documents, metadatas)
+            if delete_ids:
+                delta.delete_vectors(collection_name, delete_ids)
+            written = delta.close_and_describe()
+        manifest = delta_manifest(written, embedding_provider or provider_name(settings), delta_id)
+        delta_key = upload_delta(settings, settings.vectors_bucket, written.directory, manifest)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ref = parse_delta_key(delta_key)
+    message = {
+        "delta_key": delta_key, "collection": collection_name, "delta_id": ref.delta_id,
+        "upsert_count": len(ids), "delete_count": len(delete_ids or []), "dimension": dimension,
+    }
+    if notify:
+        message["message_id"] = announce_delta(settings, message)
+    elapsed = time.perf_counter() - started
+    log.info("produced %s (%d upserts, %d deletes) in %.0f ms", delta_key, len(ids),
+             len(delete_ids or []), elapsed * 1000)
+    return {**message, "bucket": settings.vectors_bucket, "seconds": elapsed}
+
+
+def announce_delta(settings: Settings, message: dict[str, Any]) -> str:
+    """Send the delta's message; errors propagate (a swallowed send loses the delta)."""
+    return DeltaQueue(settings).send(message)
