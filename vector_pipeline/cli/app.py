@@ -481,6 +481,9 @@ def _print_status(report: dict[str, Any]) -> None:
 
     title = (f"AWS endpoint: {report['endpoints']}; bucket {report['bucket']}; queue: "
              f"{report['queue']['visible']} visible, {report['queue']['in_flight']} in flight")
+    live = report.get("reader_recall")
+    if live:  # readers' sampled live queries against exact search (READER_RECALL_SAMPLE_RATE)
+        title += f"; live recall@k {live['average']:.4f} ({live['samples']} sampled queries, last hour)"
     if not report["collections"]:
         print(f"{title}\nno collections yet")
         return

@@ -30,6 +30,7 @@ from ..config import Settings
 from ..table.consistency import ReadConsistency, on_publish, publish_key, publishes_here
 from ..chroma.embeddings import EmbeddingProvider, check_same_embedding, provider_from_settings
 from ..faults import checkpoint
+from .live_recall import LiveRecall
 from .local_versions import LocalVersions, segment_key
 from .pending import PendingDeltas, query_with_overlay
 from ..chroma.segments import SegmentedClient
@@ -84,6 +85,7 @@ class SnapshotReader:
         self._stop = threading.Event()
         self._used_at = time.monotonic()
         self.stats = ReaderStats()
+        self.live_recall = LiveRecall(self.settings, collection_name)
         on_publish(self._publish_key, self._adopt)
 
     def _adopt(self, manifest: dict[str, Any]) -> None:
@@ -235,8 +237,11 @@ class SnapshotReader:
         if query_embeddings is None and query_texts is not None:
             query_embeddings = self._embed(list(query_texts), manifest)
         if not include_pending:
-            return client.query(self.collection, query_embeddings=query_embeddings, n_results=n_results,
-                                where=where, include=include)
+            result = client.query(self.collection, query_embeddings=query_embeddings, n_results=n_results,
+                                  where=where, include=include)
+            if where is None:  # a sampled share is re-answered exactly off this path (live_recall.py)
+                self.live_recall.offer(client, manifest, query_embeddings, result["ids"], n_results)
+            return result
         state = self._merge_state(manifest)
         self.pending.look(state.applied_delta_ids, force=consistency is ReadConsistency.STRONG)
         overlay = self.pending.overlay(str(manifest["version"]), state)
