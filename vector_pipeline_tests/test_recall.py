@@ -12,6 +12,7 @@ import numpy as np
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
+from vector_pipeline.compaction.maintenance import rebuild_from_archive
 from vector_pipeline.config import Settings
 from vector_pipeline.read.recall import RecallVerdict, judge, measure_recall
 from vector_pipeline.chroma.segments import open_version
@@ -95,6 +96,11 @@ def test_collection_hnsw_settings_reach_the_next_version(settings: Settings, rng
     second = _configurations(settings, _compact(settings))
     assert second == [{"ef_search": 33, "max_neighbors": 12}]
     assert measure_recall(settings, "words", k=5, queries=10).records == 22
+    # A rebuild with another breadth makes it the collection's: the next compaction keeps it.
+    rebuild_from_archive(settings, "words", hnsw=catalog.hnsw_with_search_ef("words", 77))
+    assert catalog.get("words").hnsw.search_ef == 77 and catalog.get("words").hnsw.max_neighbors == 12
+    produce(settings, ["b3"], rng)
+    assert _configurations(settings, _compact(settings)) == [{"ef_search": 77, "max_neighbors": 12}] * 2  # appended
 
 
 def _configurations(settings: Settings, version: str) -> list[dict]:

@@ -388,12 +388,13 @@ def _fold(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from ..config import HnswSettings
     from ..compaction.maintenance import rebuild_from_archive
+    from ..table.catalog import CollectionCatalog
     from ..compaction.retention import parse_time
 
     as_of = parse_time(args.as_of) if args.as_of else None
-    hnsw = None if args.hnsw_search_ef is None else HnswSettings(search_ef=args.hnsw_search_ef)
+    hnsw = None if args.hnsw_search_ef is None else \
+        CollectionCatalog(Settings.from_env()).hnsw_with_search_ef(args.collection, args.hnsw_search_ef)
     until = args.until
     if args.tag is not None:
         from ..table.tags import newest_delta_of_tag

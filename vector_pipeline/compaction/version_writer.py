@@ -66,6 +66,7 @@ class Candidate:
     fold: FoldKind | None = None  # how the merge placed the deltas among the segments
     merge_seconds: float = 0.0  # net effect + the segment written (not transfers)
     merge_state: MergeState | None = None  # the version's state, as the merge left it
+    recall_at_k: float | None = None  # measured before publish (the Dagster recall check), when it was
 
     @property
     def version(self) -> str | None:
@@ -100,6 +101,8 @@ class VersionWriter:
         folds every segment back into the base even without deltas (the background merge).
         """
         config = self.catalog.require(collection)
+        if hnsw is not None and hnsw != config.hnsw:  # a rebuild with new settings: the collection takes them
+            config = self.catalog.update(collection, **{f"hnsw_{k}": v for k, v in hnsw.as_dict().items()})
         policy = config.apply_to(self.settings)  # the collection's HNSW and segment policy
         pointer = self.store.read_pointer(collection)
         pointer_manifest = None if pointer is None else self._pointer_manifest(collection, pointer.version,

@@ -17,9 +17,8 @@ import dagster as dg
 
 from vector_pipeline.io import metrics as vp_metrics
 from vector_pipeline.compaction.audit import audit_candidate
-from vector_pipeline.table.catalog import UnknownCollectionError
+from vector_pipeline.table.catalog import CollectionCatalog, UnknownCollectionError
 from vector_pipeline.compaction.compactor import ChromaCompactor
-from vector_pipeline.config import HnswSettings
 from vector_pipeline.format.keys import InvalidDeltaError, delta_id_time
 from vector_pipeline.io.lock import CompactionLock
 from vector_pipeline.compaction.maintenance import plan_rebuild
@@ -102,7 +101,8 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
     started = time.monotonic()
     lock_wait = acquire_waiting(lock, context.log)
     try:
-        hnsw = HnswSettings(search_ef=config.hnsw_search_ef) if config.hnsw_search_ef else None
+        hnsw = CollectionCatalog(settings).hnsw_with_search_ef(collection, config.hnsw_search_ef) \
+            if config.hnsw_search_ef else None
         if config.rebuild_from_archive:
             plan = plan_rebuild(settings, collection, until_delta_id=config.until_delta_id,
                                 as_of=parse_time(config.as_of) if config.as_of else None, hnsw=hnsw)
@@ -126,6 +126,7 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
     metadata = _candidate_metadata(candidate, time.monotonic() - started, lock_wait)
     if recall is not None:  # plotted over the versions the collection publishes
         metadata["recall_at_k"] = dg.MetadataValue.float(recall.recall_at_k)
+        candidate.recall_at_k = recall.recall_at_k
     yield dg.Output(candidate, metadata=metadata)
     yield audit  # blocking: a failure stops the publish step
     yield recall_check_result(settings, candidate, recall)  # blocking below the collection's recall floor
@@ -164,6 +165,8 @@ def snapshot(context: dg.AssetExecutionContext, candidate: Candidate,
         "deltas_applied": len(candidate.applied),
         "deltas_archived": len(candidate.applied) + len(candidate.already_applied),
         "quarantined": len(candidate.quarantined),
+        **({"recall_at_k": dg.MetadataValue.float(candidate.recall_at_k)}  # the published version's, plotted
+           if candidate.manifest is not None and candidate.recall_at_k is not None else {}),
     })
 
 

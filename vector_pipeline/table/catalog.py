@@ -143,6 +143,11 @@ class CollectionCatalog:
                       for page in paginator.paginate(Bucket=self.bucket, Prefix=CATALOG_PREFIX, Delimiter="/")
                       for o in page.get("Contents", []) if o["Key"].endswith(".json"))
 
+    def hnsw_with_search_ef(self, name: str, search_ef: int) -> HnswSettings:
+        """The collection's HNSW settings with another search breadth (a rebuild's option)."""
+        config = self.get(name) or CollectionConfig.defaults_for(name, self.settings)
+        return replace(config.hnsw, search_ef=int(search_ef))
+
     def forks(self) -> list[str]:
         """Collections made by ``collections fork`` (their versions share another's objects)."""
         return [name for name in self.names() if (config := self.get(name)) is not None and config.forked_from]

@@ -26,6 +26,8 @@ def test_recall_check_warns_below_the_target_and_blocks_below_the_floor(
     assert first.success and _recall_check(first).passed
     [materialization] = first.asset_materializations_for_node("snapshot_candidate")
     assert materialization.metadata["recall_at_k"].value >= 0.95  # the figure Dagster plots over versions
+    [published] = first.asset_materializations_for_node("snapshot")
+    assert published.metadata["recall_at_k"].value == materialization.metadata["recall_at_k"].value
 
     catalog = CollectionCatalog(settings)
     catalog.update("hard", hnsw_search_ef=1)
