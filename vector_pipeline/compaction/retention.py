@@ -1,10 +1,11 @@
 """Retention: garbage collection of versions, and expiry of archived and quarantined deltas.
 
-Invariant: GC never deletes the version the pointer names, nor a tagged version (``tags``),
-nor an object a kept version's manifest references — nor one any stored version of any other
-collection references (a fork shares its source's objects, ``forks``) — nor a version that stopped being current less than the grace ago (a
-reader that read the pointer before it moved may still be downloading it), nor an orphan
-(never published) younger than the grace. It never expires an archived delta that a
+Invariant: GC never deletes the version the pointer names, nor a tagged version
+(``table/tags``), nor an object a kept version's manifest references — nor one a stored
+version of any other collection references (a fork shares its source's objects,
+``forks``) —, nor a version that stopped being current less than the grace ago (a reader
+that read the pointer before it moved may still be downloading it), nor an orphan (never
+published) younger than the grace. It never expires an archived delta that a
 rebuild still needs: only deltas every kept published version already holds, and only
 after recording ``archive/<collection>/expired.json``, so a rebuild knows to start from the
 oldest kept version plus the archive after it.

@@ -140,7 +140,9 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
         _dismiss_welcome(page)
         try:  # the published versions' recall@k against exact search, plotted (defs/checks.py)
             page.get_by_text("Plots", exact=True).first.click(timeout=60_000)
-            page.get_by_text("recall_at_k", exact=True).first.wait_for(timeout=60_000)
+            plot = page.get_by_text("recall_at_k", exact=True).first
+            plot.wait_for(timeout=60_000)
+            plot.scroll_into_view_if_needed()
         finally:
             page.screenshot(path=str(tmp_path / "recall_plot.png"), full_page=True)
         # Migration phase 1, as a user launches it: the mirror fills the (empty) index, then the comparison.
