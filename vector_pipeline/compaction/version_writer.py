@@ -4,7 +4,10 @@ Invariant: a candidate's files and manifest are uploaded under a version prefix 
 names yet, manifest last; until ``publish`` swaps the pointer, nothing a reader sees has
 changed, and a candidate abandoned at any point is an orphan for GC. The version holds
 exactly the base's live records plus the net effect of the deltas (``merge``): the count
-the merge state predicts is checked before anything is uploaded.
+the merge state predicts is checked before anything is uploaded. It has its collection's
+HNSW settings (``collections/<c>.json``), whatever its parent had: when they differ, it
+folds everything into one segment that has them (``hnsw_change``); a rebuild given other
+settings makes them the collection's first.
 
 Stateless: a run reads the base's merge state (its parts) and masks first, then the deltas,
 then plans the fold, and fetches only what the plan reads (``WarmCache.fetch``): an append

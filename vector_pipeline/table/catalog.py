@@ -5,9 +5,10 @@ Invariant: a collection is compacted only once ``collections/<name>.json`` exist
 auto-creation is on) and the allow-list (``VECTOR_COLLECTIONS``, when set) names it. A
 name is checked before anything is written: a valid chroma collection name and a safe key
 segment. Records are created with ``If-None-Match: *`` and changed with ``If-Match``, so
-two writers never silently overwrite each other; a version's manifest still records the
-HNSW settings and embedding it was built with, so a change applies to new collections and
-rebuilds, never silently to a published version.
+two writers never silently overwrite each other. A version's manifest records the HNSW
+settings and embedding it was built with: a published version never changes, and a change
+of the settings reaches the next version the collection publishes (its compaction or fold
+builds with them, ``compaction/version_writer.py``).
 """
 
 from __future__ import annotations
