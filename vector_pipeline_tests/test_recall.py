@@ -56,6 +56,23 @@ def test_recall_command_prints_json_with_the_contract_keys(settings: Settings, r
     assert run(settings, "recall", "words", "--version", "7").returncode == 2  # no such version: a clear error
 
 
+def test_a_stored_query_sample_is_what_recall_answers(settings: Settings, rng: np.random.Generator,
+                                                      tmp_path: Path) -> None:
+    produce(settings, [f"a{i}" for i in range(30)], rng)
+    _compact(settings)
+    np.save(tmp_path / "queries.npy", rng.random((12, 8), dtype=np.float32))
+    result = run(settings, "recall", "words", "--store-queries", str(tmp_path / "queries.npy"), "--k", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["queries"] == 12 and "stored" in answer["queries_source"] and answer["recall_at_k"] == 1.0
+    again = measure_recall(settings, "words", k=5, queries=4)  # later measures answer the stored queries
+    assert again.queries == 4 and "4 of the 12 queries stored" in again.queries_source
+    np.save(tmp_path / "wrong.npy", np.ones((3, 5), dtype=np.float32))
+    refused = run(settings, "recall", "words", "--store-queries", str(tmp_path / "wrong.npy"))
+    assert refused.returncode == 2 and "dimension 5" in refused.stderr
+    assert measure_recall(settings, "words", k=5).queries == 12  # the stored sample is untouched
+
+
 def _hard_collection(settings: Settings, name: str) -> None:
     """2,000 gaussian 32-d vectors in a sparse graph (8 neighbours, construction breadth 32):
     the search breadth decides the recall."""

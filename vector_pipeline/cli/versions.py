@@ -4,6 +4,7 @@ wiring of recall.py, tags.py and forks.py (the logic lives there; this only pars
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings
@@ -20,6 +21,9 @@ def add_commands(commands: Any) -> None:
     recall.add_argument("--queries", type=int, default=100,
                         help="sample queries: the version's own vectors, drawn with a fixed seed (default 100)")
     recall.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
+    recall.add_argument("--store-queries", type=Path, default=None, metavar="FILE.npy",
+                        help="first keep these query vectors (a .npy matrix, one query a row) as the collection's "
+                             "sample: this and every later measure (the Dagster check too) answers them")
     recall.add_argument("--json", action="store_true", help="machine-readable output (JSON on stdout)")
     recall.set_defaults(handler=_recall)
 
@@ -51,10 +55,16 @@ def add_fork_verb(verbs: Any) -> None:
 
 
 def _recall(args: argparse.Namespace) -> int:
-    from ..read.recall import measure_recall
+    import numpy as np
+
+    from ..read.recall import measure_recall, store_query_sample
     from .terminal import print_json, print_table
 
     settings = Settings.from_env()
+    if args.store_queries is not None:
+        if not args.store_queries.is_file():
+            raise FileNotFoundError(f"{args.store_queries}: no such file")
+        store_query_sample(settings, args.collection, np.load(args.store_queries, allow_pickle=False))
     version = resolve_version(settings, args.collection, args.version, args.tag)
     report = measure_recall(settings, args.collection, version, k=args.k, queries=args.queries, seed=args.seed)
     if args.json:
