@@ -49,6 +49,7 @@ defaults below.
 | METRICS_NAMESPACE            | the CloudWatch namespace of every metric (handlers and Dagster runs) | VectorPipeline |
 | READER_PENDING_LOOKBACK_SECONDS | fresh reads re-list deltas minted this long before their last look | 30 |
 | READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (false: in the query) | true |
+| READER_RECALL_SAMPLE_RATE    | share of a reader's queries re-answered exhaustively in the background, for the ReaderRecallAtK metric (0: off) | 0.01 |
 | COMPACT_WATCH_WAIT_SECONDS   | `compact --watch`: longest SQS long poll per cycle (1-20); also how long a stop may wait | 10 |
 | COMPACT_WATCH_RECONCILE_SECONDS | `compact --watch`: list all of delta/ at most this often (messages lost) | 60 |
 
@@ -180,6 +181,9 @@ class Settings:
     # A thread per reader re-reads the pointer once per TTL while queries come, and switches
     # versions beside them, so a bounded query never waits for a download.
     reader_follow_pointer: bool = True
+    # A reader re-answers this share of its queries by exact search in a background thread
+    # (read/live_recall.py) and reports the recall@k it finds (0: off).
+    reader_recall_sample_rate: float = 0.01
     # Compaction loop (watch.py, `compact --watch`): the SQS long poll of a cycle (how long an
     # idle loop waits for a message, and so the longest a stop waits), and how often a cycle
     # also lists all of delta/ for collections whose messages were lost.
@@ -323,6 +327,13 @@ def _sse(raw: str) -> str:
     return raw
 
 
+def _share(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a share between 0 and 1")
+    return value
+
+
 def _metrics_sink(raw: str) -> str:
     if raw not in METRICS_SINKS:
         raise ValueError(f"expected one of {', '.join(METRICS_SINKS)}")
@@ -378,6 +389,7 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     # Readers (reader.py, pending.py)
     "READER_PENDING_LOOKBACK_SECONDS": ("reader_pending_lookback_seconds", float, repr),
     "READER_FOLLOW_POINTER": ("reader_follow_pointer", _bool, lambda flag: "true" if flag else "false"),
+    "READER_RECALL_SAMPLE_RATE": ("reader_recall_sample_rate", _share, repr),
     # Compaction loop (watch.py)
     "COMPACT_WATCH_WAIT_SECONDS": ("compact_watch_wait_seconds", int, str),
     "COMPACT_WATCH_RECONCILE_SECONDS": ("compact_watch_reconcile_seconds", float, repr),

@@ -140,6 +140,26 @@ class ChromaDBClient:
         records["embeddings"] = np.concatenate(matrices) if matrices else np.zeros((0, 0), dtype=np.float32)
         return records
 
+    def embedding_pages(self, collection_name: str, page_size: int = 5000) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Every record's id and embedding, a page at a time (float32 matrices): an exact
+        scan in bounded memory."""
+        collection = self._collection(collection_name, create=False)
+        total = 0 if collection is None else self.count(collection_name)
+        for offset in range(0, total, page_size):
+            part = collection.get(limit=page_size, offset=offset, include=["embeddings"])
+            if len(part["ids"]):
+                yield list(part["ids"]), np.asarray(part["embeddings"], dtype=np.float32)
+
+    def set_search_ef(self, collection_name: str, search_ef: int) -> bool:
+        """Give the collection this HNSW search breadth (the one setting chroma changes in
+        place); True when it changed."""
+        self._check_writable(collection_name)
+        collection = self._collection(collection_name, create=False)
+        if collection is None or self.collection_configuration(collection_name)["hnsw"]["ef_search"] == search_ef:
+            return False
+        collection.modify(configuration={"hnsw": {"ef_search": int(search_ef)}})
+        return True
+
     def query(
         self,
         collection_name: str,

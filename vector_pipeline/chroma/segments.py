@@ -7,12 +7,14 @@ import functools
 import heapq
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from .client import ChromaDBClient
 from ..config import Settings
 from .embeddings import EmbeddingProvider
-from ..format.segments import Segment, read_masks, segments_of
+from ..format.segments import Segment, chroma_collection, read_masks, segments_of
 
 
 def open_version(version_dir: Path, manifest: Mapping[str, Any], settings: Settings,
@@ -20,10 +22,12 @@ def open_version(version_dir: Path, manifest: Mapping[str, Any], settings: Setti
     """A read-mode client over a local copy of a version, whatever its segments."""
     segments = segments_of(manifest)
     masks = read_masks(version_dir)
-    if len(segments) == 1 and not masks:  # the common, cheapest case: one plain chroma dir
+    inside = chroma_collection(manifest)
+    if len(segments) == 1 and not masks and inside == manifest["collection"]:  # the common, cheapest case
         return ChromaDBClient(version_dir / segments[0].path, mode="read", settings=settings,
                               embedding_provider=embedding_provider)
-    return SegmentedClient(version_dir, segments, masks, settings, embedding_provider)
+    return SegmentedClient(version_dir, segments, masks, settings, embedding_provider,
+                           aliases={str(manifest["collection"]): inside})
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,10 +40,12 @@ class SegmentedClient(ChromaDBClient):
 
     def __init__(self, version_dir: Path, segments: Sequence[Segment], masks: Mapping[str, set[str]],
                  settings: Settings, embedding_provider: EmbeddingProvider | None = None,
-                 parts: Sequence[ChromaDBClient] | None = None) -> None:
+                 parts: Sequence[ChromaDBClient] | None = None, aliases: Mapping[str, str] | None = None) -> None:
         """``parts``: clients already open on the segments (a reader shares them between
-        versions); they stay open when this client closes."""
+        versions); they stay open when this client closes. ``aliases``: collection name →
+        the chroma collection the segments hold (a fork reads its source's segments)."""
         self._init_fields(version_dir, "read", settings, None, embedding_provider)
+        self.aliases = dict(aliases or {})
         self.segments = list(segments)
         self.masks = {s.name: frozenset(masks.get(s.name, ())) for s in self.segments}
         self._owns_parts = parts is None
@@ -47,11 +53,13 @@ class SegmentedClient(ChromaDBClient):
             ChromaDBClient(self.persist_directory / s.path, mode="read", settings=settings) for s in self.segments]
 
     def count(self, collection_name: str) -> int:
+        collection_name = self.aliases.get(collection_name, collection_name)
         counts = [(part.count(collection_name), len(self.masks[s.name])) for s, part in zip(self.segments, self.parts)]
         return sum(stored - masked for stored, masked in counts if stored)  # masks are of the snapshot's collection
 
     def get_vectors(self, collection_name: str, ids: Sequence[str] | None = None,
                     where: dict[str, Any] | None = None, include: Sequence[str] | None = None) -> dict[str, Any]:
+        collection_name = self.aliases.get(collection_name, collection_name)
         include = list(include) if include is not None else ["documents", "metadatas"]
         merged: dict[str, Any] = {"ids": [], **{field: [] for field in include}}
         for segment, part in zip(self.segments, self.parts):
@@ -67,9 +75,22 @@ class SegmentedClient(ChromaDBClient):
         merged["included"] = include
         return merged
 
+    def embedding_pages(self, collection_name: str, page_size: int = 5000) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Every live record's id and embedding (masked ids dropped), a page at a time."""
+        collection_name = self.aliases.get(collection_name, collection_name)
+        for segment, part in zip(self.segments, self.parts):
+            mask = self.masks[segment.name]
+            for ids, rows in part.embedding_pages(collection_name, page_size):
+                if mask:
+                    keep = [n for n, record_id in enumerate(ids) if record_id not in mask]
+                    ids, rows = [ids[n] for n in keep], rows[keep]
+                if ids:
+                    yield ids, rows
+
     def query(self, collection_name: str, query_embeddings: Sequence[Sequence[float]] | None = None,
               query_texts: Sequence[str] | None = None, n_results: int = 10,
               where: dict[str, Any] | None = None, include: Sequence[str] | None = None) -> dict[str, Any]:
+        collection_name = self.aliases.get(collection_name, collection_name)
         query_embeddings = self._query_embeddings(query_embeddings, query_texts)
         if len(self.parts) == 1 and not self.masks[self.segments[0].name]:  # nothing to merge
             return self.parts[0].query(collection_name, query_embeddings=query_embeddings, n_results=n_results,
@@ -117,6 +138,7 @@ class SegmentedClient(ChromaDBClient):
         return sorted({name for part in self.parts for name in part.collection_names()})
 
     def collection_configuration(self, collection_name: str) -> dict[str, Any]:
+        collection_name = self.aliases.get(collection_name, collection_name)
         return self.parts[0].collection_configuration(collection_name)
 
     @property

@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="apply archived deltas up to this delta id only (the collection as it was then)")
     rebuild.add_argument("--as-of", default=None,
                          help="only deltas produced up to this time (ISO 8601, e.g. 2026-11-25T10:00:00Z)")
+    rebuild.add_argument("--tag", default=None,
+                         help="apply archived deltas up to the newest one the tagged version holds")
     rebuild.add_argument("--hnsw-search-ef", type=int, default=None,
                          help="new HNSW search breadth (needs the whole archive)")
     _json_flag(rebuild)
@@ -150,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
 
     _collections_parser(commands)
     _history_parsers(commands)
+    # -- recall, versions (tags), collections fork: wiring in cli/versions.py ----------------
+    from .versions import add_commands as add_version_commands
+
+    add_version_commands(commands)
 
     dagster = commands.add_parser("dagster-dev", help="`dagster dev` on the embedded AWS (or the configured endpoints)")
     dagster.add_argument("--port", type=int, default=3000)
@@ -388,14 +394,20 @@ def _fold(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from ..config import HnswSettings
     from ..compaction.maintenance import rebuild_from_archive
+    from ..table.catalog import CollectionCatalog
     from ..compaction.retention import parse_time
 
     as_of = parse_time(args.as_of) if args.as_of else None
-    hnsw = None if args.hnsw_search_ef is None else HnswSettings(search_ef=args.hnsw_search_ef)
+    hnsw = None if args.hnsw_search_ef is None else \
+        CollectionCatalog(Settings.from_env()).hnsw_with_search_ef(args.collection, args.hnsw_search_ef)
+    until = args.until
+    if args.tag is not None:
+        from ..table.tags import newest_delta_of_tag
+
+        until = min(filter(None, [until, newest_delta_of_tag(Settings.from_env(), args.collection, args.tag)]))
     return _each_collection(args, [args.collection], lambda settings, collection: rebuild_from_archive(
-        settings, collection, until_delta_id=args.until, as_of=as_of, hnsw=hnsw))
+        settings, collection, until_delta_id=until, as_of=as_of, hnsw=hnsw))
 
 
 def _each_collection(args: argparse.Namespace, collections: Sequence[str],
@@ -476,6 +488,9 @@ def _print_status(report: dict[str, Any]) -> None:
 
     title = (f"AWS endpoint: {report['endpoints']}; bucket {report['bucket']}; queue: "
              f"{report['queue']['visible']} visible, {report['queue']['in_flight']} in flight")
+    live = report.get("reader_recall")
+    if live:  # readers' sampled live queries against exact search (READER_RECALL_SAMPLE_RATE)
+        title += f"; live recall@k {live['average']:.4f} ({live['samples']} sampled queries, last hour)"
     if not report["collections"]:
         print(f"{title}\nno collections yet")
         return
@@ -521,6 +536,8 @@ _COLLECTION_OPTIONS = [  # (flag, CollectionConfig.changed key, type, help)
     ("--grace-hours", "retention_grace_hours", float, "a version replaced less than this ago is kept"),
     ("--archive-days", "retention_archive_days", float, "expire archived deltas after this (default: never)"),
     ("--quarantine-days", "retention_quarantine_days", float, "expire quarantined deltas after this"),
+    ("--recall-target", "recall_target", float, "recall@k a new version should reach (below: the check warns)"),
+    ("--recall-floor", "recall_floor", float, "recall@k below which a new version is not published"),
 ]
 
 
@@ -536,6 +553,9 @@ def _collections_parser(commands: Any) -> None:
         parser.add_argument("name")
         for flag, key, kind, text in _COLLECTION_OPTIONS:
             parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
+    from .versions import add_fork_verb  # recall/versions/fork wiring (cli/versions.py)
+
+    add_fork_verb(verbs)
     listing = verbs.add_parser("list", help="every collection in the catalog")
     show = verbs.add_parser("show", help="one collection's settings")
     show.add_argument("name")
@@ -547,6 +567,10 @@ def _collections_parser(commands: Any) -> None:
 def _collections(args: argparse.Namespace) -> int:
     from ..table.catalog import CollectionCatalog, CollectionConfig
 
+    if args.verb == "fork":
+        from .versions import fork_command
+
+        return fork_command(args)
     settings = Settings.from_env()
     catalog = CollectionCatalog(settings)
     if args.verb == "list":
@@ -578,6 +602,7 @@ def _history_parsers(commands: Any) -> None:
     target = back.add_mutually_exclusive_group(required=True)
     target.add_argument("--version", default=None)
     target.add_argument("--as-of", default=None, help="the version current at this time (ISO 8601)")
+    target.add_argument("--tag", default=None, help="the version a tag names (vector-pipeline versions list)")
     back.set_defaults(handler=_rollback)
     gc = commands.add_parser("gc", help="delete versions and expire deltas past each collection's retention")
     gc.add_argument("collection", nargs="*", help="collections (default: every one in the catalog)")
@@ -591,8 +616,11 @@ def _rollback(args: argparse.Namespace) -> int:
     from ..compaction.retention import parse_time
     from ..table.snapshot_store import PublishOutcome, SnapshotStore
 
+    from .versions import resolve_version
+
     settings = Settings.from_env()
-    outcome = rollback(settings, args.collection, args.version, as_of=parse_time(args.as_of) if args.as_of else None)
+    version = resolve_version(settings, args.collection, args.version, args.tag)
+    outcome = rollback(settings, args.collection, version, as_of=parse_time(args.as_of) if args.as_of else None)
     pointer = SnapshotStore(settings).read_pointer(args.collection)
     print(json.dumps({"collection": args.collection, "outcome": outcome.value, "version": pointer and pointer.version}))
     return 0 if outcome is PublishOutcome.PUBLISHED else 1

@@ -1,6 +1,7 @@
 """What a bucket holds now, per collection: published version and counts, pending deltas and
 the oldest one's age against the collection's freshness target (with ``cadence.due``'s
-decision), lock holder and expiry, queue depth. Reads only; used by the CLI and the Dagster layer."""
+decision), lock holder and expiry, queue depth, readers' live recall@k. Reads only; used by
+the CLI and the Dagster layer."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..compaction.cadence import PendingStats, due
 from ..compaction.compactor import ChromaCompactor
 from ..config import Settings
 from ..format.keys import parse_delta_key
+from ..io import metrics
 from ..io.lock import CompactionLock, lock_id_for
 from ..migration.mirror import mirror_lag
 from ..delta.queue import DeltaQueue
@@ -49,4 +51,6 @@ def collection_status(settings: Settings) -> dict[str, Any]:
             "pinecone_mirror": mirror_lag(settings, collection, pointer.version if pointer else None),
         }
     report["queue"] = DeltaQueue(settings).approximate_depth()
+    # Readers' live queries re-answered exactly (read/live_recall.py), over the last hour.
+    report["reader_recall"] = metrics.recent_average(settings, metrics.Metric.READER_RECALL)
     return report

@@ -32,13 +32,11 @@ def audit_candidate(settings: Settings, candidate: Candidate) -> AuditReport:
     if candidate.manifest is None:
         return AuditReport(True, facts={"note": "no new version: nothing pending"})
     manifest = candidate.manifest
-    store = SnapshotStore(settings)
-    root = Path(settings.cache_dir) / "audit"
-    _drop_other_audited_versions(root / candidate.collection, keep=str(manifest["version"]))
     try:
-        local = store.download_version(manifest, root)
+        local = audited_copy(settings, candidate)
     except (IntegrityError, UnsafePathError) as exc:
         return AuditReport(False, {"files_match_manifest": False}, problem=f"candidate files: {exc}")
+    store = SnapshotStore(settings)
     with open_version(local, manifest, settings) as db:
         count = db.count(candidate.collection)
     parent = int(manifest.get("parent_vector_count", 0))
@@ -58,6 +56,16 @@ def audit_candidate(settings: Settings, candidate: Candidate) -> AuditReport:
     failed = [name for name, ok in checks.items() if not ok]
     return AuditReport(not failed, {k: bool(v) for k, v in checks.items()}, facts,
                        problem=f"failed: {', '.join(failed)}" if failed else "")
+
+
+def audited_copy(settings: Settings, candidate: Candidate) -> Path:
+    """The candidate read back whole from S3, every file checked (downloaded once: the
+    recall check and the publish step's re-audit use the same copy)."""
+    if candidate.manifest is None:
+        raise ValueError("no candidate version to read back")
+    root = Path(settings.cache_dir) / "audit"
+    _drop_other_audited_versions(root / candidate.collection, keep=str(candidate.manifest["version"]))
+    return SnapshotStore(settings).download_version(candidate.manifest, root)
 
 
 def _drop_other_audited_versions(collection_root: Path, keep: str) -> None:

@@ -1,9 +1,11 @@
 """Retention: garbage collection of versions, and expiry of archived and quarantined deltas.
 
-Invariant: GC never deletes the version the pointer names, nor an object a kept version's
-manifest references, nor a version that stopped being current less than the grace ago (a
-reader that read the pointer before it moved may still be downloading it), nor an orphan
-(never published) younger than the grace. It never expires an archived delta that a
+Invariant: GC never deletes the version the pointer names, nor a tagged version
+(``table/tags``), nor an object a kept version's manifest references — nor one a stored
+version of any other collection references (a fork shares its source's objects,
+``forks``) —, nor a version that stopped being current less than the grace ago (a reader
+that read the pointer before it moved may still be downloading it), nor an orphan (never
+published) younger than the grace. It never expires an archived delta that a
 rebuild still needs: only deltas every kept published version already holds, and only
 after recording ``archive/<collection>/expired.json``, so a rebuild knows to start from the
 oldest kept version plus the archive after it.
@@ -28,7 +30,8 @@ from ..delta.archive import delete_keys
 from ..format.keys import ARCHIVE_PREFIX, QUARANTINE_PREFIX, delta_id_time
 from ..delta.reader import list_deltas
 from ..io.lock import CompactionLock, lock_id_for
-from ..table.snapshot_store import SnapshotNotFoundError, SnapshotStore, version_prefix
+from ..table.snapshot_store import SNAPSHOT_PREFIX, SnapshotNotFoundError, SnapshotStore, version_prefix
+from ..table.tags import TagStore
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +109,11 @@ def collect_garbage(settings: Settings, collection: str, *, retain_versions: int
         pointer = store.read_pointer(collection)
         timeline = Timeline.of(None if pointer is None else pointer.document)
         versions = store.list_versions(collection)
-        doomed = [v for v in versions if _collectable(v, versions, timeline, keep_count, grace, now)]
+        tagged = TagStore(settings).tagged_versions(collection)  # kept until untagged
+        doomed = [v for v in versions if v not in tagged and _collectable(v, versions, timeline, keep_count, grace, now)]
         report.kept_versions = sorted(set(versions) - set(doomed))
-        referenced = _referenced_keys(store, collection, report.kept_versions)
+        referenced = _referenced_keys(store, collection, report.kept_versions) | _referenced_by_forks(settings, store,
+                                                                                                    collection)
         for version in doomed:
             report.deleted_objects += _delete_prefix(store, version_prefix(collection, version), referenced)
             report.deleted_versions.append(version)
@@ -209,6 +214,17 @@ def _referenced_keys(store: SnapshotStore, collection: str, versions: list[str])
             continue  # an orphan without manifest references nothing
         referenced.update(entry["key"] for entry in manifest["files"])
     return referenced
+
+
+def _referenced_by_forks(settings: Settings, store: SnapshotStore, collection: str) -> set[str]:
+    """Objects of ``collection`` that a stored version of a fork refers to (``forks.py``):
+    whichever collection's GC runs, they stay while any version refers to them."""
+    own = f"{SNAPSHOT_PREFIX}{collection}/"
+    keys: set[str] = set()
+    for fork in CollectionCatalog(settings).forks():
+        if fork != collection:
+            keys.update(k for k in _referenced_keys(store, fork, store.list_versions(fork)) if k.startswith(own))
+    return keys
 
 
 def _delete_prefix(store: SnapshotStore, prefix: str, referenced: set[str]) -> int:

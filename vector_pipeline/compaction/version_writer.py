@@ -4,7 +4,10 @@ Invariant: a candidate's files and manifest are uploaded under a version prefix 
 names yet, manifest last; until ``publish`` swaps the pointer, nothing a reader sees has
 changed, and a candidate abandoned at any point is an orphan for GC. The version holds
 exactly the base's live records plus the net effect of the deltas (``merge``): the count
-the merge state predicts is checked before anything is uploaded.
+the merge state predicts is checked before anything is uploaded. It has its collection's
+HNSW settings (``collections/<c>.json``), whatever its parent had: when they differ, it
+folds everything into one segment that has them (``hnsw_change``); a rebuild given other
+settings makes them the collection's first.
 
 Stateless: a run reads the base's merge state (its parts) and masks first, then the deltas,
 then plans the fold, and fetches only what the plan reads (``WarmCache.fetch``): an append
@@ -18,8 +21,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -36,7 +40,8 @@ from ..format.keys import DeltaRef
 from ..format.loaded_delta import LoadedDelta
 from ..faults import checkpoint
 from .intake import DeltaIntake, collection_embedding
-from ..format.segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks
+from ..format.segments import (MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, chroma_collection, plan_fold,
+                               read_masks, segments_of, write_masks)
 from ..format.merge_state import MergeState, load_state, part_path, state_part_paths
 from ..table.snapshot_store import SNAPSHOT_FORMAT, SnapshotStore, UnsupportedFormatError, next_version
 from .warm_cache import Checkout, WarmCache, below, files_under
@@ -64,6 +69,7 @@ class Candidate:
     fold: FoldKind | None = None  # how the merge placed the deltas among the segments
     merge_seconds: float = 0.0  # net effect + the segment written (not transfers)
     merge_state: MergeState | None = None  # the version's state, as the merge left it
+    recall_at_k: float | None = None  # measured before publish (the Dagster recall check), when it was
 
     @property
     def version(self) -> str | None:
@@ -99,6 +105,8 @@ class VersionWriter:
         ``segment_name`` names the segment written (default: the version's number).
         """
         config = self.catalog.require(collection)
+        if hnsw is not None and hnsw != config.hnsw:  # a rebuild with new settings: the collection takes them
+            config = self.catalog.update(collection, **{f"hnsw_{k}": v for k, v in hnsw.as_dict().items()})
         policy = config.apply_to(self.settings)  # the collection's HNSW and segment policy
         pointer = self.store.read_pointer(collection)
         pointer_manifest = None if pointer is None else self._pointer_manifest(collection, pointer.version,
@@ -119,19 +127,22 @@ class VersionWriter:
             candidate.already_applied, candidate.missing = intake.already_applied, intake.missing
             candidate.quarantined = intake.quarantined
             deltas = intake.loaded
+            # The collection's HNSW settings reach every version it publishes: when they are
+            # not the base's, the version folds everything into one segment that has them.
+            hnsw = hnsw or policy.hnsw
+            change = hnsw_change(base_manifest, hnsw)
             # A rebuild over a kept version always writes one (its content becomes current).
-            fold_all = fold_all and (_has_recent_or_masked(base_manifest) or base_version is not None)
+            fold_all = fold_all and (_has_recent_or_masked(base_manifest) or base_version is not None
+                                     or change is not HnswChange.NONE)
             if not deltas and not fold_all:
                 candidate.bytes_downloaded = checkout.downloaded + intake.bytes_downloaded
                 self.cache.give_back(checkout)
                 return candidate
-            if hnsw is None:
-                hnsw = HnswSettings.from_dict(base_manifest["hnsw"]) if base_manifest else policy.hnsw
             version = next_version(candidate.base_version)
             state = base_state.copy()  # the merge changes it in place; the cached state stays the base's
             with progress.stage(f"{collection}: merge", len(deltas), "deltas") as bar:
                 merged = self._merge(candidate, deltas, state, checkout, hnsw, segment_name or version.split("-", 1)[0],
-                                     policy, fold_all)
+                                     policy, fold_all or change is not HnswChange.NONE, change is HnswChange.REINDEX)
                 bar.advance(len(deltas))
             segments, plan = merged.segments, merged.plan
             parts = self._write_state_part(checkout, state, merged, deltas, version)
@@ -190,7 +201,8 @@ class VersionWriter:
             return None
 
     def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState, checkout: Checkout,
-               hnsw: HnswSettings, name: str, policy: Settings, fold_all: bool = False) -> "Merged":
+               hnsw: HnswSettings, name: str, policy: Settings, fold_all: bool = False,
+               reindex: bool = False) -> "Merged":
         """Apply the net effect of ``deltas`` in one pass, writing one segment; fetches only
         the base files the fold plan reads (masks, and the segments it copies or folds)."""
         started = time.monotonic()
@@ -198,7 +210,7 @@ class VersionWriter:
         effect = merge.net_effect(deltas, state)
         candidate.expected_vector_count = merge.expected_vector_count(candidate.base_vector_count, effect, state)
         segments = segments_of(base_manifest)
-        plan = plan_fold(segments, len(effect.upserts), policy, fold_all=fold_all)
+        plan = plan_fold(segments, len(effect.upserts), policy, fold_all=fold_all, reindex=reindex)
         folded = [s.path for s in (plan.copy_from, *plan.read_from) if s is not None]
         if base_manifest is not None:
             self.cache.fetch(checkout, [e["path"] for e in base_manifest["files"] if e["path"] == MASKS_FILE])
@@ -207,7 +219,8 @@ class VersionWriter:
         if plan.kind is FoldKind.APPEND and segments and not effect.upserts:
             new_segment = None  # deletes only: masks change, no segment is written
         else:
-            new_segment = self._write_segment(candidate.collection, workdir, plan, masks, state, effect, hnsw, name)
+            inside = chroma_collection(base_manifest) if base_manifest else candidate.collection
+            new_segment = self._write_segment(inside, workdir, plan, masks, state, effect, hnsw, name)
         kept = merge.masks_after(plan, masks, effect, state)
         relocated = merge.relocate(state, plan, new_segment, effect)
         write_masks(workdir, kept)
@@ -238,6 +251,8 @@ class VersionWriter:
         if plan.copy_from is not None:
             (workdir / plan.copy_from.path).rename(target)
         with ChromaDBClient(target, mode="snapshot", settings=self.settings, hnsw=hnsw) as db:
+            if plan.copy_from is not None:  # a copy keeps its old breadth unless told
+                db.set_search_ef(collection, hnsw.search_ef)
             if doomed:
                 db.delete_vectors(collection, sorted(doomed))
             for source in plan.read_from:
@@ -287,9 +302,27 @@ class VersionWriter:
             "fence": fence,
             "lock_owner": lock_owner,
             "segments": [s.as_dict() for s in segments],
+            # a fork's segments hold its source's chroma collection, and so do its versions'
+            "chroma_collection": chroma_collection(base) if base else candidate.collection,
             "fold": str(candidate.fold),
             "masks_file": MASKS_FILE,
         }
+
+
+class HnswChange(Enum):
+    NONE = "none"  # the base has the collection's HNSW settings
+    SEARCH_EF = "search_ef"  # only the search breadth differs: chroma changes it in place
+    REINDEX = "reindex"  # space, construction breadth or neighbours differ: a new index
+
+
+def hnsw_change(base: Mapping[str, Any] | None, wanted: HnswSettings) -> HnswChange:
+    """What it takes for a version built on ``base`` to have the ``wanted`` HNSW settings."""
+    if base is None:
+        return HnswChange.NONE
+    held = HnswSettings.from_dict(base.get("hnsw") or {})
+    if held == wanted:
+        return HnswChange.NONE
+    return HnswChange.SEARCH_EF if replace(held, search_ef=wanted.search_ef) == wanted else HnswChange.REINDEX
 
 
 def _has_recent_or_masked(manifest: dict[str, Any] | None) -> bool:

@@ -17,9 +17,8 @@ import dagster as dg
 
 from vector_pipeline.io import metrics as vp_metrics
 from vector_pipeline.compaction.audit import audit_candidate
-from vector_pipeline.table.catalog import UnknownCollectionError
+from vector_pipeline.table.catalog import CollectionCatalog, UnknownCollectionError
 from vector_pipeline.compaction.compactor import ChromaCompactor
-from vector_pipeline.config import HnswSettings
 from vector_pipeline.format.keys import InvalidDeltaError, delta_id_time
 from vector_pipeline.io.lock import CompactionLock
 from vector_pipeline.compaction.maintenance import plan_rebuild
@@ -27,7 +26,7 @@ from vector_pipeline.compaction.retention import parse_time
 from vector_pipeline.table.snapshot_store import PublishOutcome
 from vector_pipeline.compaction.version_writer import Candidate
 
-from .checks import audit_check, audit_check_result
+from .checks import audit_check, audit_check_result, candidate_recall, recall_check, recall_check_result
 from .partitions import collection_partitions, delta_partitions, ref_for_partition
 from .resources import VectorPipelineResource
 
@@ -91,7 +90,7 @@ def acquire_waiting(lock: CompactionLock, log: Any, wait_seconds: float = LOCK_W
 
 @dg.asset(key="snapshot_candidate", partitions_def=collection_partitions, group_name="snapshots",
           deps=[dg.AssetDep(delta, partition_mapping=dg.AllPartitionMapping())], kinds={"chromadb", "s3"},
-          check_specs=[audit_check])
+          check_specs=[audit_check, recall_check])
 def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConfig,
                        vector_pipeline: VectorPipelineResource) -> Iterator[dg.Output[Candidate] | dg.AssetCheckResult]:
     """A new immutable version of the collection (the partition): written, not yet published."""
@@ -102,7 +101,8 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
     started = time.monotonic()
     lock_wait = acquire_waiting(lock, context.log)
     try:
-        hnsw = HnswSettings(search_ef=config.hnsw_search_ef) if config.hnsw_search_ef else None
+        hnsw = CollectionCatalog(settings).hnsw_with_search_ef(collection, config.hnsw_search_ef) \
+            if config.hnsw_search_ef else None
         if config.rebuild_from_archive:
             plan = plan_rebuild(settings, collection, until_delta_id=config.until_delta_id,
                                 as_of=parse_time(config.as_of) if config.as_of else None, hnsw=hnsw)
@@ -121,8 +121,15 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
         lock.release()
     # acquire_waiting sleeps 2 s per busy try: a longer wait means the lock was held.
     vp_metrics.publish(settings, vp_metrics.attempt_points("ok", time.monotonic() - started, lock_wait > 1.0))
-    yield dg.Output(candidate, metadata=_candidate_metadata(candidate, time.monotonic() - started, lock_wait))
-    yield audit_check_result(settings, candidate)  # blocking: a failure stops the publish step
+    audit = audit_check_result(settings, candidate)  # reads the candidate back whole
+    recall = candidate_recall(settings, candidate) if audit.passed else None
+    metadata = _candidate_metadata(candidate, time.monotonic() - started, lock_wait)
+    if recall is not None:  # plotted over the versions the collection publishes
+        metadata["recall_at_k"] = dg.MetadataValue.float(recall.recall_at_k)
+        candidate.recall_at_k = recall.recall_at_k
+    yield dg.Output(candidate, metadata=metadata)
+    yield audit  # blocking: a failure stops the publish step
+    yield recall_check_result(settings, candidate, recall)  # blocking below the collection's recall floor
 
 
 @dg.asset(key="snapshot", partitions_def=collection_partitions, group_name="snapshots", kinds={"chromadb", "s3"},
@@ -158,6 +165,8 @@ def snapshot(context: dg.AssetExecutionContext, candidate: Candidate,
         "deltas_applied": len(candidate.applied),
         "deltas_archived": len(candidate.applied) + len(candidate.already_applied),
         "quarantined": len(candidate.quarantined),
+        **({"recall_at_k": dg.MetadataValue.float(candidate.recall_at_k)}  # the published version's, plotted
+           if candidate.manifest is not None and candidate.recall_at_k is not None else {}),
     })
 
 

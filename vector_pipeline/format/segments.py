@@ -88,6 +88,12 @@ class FoldPlan:
         return {s.name for s in (*self.read_from, *([self.copy_from] if self.copy_from else []))}
 
 
+def chroma_collection(manifest: Mapping[str, Any]) -> str:
+    """The chroma collection inside the version's segments: the collection's own name, or
+    (a fork, ``table/forks.py``) the name of the collection whose segments it shares."""
+    return str(manifest.get("chroma_collection") or manifest["collection"])
+
+
 def segments_of(manifest: Mapping[str, Any] | None) -> list[Segment]:
     return [Segment.from_dict(s) for s in (manifest or {}).get("segments", [])]
 
@@ -97,11 +103,16 @@ def top_tier(settings: Settings) -> int:
     return max(0, (settings.segment_max_count - 1) // max(settings.segment_fan_in - 1, 1) - 1)
 
 
-def plan_fold(segments: Sequence[Segment], incoming: int, settings: Settings, fold_all: bool = False) -> FoldPlan:
+def plan_fold(segments: Sequence[Segment], incoming: int, settings: Settings, fold_all: bool = False,
+              reindex: bool = False) -> FoldPlan:
     """Where ``incoming`` new records go: a new tier-0 segment, merged up the tiers that
-    would reach the fan-in; never into the base unless ``fold_all`` (or a bulk load)."""
+    would reach the fan-in; never into the base unless ``fold_all`` (or a bulk load).
+    ``reindex``: every segment is read into a new one, none copied (an HNSW setting chroma
+    cannot change in place changed)."""
     if not segments:
         return FoldPlan(FoldKind.APPEND, (), None, ())
+    if reindex:
+        return FoldPlan(FoldKind.FOLD_ALL, (), None, tuple(segments))
     base, recent = segments[0], tuple(segments[1:])
     if fold_all or settings.segment_max_count < 2:
         return FoldPlan(FoldKind.FOLD_ALL, (), base, recent)

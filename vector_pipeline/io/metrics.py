@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Iterable, Sequence
 
@@ -49,12 +49,14 @@ class Metric(str, Enum):
     SNAPSHOT_GROWTH = "SnapshotGrowthPercent"  # growth over the parent version; summed per day
     PRODUCER_CALLS = "ProducerCalls"
     PRODUCER_ERRORS = "ProducerErrors"
+    READER_RECALL = "ReaderRecallAtK"  # recall@k of one sampled live query against exact search (0..1)
 
 
 UNITS = {
     Metric.COMPACTION_DURATION: "Seconds",
     Metric.SNAPSHOT_BYTES: "Bytes",
     Metric.SNAPSHOT_GROWTH: "Percent",
+    Metric.READER_RECALL: "None",
 }
 
 
@@ -107,6 +109,12 @@ def compaction_points(store: Any, collection: str, status: str, duration_seconds
     return points
 
 
+def reader_recall_points(recalls: Iterable[float]) -> list[DataPoint]:
+    """recall@k of live queries a reader re-answered exhaustively (their average over a
+    period is the running recall the alarm watches)."""
+    return [DataPoint(Metric.READER_RECALL, value) for value in recalls]
+
+
 def producer_points(failed: bool) -> list[DataPoint]:
     return [DataPoint(Metric.PRODUCER_CALLS, 1), DataPoint(Metric.PRODUCER_ERRORS, 1 if failed else 0)]
 
@@ -150,6 +158,25 @@ def put_metric_data(settings: Settings, points: Iterable[DataPoint],
     cloudwatch = client("cloudwatch", settings)
     for start in range(0, len(data), 1000):  # PutMetricData takes up to 1000 data points
         cloudwatch.put_metric_data(Namespace=settings.metrics_namespace, MetricData=data[start:start + 1000])
+
+
+def recent_average(settings: Settings, metric: Metric, seconds: int = 3600) -> dict[str, Any] | None:
+    """The metric's average and sample count over the last ``seconds`` (``service``
+    dimension), from CloudWatch; None when nothing was reported or CloudWatch cannot say."""
+    now = datetime.now(timezone.utc)
+    try:
+        found = client("cloudwatch", settings).get_metric_statistics(
+            Namespace=settings.metrics_namespace, MetricName=metric.value, StartTime=now - timedelta(seconds=seconds),
+            EndTime=now, Period=seconds, Statistics=["Average", "SampleCount"],
+            Dimensions=[{"Name": SERVICE_DIMENSION, "Value": SERVICE}])["Datapoints"]
+    except Exception:  # no CloudWatch here (or no access): status says nothing of it
+        log.debug("no %s from CloudWatch", metric.value, exc_info=True)
+        return None
+    samples = sum(int(p["SampleCount"]) for p in found)
+    if not samples:
+        return None
+    average = sum(p["Average"] * p["SampleCount"] for p in found) / samples
+    return {"average": round(float(average), 4), "samples": samples, "seconds": seconds}
 
 
 def metrics_from_emf(lines: Iterable[str]) -> list[tuple[str, DataPoint]]:

@@ -30,10 +30,11 @@ from ..config import Settings
 from ..table.consistency import ReadConsistency, on_publish, publish_key, publishes_here
 from ..chroma.embeddings import EmbeddingProvider, check_same_embedding, provider_from_settings
 from ..faults import checkpoint
+from .live_recall import LiveRecall
 from .local_versions import LocalVersions, segment_key
 from .pending import PendingDeltas, query_with_overlay
 from ..chroma.segments import SegmentedClient
-from ..format.segments import read_masks, segments_of
+from ..format.segments import chroma_collection, read_masks, segments_of
 from ..format.merge_state import load_state
 from ..table.snapshot_store import MergeState, SnapshotNotFoundError, SnapshotStore
 
@@ -84,6 +85,7 @@ class SnapshotReader:
         self._stop = threading.Event()
         self._used_at = time.monotonic()
         self.stats = ReaderStats()
+        self.live_recall = LiveRecall(self.settings, collection_name)
         on_publish(self._publish_key, self._adopt)
 
     def _adopt(self, manifest: dict[str, Any]) -> None:
@@ -164,7 +166,8 @@ class SnapshotReader:
         version_dir = self.local.materialize(manifest)
         opened = self._open_new_segments(manifest)
         client = SegmentedClient(version_dir, segments_of(manifest), read_masks(version_dir), self.settings,
-                                 parts=[opened.get(k) or self._parts[k] for k in _keys(manifest)])
+                                 parts=[opened.get(k) or self._parts[k] for k in _keys(manifest)],
+                                 aliases={self.collection: chroma_collection(manifest)})
         with self._lock:
             self._parts.update(opened)
             # A query of another thread may still be running on the previous version: its
@@ -194,8 +197,9 @@ class SnapshotReader:
             if (key in self._parts and self._parts[key].alive) or key in opened:
                 continue
             part = ChromaDBClient(self.local.segment_path(manifest, segment), mode="read", settings=self.settings)
-            if dimension and part.count(self.collection):
-                part.query(self.collection, query_embeddings=[[1.0] * dimension], n_results=1, include=[])
+            inside = chroma_collection(manifest)
+            if dimension and part.count(inside):
+                part.query(inside, query_embeddings=[[1.0] * dimension], n_results=1, include=[])
             opened[key] = part
         return opened
 
@@ -236,8 +240,11 @@ class SnapshotReader:
         if query_embeddings is None and query_texts is not None:
             query_embeddings = self._embed(list(query_texts), manifest)
         if not include_pending:
-            return client.query(self.collection, query_embeddings=query_embeddings, n_results=n_results,
-                                where=where, include=include)
+            result = client.query(self.collection, query_embeddings=query_embeddings, n_results=n_results,
+                                  where=where, include=include)
+            if where is None:  # a sampled share is re-answered exactly off this path (live_recall.py)
+                self.live_recall.offer(client, manifest, query_embeddings, result["ids"], n_results)
+            return result
         state = self._merge_state(manifest)
         self.pending.look(state.applied_delta_ids, force=consistency is ReadConsistency.STRONG)
         overlay = self.pending.overlay(str(manifest["version"]), state)

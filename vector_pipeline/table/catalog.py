@@ -7,8 +7,9 @@ name is checked before anything is written: a valid chroma collection name and a
 segment. Records are created with ``If-None-Match: *`` and changed with ``If-Match``, so
 two writers never silently overwrite each other; a write refused because botocore resent it
 after its first attempt landed is recognised by its write id, not reported as a conflict.
-A version's manifest still records the HNSW settings and embedding it was built with, so a
-change applies to new collections and rebuilds, never silently to a published version.
+A version's manifest records the HNSW settings and embedding it was built with: a published
+version never changes, and a change of the settings reaches the next version the collection
+publishes (its compaction or fold builds with them, ``compaction/version_writer.py``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class CollectionConfig:
     backlog_max_deltas: int = 500
     fold_window: str = "0 2 * * *"
     fold_window_minutes: int = 120
+    # Recall@k of a new version against exact search (recall.py): below the target the
+    # Dagster check warns; below the floor (None: no floor) it blocks the publish.
+    recall_target: float = 0.95
+    recall_floor: float | None = None
+    forked_from: str = ""  # "<collection>@<version>" a fork started from (forks.py)
 
     @property
     def embedding(self) -> tuple[str, int] | None:
@@ -92,7 +98,10 @@ class CollectionConfig:
                    freshness_target_seconds=float(values.get("freshness_target_seconds", cls.freshness_target_seconds)),
                    backlog_max_deltas=int(values.get("backlog_max_deltas", cls.backlog_max_deltas)),
                    fold_window=str(values.get("fold_window", cls.fold_window)),
-                   fold_window_minutes=int(values.get("fold_window_minutes", cls.fold_window_minutes)))
+                   fold_window_minutes=int(values.get("fold_window_minutes", cls.fold_window_minutes)),
+                   recall_target=float(values.get("recall_target", cls.recall_target)),
+                   recall_floor=None if values.get("recall_floor") is None else float(values["recall_floor"]),
+                   forked_from=str(values.get("forked_from", "")))
 
     @classmethod
     def defaults_for(cls, name: str, settings: Settings) -> "CollectionConfig":
@@ -126,6 +135,8 @@ class CollectionConfig:
         QuietWindow.parse(self.fold_window, self.fold_window_minutes)  # refused naming the field
         if self.hnsw.space not in ("cosine", "l2", "ip"):
             raise ValueError(f"collection {self.name}: hnsw space {self.hnsw.space!r} (cosine, l2 or ip)")
+        if not 0 <= self.recall_target <= 1 or not (self.recall_floor is None or 0 <= self.recall_floor <= 1):
+            raise ValueError(f"collection {self.name}: recall_target and recall_floor lie in [0, 1]")
         if self.retention.versions_kept < 1 or self.retention.grace_hours < 0:
             raise ValueError(f"collection {self.name}: retention keeps ≥ 1 version and a grace ≥ 0")
 
@@ -148,8 +159,17 @@ class CollectionCatalog:
     def names(self) -> list[str]:
         paginator = self.s3.get_paginator("list_objects_v2")
         return sorted(o["Key"][len(CATALOG_PREFIX):-len(".json")]
-                      for page in paginator.paginate(Bucket=self.bucket, Prefix=CATALOG_PREFIX)
+                      for page in paginator.paginate(Bucket=self.bucket, Prefix=CATALOG_PREFIX, Delimiter="/")
                       for o in page.get("Contents", []) if o["Key"].endswith(".json"))
+
+    def hnsw_with_search_ef(self, name: str, search_ef: int) -> HnswSettings:
+        """The collection's HNSW settings with another search breadth (a rebuild's option)."""
+        config = self.get(name) or CollectionConfig.defaults_for(name, self.settings)
+        return replace(config.hnsw, search_ef=int(search_ef))
+
+    def forks(self) -> list[str]:
+        """Collections made by ``collections fork`` (their versions share another's objects)."""
+        return [name for name in self.names() if (config := self.get(name)) is not None and config.forked_from]
 
     def allowed(self, name: str) -> bool:
         return not self.settings.collections or name in self.settings.collections

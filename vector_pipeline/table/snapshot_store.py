@@ -36,6 +36,7 @@ from ..io.conditional_writes import (ConditionalWrites, WriteOutcome, checked_bu
                                      put_document_resolving_ambiguity)
 from ..config import Settings
 from .consistency import publish_key, record_publish
+from ..format.keys import check_collection_name
 from ..faults import checkpoint
 from ..format.merge_state import MergeState, load_state
 from ..io.transfer import TransferItem, download_files, upload_files
@@ -71,6 +72,14 @@ class Pointer:
     manifest_key: str
     etag: str
     document: dict[str, Any]
+
+
+def _is_collection_name(name: str) -> bool:
+    try:
+        check_collection_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 def version_number(version: str) -> int:
@@ -188,6 +197,15 @@ class SnapshotStore:
                 f"collection from archive/ (the Dagster compaction job with rebuild_from_archive, or maintenance.rebuild_from_archive)")
         return manifest
 
+    def manifest_of(self, collection: str, version: str | None = None) -> dict[str, Any]:
+        """``version``'s manifest, or (None) the published version's."""
+        if version is None:
+            pointer = self.read_pointer(collection)
+            if pointer is None:
+                raise SnapshotNotFoundError(f"collection {collection!r} has no published version")
+            version = pointer.version
+        return self.read_manifest(collection, version)
+
     def upload_version(self, local_dir: Path, manifest: dict[str, Any],
                        parent: dict[str, Any] | None, untouched: Sequence[str] = ()) -> dict[str, Any]:
         """Upload a closed version directory, files first and manifest last.
@@ -248,10 +266,13 @@ class SnapshotStore:
         return target
 
     def checked_key(self, entry: mf.FileEntry, collection: str) -> str:
-        """The S3 key of a manifest entry, refused unless it lies under the collection's snapshots."""
+        """The S3 key of a manifest entry, if it lies under ``snapshot/<a collection>/``: the
+        collection's own, or (a fork, ``forks.py``) the one whose objects it shares."""
         key = entry.key
-        if not key.startswith(f"{SNAPSHOT_PREFIX}{collection}/") or ".." in key.split("/"):
-            raise mf.UnsafePathError(f"manifest key {key!r} is outside snapshot/{collection}/")
+        parts = key.split("/")
+        if not key.startswith(SNAPSHOT_PREFIX) or len(parts) < 4 or ".." in parts or not _is_collection_name(parts[1]):
+            raise mf.UnsafePathError(f"manifest key {key!r} is outside snapshot/{collection}/ "
+                                   "(or the snapshot/ of another collection, which a fork shares)")
         return key
 
     def download_entries(self, manifest: dict[str, Any], paths: Sequence[str], local_dir: Path) -> int:

@@ -12,6 +12,7 @@ import pytest
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
+from vector_pipeline.defs.checks import AUDIT_CHECK_NAME
 from vector_pipeline.defs.jobs import compaction_run_config, prune_delta_partitions
 from vector_pipeline.format.keys import new_delta_id
 from vector_pipeline.read.reader import close_readers
@@ -88,7 +89,7 @@ def test_compaction_job_publishes_after_the_check_passes(defs: dg.Definitions, i
         _produce(settings, rng, [f"id{i}" for i in range(start, start + 5)])
     result = _compact(defs, instance)
     assert result.success
-    [check] = result.get_asset_check_evaluations()
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHECK_NAME]
     assert check.passed and check.metadata["vector_count"].value == 10
     pointer = SnapshotStore(settings).read_pointer("words")
     assert pointer is not None and pointer.document["vector_count"] == 10
@@ -119,7 +120,7 @@ def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instan
 
     monkeypatch.setattr(ChromaCompactor, "write_candidate", tampered)
     result = _compact(defs, instance)
-    [check] = result.get_asset_check_evaluations()
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHECK_NAME]
     assert not check.passed and "files" in check.description
     assert result.asset_materializations_for_node("snapshot") == []
     after = SnapshotStore(settings).read_pointer("words")
@@ -150,7 +151,7 @@ def test_fold_job_folds_segments_through_the_audit(defs: dg.Definitions, instanc
     before = _content(settings)
     result = _compact(defs, instance, fold_segments=True)
     assert result.success
-    [check] = result.get_asset_check_evaluations()
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHECK_NAME]
     assert check.passed
     [written] = result.asset_materializations_for_node("snapshot_candidate")
     assert written.metadata["fold"].value == "fold_all" and written.metadata["segments"].value == 1
@@ -225,7 +226,7 @@ def test_each_collection_run_audits_its_own_candidate(settings: Settings, instan
         result = job.execute_in_process(instance=instance, partition_key=collection, raise_on_error=False,
                                         resources={"io_manager": io_manager})
         assert result.success, collection
-        [check] = result.get_asset_check_evaluations()
+        [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHECK_NAME]
         assert check.passed and check.metadata["vector_count"].value == count
     store = SnapshotStore(settings)
     assert {c: store.read_pointer(c).document["vector_count"] for c in counts} == counts

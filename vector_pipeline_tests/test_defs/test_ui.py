@@ -1,7 +1,7 @@
 """Browser test: what a user sees after producing deltas while `dagster dev` runs on the
 embedded AWS (daemon included): the sensors add the delta and collection partitions and
 launch the compaction themselves, the blocking check passes, and the collection-partitioned
-snapshot asset shows its materialized partition. Opened in headless Chromium (Debian's
+snapshot asset shows its materialized partition and the plot of its recall@k. Opened in headless Chromium (Debian's
 package, driven by Playwright); screenshots go to the test's tmp dir."""
 
 import json
@@ -136,6 +136,15 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
             page.get_by_text("deltas_applied", exact=True).first.wait_for(timeout=30_000)
         finally:
             page.screenshot(path=str(tmp_path / "partitions.png"), full_page=True)
+        page.goto(f"{url}/assets/snapshot", wait_until="domcontentloaded")
+        _dismiss_welcome(page)
+        try:  # the published versions' recall@k against exact search, plotted (defs/checks.py)
+            page.get_by_text("Plots", exact=True).first.click(timeout=60_000)
+            plot = page.get_by_text("recall_at_k", exact=True).first
+            plot.wait_for(timeout=60_000)
+            plot.scroll_into_view_if_needed()
+        finally:
+            page.screenshot(path=str(tmp_path / "recall_plot.png"), full_page=True)
         # Migration phase 1, as a user launches it: the mirror fills the (empty) index, then the comparison.
         launched = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-w", "workspace.yaml",
                                    "-j", "pinecone", "--tags", json.dumps({"dagster/partition": "words"})],
@@ -158,5 +167,5 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
         finally:
             page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
         browser.close()
-    for shot in ("lineage", "checks", "partitions", "pinecone", "run"):
+    for shot in ("lineage", "checks", "partitions", "recall_plot", "pinecone", "run"):
         assert (tmp_path / f"{shot}.png").stat().st_size > 10_000

@@ -154,15 +154,18 @@ def test_alarms_carry_the_original_thresholds_and_cloudwatch_accepts_them(endpoi
         "SnapshotGrowthAlarm": ("SnapshotGrowthPercent", 20),
         "ProducerErrorRateAlarm": ("100 * errors / calls", 1),
         "DeadLetterAlarm": ("ApproximateNumberOfMessagesVisible", 0),
+        "ReaderRecallAlarm": ("ReaderRecallAtK", 0.9),  # a floor: it fires below
     }
     assert set(alarms) == set(expected)
     for name, (watched, threshold) in expected.items():
         alarm = alarms[name]
-        assert float(alarm["Threshold"]) == threshold and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        below = "LessThanThreshold" if name == "ReaderRecallAlarm" else "GreaterThanThreshold"
+        assert float(alarm["Threshold"]) == threshold and alarm["ComparisonOperator"] == below
         shown = alarm.get("MetricName") or next(m["Expression"] for m in alarm["Metrics"] if m.get("ReturnData"))
         assert shown == watched, name
     assert alarms["CompactionDurationAlarm"]["ExtendedStatistic"] == "p99"
     assert alarms["SnapshotGrowthAlarm"]["Period"] == 86400 and alarms["SnapshotGrowthAlarm"]["Statistic"] == "Sum"
+    assert alarms["ReaderRecallAlarm"]["Statistic"] == "Average"  # the running recall of the sampled queries
 
     cloudwatch = boto("cloudwatch", endpoint)
     for alarm in alarms.values():  # the same properties, as the API takes them
