@@ -32,7 +32,7 @@ from ..delta.archive import archive_deltas, quarantine_delta
 from ..format.keys import DeltaRef, parse_delta_key
 from ..format.loaded_delta import LoadedDelta
 from ..faults import checkpoint
-from .intake import DeltaIntake, collection_embedding
+from .intake import DeltaIntake
 from ..io.lock import CompactionLock, lock_id_for
 from ..format.merge_state import remember_state
 from ..delta.queue import DeltaQueue
@@ -40,7 +40,7 @@ from ..table.snapshot_store import PublishOutcome, SnapshotStore
 from .version_writer import Candidate, VersionWriter
 from .warm_cache import WarmCache
 
-__all__ = ["Candidate", "ChromaCompactor", "CompactionResult", "CompactionStatus", "collection_embedding"]
+__all__ = ["Candidate", "ChromaCompactor", "CompactionResult", "CompactionStatus"]
 
 log = logging.getLogger(__name__)
 

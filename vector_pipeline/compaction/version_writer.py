@@ -35,7 +35,8 @@ from ..config import HnswSettings, Settings
 from ..format.keys import DeltaRef
 from ..format.loaded_delta import LoadedDelta
 from ..faults import checkpoint
-from .intake import DeltaIntake, collection_embedding
+from ..table.embedding import collection_embedding
+from .intake import DeltaIntake
 from ..format.segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, segments_of, write_masks
 from ..format.merge_state import MergeState, load_state, part_path, state_part_paths
 from ..table.snapshot_store import SNAPSHOT_FORMAT, SnapshotStore, UnsupportedFormatError, next_version
