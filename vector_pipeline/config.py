@@ -1,7 +1,11 @@
 """Every configuration key of vector_pipeline, read in this one place.
 
-No other module reads the environment. Callers build a ``Settings`` once
-(``Settings.from_env()``) and pass it down; explicit constructor arguments
+No other module reads the environment. The faces (CLI, Dagster resource, Lambda handlers)
+build a ``Settings`` once (``Settings.from_env()``) and pass it down; the library below them
+takes it from its caller. Only the public entry points of the Python contract
+(``ChromaDBClient``, ``ChromaCompactor``, ``CompactionLock``, ``produce_embedding_delta``,
+``query_snapshot``, ``open_snapshot``), which users call with no settings, fall back to the
+environment, through ``Settings.resolve``. Explicit constructor arguments
 (``ChromaCompactor(bucket_name=...)``) win over the environment, which wins over the
 defaults below.
 
@@ -130,13 +134,13 @@ class Settings:
     openai_embedding_model: str = "text-embedding-3-small"
     hnsw: HnswSettings = HnswSettings()
     # Optional allow-list of collections (empty: any). A collection's own settings are data:
-    # collections/<name>.json (catalog.py); the HNSW and segment settings here are the
+    # collections/<name>.json (table/catalog.py); the HNSW and segment settings here are the
     # defaults new collections take.
     collections: tuple[str, ...] = ()
     auto_create_collections: bool = True
     # Readers re-read the pointer at most this often (0: before every query).
     reader_pointer_ttl_seconds: float = 1.0
-    # Segmented versions (segments.py): at most this many segments per version, and the
+    # Segmented versions (format/segments.py): at most this many segments per version, and the
     # recent ones fold back into the base once they (and its masked ids) pass this share of it.
     segment_max_count: int = 4
     segment_fold_ratio: float = 0.25
@@ -217,6 +221,11 @@ class Settings:
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the given fields replaced; ``None`` values are ignored."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def resolve(cls, settings: "Settings | None") -> "Settings":
+        """The caller's settings, or (for the public entry points alone) the environment's."""
+        return settings if settings is not None else cls.from_env()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -4,7 +4,7 @@ The library never prints. A long step opens a stage with a total and a unit and 
 (``with stage("merge", total=n, unit="deltas") as bar: ... bar.advance()``); with no reporter
 installed (the default: Dagster, Lambda, tests) a stage shows nothing and costs a function
 call. The CLI installs a reporter for the length of a command (``reporting_to``): bars on a
-terminal, plain lines elsewhere (``terminal.py``). Stages may be opened and advanced from
+terminal, plain lines elsewhere (``cli/terminal.py``). Stages may be opened and advanced from
 worker threads; reporters must allow that.
 """
 

@@ -54,7 +54,7 @@ class ChromaDBClient:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        self._init_fields(persist_directory, mode, settings or Settings.from_env(), hnsw, embedding_provider)
+        self._init_fields(persist_directory, mode, Settings.resolve(settings), hnsw, embedding_provider)
         self.persist_directory.mkdir(parents=True, exist_ok=True)
         if mode != "read" and not (self.persist_directory / "chroma.sqlite3").exists():
             # A new directory starts as a copy of an empty one: chroma's schema set-up is

@@ -5,7 +5,7 @@
 spawned — by that group, on a signal too.
 ``setup_resources`` creates the bucket, the delta queue with its dead-letter queue, and
 the lock table with TTL, for whatever endpoint the settings name (real AWS included), and
-refuses an S3 endpoint that does not enforce conditional writes (``conditional_writes.py``).
+refuses an S3 endpoint that does not enforce conditional writes (``io/conditional_writes.py``).
 What is optional is only warned about where a store lacks it: the lock table's TTL (cleanup
 of expired lock items, not correctness) and the bucket's default encryption (the objects
 carry their own, ``VECTORS_SSE``).

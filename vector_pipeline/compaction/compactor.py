@@ -71,7 +71,7 @@ class CompactionResult:
     bytes_uploaded: int = 0
     duration_seconds: float = 0.0
     fence: int | None = None
-    fold: str | None = None  # append | fold_recent | fold_all (segments.py)
+    fold: str | None = None  # append | fold_recent | fold_all (format/segments.py)
     segments: int | None = None
     merge_seconds: float = 0.0
     publish_seconds: float | None = None  # from the call until readers could see the version
@@ -90,7 +90,7 @@ class ChromaCompactor:
 
     def __init__(self, bucket_name: str | None = None, table_name: str | None = None, *,
                  settings: Settings | None = None) -> None:
-        self.settings = (settings or Settings.from_env()).with_overrides(
+        self.settings = (Settings.resolve(settings)).with_overrides(
             vectors_bucket=bucket_name, dynamodb_table_name=table_name)
         self.bucket = self.settings.vectors_bucket
         self.store = SnapshotStore(self.settings)
@@ -233,7 +233,8 @@ class ChromaCompactor:
         return self.intake.validate(ref)
 
     def list_pending_delta_keys(self, collection_name: str | None = None) -> list[str]:
-        """Complete deltas (manifest present) under ``delta/``: what reconciliation finds."""
+        """Complete deltas (a packed object, or a format-1 manifest) under ``delta/``: what
+        reconciliation finds."""
         return self.intake.pending_keys(collection_name)
 
     # -- queue-driven compaction -------------------------------------------------------------------

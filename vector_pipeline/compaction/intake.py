@@ -1,6 +1,7 @@
 """Pending-delta intake: which deltas a compaction applies, read and checked.
 
-Invariant: a delta reaches the merge only when it is complete (manifest present), verified
+Invariant: a delta reaches the merge only when it is complete (its packed object, or a
+format-1 manifest, exists), verified
 (checksums, records), of the run's collection and of the collection's embedding (provider
 and dimension), and not applied yet. Every other delta is classified, never dropped:
 already applied (acknowledged and archived after publish), missing (left for a later run

@@ -44,14 +44,14 @@ def produce_embedding_delta(
     delta_id: str | None = None,
     expected_embedding: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Validate, write a delta (manifest last), upload it and announce it on SQS.
+    """Validate, write a delta, upload it as one packed object and announce it on SQS.
 
     ``delta_id`` pins the id (a resumed writer rewriting the delta it had begun); default: new.
     ``expected_embedding``: the collection's (provider, dimension)
     (``table.embedding.recorded_embedding``); vectors of another are refused here rather than
     quarantined by the compactor. A send error after the upload raises ``UnannouncedDeltaError``:
     the delta is stored and the next listing of ``delta/`` compacts it."""
-    settings = settings or Settings.from_env()
+    settings = Settings.resolve(settings)
     started = time.perf_counter()
     provider = embedding_provider or provider_name(settings)
     dimension = validate_delta_input(ids, embeddings, documents, metadatas, collection_name, delete_ids,

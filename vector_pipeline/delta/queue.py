@@ -80,8 +80,8 @@ def _s3_event_key(body: dict[str, Any]) -> str:
 class DeltaQueue:
     """The SQS delta queue and its dead-letter queue."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings.from_env()
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self._sqs = client("sqs", self.settings)
         self._url: str | None = self.settings.delta_queue_url
         self._dlq_url: str | None = None

@@ -1,10 +1,10 @@
 """Writing a delta to S3: one object, its chroma directory packed with its manifest.
 
 Invariant: a delta under ``delta/<collection>/<delta_id>/`` is complete exactly when its
-completion marker exists (``delta_keys.COMPLETION_MARKERS``). This module writes format 2:
-the whole delta is one PUT of ``delta.tar`` (``delta_pack``), so it exists whole or not at
+completion marker exists (``format.keys.COMPLETION_MARKERS``). This module writes format 2:
+the whole delta is one PUT of ``delta.tar`` (``format/pack.py``), so it exists whole or not at
 all, and the manifest inside lists every file with its sha256. Format 1 (a file per chroma
-file, ``manifest.json`` uploaded last) is still read (``delta_reader``), no longer written.
+file, ``manifest.json`` uploaded last) is still read (``delta/reader.py``), no longer written.
 """
 
 from __future__ import annotations

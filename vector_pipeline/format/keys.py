@@ -23,7 +23,7 @@ from . import manifest as mf
 DELTA_PREFIX = "delta/"
 ARCHIVE_PREFIX = "archive/"
 QUARANTINE_PREFIX = "quarantine/"
-PACK_NAME = "delta.tar"  # format 2: the whole delta in one object (delta_pack.py)
+PACK_NAME = "delta.tar"  # format 2: the whole delta in one object (format/pack.py)
 # The object whose presence makes a delta complete: its pack, or (format 1) its manifest.
 COMPLETION_MARKERS = (PACK_NAME, mf.MANIFEST_NAME)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -42,7 +42,7 @@ class MergeState:
     applied_delta_ids: set[str] = field(default_factory=set)
     upsert_winner: dict[str, str] = field(default_factory=dict)
     delete_winner: dict[str, str] = field(default_factory=dict)
-    # The segment holding each live id (segments.py): where an update or delete must mask it.
+    # The segment holding each live id (format/segments.py): where an update or delete must mask it.
     location: dict[str, str] = field(default_factory=dict)
 
     def winner(self, record_id: str) -> str:

@@ -88,7 +88,7 @@ class CompactionLock:
         *,
         settings: Settings | None = None,
     ) -> None:
-        self.settings = (settings or Settings.from_env()).with_overrides(
+        self.settings = (Settings.resolve(settings)).with_overrides(
             dynamodb_table_name=table_name, lock_ttl_seconds=ttl_seconds
         )
         self.lock_id = lock_id

@@ -1,7 +1,7 @@
 """Readers: query the published version of a collection, from a local copy.
 
 Invariant: a reader answers from exactly one whole, checksummed version — never a mix,
-never a partial download. Which one is the consistency (``consistency.py``): by default
+never a partial download. Which one is the consistency (``table/consistency.py``): by default
 (``"bounded"``) a version the pointer named at most ``READER_POINTER_TTL_SECONDS`` ago
 (plus up to ``FOLLOWER_GRACE_SECONDS`` while the background follower fetches a newer one),
 and never one older than this process's own last publish (read-your-writes);
@@ -62,7 +62,7 @@ class SnapshotReader:
 
     def __init__(self, collection_name: str, snapshot_path: str | Path | None = None,
                  settings: Settings | None = None) -> None:
-        self.settings = settings or Settings.from_env()
+        self.settings = Settings.resolve(settings)
         self.collection = collection_name
         self.root = Path(snapshot_path) if snapshot_path else Path(self.settings.cache_dir) / "snapshots"
         self.store = SnapshotStore(self.settings)
@@ -294,7 +294,7 @@ _readers_lock = threading.Lock()
 def snapshot_reader(collection_name: str = "words", snapshot_path: str | Path | None = None,
                     settings: Settings | None = None) -> SnapshotReader:
     """The process's reader of ``collection_name`` (the one query_snapshot and open_snapshot use)."""
-    settings = settings or Settings.from_env()
+    settings = Settings.resolve(settings)
     # Per credentials too: a reader reads with the access of the settings that made it.
     key = (collection_name, str(Path(snapshot_path).resolve()) if snapshot_path else "",
            settings.vectors_bucket, settings.endpoint_url_for("s3"), settings.aws_access_key_id)

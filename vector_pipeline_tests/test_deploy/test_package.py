@@ -1,5 +1,6 @@
-"""The function package as Lambda loads it: ``pip install --target`` of the project (its
-locked dependencies, no MiniLM extra) into a fresh directory, then the handlers imported
+"""The function package as Lambda loads it: ``pip install --target`` of the project with its
+``lambda`` extra alone (locked dependencies; no MiniLM, Dagster, moto, web server) into a
+fresh directory, then the handlers imported
 from that directory alone — Python started without site-packages (``-S``), outside the
 repository — and invoked end to end against the moto server.
 
@@ -28,9 +29,12 @@ def test_handlers_run_from_a_pip_target_directory_alone(settings: Settings, tmp_
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--no-build-isolation",
          "--target", str(target),
-         "-c", str(REPO / "requirements.lock"), str(REPO)],
+         "-c", str(REPO / "requirements.lock"), f"{REPO}[lambda]"],
         capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-3000:]
+    # A production function carries no mock AWS, no Dagster, no web server, no torch.
+    carried = {p.name for p in target.iterdir()}
+    assert not carried & {"moto", "dagster", "dagster_webserver", "dagster_postgres", "torch", "pandas", "pinecone"}
 
     with LambdaProcess(lambda_environment(settings), tmp_path / "stdout.log", sys_path_prefix=[str(target)],
                        python_flags=("-S",), cwd=tmp_path) as function:
