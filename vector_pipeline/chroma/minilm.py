@@ -50,6 +50,9 @@ class NumpyMiniLM:
         self.layers = int(config["num_hidden_layers"])
         self.eps = float(config["layer_norm_eps"])
         self.weights = load_file(str(path / "model.safetensors"))
+        # Dense layers as (in, out), contiguous: one BLAS matrix product per layer and batch.
+        self.dense = {name[:-len(".weight")]: np.ascontiguousarray(weight.T) for name, weight in self.weights.items()
+                      if name.endswith(".weight") and weight.ndim == 2 and "embeddings" not in name}
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
@@ -58,7 +61,9 @@ class NumpyMiniLM:
         return self.weights[name]
 
     def _dense(self, x: np.ndarray, name: str) -> np.ndarray:
-        return x @ self._w(f"{name}.weight").T + self._w(f"{name}.bias")
+        weight = self.dense[name]
+        flat = x.reshape(-1, weight.shape[0]) @ weight + self._w(f"{name}.bias")
+        return flat.reshape(*x.shape[:-1], weight.shape[1])
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""

@@ -21,7 +21,7 @@ environment:
   VECTORS_BUCKET, DELTA_QUEUE_NAME (or DELTA_QUEUE_URL), DYNAMODB_TABLE_NAME,
   COMPACTION_LOCK_TTL_SECONDS (default 900), EMBEDDING_PROVIDER (minilm | openai),
   AWS_ENDPOINT_URL or per service AWS_ENDPOINT_URL_S3 / _SQS / _DYNAMODB (unset = real AWS),
-  AWS_DEFAULT_REGION, VECTOR_PIPELINE_CACHE_DIR, VECTORS_SSE (AES256 | aws:kms | none)
+  AWS_DEFAULT_REGION, AWS_MAX_ATTEMPTS (default 8), VECTOR_PIPELINE_CACHE_DIR, VECTORS_SSE (AES256 | aws:kms | none)
 
 typical session on the embedded AWS:
   vector-pipeline local-aws            # terminal 1: prints the exports for terminal 2

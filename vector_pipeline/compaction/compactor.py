@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import progress
 from ..table.catalog import CollectionCatalog, UnknownCollectionError
+from ..table.embedding import record_first_embedding
 from ..config import HnswSettings, Settings
 from ..delta.archive import archive_deltas, quarantine_delta
 from ..format.keys import DeltaRef, parse_delta_key
@@ -190,6 +191,8 @@ class ChromaCompactor:
         if outcome is PublishOutcome.PUBLISHED and candidate.local_dir is not None:
             if self.cache.keep_published(candidate.local_dir, candidate.manifest):
                 candidate.local_dir = None
+        if outcome is PublishOutcome.PUBLISHED:
+            record_first_embedding(self.catalog, candidate.collection, candidate.manifest)
         self.discard(candidate)
         return outcome
 

@@ -15,13 +15,13 @@ from botocore.config import Config
 
 from ..config import Settings
 
-# Standard retry mode backs off with jitter on throttling and 5xx answers.
-_BOTO_CONFIG = Config(
-    retries={"max_attempts": 8, "mode": "standard"},
-    max_pool_connections=32,
-    connect_timeout=10,
-    read_timeout=60,
-)
+
+
+def _boto_config(max_attempts: int) -> Config:
+    """Standard retry mode backs off with jitter on throttling, 5xx answers and refused
+    connections; ``AWS_MAX_ATTEMPTS`` (Settings.aws_max_attempts) bounds it."""
+    return Config(retries={"max_attempts": max_attempts, "mode": "standard"}, max_pool_connections=32,
+                  connect_timeout=10, read_timeout=60)
 
 _client_lock = threading.Lock()
 
@@ -42,12 +42,12 @@ def client(service: str, settings: Settings) -> Any:
     """A boto3 client for ``settings``' endpoint of ``service``, shared per process (clients
     are thread-safe and take ~100 ms to build, more than a small delta takes to upload)."""
     return _cached_client(service, settings.aws_region, settings.endpoint_url_for(service),
-                          settings.aws_access_key_id, settings.aws_secret_access_key)
+                          settings.aws_access_key_id, settings.aws_secret_access_key, settings.aws_max_attempts)
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_client(service: str, region: str, endpoint_url: str | None, access_key_id: str | None,
-                   secret_access_key: str | None) -> Any:
+                   secret_access_key: str | None, max_attempts: int = 8) -> Any:
     with _client_lock:  # boto3 sessions are not thread-safe while they build clients
         return boto3.session.Session().client(
             service,
@@ -55,7 +55,7 @@ def _cached_client(service: str, region: str, endpoint_url: str | None, access_k
             endpoint_url=endpoint_url,
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
-            config=_BOTO_CONFIG,
+            config=_boto_config(max_attempts),
         )
 
 

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..output import Answer, Exit, add_json_flag, print_lines, show_table
 from ..parsers import verbs
@@ -85,11 +85,15 @@ def pinecone_backfill(args: argparse.Namespace) -> Answer:
     from ...config import Settings
     from ...migration.backfill import backfill
 
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else \
-        (lambda line: print(line, flush=True))
-    result = backfill(Settings.from_env(), args.collection, args.batch, restart=args.restart, say=say)
+    result = backfill(Settings.from_env(), args.collection, args.batch, restart=args.restart, say=_narrator(args))
     data = result.as_dict()
     return Answer(data, show_table(None, ["key", "value"], lambda d: [[k, v] for k, v in d.items()]))
+
+
+def _narrator(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress lines: on stdout for a person, on stderr beside --json's answer."""
+    stream = sys.stderr if args.json else sys.stdout
+    return lambda line: print(line, file=stream, flush=True)
 
 
 def pinecone_mirror(args: argparse.Namespace) -> Answer:
@@ -98,7 +102,7 @@ def pinecone_mirror(args: argparse.Namespace) -> Answer:
     from ...migration.state import migrating_collections
 
     settings = Settings.from_env()
-    results = [mirror(settings, c) for c in (args.collection or migrating_collections(settings))]
+    results = [mirror(settings, c, say=_narrator(args)) for c in (args.collection or migrating_collections(settings))]
     data = [r.as_dict() for r in results]
     behind = any(r.outcome is MirrorOutcome.BEHIND for r in results)
     return Answer(data, _rows_table("nothing to mirror"), Exit.BUSY if behind else Exit.OK)
@@ -149,7 +153,7 @@ def pinecone_export(args: argparse.Namespace) -> Answer:
     collections = [args.collection] if args.collection else migrating_collections(settings)
     if args.out and len(collections) > 1:
         raise ValueError("--out names one object: pass --collection too")
-    results = [export_namespace(settings, c, args.out) for c in collections]
+    results = [export_namespace(settings, c, args.out, say=_narrator(args)) for c in collections]
     return Answer([r.as_dict() for r in results], _rows_table("nothing to export"),
                   Exit.OK if all(r.outcome is ExportOutcome.VERIFIED for r in results) else Exit.FAILED)
 
