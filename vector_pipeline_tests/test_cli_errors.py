@@ -228,3 +228,13 @@ def test_every_option_has_help() -> None:
 
     missing = [f"{path} {action.dest}" for path, action in walk(parser(), "vector-pipeline") if not action.help]
     assert missing == []
+
+
+def test_help_loads_neither_chromadb_nor_boto3() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom vector_pipeline.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('chromadb', 'boto3', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr
