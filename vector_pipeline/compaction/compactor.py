@@ -26,12 +26,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import progress
 from ..table.catalog import CollectionCatalog, UnknownCollectionError
+from ..table.embedding import record_first_embedding
 from ..config import HnswSettings, Settings
 from ..delta.archive import archive_deltas, quarantine_delta
 from ..format.keys import DeltaRef, parse_delta_key
 from ..format.loaded_delta import LoadedDelta
 from ..faults import checkpoint
-from .intake import DeltaIntake, collection_embedding
+from .intake import DeltaIntake
 from ..io.lock import CompactionLock, lock_id_for
 from ..format.merge_state import remember_state
 from ..delta.queue import DeltaQueue
@@ -39,7 +40,7 @@ from ..table.snapshot_store import PublishOutcome, SnapshotStore
 from .version_writer import Candidate, VersionWriter
 from .warm_cache import WarmCache
 
-__all__ = ["Candidate", "ChromaCompactor", "CompactionResult", "CompactionStatus", "collection_embedding"]
+__all__ = ["Candidate", "ChromaCompactor", "CompactionResult", "CompactionStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,8 @@ class ChromaCompactor:
         if outcome is PublishOutcome.PUBLISHED and candidate.local_dir is not None:
             if self.cache.keep_published(candidate.local_dir, candidate.manifest):
                 candidate.local_dir = None
+        if outcome is PublishOutcome.PUBLISHED:
+            record_first_embedding(self.catalog, candidate.collection, candidate.manifest)
         self.discard(candidate)
         return outcome
 

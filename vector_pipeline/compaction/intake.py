@@ -28,6 +28,7 @@ from ..format.keys import ARCHIVE_PREFIX, DELTA_PREFIX, DeltaRef, InvalidDeltaEr
 from ..delta.reader import fetch_delta, list_deltas
 from ..format.loaded_delta import LoadedDelta
 from ..chroma.embeddings import EmbeddingMismatchError, check_same_embedding
+from ..table.embedding import collection_embedding
 from ..faults import checkpoint
 from ..table.snapshot_store import MergeState, SnapshotStore
 
@@ -45,14 +46,6 @@ class Intake:
     missing: list[str] = field(default_factory=list)
     quarantined: dict[str, str] = field(default_factory=dict)
     bytes_downloaded: int = 0
-
-
-def collection_embedding(manifest: dict[str, Any] | None) -> tuple[str, int] | None:
-    """(provider, dimension) a version fixes for its collection; None while it holds no
-    vector yet (never published, or only tombstones), so the first upserting delta decides."""
-    if manifest is None or not int(manifest.get("dimension", 0)):
-        return None
-    return str(manifest["embedding_provider"]), int(manifest["dimension"])
 
 
 class DeltaIntake:

@@ -115,8 +115,10 @@ def collect_garbage(settings: Settings, collection: str, *, retain_versions: int
         referenced = _referenced_keys(store, collection, report.kept_versions) | _referenced_by_forks(settings, store,
                                                                                                     collection)
         for version in doomed:
-            report.deleted_objects += _delete_prefix(store, version_prefix(collection, version), referenced)
-            report.deleted_versions.append(version)
+            deleted, had_manifest = _delete_prefix(store, version_prefix(collection, version), referenced)
+            report.deleted_objects += deleted
+            if had_manifest:  # else: what an earlier GC left because a kept version shares it
+                report.deleted_versions.append(version)
         kept_published = [v for v in report.kept_versions if v in timeline.published]
         report.expired_archived_deltas = _expire_archive(store, collection, kept_published, retention, now)
         report.expired_quarantined_deltas = _expire_quarantine(store, collection, retention, now)
@@ -227,13 +229,14 @@ def _referenced_by_forks(settings: Settings, store: SnapshotStore, collection: s
     return keys
 
 
-def _delete_prefix(store: SnapshotStore, prefix: str, referenced: set[str]) -> int:
+def _delete_prefix(store: SnapshotStore, prefix: str, referenced: set[str]) -> tuple[int, bool]:
+    """Delete the prefix's unreferenced objects; (how many, whether its manifest was one)."""
     keys = [o["Key"] for page in store.s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix)
             for o in page.get("Contents", []) if o["Key"] not in referenced]
     # The manifest first: from then on the version (or delta) no longer exists for anyone.
     keys.sort(key=lambda key: not key.endswith(mf.MANIFEST_NAME))
     delete_keys(store.s3, store.bucket, keys)
-    return len(keys)
+    return len(keys), any(key.endswith(mf.MANIFEST_NAME) for key in keys)
 
 
 def parse_time(value: str) -> datetime:

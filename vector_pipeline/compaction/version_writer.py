@@ -39,7 +39,8 @@ from ..config import HnswSettings, Settings
 from ..format.keys import DeltaRef
 from ..format.loaded_delta import LoadedDelta
 from ..faults import checkpoint
-from .intake import DeltaIntake, collection_embedding
+from ..table.embedding import collection_embedding
+from .intake import DeltaIntake
 from ..format.segments import (MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, chroma_collection, plan_fold,
                                read_masks, segments_of, write_masks)
 from ..format.merge_state import MergeState, load_state, part_path, state_part_paths

@@ -48,18 +48,25 @@ def produce_embedding_delta(
     embedding_provider: str | None = None,
     notify: bool = True,
     delta_id: str | None = None,
+    expected_embedding: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """Validate, write a delta, upload it as one packed object and announce it on SQS.
 
-    ``delta_id`` pins the id (a resumed writer rewriting the delta it had begun); default: new."""
+    ``delta_id`` pins the id (a resumed writer rewriting the delta it had begun); default: new.
+    ``expected_embedding``: the collection's (provider, dimension)
+    (``table.embedding.recorded_embedding``); vectors of another are refused here rather than
+    quarantined by the compactor. A send error after the upload raises ``UnannouncedDeltaError``:
+    the delta is stored and the next listing of ``delta/`` compacts it."""
     settings = Settings.resolve(settings)
     started = time.perf_counter()
-    dimension = validate_delta_input(ids, embeddings, documents, metadatas, collection_name, delete_ids)
+    provider = embedding_provider or provider_name(settings)
+    dimension = validate_delta_input(ids, embeddings, documents, metadatas, collection_name, delete_ids,
+                                     expected_embedding=expected_embedding, embedding_provider=provider)
     metadatas = None if metadatas is None else [m or None for m in metadatas]
     workdir = Path(tempfile.mkdtemp(prefix="vp-delta-", dir=settings.scratch_dir))
     try:
         written = _write_delta(workdir, settings, collection_name, ids, embeddings, documents, metadatas, delete_ids)
-        manifest = delta_manifest(written, embedding_provider or provider_name(settings), delta_id)
+        manifest = delta_manifest(written, provider, delta_id)
         delta_key = upload_delta(settings, settings.vectors_bucket, written.directory, manifest)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -69,7 +76,10 @@ def produce_embedding_delta(
         "upsert_count": len(ids), "delete_count": len(delete_ids or []), "dimension": dimension,
     }
     if notify:
-        message["message_id"] = announce_delta(settings, message)
+        try:
+            message["message_id"] = announce_delta(settings, message)
+        except Exception as exc:
+            raise UnannouncedDeltaError(delta_key, exc) from exc
     elapsed = time.perf_counter() - started
     log.info("produced %s (%d upserts, %d deletes) in %.0f ms", delta_key, len(ids),
              len(delete_ids or []), elapsed * 1000)
@@ -97,6 +107,17 @@ def _write_delta(workdir: Path, settings: Settings, collection_name: str, ids: S
             log.warning("writing a delta of %s again: %s", collection_name, exc)
             shutil.rmtree(directory, ignore_errors=True)
     raise AssertionError("unreachable")
+
+
+class UnannouncedDeltaError(RuntimeError):
+    """The delta is stored whole in ``delta/`` but its message was not sent: the compactor's
+    next listing of ``delta/`` (``compact``, or ``compact --watch``'s reconcile) applies it."""
+
+    def __init__(self, delta_key: str, cause: BaseException) -> None:
+        self.delta_key = delta_key
+        self.note = (f"the delta {delta_key} is stored but was not announced; nothing is lost: the next "
+                     "`vector-pipeline compact` lists delta/ and applies it")
+        super().__init__(f"{self.note} ({cause})")
 
 
 def announce_delta(settings: Settings, message: dict[str, Any]) -> str:

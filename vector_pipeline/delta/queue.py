@@ -167,6 +167,12 @@ class DeltaQueue:
         return {"visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
                 "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))}
 
+    def dead_letter_depth(self) -> int:
+        """Messages in the dead-letter queue (malformed, or naming a delta that never came)."""
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=self.dead_letter_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+        return int(attributes.get("ApproximateNumberOfMessages", 0))
+
     def _queue_url(self, name: str) -> str:
         cache_key = (self.settings.endpoint_url_for("sqs"), self.settings.aws_region, name)
         if cache_key not in _queue_urls:

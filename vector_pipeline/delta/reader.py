@@ -24,7 +24,7 @@ from ..chroma.client import ChromaDBClient
 from ..format.keys import (ARCHIVE_PREFIX, DELTA_PREFIX, PACK_NAME, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError,
                          delta_key_for, is_completion_marker, parse_delta_key)
 from ..format.pack import MAX_PACK_BYTES, check_members, extract_members, read_pack
-from .records import check_ids, check_metadata
+from .records import Problems, check_ids, check_metadata
 from ..format.loaded_delta import LoadedDelta
 from .upload import DELTA_FORMAT, DELTA_FORMAT_FILES
 from ..io.transfer import TransferItem, download_files
@@ -174,10 +174,12 @@ def _check_records(loaded: LoadedDelta) -> None:
             f"holds {len(loaded.ids)} vectors, manifest says {loaded.manifest.get('upsert_count')}",
             loaded.ref.key)
     try:
-        check_ids("id", list(loaded.ids))
-        check_ids("delete id", loaded.delete_ids)
-        for position, metadata in enumerate(loaded.metadatas):
-            check_metadata(position, metadata)
+        problems = Problems()
+        check_ids("id", list(loaded.ids), problems)
+        check_ids("delete id", loaded.delete_ids, problems)
+        for row, metadata in enumerate(loaded.metadatas, start=1):
+            check_metadata(row, metadata, problems)
+        problems.raise_any()
     except ValueError as exc:
         raise InvalidDeltaError(str(exc), loaded.ref.key) from None
     if len(loaded.ids) and loaded.embeddings.shape[1] != loaded.dimension:

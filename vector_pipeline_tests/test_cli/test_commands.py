@@ -161,7 +161,7 @@ def test_query_and_status_print_plain_tables_when_piped(settings: Settings, tmp_
     compacted = run(settings, "compact")
     assert compacted.returncode == 0, compacted.stderr
     assert compacted.stdout.split("\n")[0].split() == ["collection", "status", "deltas", "version", "vectors",
-                                                       "segments", "fold", "seconds", "error"]
+                                                       "segments", "fold", "seconds", "quarantined", "error"]
     queried = run(settings, "query", "walmart", "-n", "3")
     assert queried.returncode == 0, queried.stderr
     lines = queried.stdout.splitlines()

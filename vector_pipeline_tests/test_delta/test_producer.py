@@ -62,13 +62,13 @@ def test_delta_is_announced_on_sqs(settings: Settings, rng: np.random.Generator)
 
 BAD_INPUTS = [
     (dict(ids=["a", "b"], embeddings=[[0.1]]), "2 ids but 1 embeddings"),
-    (dict(ids=["a", "a"], embeddings=[[0.1], [0.2]]), "not unique"),
+    (dict(ids=["a", "a"], embeddings=[[0.1], [0.2]]), "repeats row 1"),
     (dict(ids=[""], embeddings=[[0.1]]), "empty"),
     (dict(ids=["a", "b"], embeddings=[[0.1, 0.2], [0.3]]), "dimension"),
     (dict(ids=["a"], embeddings=[[math.nan]]), "NaN"),
-    (dict(ids=["a"], embeddings=[[0.1]], metadatas=[{"k": {"nested": 1}}]), "metadata 0"),
+    (dict(ids=["a"], embeddings=[[0.1]], metadatas=[{"k": {"nested": 1}}]), "row 1: metadata"),
     (dict(ids=["a"], embeddings=[[0.1]], metadatas=[{"k": None}]), "None"),
-    (dict(ids=["a"], embeddings=[[0.1]], documents=[3]), "document 0"),
+    (dict(ids=["a"], embeddings=[[0.1]], documents=[3]), "row 1: document"),
     (dict(ids=["a"], embeddings=[[0.1]], collection_name="../etc"), "collection name"),
     (dict(ids=["x" * 600], embeddings=[[0.1]]), "characters"),
     (dict(ids=[], embeddings=[]), "at least one"),

@@ -121,9 +121,8 @@ def test_backfill_compact_compare_drift_route_export(pinecone_env: Settings, pin
     assert f"'user-1' → {routes['user-1'].value}" in printed and '"shadowed": 1' in printed
 
     # Phase 3: the export, verified against describe_index_stats and a listing.
-    assert main(["pinecone", "export", "--collection", "lines"]) == 0
-    printed = capsys.readouterr().out
-    [exported] = json.loads(printed[printed.rindex("\n[") + 1:])
+    assert main(["pinecone", "export", "--collection", "lines", "--json"]) == 0
+    [exported] = json.loads(capsys.readouterr().out)  # --json: the answer alone on stdout
     assert exported["outcome"] == "verified" and exported["rows"] == len(receipt_lines) - 2
     bucket, key = exported["uri"][5:].split("/", 1)
     assert key.startswith("exports/pinecone/lines/") and key.endswith(".parquet")

@@ -9,6 +9,7 @@ Not covered here: exports of the receipts (test_end_to_end.py).
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -47,10 +48,11 @@ def test_a_listing_that_loses_ids_is_a_mismatch(pinecone_env: Settings, pinecone
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     _seed(pinecone_env)
     pinecone_server.state.unlisted.update({"e0003", "e0100"})  # counted by the index, never listed
-    assert main(["pinecone", "export", "--collection", "words"]) == 1
-    out = capsys.readouterr().out
-    assert '"outcome": "mismatch"' in out and '"rows": 118' in out and '"index_count": 120' in out
-    assert "keep the index" in out
+    assert main(["pinecone", "export", "--collection", "words", "--json"]) == 1
+    out, err = capsys.readouterr()
+    [result] = json.loads(out)
+    assert (result["outcome"], result["rows"], result["index_count"]) == ("mismatch", 118, 120)
+    assert "keep the index" in err
 
 
 @pytest.mark.parametrize("out", ["not-s3.parquet", "s3://bucket-only", "s3://b/../x.parquet"])

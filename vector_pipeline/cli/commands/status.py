@@ -1,0 +1,60 @@
+"""``status``: per collection the published version and counts, pending and quarantined
+deltas, the lock; the queue's depth and its dead letters."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..output import Answer, add_json_flag
+
+
+def register(commands: Any) -> None:
+    status = commands.add_parser("status", help="versions, counts, pending and quarantined deltas, lock holders, "
+                                                "queue and dead-letter depth")
+    add_json_flag(status)
+    status.set_defaults(handler=show_status)
+
+
+def show_status(args: argparse.Namespace) -> Answer:
+    from ...config import Settings
+    from ..status import collection_status
+
+    return Answer(collection_status(Settings.from_env()), print_status)
+
+
+def print_status(report: dict[str, Any]) -> None:
+    from ..terminal import print_table
+
+    queue = report["queue"]
+    title = (f"AWS endpoint: {report['endpoints']}; bucket {report['bucket']}; queue: {queue['visible']} visible, "
+             f"{queue['in_flight']} in flight, {queue.get('dead_lettered', 0)} dead-lettered")
+    live = report.get("reader_recall")
+    if live:  # readers' sampled live queries against exact search (READER_RECALL_SAMPLE_RATE)
+        title += f"; live recall@k {live['average']:.4f} ({live['samples']} sampled queries, last hour)"
+    if not report["collections"]:
+        print(f"{title}\nno collections yet")
+        return
+    rows = []
+    for name, info in report["collections"].items():
+        lock = (f"{info['lock_owner'][:8]}, {info['lock_expires_in_s']}s left" if info["lock_owner"] else "free")
+        published = (info["published_at"] or "")[:19].replace("T", " ")  # to the second, UTC
+        age = info.get("oldest_pending_age_s")
+        rows.append([name, info["version"], info["vector_count"], info["versions_stored"], info["pending_deltas"],
+                     f"{'-' if age is None else f'{age:.0f}s'} / {info['freshness_target_s']:.0f}s",
+                     info["cadence"]["compact"], info["cadence"]["fold"],
+                     info.get("quarantined_deltas", 0), lock, info["lock_fence"], published])
+    # "stored": version prefixes in the bucket (one GC deleted stays while a kept version shares
+    # its segments); "pending": deltas not compacted yet; "age / target": the oldest pending
+    # delta's age against the collection's freshness target; "next", "fold": cadence.due's
+    # decision; "quarantined": refused deltas.
+    print_table(title, ["collection", "version", "vectors", "stored", "pending", "age / target", "next", "fold",
+                        "quarantined", "lock", "fence", "published (UTC)"],
+                rows, right=["vectors", "stored", "pending", "age / target", "quarantined", "fence"])
+    for name, info in report["collections"].items():
+        if info.get("quarantined_deltas"):
+            print(f"{name}: {info['quarantined_deltas']} deltas quarantined (reasons in "
+                  f"s3://{report['bucket']}/quarantine/{name}/*/reason.json)")
+        if info.get("pinecone_mirror"):
+            print(f"{name}: pinecone mirror {info['pinecone_mirror']['lag_deltas']} deltas behind, "
+                  f"watermark {info['pinecone_mirror']['watermark']}")
