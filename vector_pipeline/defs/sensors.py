@@ -16,6 +16,7 @@ under ``delta/`` for reconciliation).
 """
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -124,10 +125,12 @@ def _collections_compacting(instance: dg.DagsterInstance) -> set[str]:
     return {r.dagster_run.tags.get("dagster/partition", "") for r in records}
 
 
-def _counted(cursor: str | None, received: int, deleted: int) -> str:
+def _counted(cursor: str | None, received: int, deleted: int, receive_seconds: float, tick_seconds: float) -> str:
+    """Running message counts, and this tick's own timing (receive: the SQS calls alone)."""
     seen = json.loads(cursor) if cursor else {}
     return json.dumps({"messages_seen": int(seen.get("messages_seen", 0)) + received,
-                       "messages_deleted": int(seen.get("messages_deleted", 0)) + deleted})
+                       "messages_deleted": int(seen.get("messages_deleted", 0)) + deleted,
+                       "receive_s": round(receive_seconds, 3), "tick_s": round(tick_seconds, 3)})
 
 
 def delta_sensors() -> list[dg.SensorDefinition]:
@@ -137,11 +140,13 @@ def delta_sensors() -> list[dg.SensorDefinition]:
                jobs=[compaction_job], default_status=dg.DefaultSensorStatus.RUNNING,
                description="SQS fast path: delta announcements → one delta[c] event and ≤ 1 compaction per collection.")
     def delta_queue_sensor(context: dg.SensorEvaluationContext, vector_pipeline: VectorPipelineResource) -> dg.SensorResult:
+        started = time.monotonic()
         settings = vector_pipeline.settings()
         queue = DeltaQueue(settings)
         messages, malformed = queue.receive(max_messages=MAX_MESSAGES_PER_TICK, wait_seconds=2,
                                             visibility_timeout=NOTIFICATION_VISIBILITY_SECONDS,
                                             deadline_seconds=RECEIVE_DEADLINE_SECONDS, drain_wait_seconds=0)
+        received = time.monotonic()
         for bad in malformed:  # never valid, whoever reads it: out of the way at once
             queue.dead_letter(bad.receipt_handle, bad.raw_body, bad.reason)
         announced: dict[str, list[DeltaMessage]] = defaultdict(list)
@@ -150,7 +155,8 @@ def delta_sensors() -> list[dg.SensorDefinition]:
         backlogs = {c: read_backlog(settings, c) for c in sorted(announced)}  # one listing per collection
         plan = plan_tick(context, settings, announced, backlogs, "queue")
         deleted = queue.ack(m.receipt_handle for m in messages)  # registered: S3 holds the rest
-        return plan.result(_counted(context.cursor, len(messages), deleted))
+        return plan.result(_counted(context.cursor, len(messages), deleted, received - started,
+                                    time.monotonic() - started))
 
     @dg.sensor(name="delta_reconciliation_sensor", minimum_interval_seconds=300, jobs=[compaction_job],
                default_status=dg.DefaultSensorStatus.RUNNING,

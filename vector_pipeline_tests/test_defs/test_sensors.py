@@ -67,7 +67,8 @@ def test_a_tick_of_hundreds_of_messages_requests_one_compaction_per_collection_a
     adds = {a.partitions_def_name: sorted(a.partition_keys) for a in result.dynamic_partitions_requests}
     assert adds == {"collection": sorted(collections)}  # no partition per delta
     assert queue.approximate_depth() == {"visible": 0, "in_flight": 0}
-    assert json.loads(result.cursor) == {"messages_seen": 303, "messages_deleted": 303}
+    cursor = json.loads(result.cursor)
+    assert (cursor["messages_seen"], cursor["messages_deleted"]) == (303, 303)
     assert all_keys(settings) == objects_before  # the sensor changes nothing in the bucket
     assert {p["delta_key"] for p in produced} <= {k.rsplit("delta.tar", 1)[0] for k in all_keys(settings, "delta/")}
 
