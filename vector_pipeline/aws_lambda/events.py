@@ -3,56 +3,146 @@
 Invariant: a handler acts only on an event that parsed completely; a missing field, a
 wrong type or an unknown collection raises ``ValueError`` whose message names the field
 (``items[3].embedding``), before any object is written.
+
+The events are pydantic models read by Powertools' parser (``parse``); SQS events use
+Powertools' own ``SqsModel``. Types are strict (``"5"`` is no ``n_results``, ``true`` no
+number), and a ``ValidationError`` is turned into one ``ValueError`` naming every field.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping, TypeVar
+
+from aws_lambda_powertools.utilities.parser import ValidationError, parse
+from aws_lambda_powertools.utilities.parser.models import SqsModel, SqsRecordModel
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 from ..config import Settings
 from ..format.keys import check_collection_name
 
-
-@dataclass(frozen=True)
-class ProduceRequest:
-    collection: str
-    ids: list[str]
-    embeddings: list[list[float]] | None  # None: embed ``texts``
-    texts: list[str] | None
-    documents: list[str] | None
-    metadatas: list[dict[str, Any] | None] | None
-    delete_ids: list[str]
+Vector = Annotated[list[StrictFloat | StrictInt], Field(min_length=1)]
+Model = TypeVar("Model", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class QueryRequest:
-    collection: str
-    query_text: str | None
-    query_embedding: list[float] | None
-    n_results: int
-    where: dict[str, Any] | None
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-def _field(event: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
-    label = f"{where}{name}"
-    if name not in event or event[name] is None:
-        raise ValueError(f"event field '{label}' is missing")
-    value = event[name]
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ValueError(f"event field '{label}' has the wrong type (bool)")
-    if not isinstance(value, kind):
-        raise ValueError(f"event field '{label}' has the wrong type ({type(value).__name__})")
-    return value
+class ProduceItem(_Event):
+    id: StrictStr
+    embedding: Vector | None = None
+    text: StrictStr | None = None
+    document: StrictStr | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _embedding_or_text(self) -> "ProduceItem":
+        if (self.embedding is None) == (self.text is None):
+            raise ValueError("'embedding' or 'text' is needed (exactly one)")
+        return self
 
 
-def _optional(event: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
-    return None if event.get(name) is None else _field(event, name, kind, where)
+class ProduceEvent(_Event):
+    collection: StrictStr
+    items: list[ProduceItem]
+    delete_ids: list[StrictStr] = []
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> "ProduceEvent":
+        if not self.items and not self.delete_ids:
+            raise ValueError("'items' is empty and there are no 'delete_ids'")
+        if any(i.embedding is not None for i in self.items) and any(i.text is not None for i in self.items):
+            raise ValueError("'items': all items carry 'embedding', or all carry 'text'")
+        return self
+
+    @property
+    def ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+    @property
+    def embeddings(self) -> list[list[float]] | None:
+        """The vectors given, or None when the items carry text to embed."""
+        if any(item.text is not None for item in self.items):
+            return None
+        return [[float(x) for x in item.embedding or []] for item in self.items]
+
+    @property
+    def texts(self) -> list[str] | None:
+        texts = [item.text for item in self.items if item.text is not None]
+        return texts or None
+
+    @property
+    def documents(self) -> list[str | None] | None:
+        documents = [item.document for item in self.items]
+        return documents if any(d is not None for d in documents) else None
+
+    @property
+    def metadatas(self) -> list[dict[str, Any] | None] | None:
+        metadatas = [item.metadata for item in self.items]
+        return metadatas if any(m is not None for m in metadatas) else None
 
 
-def _collection(event: Mapping[str, Any], settings: Settings) -> str:
+class QueryEvent(_Event):
+    collection: StrictStr
+    query_text: StrictStr | None = None
+    query_embedding: Vector | None = None
+    n_results: Annotated[StrictInt, Field(ge=1, le=1000)] = 10
+    where: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _text_or_embedding(self) -> "QueryEvent":
+        if (self.query_text is None) == (self.query_embedding is None):
+            raise ValueError("'query_text' or 'query_embedding' is needed (exactly one)")
+        return self
+
+
+def parse_produce_event(event: Any, settings: Settings) -> ProduceEvent:
+    return _checked_collection(_parse(event, ProduceEvent), settings)
+
+
+def parse_query_event(event: Any, settings: Settings) -> QueryEvent:
+    return _checked_collection(_parse(event, QueryEvent), settings)
+
+
+def sqs_records(event: Any) -> list[SqsRecordModel]:
+    """The records of an SQS event, each a whole SQS record (``messageId``, ``receiptHandle``,
+    ``body``, attributes ...)."""
+    return _parse(event, SqsModel).Records
+
+
+def _parse(event: Any, model: type[Model]) -> Model:
+    if not isinstance(event, Mapping):
+        raise ValueError(f"event must be a JSON object, not {type(event).__name__}")
+    try:
+        return parse(event=dict(event), model=model)
+    except ValidationError as exc:
+        problems: dict[str, str] = {}
+        for error in exc.errors():  # a union reports each branch: the first one per field says it
+            location, problem = _problem(error)
+            problems.setdefault(location, problem)
+        raise ValueError("; ".join(problems.values())) from None
+
+
+_TYPE_TAGS = {"float", "int", "str", "bool", "dict", "list"}  # pydantic's names of union branches
+
+
+def _problem(error: Mapping[str, Any]) -> tuple[str, str]:
+    """One pydantic error as (``items[0].embedding``, ``event field 'items[0].embedding' ...``)."""
+    location = ""
+    for part in error.get("loc", ()):
+        if isinstance(part, int):
+            location += f"[{part}]"
+        elif str(part) not in _TYPE_TAGS and not str(part).startswith(("function-", "list[", "constrained-")):
+            location += ("." if location else "") + str(part)
+    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    if error.get("type") == "missing":
+        return location, f"event field '{location}' is missing"
+    return location, f"event field '{location}': {message}" if location else f"event: {message}"
+
+
+def _checked_collection(request: Model, settings: Settings) -> Model:
     """A valid collection name, in the VECTOR_COLLECTIONS allow-list when there is one."""
-    collection = _field(event, "collection", str)
+    collection = getattr(request, "collection")
     try:
         check_collection_name(collection)
     except ValueError as exc:
@@ -60,78 +150,4 @@ def _collection(event: Mapping[str, Any], settings: Settings) -> str:
     if settings.collections and collection not in settings.collections:
         raise ValueError(f"event field 'collection': unknown collection {collection!r} "
                          f"(VECTOR_COLLECTIONS: {', '.join(settings.collections)})")
-    return collection
-
-
-def _vector(value: Any, label: str) -> list[float]:
-    if not isinstance(value, list) or not value or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
-        raise ValueError(f"event field '{label}' must be a non-empty list of numbers")
-    return [float(x) for x in value]
-
-
-def _event_mapping(event: Any) -> Mapping[str, Any]:
-    if not isinstance(event, Mapping):
-        raise ValueError(f"event must be a JSON object, not {type(event).__name__}")
-    return event
-
-
-def parse_produce_event(event: Any, settings: Settings) -> ProduceRequest:
-    event = _event_mapping(event)
-    collection = _collection(event, settings)
-    items = _field(event, "items", list)
-    delete_ids = _optional(event, "delete_ids", list) or []
-    for position, value in enumerate(delete_ids):
-        if not isinstance(value, str):
-            raise ValueError(f"event field 'delete_ids[{position}]' must be a string")
-    if not items and not delete_ids:
-        raise ValueError("event field 'items' is empty and there are no 'delete_ids'")
-    ids, embeddings, texts, documents, metadatas = [], [], [], [], []
-    for position, item in enumerate(items):
-        where = f"items[{position}]."
-        if not isinstance(item, Mapping):
-            raise ValueError(f"event field 'items[{position}]' must be an object")
-        ids.append(_field(item, "id", str, where))
-        embedding, text = item.get("embedding"), item.get("text")
-        if (embedding is None) == (text is None):
-            raise ValueError(f"event field '{where}embedding' or '{where}text' is needed (exactly one)")
-        if embedding is not None:
-            embeddings.append(_vector(embedding, f"{where}embedding"))
-        else:
-            texts.append(_field(item, "text", str, where))
-        documents.append(_optional(item, "document", str, where))
-        metadatas.append(_optional(item, "metadata", dict, where))
-    if embeddings and texts:
-        raise ValueError("event field 'items': all items carry 'embedding', or all carry 'text'")
-    return ProduceRequest(
-        collection=collection, ids=ids, embeddings=embeddings if embeddings or not texts else None,
-        texts=texts or None,
-        documents=documents if any(d is not None for d in documents) else None,
-        metadatas=metadatas if any(m is not None for m in metadatas) else None,
-        delete_ids=list(delete_ids))
-
-
-def parse_query_event(event: Any, settings: Settings) -> QueryRequest:
-    event = _event_mapping(event)
-    collection = _collection(event, settings)
-    text = _optional(event, "query_text", str)
-    embedding = event.get("query_embedding")
-    if (text is None) == (embedding is None):
-        raise ValueError("event field 'query_text' or 'query_embedding' is needed (exactly one)")
-    n_results = _optional(event, "n_results", int)
-    if n_results is not None and not 1 <= n_results <= 1000:
-        raise ValueError("event field 'n_results' must be between 1 and 1000")
-    return QueryRequest(collection=collection, query_text=text,
-                        query_embedding=None if embedding is None else _vector(embedding, "query_embedding"),
-                        n_results=n_results or 10, where=_optional(event, "where", dict))
-
-
-def sqs_records(event: Any) -> list[Mapping[str, Any]]:
-    """The records of an SQS event; each must carry ``messageId``, ``receiptHandle``, ``body``."""
-    records = _field(_event_mapping(event), "Records", list)
-    for position, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise ValueError(f"event field 'Records[{position}]' must be an object")
-        for name in ("messageId", "receiptHandle", "body"):
-            _field(record, name, str, f"Records[{position}].")
-    return records
+    return request

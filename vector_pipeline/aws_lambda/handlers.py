@@ -1,6 +1,7 @@
 """AWS Lambda entry points: producer, query and compactor (contract names).
 
-Each handler parses its event (``lambda_events``), calls the library and shapes the answer;
+Each handler parses its event into a typed model (``events.py``, Powertools' parser), calls
+the library and shapes the answer;
 Powertools provides the structured logger, the metrics (embedded metric format on stdout)
 and, for the compactor, the SQS partial batch response.
 
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 
 from ..io import metrics as vp_metrics
 from ..compaction.compactor import ChromaCompactor, CompactionResult, CompactionStatus
@@ -89,9 +91,8 @@ def query_handler(event: Any, context: Any) -> dict[str, Any]:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def compactor_handler(event: Any, context: Any) -> dict[str, Any]:
-    records = sqs_records(event)
-    batch = CompactorBatch(SETTINGS, records)
-    response = process_partial_response(event={"Records": records}, record_handler=batch.handle_record,
+    batch = CompactorBatch(SETTINGS, sqs_records(event))
+    response = process_partial_response(event=dict(event), record_handler=batch.handle_record,
                                          processor=processor, context=context)
     return {"status": batch.status, "deltas_processed": batch.deltas_processed, **response}
 
@@ -99,13 +100,13 @@ def compactor_handler(event: Any, context: Any) -> dict[str, Any]:
 class CompactorBatch:
     """One compaction per collection of the batch, run when its first record is handled."""
 
-    def __init__(self, settings: Settings, records: list[Mapping[str, Any]]) -> None:
+    def __init__(self, settings: Settings, records: list[SqsRecordModel]) -> None:
         self.settings = settings
         self.compactor = ChromaCompactor(settings=settings)
         self.keys_by_collection: dict[str, list[str]] = {}
         for record in records:
             try:
-                ref = parse_message(str(record["body"]))
+                ref = parse_message(record.body)
             except InvalidDeltaError:
                 continue  # fails alone when its record is handled
             self.keys_by_collection.setdefault(ref.collection, []).append(ref.key)

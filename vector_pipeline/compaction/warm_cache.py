@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..format import manifest as mf
 from ..config import Settings
-from ..table.snapshot_store import LOCAL_MANIFEST, SnapshotStore
+from ..table.snapshot_store import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def held_files(local_dir: Path, manifest: Mapping[str, Any]) -> dict[str, str]:
     """The files of ``manifest``'s version that ``local_dir``'s record says it holds
     (entries that differ from the manifest's are not held)."""
     try:
-        record = json.loads((local_dir / LOCAL_MANIFEST).read_bytes())
+        record = json.loads((local_dir / mf.LOCAL_MANIFEST).read_bytes())
     except (OSError, ValueError):
         return {}
     if record.get("version") != manifest["version"]:
@@ -71,7 +71,7 @@ def record_held(local_dir: Path, manifest: Mapping[str, Any], held: Iterable[str
     the manifest's: checked at download, or hashed when the version was uploaded)."""
     paths = set(held)
     entries = [e for e in manifest["files"] if e["path"] in paths]
-    mf.write_json_atomically(local_dir / LOCAL_MANIFEST, {"collection": manifest["collection"],
+    mf.write_json_atomically(local_dir / mf.LOCAL_MANIFEST, {"collection": manifest["collection"],
                                                           "version": manifest["version"], "files": entries})
 
 

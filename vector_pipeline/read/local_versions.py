@@ -42,7 +42,7 @@ from typing import Any, Iterable, Mapping
 from ..format import manifest as mf
 from ..format.segments import Segment, segments_of
 from ..format.merge_state import state_part_paths
-from ..table.snapshot_store import SnapshotStore, is_local_copy_of, mark_local_copy
+from ..table.snapshot_store import SnapshotStore
 from ..io.transfer import TransferItem, download_files
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class LocalVersions:
         version = str(manifest["version"])
         target = self.home / version
         if target.is_dir():
-            if is_local_copy_of(target, dict(manifest)) and self._segments_present(target, manifest):
+            if mf.is_local_copy_of(target, dict(manifest)) and self._segments_present(target, manifest):
                 return target
             # Same name, other bytes (another bucket or endpoint used this cache): set aside.
             shutil.rmtree(target.rename(target.with_name(f".stale-{uuid.uuid4().hex[:8]}")), ignore_errors=True)
@@ -106,9 +106,8 @@ class LocalVersions:
         segments = segments_of(manifest)
         working = {s.name: self._segment_dir(manifest, s, entries) for s in segments}
         in_segment = tuple(s.path + "/" for s in segments)
-        staging = self.home / f"{INCOMING}{version}-{uuid.uuid4().hex[:8]}"
-        try:
-            staging.mkdir(parents=True)
+        with mf.staged_local_copy(self.home / f"{INCOMING}{version}-{uuid.uuid4().hex[:8]}", target,
+                                  dict(manifest)) as staging:
             for entry in entries:
                 if entry.path not in on_demand and not entry.path.startswith(in_segment):
                     _place(self.blob_path(entry.sha256), mf.safe_join(staging, entry.path), link=True)
@@ -116,14 +115,6 @@ class LocalVersions:
                 link = mf.safe_join(staging, segment.path)
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(os.path.relpath(working[segment.name], link.parent))
-            mark_local_copy(staging, dict(manifest))
-            try:
-                os.rename(staging, target)
-            except OSError:
-                if not target.is_dir():  # another process won the same rename: use theirs
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def segment_path(self, manifest: Mapping[str, Any], segment: Segment) -> Path:

@@ -18,9 +18,7 @@ is renamed into place only when every checksum matched.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
 import shutil
 import uuid
@@ -46,7 +44,6 @@ POINTER_NAME = "latest.json"
 SNAPSHOT_FORMAT = "vector_pipeline.snapshot/3"  # 3: the merge state as a log of parts (format/merge_state.py)
 # 2: segmented (format/segments.py), one whole state.json.gz per version: read as a log of one part.
 READABLE_FORMATS = ("vector_pipeline.snapshot/2", SNAPSHOT_FORMAT)
-LOCAL_MANIFEST = ".manifest.json"  # a local copy's own record of what it holds
 HISTORY_LENGTH = 500  # publishes the pointer remembers (GC, rollback --as-of)
 _VERSION_RE = re.compile(r"^(\d{8})-(\d{8}T\d{6}\d{3}Z)$")
 
@@ -98,19 +95,6 @@ def pointer_history(previous_document: dict[str, Any] | None, replaced_at: datet
     entry = {"version": previous_document["version"], "published_at": previous_document.get("published_at"),
              "replaced_at": replaced_at.isoformat()}
     return [*previous_document.get("history", []), entry][-HISTORY_LENGTH:]
-
-
-def is_local_copy_of(local_dir: Path, manifest: dict[str, Any]) -> bool:
-    """Whether ``local_dir`` was written as a whole copy of ``manifest``'s version."""
-    try:
-        held = json.loads((local_dir / LOCAL_MANIFEST).read_bytes())
-    except (OSError, ValueError):
-        return False
-    return bool(held.get("files") == manifest["files"])
-
-
-def mark_local_copy(local_dir: Path, manifest: dict[str, Any]) -> None:
-    (local_dir / LOCAL_MANIFEST).write_bytes(mf.dumps(manifest))
 
 
 class SnapshotStore:
@@ -224,7 +208,7 @@ class SnapshotStore:
         kept = [mf.FileEntry.from_dict({**e, "key": reusable[(e["path"], e["size"], e["sha256"])]})
                 for e in (parent or {}).get("files", []) if e["path"] in kept_files or e["path"].startswith(kept_dirs)]
         entries, to_send = list(kept), []
-        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, LOCAL_MANIFEST, *kept_files),
+        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, mf.LOCAL_MANIFEST, *kept_files),
                                        skip_dirs=kept_dirs):
             key = reusable.get((entry.path, entry.size, entry.sha256))
             if key is None:
@@ -251,26 +235,17 @@ class SnapshotStore:
         collection, version = manifest["collection"], manifest["version"]
         target = cache_root / collection / version
         if target.is_dir():
-            if is_local_copy_of(target, manifest):
+            if mf.is_local_copy_of(target, manifest):
                 return target
             # Same name, other bytes (another bucket or endpoint used this cache): set aside.
             shutil.rmtree(target.rename(target.with_name(f".stale-{uuid.uuid4().hex[:8]}")), ignore_errors=True)
-        staging = cache_root / collection / f".incoming-{version}-{uuid.uuid4().hex[:8]}"
         entries = [mf.FileEntry.from_dict(e) for e in manifest["files"]]
-        items = [TransferItem(mf.safe_join(staging, e.path), self.checked_key(e, collection), e.size)
-                 for e in entries]
-        try:
-            staging.mkdir(parents=True)
+        with mf.staged_local_copy(cache_root / collection / f".incoming-{version}-{uuid.uuid4().hex[:8]}",
+                                  target, manifest) as staging:
+            items = [TransferItem(mf.safe_join(staging, e.path), self.checked_key(e, collection), e.size)
+                     for e in entries]
             download_files(self.s3, self.bucket, items, f"version {collection}/{version}")
             mf.verify_files(staging, entries)
-            mark_local_copy(staging, manifest)
-            try:
-                os.rename(staging, target)
-            except OSError:
-                if not target.is_dir():  # another process won the same rename: use theirs
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def checked_key(self, entry: mf.FileEntry, collection: str) -> str:
