@@ -101,7 +101,15 @@ pinecone_mirror_job = dg.define_asset_job("mirror_to_pinecone", selection=[pinec
                                           description="Dual-write: send a collection's published deltas to Pinecone.")
 
 
+# The mirror's automation, on by default (Dagster's own default automation sensor starts stopped).
+mirror_follows_publishes = dg.AutomationConditionSensorDefinition(
+    "pinecone_mirror_follows_publishes", target=dg.AssetSelection.assets(pinecone_mirror), minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests pinecone_mirror[c] once snapshot[c] was published (eager), none while one is in progress.")
+
+
 def pinecone_definitions() -> dg.Definitions:
     """The assets and jobs above; their settings, the API key among them, come through the
     ``vector_pipeline`` resource. The Pinecone jobs take no writer key: they never write a collection."""
-    return dg.Definitions(assets=[pinecone_mirror, pinecone_comparison], jobs=[pinecone_job, pinecone_mirror_job])
+    return dg.Definitions(assets=[pinecone_mirror, pinecone_comparison], jobs=[pinecone_job, pinecone_mirror_job],
+                          sensors=[mirror_follows_publishes])

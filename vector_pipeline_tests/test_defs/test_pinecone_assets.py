@@ -46,6 +46,8 @@ def test_pinecone_assets_appear_only_when_a_host_is_set_and_the_mirror_follows_p
     assert {"pinecone", "mirror_to_pinecone"} <= {job.name for job in with_host.resolve_all_job_defs()}
     assert not with_host.resolve_job_def("pinecone").partitioned_config.get_tags_for_partition_key("words").get(
         "vector_pipeline/writer")  # the Pinecone jobs take no writer key
+    assert with_host.resolve_sensor_def("pinecone_mirror_follows_publishes").default_status == \
+        dg.DefaultSensorStatus.RUNNING
     instance.add_dynamic_partitions("collection", ["words", "lines"])
     produce_embedding_delta(["w"], vectors(rng, 1), settings=settings)
     selection = dg.AssetSelection.assets("pinecone_mirror")
