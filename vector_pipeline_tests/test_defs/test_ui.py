@@ -158,8 +158,11 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
             page.screenshot(path=str(tmp_path / "delta.png"), full_page=True)
         page.goto(f"{url}/assets/snapshot_candidate?view=checks", wait_until="domcontentloaded")
         try:
-            page.get_by_text("blocking", exact=True).first.wait_for(timeout=60_000)
             page.get_by_text("deltas_valid").first.wait_for(timeout=60_000)  # each collection's checks
+            page.get_by_text("Passed", exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("words", exact=True).first.wait_for(timeout=30_000)  # the check's partition
+            page.get_by_text("vector_count_m").first.click(timeout=30_000)
+            page.get_by_text("blocking", exact=True).first.wait_for(timeout=60_000)
             page.get_by_text("Passed", exact=True).first.wait_for(timeout=60_000)  # the blocking audit ran and passed
         finally:
             page.screenshot(path=str(tmp_path / "checks.png"), full_page=True)
