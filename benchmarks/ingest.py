@@ -179,7 +179,7 @@ class WatchLoop:
 
 
 class DagsterLoop:
-    """``dagster dev`` (webserver + daemon: the sensors launch validation and compaction runs)."""
+    """``dagster dev`` (webserver + daemon: the sensors report deltas and launch compaction runs)."""
 
     name = "dagster"
 
@@ -201,6 +201,7 @@ class DagsterLoop:
                                    stderr=subprocess.STDOUT)
         wait_until_answering(self.process, f"http://127.0.0.1:{port}/server_info", f"dagster dev (log: {self.log})",
                              timeout_seconds, poll_seconds=1.0, request_seconds=2.0)
+        self.growth_before = self.growth()
 
     def _instance(self) -> Any:
         import dagster as dg
@@ -217,6 +218,27 @@ class DagsterLoop:
                 for status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED,
                                dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)}
 
+    def growth(self) -> dict[str, Any]:
+        """Rows the instance holds now: runs, event-log rows (every sqlite file), partitions, ticks."""
+        import sqlite3
+
+        instance = self._instance()
+        events = 0
+        for db in (self.home / "history" / "runs").glob("*.db"):
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+                tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if "event_logs" in tables:
+                    events += connection.execute("SELECT count(*) FROM event_logs").fetchone()[0]
+        return {"at": time.time(), "runs": instance.get_runs_count(), "event_rows": events,
+                "partitions": {name: len(instance.get_dynamic_partitions(name)) for name in ("collection", "delta")},
+                "ticks": sum(len(t) for t in self._ticks().values())}
+
+    def _ticks(self) -> dict[str, list[Any]]:
+        instance = self._instance()
+        return {state.instigator_name: list(instance.get_ticks(state.instigator_origin_id, state.selector_id,
+                                                                limit=1_000_000))
+                for state in instance.all_instigator_state()}
+
     def stop(self) -> dict[str, Any]:
         import dagster as dg
 
@@ -225,14 +247,22 @@ class DagsterLoop:
         for record in instance.get_run_records(dg.RunsFilter(job_name="compaction")):
             if record.start_time and record.end_time:
                 runs.append({"started_at": record.start_time, "seconds": record.end_time - record.start_time,
-                             "status": record.dagster_run.status.value})
+                             "ended_at": record.end_time, "status": record.dagster_run.status.value,
+                             "deltas": int(record.dagster_run.tags.get("vector_pipeline/pending_deltas", 0) or 0)})
         counts = {job: instance.get_runs_count(dg.RunsFilter(job_name=job)) for job in ("validate_delta", "compaction")}
-        queue = self.run_queue()
+        ticks = []
+        for tick in self._ticks().get("delta_queue_sensor", []):
+            cursor = json.loads(tick.cursor) if tick.cursor and tick.cursor.startswith("{") else {}
+            ticks.append({"at": tick.timestamp, "seconds": (tick.end_timestamp or tick.timestamp) - tick.timestamp,
+                          "status": tick.status.value, "runs": len(tick.run_ids), "receive_s": cursor.get("receive_s"),
+                          "body_s": cursor.get("tick_s")})
+        queue, growth = self.run_queue(), self.growth()
         instance.dispose()
         code = stop_process_group(self.process, signal.SIGINT, grace_seconds=60)
         self.output.close()
         return {"exit_code": code, "cycles": sorted(runs, key=lambda r: r["started_at"]), "runs": counts,
-                "run_queue_at_end": queue}
+                "run_queue_at_end": queue, "ticks": sorted(ticks, key=lambda t: t["at"]),
+                "growth": [self.growth_before, growth]}
 
 
 # -- one mode --------------------------------------------------------------------------------------

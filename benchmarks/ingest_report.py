@@ -1,6 +1,9 @@
 """Sustained ingest: raw samples → figures (``summarize``), report section and plots
 (``write_ingest_report``). Targets (issue 12): ≥ 10 deltas/s sustained, the queue does not
-grow, freshness p99 ≤ 30 s through the library loop, ≤ 2 s with fresh reads."""
+grow, freshness p99 ≤ 30 s through the library loop, ≤ 2 s with fresh reads. Dagster (issue
+20): runs ≈ compaction cycles (none per delta), a publish at least every 2 min, freshness
+within one cycle of the watch loop's, sensor tick p99 ≤ 10 s (moto's ReceiveMessage time
+apart), instance growth per day."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import numpy as np
 TARGET_RATE = 10.0
 TARGET_P99_LOOP_S = 30.0
 TARGET_P99_FRESH_S = 2.0
+TARGET_PUBLISH_GAP_S = 120.0
+TARGET_TICK_P99_S = 10.0
 WINDOW_SECONDS = 30.0  # rolling percentiles in the plots
 
 
@@ -52,11 +57,32 @@ def summarize(raw: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]
                    else {}, "timeline": [[round(c["started_at"] - start, 2), c["seconds"]] for c in cycles],
                    "bytes_uploaded": _spread([c["bytes_uploaded"] for c in cycles if c.get("bytes_uploaded")]),
                    "folds": dict(Counter(f for c in cycles for f in c.get("folds", [])))},
-        "loop": {k: v for k, v in raw["loop"].items() if k != "cycles"},
+        "loop": {k: v for k, v in raw["loop"].items() if k not in ("cycles", "ticks", "growth")},
+        **(_dagster_figures(raw["loop"], start, raw["produced_until"]) if "ticks" in raw["loop"] else {}),
         "drained_after_s": raw["drained_after_s"], "load_before": raw["load_before"], "load_after": raw["load_after"],
         "reader_poll_s": {mode: _spread(polls) for mode, polls in raw["reader_polls"].items()},
         "producer_exit_codes": raw["producer_exit_codes"],
     }
+
+
+def _dagster_figures(loop: dict[str, Any], start: float, until: float) -> dict[str, Any]:
+    """Runs per cycle, publish gaps, sensor ticks (whole, SQS receive apart), instance growth."""
+    published = sorted(c["ended_at"] for c in loop["cycles"] if c["status"] == "SUCCESS" and start <= c["ended_at"])
+    edges = [start, *[t for t in published if t <= until], until]
+    gaps = [b - a for a, b in zip(edges, edges[1:])]
+    ticks = [t for t in loop["ticks"] if start <= t["at"] <= until]
+    before, after = loop["growth"]
+    hours = max(1e-9, (after["at"] - before["at"]) / 3600)
+    per_hour = {k: (after[k] - before[k]) / hours for k in ("runs", "event_rows", "ticks")}
+    per_hour["partitions"] = (sum(after["partitions"].values()) - sum(before["partitions"].values())) / hours
+    return {"dagster": {
+        "runs": loop["runs"], "publishes": len(published), "publish_gap_s": _spread(gaps),
+        "tick_s": _spread([t["seconds"] for t in ticks]),
+        "tick_receive_s": _spread([t["receive_s"] for t in ticks if t.get("receive_s") is not None]),
+        "tick_body_s": _spread([t["body_s"] for t in ticks if t.get("body_s") is not None]),
+        "tick_without_receive_s": _spread([t["seconds"] - t["receive_s"] for t in ticks if t.get("receive_s") is not None]),
+        "ticks": len(ticks), "growth_before": before, "growth_after": after,
+        "growth_per_hour": per_hour, "growth_per_day": {k: v * 24 for k, v in per_hour.items()}}}
 
 
 def _queue_trend(window: list[dict[str, Any]], depth: list[dict[str, Any]]) -> dict[str, Any]:
@@ -98,6 +124,35 @@ def targets(modes: dict[str, Any], rate: float) -> list[list[str]]:
         rows.append([f"{loop}: freshness p99 with fresh reads (include_pending) ≤ {TARGET_P99_FRESH_S:g} s",
                      f"p50 {pending['p50']:.2f} s, p99 {pending['p99']:.2f} s",
                      verdict(pending["p99"] <= TARGET_P99_FRESH_S)])
+        if "dagster" in mode:
+            rows += _dagster_targets(mode, modes.get("watch"), verdict)
+    return rows
+
+
+def _dagster_targets(mode: dict[str, Any], watch: dict[str, Any] | None, verdict: Any) -> list[list[str]]:
+    d = mode["dagster"]
+    runs = d["runs"]
+    rows = [["Dagster: runs ≈ compaction cycles, none per delta",
+             f"{runs.get('compaction', 0)} compaction runs, {runs.get('validate_delta', 0)} validate_delta runs for "
+             f"{mode['produced']} deltas", verdict(runs.get("validate_delta", 0) == 0
+                                                   and runs.get("compaction", 0) <= mode["cycles"]["count"] + 1)],
+            ["Dagster: a publish at least every 2 min (longest gap while producing)",
+             f"{d['publishes']} publishes, gap p50 {d['publish_gap_s']['p50']:.0f} s, max {d['publish_gap_s']['max']:.0f} s",
+             verdict(d["publish_gap_s"]["max"] <= TARGET_PUBLISH_GAP_S)],
+            [f"Dagster: queue sensor tick p99 ≤ {TARGET_TICK_P99_S:g} s (moto's ReceiveMessage apart)",
+             f"tick p99 {d['tick_s']['p99']:.1f} s; of which SQS receive p99 {d['tick_receive_s']['p99']:.1f} s; "
+             f"tick without receive p99 {d['tick_without_receive_s']['p99']:.1f} s ({d['ticks']} ticks)",
+             verdict(d["tick_without_receive_s"]["p99"] <= TARGET_TICK_P99_S)],
+            ["Dagster: instance growth per day (runs / event rows / partitions / ticks; before retention and pruning)",
+             " / ".join(f"{d['growth_per_day'][k]:,.0f}" for k in ("runs", "event_rows", "partitions", "ticks")),
+             "reported"]]
+    if watch is not None:
+        ours, theirs = mode["freshness"]["bounded"], watch["freshness"]["bounded"]
+        cycle = max(mode["cycles"]["seconds"].get("p50", 0) or 0, d["publish_gap_s"].get("p50", 0) or 0)
+        rows.append(["Dagster: freshness p50/p99 within one cycle of the watch loop's",
+                     f"p50 {ours['p50']:.1f} vs {theirs['p50']:.1f} s, p99 {ours['p99']:.1f} vs {theirs['p99']:.1f} s "
+                     f"(cycle {cycle:.0f} s)", verdict(ours["p50"] <= theirs["p50"] + cycle
+                                                        and ours["p99"] <= theirs["p99"] + cycle)])
     return rows
 
 

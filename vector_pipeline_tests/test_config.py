@@ -61,16 +61,37 @@ def test_every_setting_round_trips_through_the_environment() -> None:
     assert Settings.from_env(Settings().to_env()) == Settings()
 
 
-def test_every_setting_reaches_the_dagster_resource_and_secrets_stay_out_of_its_plain_config() -> None:
-    from vector_pipeline.defs.resources import pipeline_resource
+def test_every_setting_reaches_the_dagster_resource_and_secrets_stay_out_of_its_plain_config(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import dagster as dg
+    import pytest
+
+    from vector_pipeline.defs.resources import MissingSecretError, pipeline_resource
 
     changed = _every_field_changed()
+    with pytest.raises(MissingSecretError, match="EnvVar"):  # a secret never falls back to its plain value
+        pipeline_resource(changed)
+    for key in SECRET_ENV_KEYS:
+        monkeypatch.setenv(key, changed.to_env()[key])
     resource = pipeline_resource(changed)
-    assert resource.settings() == changed
     assert not SECRET_ENV_KEYS & set(resource.environment)
+    with dg.build_resources({"vector_pipeline": resource}) as resolved:  # EnvVars resolved, as in a run
+        assert resolved.vector_pipeline.settings() == changed
     assert resource.s3.endpoint_url == "http://127.0.0.1:8002"
     assert resource.dynamodb_lock.endpoint_url == "http://127.0.0.1:8001"
     assert resource.sqs.endpoint_url == changed.aws_endpoint_url
+    # The AWS resources are the ones used: the queue, table and TTL come from their fields.
+    from vector_pipeline.defs.resources import DynamoDBLockResource, SQSResource, VectorPipelineResource
+
+    moved = VectorPipelineResource(
+        s3=resource.s3, environment=resource.environment, openai_api_key=resource.openai_api_key,
+        pinecone_api_key=resource.pinecone_api_key,
+        sqs=SQSResource(queue_name="other-queue", endpoint_url=resource.sqs.endpoint_url),
+        dynamodb_lock=DynamoDBLockResource(table_name="other-locks", ttl_seconds=77,
+                                           endpoint_url=resource.dynamodb_lock.endpoint_url))
+    with dg.build_resources({"vector_pipeline": moved}) as resolved:
+        used = resolved.vector_pipeline.settings()
+    assert (used.delta_queue_name, used.dynamodb_table_name, used.lock_ttl_seconds) == ("other-queue", "other-locks", 77)
+    assert isinstance(pipeline_resource(changed).pinecone_api_key, dg.EnvVar)
 
 
 def test_per_service_endpoints_win_over_the_general_one() -> None:

@@ -1,8 +1,8 @@
 """The thin Dagster layer over the library: assets, checks, sensors, jobs, resources.
 
-Collections are data: the snapshot assets and the compaction job are partitioned by
-collection (dynamic partitions the sensors add), so nothing here depends on which
-collections exist, and a collection created at run time needs no reload.
+Collections are data: every asset, check and writer job is partitioned by collection
+(dynamic partitions the sensors add), so nothing here depends on which collections exist,
+and a collection created at run time needs no reload. Deltas are events, not partitions.
 """
 
 
@@ -11,20 +11,20 @@ import dagster as dg
 from vector_pipeline.config import Settings
 
 from .assets import delta, snapshot, snapshot_candidate
-from .jobs import compaction_job, gc_job, rollback_job, validate_delta_job
+from .jobs import UPKEEP_JOBS, WRITER_JOBS
 from .pinecone import pinecone_definitions
 from .resources import pipeline_resource
-from .schedules import gc_schedule, nightly_fold
-from .sensors import sensors
+from .schedules import gc_schedule, nightly_fold, prune_runs_schedule
+from .sensors import delta_sensors
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     definitions = dg.Definitions(
         assets=[delta, snapshot_candidate, snapshot],
-        jobs=[validate_delta_job, compaction_job, rollback_job, gc_job],
-        sensors=sensors([validate_delta_job, compaction_job]),
-        schedules=[nightly_fold, gc_schedule],
+        jobs=[*WRITER_JOBS, *UPKEEP_JOBS],
+        sensors=delta_sensors(),
+        schedules=[nightly_fold, gc_schedule, prune_runs_schedule],
         resources={"vector_pipeline": pipeline_resource(settings)},
     )
     if settings.pinecone_index_host:  # the Pinecone migration, while one is under way

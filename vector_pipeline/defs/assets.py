@@ -1,76 +1,58 @@
-"""Assets: ``delta`` (one partition per producer batch) → ``snapshot_candidate`` (written,
-not visible) → ``snapshot`` (published by the pointer swap); the snapshot assets are
-partitioned by collection, so lineage stays three boxes however many collections there are.
+"""Assets, every one partitioned by collection: ``delta`` (what producers announced,
+reported runless by the sensors) → ``snapshot_candidate`` (written, not visible) →
+``snapshot`` (published by the pointer swap). Lineage stays three boxes however many
+collections there are, and Dagster keeps no object per delta.
 
 Write-audit-publish: the candidate asset writes a new immutable version under the lock;
 the blocking check in ``checks.py`` audits it; only then does the snapshot asset move the
-pointer (conditional PUT) and archive the applied deltas. Queue messages are the sensor's
-to delete (``queue``): the run reads what is pending from ``delta/<collection>/``.
+pointer (conditional PUT) and archive the applied deltas. The candidate reaches the publish
+step as JSON in its materialization (``compaction.handoff``: its S3 manifest key and the
+pointer ETag it read), never through an IO manager, so each step may run in its own
+container. Validation happens once, in the compaction's intake (``deltas_valid``).
 """
 
-
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from vector_pipeline.io import metrics as vp_metrics
-from vector_pipeline.compaction.audit import audit_candidate
-from vector_pipeline.table.catalog import CollectionCatalog, UnknownCollectionError
 from vector_pipeline.compaction.compactor import ChromaCompactor
-from vector_pipeline.format.keys import InvalidDeltaError, delta_id_time
-from vector_pipeline.io.lock import CompactionLock
+from vector_pipeline.table.catalog import CollectionCatalog
+from vector_pipeline.compaction.handoff import from_handoff, manifest_key, to_handoff
 from vector_pipeline.compaction.maintenance import plan_rebuild
 from vector_pipeline.compaction.retention import parse_time
-from vector_pipeline.table.snapshot_store import PublishOutcome
+from vector_pipeline.compaction.audit import audit_candidate
 from vector_pipeline.compaction.version_writer import Candidate
+from vector_pipeline.io import metrics as vp_metrics
+from vector_pipeline.io.lock import CompactionLock
+from vector_pipeline.table.catalog import UnknownCollectionError
+from vector_pipeline.table.snapshot_store import PublishOutcome
 
-from .checks import audit_check, audit_check_result, candidate_recall, recall_check, recall_check_result
-from .partitions import collection_partitions, delta_partitions, ref_for_partition
+from .checks import CANDIDATE, CANDIDATE_CHECKS, candidate_check_results
+from .partitions import collection_partitions
 from .resources import VectorPipelineResource
 
 COMPACTION_TAG = "vector_pipeline/compaction"
+REBUILD_JOB = "rebuild"
 LOCK_WAIT_SECONDS = 120
+HANDOFF = "handoff"
 
-
-@dg.asset(partitions_def=delta_partitions, group_name="deltas", kinds={"s3", "chromadb"})
-def delta(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
-    """One producer batch of upserts and tombstones, validated (manifest, checksums, dimension)."""
-    ref = ref_for_partition(context.partition_key)
-    compactor = ChromaCompactor(settings=vector_pipeline.settings())
-    try:
-        loaded = compactor.validate_delta(ref)
-    except InvalidDeltaError as exc:
-        raise dg.Failure(description=f"delta {ref.key} is invalid and was quarantined: {exc.reason}",
-                         metadata={"reason": exc.reason, "delta_key": ref.key}, allow_retries=False) from None
-    except FileNotFoundError:
-        raise dg.Failure(description=f"delta {ref.key} has no manifest (not complete, or lost)",
-                         metadata={"delta_key": ref.key}) from None
-    manifest = loaded.manifest
-    context.log.info(f"{ref.key}: {len(loaded.ids)} vectors, {len(loaded.delete_ids)} deletes, valid")
-    return dg.MaterializeResult(metadata={
-        "collection": ref.collection,
-        "delta_key": ref.key,
-        "vectors": len(loaded.ids),
-        "deletes": len(loaded.delete_ids),
-        "bytes": dg.MetadataValue.int(int(manifest.get("total_bytes", 0))),
-        "dimension": loaded.dimension,
-        "embedding_provider": loaded.embedding_provider,
-        "produced_at": dg.MetadataValue.timestamp(delta_id_time(ref.delta_id).timestamp()),
-        "dagster/row_count": len(loaded.ids),
-    })
+delta = dg.AssetSpec(
+    "delta", partitions_def=collection_partitions, group_name="deltas", kinds={"s3", "sqs"},
+    description="Producer batches announced for the collection (the partition), reported by the sensors as "
+                "runless events: deltas in the batch, first/last delta id, vectors, bytes, backlog, oldest age.")
 
 
 class CompactionConfig(dg.Config):
-    """What a compaction run merges: the collection's pending deltas under delta/ (default,
-    plus any ``delta_keys``), or a rebuild from archive/ (optionally up to a delta id, with new
-    HNSW settings); ``fold_segments`` also folds the recent segments back into the base."""
+    """What a run merges: the collection's pending deltas under delta/ (plus any ``delta_keys``);
+    in the ``rebuild`` job (or with ``rebuild_from_archive``) the archive up to ``until_delta_id``
+    or ``as_of`` (ISO 8601), optionally with new HNSW settings; ``fold_segments`` also folds the
+    recent segments back into the base."""
 
     rebuild_from_archive: bool = False
     fold_segments: bool = False
     until_delta_id: str | None = None
-    as_of: str | None = None  # a rebuild of the deltas produced up to this time (ISO 8601)
+    as_of: str | None = None
     hnsw_search_ef: int | None = None
     delta_keys: list[str] = []
 
@@ -88,11 +70,10 @@ def acquire_waiting(lock: CompactionLock, log: Any, wait_seconds: float = LOCK_W
     return time.monotonic() - started
 
 
-@dg.asset(key="snapshot_candidate", partitions_def=collection_partitions, group_name="snapshots",
-          deps=[dg.AssetDep(delta, partition_mapping=dg.AllPartitionMapping())], kinds={"chromadb", "s3"},
-          check_specs=[audit_check, recall_check])
+@dg.asset(key=CANDIDATE, partitions_def=collection_partitions, group_name="snapshots", kinds={"chromadb", "s3"},
+          deps=[delta], check_specs=CANDIDATE_CHECKS)
 def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConfig,
-                       vector_pipeline: VectorPipelineResource) -> Iterator[dg.Output[Candidate] | dg.AssetCheckResult]:
+                       vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
     """A new immutable version of the collection (the partition): written, not yet published."""
     collection = context.partition_key
     settings = vector_pipeline.settings()
@@ -103,7 +84,7 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
     try:
         hnsw = CollectionCatalog(settings).hnsw_with_search_ef(collection, config.hnsw_search_ef) \
             if config.hnsw_search_ef else None
-        if config.rebuild_from_archive:
+        if config.rebuild_from_archive or context.job_def.name == REBUILD_JOB:
             plan = plan_rebuild(settings, collection, until_delta_id=config.until_delta_id,
                                 as_of=parse_time(config.as_of) if config.as_of else None, hnsw=hnsw)
             keys, options = plan.keys, plan.write_options
@@ -119,30 +100,29 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
         raise
     finally:
         lock.release()
+    compactor.discard(candidate)  # the publish step works from S3 (the handoff), not from this disk
     # acquire_waiting sleeps 2 s per busy try: a longer wait means the lock was held.
     vp_metrics.publish(settings, vp_metrics.attempt_points("ok", time.monotonic() - started, lock_wait > 1.0))
-    audit = audit_check_result(settings, candidate)  # reads the candidate back whole
-    recall = candidate_recall(settings, candidate) if audit.passed else None
+    checks, recall = candidate_check_results(settings, candidate)
     metadata = _candidate_metadata(candidate, time.monotonic() - started, lock_wait)
     if recall is not None:  # plotted over the versions the collection publishes
-        metadata["recall_at_k"] = dg.MetadataValue.float(recall.recall_at_k)
         candidate.recall_at_k = recall.recall_at_k
-    yield dg.Output(candidate, metadata=metadata)
-    yield audit  # blocking: a failure stops the publish step
-    yield recall_check_result(settings, candidate, recall)  # blocking below the collection's recall floor
+        metadata["recall_at_k"] = dg.MetadataValue.float(recall.recall_at_k)
+        metadata[HANDOFF] = dg.MetadataValue.json(to_handoff(candidate))
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 @dg.asset(key="snapshot", partitions_def=collection_partitions, group_name="snapshots", kinds={"chromadb", "s3"},
-          ins={"candidate": dg.AssetIn("snapshot_candidate")})
-def snapshot(context: dg.AssetExecutionContext, candidate: Candidate,
-             vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
+          deps=[snapshot_candidate])
+def snapshot(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
     """The published version of the collection (the partition): what readers query (pointer latest.json)."""
     collection = context.partition_key
     settings = vector_pipeline.settings()
+    compactor = ChromaCompactor(settings=settings)
+    candidate = from_handoff(compactor.store, _handoff_of_this_run(context, collection))
     audit = audit_candidate(settings, candidate)  # never publish an unaudited candidate
     if not audit.passed:
         raise dg.Failure(description=f"audit of {candidate.version} failed: {audit.problem}", metadata=audit.facts)
-    compactor = ChromaCompactor(settings=settings)
     lock = vector_pipeline.lock(collection)
     acquire_waiting(lock, context.log)
     try:
@@ -170,16 +150,32 @@ def snapshot(context: dg.AssetExecutionContext, candidate: Candidate,
     })
 
 
+def _handoff_of_this_run(context: dg.AssetExecutionContext, collection: str) -> dict[str, Any]:
+    """The candidate this run (or the run it re-executes) wrote for ``collection``."""
+    run = context.run
+    runs = {run.run_id, run.parent_run_id, run.root_run_id} - {None}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(CANDIDATE), asset_partitions=[collection]), limit=1).records
+    if not records or records[0].run_id not in runs or HANDOFF not in (records[0].asset_materialization.metadata or {}):
+        raise dg.Failure(description=f"no candidate of {collection} written by this run: nothing to publish",
+                         allow_retries=False)
+    return dict(records[0].asset_materialization.metadata[HANDOFF].value)
+
+
 def _candidate_metadata(candidate: Candidate, seconds: float, lock_wait: float) -> dict[str, Any]:
     manifest = candidate.manifest or {}
+    applied = [r.delta_id for r in candidate.applied]
     return {
         "version": candidate.version or "(none: nothing pending)",
+        "manifest_key": manifest_key(candidate) or "",
         "parent_version": candidate.base_version or "",
         "vector_count": dg.MetadataValue.int(int(manifest.get("vector_count", candidate.base_vector_count))),
         "bytes": dg.MetadataValue.int(int(manifest.get("total_bytes", 0))),
         "bytes_uploaded": dg.MetadataValue.int(int(manifest.get("uploaded_bytes", 0))),
         "bytes_downloaded": dg.MetadataValue.int(candidate.bytes_downloaded),
-        "deltas_applied": len(candidate.applied),
+        "deltas_applied": len(applied),
+        "first_delta_id": min(applied, default=""),
+        "last_delta_id": max(applied, default=""),
         "deltas_already_applied": len(candidate.already_applied),
         "deltas_quarantined": dg.MetadataValue.json(candidate.quarantined),
         "deltas_missing": len(candidate.missing),
@@ -189,4 +185,5 @@ def _candidate_metadata(candidate: Candidate, seconds: float, lock_wait: float) 
         "duration_s": dg.MetadataValue.float(round(seconds, 3)),
         "lock_wait_s": dg.MetadataValue.float(round(lock_wait, 3)),
         "hnsw": dg.MetadataValue.json(manifest.get("hnsw", {})),
+        HANDOFF: dg.MetadataValue.json(to_handoff(candidate)),
     }

@@ -1,24 +1,19 @@
-"""Dynamic partitions: one per delta (the ``delta`` asset) and one per collection (the
-snapshot assets and the compaction job), added by the sensors as deltas and collections
-appear — collections are data, never code.
-
-Delta keys are ``<collection>.<delta_id>``: collection names hold no ``..`` and delta ids no
-dots, so the key splits unambiguously and passes Dagster's key rules.
+"""Partitions = collections: one dynamic partition per collection, for every asset, check
+and job that touches a collection (``delta``, the snapshot assets, the Pinecone assets).
+The sensors add a collection's partition when its first delta appears — collections are
+data, never code — so the partition count grows with collections, never with deltas.
 """
 
+import warnings
 
 import dagster as dg
 
-from vector_pipeline.format.keys import DeltaRef, parse_delta_key
-
-delta_partitions = dg.DynamicPartitionsDefinition(name="delta")
 collection_partitions = dg.DynamicPartitionsDefinition(name="collection")
 
+# The per-delta layout's partitions (``<collection>.<delta_id>``), gone since; the upgrade
+# job (``jobs.upgrade_from_per_delta_layout``) removes them from an instance that has them.
+LEGACY_DELTA_PARTITIONS = "delta"
 
-def partition_key_for(ref: DeltaRef) -> str:
-    return ref.partition_key
-
-
-def ref_for_partition(partition_key: str) -> DeltaRef:
-    collection, _, delta_id = partition_key.rpartition(".")
-    return parse_delta_key(f"delta/{collection}/{delta_id}/")
+# Checks partitioned like their asset (AssetCheckSpec(partitions_def=...)) are a preview in
+# Dagster 1.13: used knowingly (each collection's result is the point), warned about once here.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)

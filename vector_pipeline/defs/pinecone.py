@@ -1,7 +1,9 @@
 """Pinecone migration in Dagster, partitioned by collection like the snapshot assets.
 
 ``pinecone_mirror`` (downstream of the published ``snapshot``) sends the deltas that version
-applied to Pinecone, and runs every 10 minutes so it catches up after an outage by itself;
+applied to Pinecone; it follows publishes by declarative automation (``eager``: a run for
+collection c once ``snapshot[c]`` was published, none while one is in progress, so a burst of
+publishes coalesces into the next run, which sends everything the mirror lacks);
 ``pinecone_comparison`` runs the same comparison as ``vector-pipeline pinecone compare`` and
 records recall/overlap as float metadata (plotted over time), with the check
 ``recall_at_least_bar``. Built only when ``PINECONE_INDEX_HOST`` is set; configured from
@@ -31,8 +33,8 @@ class ComparisonConfig(dg.Config):
 
 
 @dg.asset(key="pinecone_mirror", partitions_def=collection_partitions, deps=[snapshot], group_name="pinecone",
-          kinds={"pinecone", "s3"},
-          check_specs=[dg.AssetCheckSpec("mirror_caught_up", asset="pinecone_mirror",
+          kinds={"pinecone", "s3"}, automation_condition=dg.AutomationCondition.eager(),
+          check_specs=[dg.AssetCheckSpec("mirror_caught_up", asset="pinecone_mirror", partitions_def=collection_partitions,
                                          description="Every delta of the published snapshot reached Pinecone.")])
 def pinecone_mirror(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineResource) -> dg.MaterializeResult:
     """Dual-write: the deltas the collection's published snapshot applied, sent to Pinecone."""
@@ -52,6 +54,7 @@ def pinecone_mirror(context: dg.AssetExecutionContext, vector_pipeline: VectorPi
 @dg.asset(key="pinecone_comparison", partitions_def=collection_partitions, deps=[pinecone_mirror],
           group_name="pinecone", kinds={"pinecone", "chromadb"},
           check_specs=[dg.AssetCheckSpec("recall_at_least_bar", asset="pinecone_comparison",
+                                         partitions_def=collection_partitions,
                                          description="recall@k of the Chroma snapshot against exact search "
                                                      "is at least the bar (PINECONE_MIN_RECALL).")])
 def pinecone_comparison(context: dg.AssetExecutionContext, config: ComparisonConfig,
@@ -98,17 +101,15 @@ pinecone_mirror_job = dg.define_asset_job("mirror_to_pinecone", selection=[pinec
                                           description="Dual-write: send a collection's published deltas to Pinecone.")
 
 
-@dg.schedule(job=pinecone_mirror_job, cron_schedule="*/10 * * * *", name="mirror_to_pinecone_every_10_minutes",
-             default_status=dg.DefaultScheduleStatus.RUNNING)
-def pinecone_mirror_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    """One mirror run per collection partition every 10 minutes: after an outage it catches up by itself."""
-    tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
-    return [dg.RunRequest(run_key=f"pinecone-mirror:{collection}:{tick}", partition_key=collection)
-            for collection in context.instance.get_dynamic_partitions(collection_partitions.name)]
+# The mirror's automation, on by default (Dagster's own default automation sensor starts stopped).
+mirror_follows_publishes = dg.AutomationConditionSensorDefinition(
+    "pinecone_mirror_follows_publishes", target=dg.AssetSelection.assets(pinecone_mirror), minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests pinecone_mirror[c] once snapshot[c] was published (eager), none while one is in progress.")
 
 
 def pinecone_definitions() -> dg.Definitions:
-    """The assets, jobs and schedule above; their settings, the API key among them, come through
-    the ``vector_pipeline`` resource."""
+    """The assets and jobs above; their settings, the API key among them, come through the
+    ``vector_pipeline`` resource. The Pinecone jobs take no writer key: they never write a collection."""
     return dg.Definitions(assets=[pinecone_mirror, pinecone_comparison], jobs=[pinecone_job, pinecone_mirror_job],
-                          schedules=[pinecone_mirror_schedule])
+                          sensors=[mirror_follows_publishes])

@@ -1,76 +1,122 @@
 """Sensors: the SQS fast path and the S3 reconciliation of what the queue lost.
 
-Each tick adds the partitions of new deltas (and of collections seen for the first time),
-requests their validation, and requests one compaction run per collection with pending
-deltas, none while one is queued or running for that collection. The run itself reads what
-is pending from ``delta/<collection>/``, so a tick never hands over message handles.
+A tick groups the deltas it learned of by collection and returns, per collection: one
+runless materialization of ``delta[c]`` (deltas in the batch, first/last delta id, vectors,
+bytes, backlog, age of the oldest pending delta), and at most one compaction run request —
+none while a compaction of c is queued or running, none when ``should_compact_now`` says
+wait. No run and no partition per delta: a tick requests at most one run per collection and
+adds only the partitions of collections seen for the first time.
 
-Messages are notifications (``queue``): the SQS sensor reads them with a short visibility
-timeout, and deletes a message once its delta's partition exists — the delta is durably
-known then, in the bucket and in Dagster — which is the tick after the one that added it,
-so a valid message is received about twice and never dead-lettered. The UI's preview runs
-the same body: it can delete only messages already acted on, and dead-letters only
-malformed ones (never valid); it never changes data in the bucket.
+Messages are notifications (``delta.queue``): S3 is the truth for what is pending. The SQS
+sensor deletes every message it read in the tick that registered its delta; a crash between
+the two leaves the delta under ``delta/``, where the reconciliation sensor (and the next
+compaction of c, which lists ``delta/<c>/``) finds it. The UI's preview runs the same body:
+it deletes the messages it read, which costs nothing but that tick's event (the deltas wait
+under ``delta/`` for reconciliation).
 """
 
-
 import json
-from typing import Any
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 import dagster as dg
 
 from vector_pipeline.compaction.compactor import ChromaCompactor
 from vector_pipeline.config import Settings
-from vector_pipeline.format.keys import DeltaRef, parse_delta_key
-from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.delta.backlog import Backlog, read_backlog, read_backlogs
+from vector_pipeline.delta.queue import DeltaMessage, DeltaQueue
 
-from .jobs import COMPACTION_JOB, validate_delta_job
-from .partitions import collection_partitions, delta_partitions
+from .jobs import COMPACTION_JOB, compaction_job
+from .partitions import collection_partitions
 from .resources import VectorPipelineResource
 
-MAX_ADDS_PER_TICK = 500
-MAX_MESSAGES_PER_TICK = 500
-# A message the sensor read comes back after this long if no tick deleted it.
+MAX_MESSAGES_PER_TICK = 2000
+# A message the sensor read comes back after this long if no tick deleted it (a crash).
 NOTIFICATION_VISIBILITY_SECONDS = 90
 # Receiving stops after this long (plus one long poll of 2 s), so a tick stays within 10 s
 # when receives are slow; what it did not read stays visible for the next tick.
 RECEIVE_DEADLINE_SECONDS = 5
+QUEUE_SENSOR_INTERVAL_SECONDS = 10
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
            dg.DagsterRunStatus.STARTED]
 
 
-def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, refs: list[DeltaRef],
-              cursor: str | None, busy: set[str] | None = None) -> dg.SensorResult:
-    """Partition adds, validation runs and one compaction request per collection (none for
-    the ``busy`` ones: a compaction queued or running; looked up when not given)."""
-    known = set(context.instance.get_dynamic_partitions(delta_partitions.name))
-    new_keys = [r.partition_key for r in dict.fromkeys(refs) if r.partition_key not in known][:MAX_ADDS_PER_TICK]
-    requests = [dg.RunRequest(job_name=validate_delta_job.name, partition_key=key, run_key=f"validate:{key}")
-                for key in new_keys]
-    collections = sorted({r.collection for r in refs if _allowed(context, settings, r.collection)})
-    new_collections = sorted(set(collections) - set(context.instance.get_dynamic_partitions(collection_partitions.name)))
-    busy = _collections_compacting(context.instance) if busy is None else busy
-    for collection in collections:
+def should_compact_now(collection: str, backlog: Backlog) -> bool:
+    """Whether ``collection`` compacts now, given its backlog: the one cadence decision of the
+    sensors (today: whenever something is pending; a freshness/quiet-window policy plugs in here)."""
+    return backlog.pending > 0
+
+
+def delta_event(collection: str, announced: list[DeltaMessage], backlog: Backlog, source: str) -> dg.AssetMaterialization:
+    """The runless ``delta[collection]`` event of one tick: the batch it learned of, the backlog."""
+    ids = sorted({m.ref.delta_id for m in announced}) or backlog.delta_ids
+    bodies = [m.body for m in announced]
+    return dg.AssetMaterialization(asset_key="delta", partition=collection, metadata={
+        "source": source,
+        "deltas_in_batch": dg.MetadataValue.int(len(ids)),
+        "first_delta_id": ids[0] if ids else "",
+        "last_delta_id": ids[-1] if ids else "",
+        "vectors": dg.MetadataValue.int(sum(int(b.get("upsert_count", 0) or 0) for b in bodies)),
+        "deletes": dg.MetadataValue.int(sum(int(b.get("delete_count", 0) or 0) for b in bodies)),
+        "bytes": dg.MetadataValue.int(sum(backlog.sizes.get(i, 0) for i in ids)),
+        "backlog": dg.MetadataValue.int(backlog.pending),
+        "backlog_bytes": dg.MetadataValue.int(backlog.bytes),
+        "oldest_pending_age_s": dg.MetadataValue.float(round(backlog.oldest_age_seconds(), 1)),
+    })
+
+
+@dataclass
+class TickPlan:
+    """What a tick asks of Dagster: events, run requests, partitions of new collections."""
+
+    events: list[dg.AssetMaterialization] = field(default_factory=list)
+    requests: list[dg.RunRequest] = field(default_factory=list)
+    new_collections: list[str] = field(default_factory=list)
+
+    def result(self, cursor: str | None) -> dg.SensorResult:
+        if not self.events and not self.requests:
+            return dg.SensorResult(skip_reason="no new deltas", cursor=cursor)
+        adds = [collection_partitions.build_add_request(self.new_collections)] if self.new_collections else []
+        return dg.SensorResult(run_requests=self.requests, asset_events=self.events,
+                               dynamic_partitions_requests=adds, cursor=cursor)
+
+
+def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, announced: dict[str, list[DeltaMessage]],
+              backlogs: dict[str, Backlog], source: str) -> TickPlan:
+    """One ``delta[c]`` event and at most one compaction request per collection in ``backlogs``."""
+    busy = _collections_compacting(context.instance)
+    known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
+    events: list[dg.AssetMaterialization] = []
+    requests: list[dg.RunRequest] = []
+    for collection in sorted(backlogs):
+        backlog = backlogs[collection]
+        if not _allowed(context, settings, backlog):
+            continue
+        if announced.get(collection) or backlog.pending:
+            events.append(delta_event(collection, announced.get(collection, []), backlog, source))
         if collection in busy:
             context.log.info(f"{collection}: a compaction is queued or running; its deltas wait for the next tick")
-            continue
-        # No run_key: Dagster never re-requests a key whose run failed, and the active-run check
-        # above already keeps one compaction per collection.
-        requests.append(dg.RunRequest(job_name=COMPACTION_JOB, partition_key=collection,
-                                      tags={"vector_pipeline/deltas": str(sum(r.collection == collection for r in refs))}))
-    if not requests:
-        return dg.SensorResult(skip_reason="no new deltas", cursor=cursor)
-    adds = [delta_partitions.build_add_request(new_keys)] if new_keys else []
-    adds += [collection_partitions.build_add_request(new_collections)] if new_collections else []
-    return dg.SensorResult(run_requests=requests, cursor=cursor, dynamic_partitions_requests=adds)
+        elif should_compact_now(collection, backlog):
+            # No run_key: Dagster never re-requests a key whose run failed; the busy check keeps one per collection.
+            requests.append(dg.RunRequest(job_name=COMPACTION_JOB, partition_key=collection, tags={
+                "vector_pipeline/pending_deltas": str(backlog.pending),
+                "vector_pipeline/first_delta_id": backlog.oldest_delta_id or "",
+                "vector_pipeline/last_delta_id": max(backlog.sizes, default="")}))
+    new = sorted({e.partition for e in events if e.partition} - known)
+    return TickPlan(events, requests, new)
 
 
-def _allowed(context: dg.SensorEvaluationContext, settings: Settings, collection: str) -> bool:
-    if settings.collections and collection not in settings.collections:
-        context.log.warning(f"deltas for {collection!r}, not in VECTOR_COLLECTIONS: not compacted (quarantined "
-                            "when validated)")
-        return False
-    return True
+def _allowed(context: dg.SensorEvaluationContext, settings: Settings, backlog: Backlog) -> bool:
+    """Deltas of a collection outside ``VECTOR_COLLECTIONS`` are quarantined with the reason."""
+    if not settings.collections or backlog.collection in settings.collections:
+        return True
+    reason = f"collection {backlog.collection!r} is not in VECTOR_COLLECTIONS"
+    compactor = ChromaCompactor(settings=settings)
+    for delta_id in backlog.delta_ids:
+        compactor.quarantine(f"delta/{backlog.collection}/{delta_id}/", reason)
+    context.log.warning(f"{reason}: {backlog.pending} deltas quarantined")
+    return False
 
 
 def _collections_compacting(instance: dg.DagsterInstance) -> set[str]:
@@ -79,50 +125,47 @@ def _collections_compacting(instance: dg.DagsterInstance) -> set[str]:
     return {r.dagster_run.tags.get("dagster/partition", "") for r in records}
 
 
-def _still_pending(settings: Settings, refs: list[DeltaRef]) -> list[DeltaRef]:
-    """Of deltas registered by an earlier tick, those no run has applied yet (its run may have
-    listed delta/ before they landed): one listing per collection, so no run is requested in vain."""
-    compactor = ChromaCompactor(settings=settings)
-    pending: list[DeltaRef] = []
-    for collection in sorted({r.collection for r in refs}):
-        listed = set(compactor.list_pending_delta_keys(collection))
-        pending += [r for r in refs if r.collection == collection and r.key in listed]
-    return pending
+def _counted(cursor: str | None, received: int, deleted: int, receive_seconds: float, tick_seconds: float) -> str:
+    """Running message counts, and this tick's own timing (receive: the SQS calls alone)."""
+    seen = json.loads(cursor) if cursor else {}
+    return json.dumps({"messages_seen": int(seen.get("messages_seen", 0)) + received,
+                       "messages_deleted": int(seen.get("messages_deleted", 0)) + deleted,
+                       "receive_s": round(receive_seconds, 3), "tick_s": round(tick_seconds, 3)})
 
 
-def sensors(jobs: list[Any]) -> list[dg.SensorDefinition]:
-    """Both sensors, targeting ``jobs`` (validation and compaction)."""
+def delta_sensors() -> list[dg.SensorDefinition]:
+    """Both sensors, targeting the compaction job."""
 
-    @dg.sensor(name="delta_queue_sensor", minimum_interval_seconds=30, jobs=jobs,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="SQS fast path: new delta announcements → partitions, validation, compaction.")
+    @dg.sensor(name="delta_queue_sensor", minimum_interval_seconds=QUEUE_SENSOR_INTERVAL_SECONDS,
+               jobs=[compaction_job], default_status=dg.DefaultSensorStatus.RUNNING,
+               description="SQS fast path: delta announcements → one delta[c] event and ≤ 1 compaction per collection.")
     def delta_queue_sensor(context: dg.SensorEvaluationContext, vector_pipeline: VectorPipelineResource) -> dg.SensorResult:
+        started = time.monotonic()
         settings = vector_pipeline.settings()
         queue = DeltaQueue(settings)
         messages, malformed = queue.receive(max_messages=MAX_MESSAGES_PER_TICK, wait_seconds=2,
                                             visibility_timeout=NOTIFICATION_VISIBILITY_SECONDS,
-                                            deadline_seconds=RECEIVE_DEADLINE_SECONDS)
+                                            deadline_seconds=RECEIVE_DEADLINE_SECONDS, drain_wait_seconds=0)
+        received = time.monotonic()
         for bad in malformed:  # never valid, whoever reads it: out of the way at once
             queue.dead_letter(bad.receipt_handle, bad.raw_body, bad.reason)
-        known = set(context.instance.get_dynamic_partitions(delta_partitions.name))
-        acted_on = [m for m in messages if m.ref.partition_key in known]
-        acked = queue.ack(m.receipt_handle for m in acted_on)
-        refs = [m.ref for m in messages if m.ref.partition_key not in known]
-        # A collection with a compaction queued or running gets no request this tick whatever
-        # its listing says: list delta/<c>/ only for the others (one listing per collection).
-        busy = _collections_compacting(context.instance)
-        refs += _still_pending(settings, [m.ref for m in acted_on if m.ref.collection not in busy])
-        seen = json.loads(context.cursor) if context.cursor else {}
-        cursor = json.dumps({"messages_seen": int(seen.get("messages_seen", 0)) + len(messages),
-                             "messages_deleted": int(seen.get("messages_deleted", 0)) + acked})
-        return plan_tick(context, settings, refs, cursor, busy)
+        announced: dict[str, list[DeltaMessage]] = defaultdict(list)
+        for message in messages:
+            announced[message.ref.collection].append(message)
+        backlogs = {c: read_backlog(settings, c) for c in sorted(announced)}  # one listing per collection
+        plan = plan_tick(context, settings, announced, backlogs, "queue")
+        deleted = queue.ack(m.receipt_handle for m in messages)  # registered: S3 holds the rest
+        return plan.result(_counted(context.cursor, len(messages), deleted, received - started,
+                                    time.monotonic() - started))
 
-    @dg.sensor(name="delta_reconciliation_sensor", minimum_interval_seconds=300, jobs=jobs,
+    @dg.sensor(name="delta_reconciliation_sensor", minimum_interval_seconds=300, jobs=[compaction_job],
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="S3 reconciliation: complete deltas under delta/ whose messages were lost.")
     def delta_reconciliation_sensor(context: dg.SensorEvaluationContext, vector_pipeline: VectorPipelineResource) -> dg.SensorResult:
         settings = vector_pipeline.settings()
-        refs = [parse_delta_key(key) for key in ChromaCompactor(settings=settings).list_pending_delta_keys()]
-        return plan_tick(context, settings, refs, cursor=str(len(refs)))
+        backlogs = read_backlogs(settings)
+        plan = plan_tick(context, settings, {}, backlogs, "reconciliation")
+        return plan.result(cursor=str(sum(b.pending for b in backlogs.values())))
 
     return [delta_queue_sensor, delta_reconciliation_sensor]
+

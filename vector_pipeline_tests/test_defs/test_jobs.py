@@ -1,19 +1,21 @@
-"""Delta partitions, the compaction job (write → blocking audit → publish), rebuild,
-rollback, GC and partition pruning, executed in process against the moto server."""
+"""The writer jobs (compaction: write → partitioned checks, the blocking one gating → publish;
+rebuild, fold, rollback, GC; each under the collection's writer tag) and the upkeep jobs (old
+runs, the per-delta layout's leftovers), executed in process against the moto server."""
 
 import io
+import json
 import tarfile
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import numpy as np
 import pytest
+from dagster._core.utils import make_new_run_id
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
-from vector_pipeline.defs.checks import AUDIT_CHECK_NAME
-from vector_pipeline.defs.jobs import compaction_run_config, prune_delta_partitions
+from vector_pipeline.defs.jobs import compaction_run_config, prune_runs
 from vector_pipeline.format.keys import new_delta_id
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.table.snapshot_store import SnapshotStore
@@ -45,27 +47,17 @@ def _produce(settings: Settings, rng: np.random.Generator, ids: list[str], **ext
                                    metadatas=[{"n": n} for n in range(len(ids))], settings=settings, **extra)
 
 
-def test_delta_partition_materializes_with_counts(defs: dg.Definitions, instance: dg.DagsterInstance,
-                                                  settings: Settings, rng: np.random.Generator) -> None:
-    produced = _produce(settings, rng, ["a", "b", "c"], delete_ids=["z"])
-    key = f"words.{produced['delta_id']}"
-    instance.add_dynamic_partitions("delta", [key])
-    result = _run(defs, instance, "validate_delta", partition_key=key)
-    assert result.success
-    [materialization] = result.asset_materializations_for_node("delta")
-    metadata = {k: v.value for k, v in materialization.metadata.items()}
-    assert metadata["vectors"] == 3 and metadata["deletes"] == 1 and metadata["dimension"] == 8
-    assert metadata["bytes"] > 0
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
 
 
-def test_invalid_delta_fails_with_reason_and_is_quarantined(defs: dg.Definitions, instance: dg.DagsterInstance,
-                                                            settings: Settings, rng: np.random.Generator) -> None:
-    produced = _produce(settings, rng, ["a"])
+def _corrupt(settings: Settings, produced: dict) -> None:
+    """Replace a file of the delta's pack: its manifest still lists the real file's sha256."""
     s3 = client("s3", settings)
     pack_key = produced["delta_key"] + "delta.tar"
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=settings.vectors_bucket, Key=pack_key)["Body"].read())) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar}
-    members["chroma.sqlite3"] = b"not sqlite"  # its manifest still lists the real file's sha256
+    members["chroma.sqlite3"] = b"not sqlite"
     packed = io.BytesIO()
     with tarfile.open(fileobj=packed, mode="w") as tar:
         for name, body in members.items():
@@ -73,14 +65,23 @@ def test_invalid_delta_fails_with_reason_and_is_quarantined(defs: dg.Definitions
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
     s3.put_object(Bucket=settings.vectors_bucket, Key=pack_key, Body=packed.getvalue())
-    key = f"words.{produced['delta_id']}"
-    instance.add_dynamic_partitions("delta", [key])
-    result = _run(defs, instance, "validate_delta", partition_key=key)
-    assert not result.success
-    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
-    assert "checksum" in failure.description and "quarantined" in failure.description
-    assert all_keys(settings, produced["delta_key"]) == []
-    assert any(k.endswith("reason.json") for k in all_keys(settings, f"quarantine/words/{produced['delta_id']}/"))
+
+
+def test_invalid_delta_is_quarantined_once_by_the_intake_and_warned_by_its_collections_check(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    good = _produce(settings, rng, ["a", "b"])
+    bad = _produce(settings, rng, ["c"])
+    _corrupt(settings, bad)
+    result = _compact(defs, instance)
+    assert result.success  # the valid delta is published; the poison one does not block it
+    checks = _checks(result)
+    valid = checks["deltas_valid"]
+    assert not valid.passed and valid.severity == dg.AssetCheckSeverity.WARN and valid.partition == "words"
+    assert "checksum" in json.dumps(valid.metadata["reasons"].value)
+    assert checks["vector_count_matches_prior_plus_deltas"].passed
+    assert SnapshotStore(settings).read_pointer("words").document["vector_count"] == 2
+    assert all_keys(settings, bad["delta_key"]) == [] and all_keys(settings, good["delta_key"]) == []
+    assert any(k.endswith("reason.json") for k in all_keys(settings, f"quarantine/words/{bad['delta_id']}/"))
 
 
 def test_compaction_job_publishes_after_the_check_passes(defs: dg.Definitions, instance: dg.DagsterInstance,
@@ -89,8 +90,11 @@ def test_compaction_job_publishes_after_the_check_passes(defs: dg.Definitions, i
         _produce(settings, rng, [f"id{i}" for i in range(start, start + 5)])
     result = _compact(defs, instance)
     assert result.success
-    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHECK_NAME]
-    assert check.passed and check.metadata["vector_count"].value == 10
+    assert result.dagster_run.tags["vector_pipeline/writer"] == "words"  # the one writer key
+    checks = _checks(result)
+    check = checks["vector_count_matches_prior_plus_deltas"]
+    assert check.passed and check.metadata["vector_count"].value == 10 and check.partition == "words"
+    assert checks["deltas_valid"].passed and checks["deltas_valid"].partition == "words"
     pointer = SnapshotStore(settings).read_pointer("words")
     assert pointer is not None and pointer.document["vector_count"] == 10
     [published] = result.asset_materializations_for_node("snapshot")
@@ -120,8 +124,8 @@ def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instan
 
     monkeypatch.setattr(ChromaCompactor, "write_candidate", tampered)
     result = _compact(defs, instance)
-    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHECK_NAME]
-    assert not check.passed and "files" in check.description
+    check = _checks(result)["vector_count_matches_prior_plus_deltas"]
+    assert not check.passed and "files" in check.description and check.partition == "words"
     assert result.asset_materializations_for_node("snapshot") == []
     after = SnapshotStore(settings).read_pointer("words")
     assert after.version == before.version and after.etag == before.etag
@@ -135,8 +139,8 @@ def test_rebuild_job_reproduces_incremental_content(defs: dg.Definitions, instan
     _produce(settings, rng, ["b", "d"], delete_ids=["a"])
     assert _compact(defs, instance).success
     incremental = _content(settings)
-    result = _compact(defs, instance, rebuild_from_archive=True, hnsw_search_ef=150)
-    assert result.success
+    result = _run(defs, instance, "rebuild", partition_key="words", run_config=compaction_run_config(hnsw_search_ef=150))
+    assert result.success and result.dagster_run.tags["vector_pipeline/writer"] == "words"
     assert _content(settings) == incremental
     pointer = SnapshotStore(settings).read_pointer("words")
     assert SnapshotStore(settings).read_manifest("words", pointer.version)["hnsw"]["search_ef"] == 150
@@ -151,8 +155,7 @@ def test_fold_job_folds_segments_through_the_audit(defs: dg.Definitions, instanc
     before = _content(settings)
     result = _compact(defs, instance, fold_segments=True)
     assert result.success
-    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHECK_NAME]
-    assert check.passed
+    assert _checks(result)["vector_count_matches_prior_plus_deltas"].passed
     [written] = result.asset_materializations_for_node("snapshot_candidate")
     assert written.metadata["fold"].value == "fold_all" and written.metadata["segments"].value == 1
     assert _content(settings) == before
@@ -165,25 +168,43 @@ def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, inst
         _produce(settings, rng, ids)
         assert _compact(defs, instance).success
         versions.append(SnapshotStore(settings).read_pointer("words").version)
-    result = _run(defs, instance, "rollback_job", run_config={"ops": {"rollback_pointer": {
-        "config": {"collection": "words", "version": versions[0]}}}})
-    assert result.success
+    result = _run(defs, instance, "rollback_job", partition_key="words", run_config={"ops": {"rollback_pointer": {
+        "config": {"version": versions[0]}}}})
+    assert result.success and result.dagster_run.tags["vector_pipeline/writer"] == "words"
     assert SnapshotStore(settings).read_pointer("words").version == versions[0]
-    gc = _run(defs, instance, "gc_job", run_config={"ops": {"collect_snapshot_garbage": {
+    gc = _run(defs, instance, "gc_job", partition_key="words", run_config={"ops": {"collect_snapshot_garbage": {
         "config": {"retain_versions": 0, "grace_hours": 0.0}}}})
     assert gc.success
     assert SnapshotStore(settings).list_versions("words") == [versions[0]]
     assert sorted(_content(settings)) == ["a"]
 
 
-def test_partition_count_stays_bounded(instance: dg.DagsterInstance) -> None:
-    now = datetime.now(timezone.utc)
-    old = [f"words.{new_delta_id(int((now - timedelta(days=30)).timestamp() * 1000) + i)}" for i in range(50)]
-    fresh = [f"words.{new_delta_id(int(now.timestamp() * 1000) + i)}" for i in range(5)]
-    instance.add_dynamic_partitions("delta", old + fresh)
-    removed = prune_delta_partitions(instance, timedelta(days=7), now=now)
-    assert removed == 50
-    assert sorted(instance.get_dynamic_partitions("delta")) == sorted(fresh)
+def test_prune_runs_deletes_old_successful_runs_only(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+    job = defs.resolve_job_def("prune_runs_job")
+    old_ok = [instance.create_run_for_job(job, status=dg.DagsterRunStatus.SUCCESS).run_id for _ in range(3)]
+    failed = instance.create_run_for_job(job, status=dg.DagsterRunStatus.FAILURE).run_id
+    later = datetime.now(timezone.utc) + timedelta(days=8)
+    assert prune_runs(instance, timedelta(days=7), now=later, batch=2) == 3
+    assert {r.dagster_run.run_id for r in instance.get_run_records()} == {failed}
+    assert not set(old_ok) & {r.dagster_run.run_id for r in instance.get_run_records()}
+    assert prune_runs(instance, timedelta(days=7)) == 0  # nothing older than a week now
+
+
+def test_upgrade_removes_the_per_delta_layouts_partitions_and_runs(defs: dg.Definitions,
+                                                                   instance: dg.DagsterInstance) -> None:
+    """An instance that ran the per-delta layout: a partition and a validate_delta run per delta."""
+    keys = [f"words.{new_delta_id()}" for _ in range(30)]
+    instance.add_dynamic_partitions("delta", keys)
+    kept = instance.create_run_for_job(defs.resolve_job_def("prune_runs_job"), status=dg.DagsterRunStatus.SUCCESS)
+    for key in keys[:5]:
+        instance.add_run(dg.DagsterRun(job_name="validate_delta", run_id=make_new_run_id(),
+                                       status=dg.DagsterRunStatus.SUCCESS, tags={"dagster/partition": key}))
+    result = _run(defs, instance, "upgrade_from_per_delta_layout")
+    assert result.success
+    assert instance.get_dynamic_partitions("delta") == []
+    assert [r.dagster_run.run_id for r in instance.get_run_records(dg.RunsFilter(job_name="validate_delta"))] == []
+    assert instance.get_run_by_id(kept.run_id) is not None
+    assert _run(defs, instance, "upgrade_from_per_delta_layout").success  # safe to run again
 
 
 def test_a_collection_created_at_run_time_is_compacted_through_the_sensor_path(
@@ -226,7 +247,7 @@ def test_each_collection_run_audits_its_own_candidate(settings: Settings, instan
         result = job.execute_in_process(instance=instance, partition_key=collection, raise_on_error=False,
                                         resources={"io_manager": io_manager})
         assert result.success, collection
-        [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHECK_NAME]
+        check = _checks(result)["vector_count_matches_prior_plus_deltas"]
         assert check.passed and check.metadata["vector_count"].value == count
     store = SnapshotStore(settings)
     assert {c: store.read_pointer(c).document["vector_count"] for c in counts} == counts

@@ -1,8 +1,10 @@
 """Browser test: what a user sees after producing deltas while `dagster dev` runs on the
-embedded AWS (daemon included): the sensors add the delta and collection partitions and
-launch the compaction themselves, the blocking check passes, and the collection-partitioned
-snapshot asset shows its materialized partition and the plot of its recall@k. Opened in headless Chromium (Debian's
-package, driven by Playwright); screenshots go to the test's tmp dir."""
+embedded AWS (daemon included): the queue sensor reports the deltas as runless events of
+`delta[words]` and launches the compaction itself, each collection's checks pass (the
+blocking audit and `deltas_valid`), the collection-partitioned snapshot shows its partition and the plot of its recall@k,
+and a `rebuild` launched as a backfill (as the UI's launchpad does, through GraphQL, with
+`until_delta_id` in its config) runs. Opened in headless Chromium (Debian's package, driven
+by Playwright); screenshots go to the test's tmp dir."""
 
 import json
 import os
@@ -98,6 +100,24 @@ def _wait_for_success(dagster_home: Path, job_name: str, timeout_seconds: float)
     raise TimeoutError(f"no {job_name} run succeeded within {timeout_seconds}s")
 
 
+def _launch_rebuild_backfill(url: str, collections: list[str], until_delta_id: str) -> str:
+    """The mutation the launchpad sends for a backfill of job ``rebuild``; the backfill's id."""
+    import urllib.request
+
+    query = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+        __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+    params = {"selector": {"partitionSetName": "rebuild_partition_set", "repositorySelector": {
+        "repositoryLocationName": "vector_pipeline", "repositoryName": "__repository__"}},
+        "partitionNames": collections,
+        "runConfigData": {"ops": {"snapshot_candidate": {"config": {"until_delta_id": until_delta_id}}}}}
+    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": {
+        "params": params}}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.loads(response.read())["data"]["launchPartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    return str(answer["backfillId"])
+
+
 def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
         settings: Settings, ui_settings: Settings, rng: np.random.Generator, dagster_home: Path, tmp_path: Path,
         request: pytest.FixtureRequest) -> None:
@@ -106,11 +126,17 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: ./dev test installs it (apt-get install chromium)"
     url = request.getfixturevalue("dagster_dev")  # running first, as a user has it
-    for start in (0, 3):
-        produce_embedding_delta([f"w{i}" for i in range(start, start + 3)], vectors(rng, 3), settings=settings)
+    produced = [produce_embedding_delta([f"w{i}" for i in range(start, start + 3)], vectors(rng, 3), settings=settings)
+                for start in (0, 3)]
     run = _wait_for_success(dagster_home, "compaction", timeout_seconds=300)
     sensor = run.tags.get("dagster/sensor_name")  # whichever sensor ticked first after the deltas landed
     assert sensor in ("delta_queue_sensor", "delta_reconciliation_sensor") and run.tags["dagster/partition"] == "words"
+    assert run.tags["vector_pipeline/writer"] == "words"
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        events = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("delta"),
+                                                                       asset_partitions=["words"]), limit=10).records
+        assert events and all(not e.run_id for e in events)  # runless: no run per delta
+        assert instance.get_dynamic_partitions("delta") == []  # and no partition per delta
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -123,8 +149,19 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
                 page.get_by_text(name, exact=True).first.wait_for(timeout=90_000)
         finally:
             page.screenshot(path=str(tmp_path / "lineage.png"), full_page=True)
+        page.goto(f"{url}/assets/delta?view=partitions", wait_until="domcontentloaded")
+        try:
+            page.get_by_text("words", exact=True).first.click(timeout=60_000)  # the collection, not a delta
+            page.get_by_text("deltas_in_batch", exact=True).first.wait_for(timeout=30_000)  # the runless event
+            page.get_by_text("oldest_pending_age_s", exact=True).first.wait_for(timeout=30_000)
+        finally:
+            page.screenshot(path=str(tmp_path / "delta.png"), full_page=True)
         page.goto(f"{url}/assets/snapshot_candidate?view=checks", wait_until="domcontentloaded")
         try:
+            page.get_by_text("deltas_valid").first.wait_for(timeout=60_000)  # each collection's checks
+            page.get_by_text("Passed", exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("words", exact=True).first.wait_for(timeout=30_000)  # the check's partition
+            page.get_by_text("vector_count_m").first.click(timeout=30_000)
             page.get_by_text("blocking", exact=True).first.wait_for(timeout=60_000)
             page.get_by_text("Passed", exact=True).first.wait_for(timeout=60_000)  # the blocking audit ran and passed
         finally:
@@ -166,6 +203,17 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
             page.get_by_text("Success").first.wait_for(timeout=60_000)
         finally:
             page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+        # A rebuild over chosen collections, launched as a backfill with until_delta_id in its config.
+        backfill = _launch_rebuild_backfill(url, ["words"], produced[0]["delta_id"])
+        rebuilt = _wait_for_success(dagster_home, "rebuild", timeout_seconds=300)
+        assert rebuilt.tags.get("dagster/backfill") == backfill and rebuilt.tags["vector_pipeline/writer"] == "words"
+        assert rebuilt.run_config["ops"]["snapshot_candidate"]["config"]["until_delta_id"] == produced[0]["delta_id"]
+        page.goto(f"{url}/runs/{rebuilt.run_id}", wait_until="domcontentloaded")
+        try:
+            page.get_by_text("Success").first.wait_for(timeout=60_000)
+            page.get_by_text(backfill).first.wait_for(timeout=30_000)  # its backfill tag
+        finally:
+            page.screenshot(path=str(tmp_path / "rebuild.png"), full_page=True)
         browser.close()
-    for shot in ("lineage", "checks", "partitions", "recall_plot", "pinecone", "run"):
+    for shot in ("lineage", "delta", "checks", "partitions", "recall_plot", "pinecone", "run", "rebuild"):
         assert (tmp_path / f"{shot}.png").stat().st_size > 10_000
