@@ -158,6 +158,7 @@ class ChromaDBClient:
         if collection is None or self.collection_configuration(collection_name)["hnsw"]["ef_search"] == search_ef:
             return False
         collection.modify(configuration={"hnsw": {"ef_search": int(search_ef)}})
+        self._collections.pop(collection_name, None)  # its configuration is read afresh
         return True
 
     def query(

@@ -56,7 +56,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-COLLECTION_METHODS = frozenset({"count", "get", "query", "upsert", "delete"})
+COLLECTION_METHODS = frozenset({"count", "get", "query", "upsert", "delete", "modify"})
 CLIENT_METHODS = frozenset({"get_or_create_collection", "get_collection", "list_collections", "get_max_batch_size"})
 _WRITE_STALL_SECONDS = 30
 

@@ -55,8 +55,9 @@ MISTAKES = {  # name -> (environment changes, words the message must hold)
     "wrong region": ({"AWS_DEFAULT_REGION": "eu-west-3"}, "does not exist"),
 }
 # What a command does not use with nothing compacted yet (compact with nothing pending takes no
-# lock; rollback refuses a version that does not exist before it locks), or never uses.
-UNREACHED = {("compact", "missing table"), ("produce", "missing table"), ("rollback", "missing table"),
+# lock; fold of a collection with no version has nothing to fold and takes no lock; rollback
+# refuses a version that does not exist before it locks), or never uses.
+UNREACHED = {("compact", "missing table"), ("fold", "missing table"), ("fold", "wrong region"), ("produce", "missing table"), ("rollback", "missing table"),
              ("rollback", "wrong region"), ("collections list", "missing queue"), ("collections list", "missing table"),
              ("collections create", "missing queue"), ("collections create", "missing table"),
              ("query", "missing queue"), ("query", "missing table"), ("gc", "missing queue"),

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from vector_pipeline.config import Settings
 
 CLI = [sys.executable, "-m", "vector_pipeline.cli"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 
 
@@ -183,7 +183,7 @@ def test_test_fixtures_stop_moto_on_signal(signum: int, tmp_path: Path) -> None:
             Path({str(ready)!r}).write_text(str(moto_server.port))
             time.sleep(600)
     """))
-    process = start([sys.executable, "-m", "pytest", "-q", "-p", "vector_pipeline_tests.helpers",
+    process = start([sys.executable, "-m", "pytest", "-q", "-p", "vector_pipeline_tests.conftest",
                      "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path / "test_wait.py")],
                     REPO, tmp_path, PYTHONPATH=str(REPO))
     wait_for(lambda: ready.is_file() and ready.read_text(), "the fixture's moto server", process, 120)

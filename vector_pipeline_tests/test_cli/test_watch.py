@@ -33,7 +33,7 @@ from vector_pipeline.read.reader import close_readers
 from vector_pipeline_tests.helpers import vectors
 
 CLI = [sys.executable, "-m", "vector_pipeline.cli"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Watch:
