@@ -166,8 +166,9 @@ def recent_average(settings: Settings, metric: Metric, seconds: int = 3600) -> d
     now = datetime.now(timezone.utc)
     try:
         found = client("cloudwatch", settings).get_metric_statistics(
+            # One period over the window and a minute past now: a point stamped this instant counts.
             Namespace=settings.metrics_namespace, MetricName=metric.value, StartTime=now - timedelta(seconds=seconds),
-            EndTime=now, Period=seconds, Statistics=["Average", "SampleCount"],
+            EndTime=now + timedelta(seconds=60), Period=seconds + 60, Statistics=["Average", "SampleCount"],
             Dimensions=[{"Name": SERVICE_DIMENSION, "Value": SERVICE}])["Datapoints"]
     except Exception:  # no CloudWatch here (or no access): status says nothing of it
         log.debug("no %s from CloudWatch", metric.value, exc_info=True)

@@ -33,24 +33,24 @@ def test_good_input_returns_its_dimension():
     ({"embeddings": [(1.0, 2.0)]}, "2 ids but 1 embeddings"),
     ({"documents": ["x"]}, "2 ids but 1 documents"),
     ({"metadatas": [None, None, None]}, "2 ids but 3 metadatas"),
-    ({"ids": ["a", ""]}, "id 1 is empty or not a string: ''"),
-    ({"ids": ["a", 7]}, "id 1 is empty or not a string: 7"),
-    ({"ids": ["a", "x" * (MAX_ID_LENGTH + 1)]}, f"id 1 is {MAX_ID_LENGTH + 1} characters"),
-    ({"ids": ["a", "a"]}, "ids are not unique: 'a' repeats"),
-    ({"deletes": ["x", None]}, "delete id 1 is empty or not a string: None"),
-    ({"deletes": ["x", "x"]}, "delete ids are not unique: 'x' repeats"),
-    ({"embeddings": [(1.0, 2.0), "12"]}, "embedding 1 is not a sequence of numbers"),
-    ({"embeddings": [(1.0, 2.0), ("x", 2.0)]}, "embedding 1 is not a sequence of numbers"),
-    ({"embeddings": [(1.0, 2.0), 3.0]}, "embedding 1 is not a sequence of numbers"),
-    ({"embeddings": [(1.0, 2.0), ()]}, "embedding 1 is empty"),
-    ({"embeddings": [(1.0, 2.0), (1.0, 2.0, 3.0)]}, "embedding 1 has dimension 3, expected 2"),
-    ({"embeddings": [(1.0, 2.0), (float("nan"), 2.0)]}, "embedding 1 contains NaN or infinity"),
-    ({"embeddings": [(1.0, 2.0), (float("inf"), 2.0)]}, "embedding 1 contains NaN or infinity"),
-    ({"documents": ["x", 5]}, "document 1 is a int, not a str"),
-    ({"metadatas": [None, ["k"]]}, "metadata 1 is a list, not a dict"),
-    ({"metadatas": [None, {"k": None}]}, "metadata 1: 'k' is None"),
-    ({"metadatas": [None, {"k": float("nan")}]}, "metadata 1: 'k' is NaN or infinity"),
-    ({"metadatas": [None, {"k": {"nested": 1}}]}, "metadata 1: Expected metadata value"),  # chroma's rule
+    ({"ids": ["a", ""]}, "row 2: id is empty or not a string: ''"),
+    ({"ids": ["a", 7]}, "row 2: id is empty or not a string: 7"),
+    ({"ids": ["a", "x" * (MAX_ID_LENGTH + 1)]}, f"row 2: id is {MAX_ID_LENGTH + 1} characters"),
+    ({"ids": ["a", "a"]}, "row 2: id 'a' repeats row 1"),
+    ({"deletes": ["x", None]}, "row 4: delete id is empty or not a string: None"),  # deletes follow the 2 upsert rows
+    ({"deletes": ["x", "x"]}, "row 4: delete id 'x' repeats row 3"),
+    ({"embeddings": [(1.0, 2.0), "12"]}, "row 2: embedding is not a sequence of numbers"),
+    ({"embeddings": [(1.0, 2.0), ("x", 2.0)]}, "row 2: embedding is not a sequence of numbers"),
+    ({"embeddings": [(1.0, 2.0), 3.0]}, "row 2: embedding is not a sequence of numbers"),
+    ({"embeddings": [(1.0, 2.0), ()]}, "row 2: embedding is empty"),
+    ({"embeddings": [(1.0, 2.0), (1.0, 2.0, 3.0)]}, "row 2: embedding has dimension 3, expected 2"),
+    ({"embeddings": [(1.0, 2.0), (float("nan"), 2.0)]}, "row 2: embedding contains NaN or infinity"),
+    ({"embeddings": [(1.0, 2.0), (float("inf"), 2.0)]}, "row 2: embedding contains NaN or infinity"),
+    ({"documents": ["x", 5]}, "row 2: document is a int, not a str"),
+    ({"metadatas": [None, ["k"]]}, "row 2: metadata is a list, not an object"),
+    ({"metadatas": [None, {"k": None}]}, "row 2: metadata 'k' is None"),
+    ({"metadatas": [None, {"k": float("nan")}]}, "row 2: metadata 'k' is NaN or infinity"),
+    ({"metadatas": [None, {"k": {"nested": 1}}]}, "row 2: metadata: Expected metadata value"),  # chroma's rule
 ])
 def test_each_broken_rule_is_refused_naming_the_record_and_the_rule(kwargs, problem):
     with pytest.raises(ValueError) as refused:
@@ -59,7 +59,7 @@ def test_each_broken_rule_is_refused_naming_the_record_and_the_rule(kwargs, prob
 
 
 def test_check_ids_names_what_kind_of_id_broke_the_rule():
-    with pytest.raises(ValueError, match="delete id 0 is empty"):
+    with pytest.raises(ValueError, match="row 1: delete id is empty"):
         check_ids("delete id", [""])
     check_ids("id", ["a", "b"])
 

@@ -20,7 +20,7 @@ def test_a_segment_lives_under_segments_and_counts_its_unmasked_records():
     segment = Segment("000004", stored=10, masked=3)
     assert segment.path == "segments/000004"
     assert segment.live == 7
-    assert segment.as_dict() == {"name": "000004", "path": "segments/000004", "stored": 10, "masked": 3}
+    assert segment.as_dict() == {"name": "000004", "path": "segments/000004", "stored": 10, "masked": 3, "tier": 0}
 
 
 def test_a_segment_round_trips_through_its_dict_and_masked_defaults_to_zero():

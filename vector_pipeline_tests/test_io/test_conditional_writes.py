@@ -77,7 +77,8 @@ def test_setup_command_refuses_s3rver_with_a_clear_error(s3rver_settings: Settin
     result = subprocess.run([sys.executable, "-m", "vector_pipeline.cli", "setup"], env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2
-    assert f"error: S3 endpoint {s3rver_server.endpoint_url}" in result.stderr
+    assert result.stderr.count("error: ") == 1 and f"S3 endpoint {s3rver_server.endpoint_url}" in result.stderr, \
+        result.stderr
     assert "conditional writes" in result.stderr and "Traceback" not in result.stderr
 
 
