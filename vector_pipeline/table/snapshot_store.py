@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..format import manifest as mf
-from ..io.aws import client, error_code, sse_args
+from ..io.aws import client, error_code, get_object_or_none, sse_args
 from ..io.conditional_writes import (ConditionalWrites, WriteOutcome, checked_bucket,
                                      put_document_resolving_ambiguity)
 from ..config import Settings
@@ -129,15 +129,9 @@ class SnapshotStore:
 
     def read_pointer(self, collection: str) -> Pointer | None:
         """The published version and the pointer's ETag, or None before the first publish."""
-        try:
-            response = self.s3.get_object(Bucket=self.bucket, Key=self.pointer_key(collection))
-        except Exception as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            if error_code(exc) == "NoSuchBucket":
-                raise RuntimeError(
-                    f"bucket {self.bucket!r} does not exist (run `vector-pipeline setup`)") from exc
-            raise
+        response = get_object_or_none(self.s3, self.bucket, self.pointer_key(collection))
+        if response is None:
+            return None
         document = mf.loads(response["Body"].read(), self.pointer_key(collection))
         version = str(document["version"])
         version_number(version)

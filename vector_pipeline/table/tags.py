@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from ..format import manifest as mf
-from ..io.aws import error_code, get_object_or_none, sse_args
+from ..io.aws import get_object_or_none, sse_args
 from .catalog import CATALOG_PREFIX
-from ..io.conditional_writes import REFUSED_CODES, checked_bucket
+from ..io.conditional_writes import WriteOutcome, checked_bucket, put_document_resolving_ambiguity
 from ..config import Settings
 from ..format.keys import check_collection_name
 from ..io.lock import CompactionLock, lock_id_for
@@ -102,22 +102,19 @@ class TagStore:
         return {str(k): str(v) for k, v in document.get("tags", {}).items()}, str(response["ETag"])
 
     def _update(self, collection: str, change: Callable[[dict[str, str]], dict[str, str]]) -> None:
-        """Read, change, write conditionally; on a refused condition read again and retry."""
+        """Read, change, write conditionally (a write whose answer was lost is recognised as
+        ours, ``put_document_resolving_ambiguity``); on a real conflict read again and retry."""
         checked = checked_bucket(self.s3, self.settings)  # a store that ignores conditions is refused
         for _attempt in range(_ATTEMPTS):
             tags, etag = self._read(collection)
             updated = change(dict(tags))
             if updated == tags:
                 return
-            condition = checked.if_match(etag) if etag else {"IfNoneMatch": "*"}
-            body = mf.dumps({"format": TAGS_FORMAT, "collection": collection, "tags": dict(sorted(updated.items()))})
-            try:
-                self.s3.put_object(Bucket=self.bucket, Key=self.key(collection), Body=body,
-                                   ContentType="application/json", **condition, **sse_args(self.settings))
+            document = {"format": TAGS_FORMAT, "collection": collection, "tags": dict(sorted(updated.items()))}
+            put = put_document_resolving_ambiguity(self.s3, self.bucket, self.key(collection), document,
+                                                   checked.condition(etag), sse_args(self.settings))
+            if put.outcome is not WriteOutcome.CONFLICT:
                 return
-            except Exception as exc:
-                if error_code(exc) not in REFUSED_CODES:
-                    raise
         raise TagConflictError(f"the tags of {collection} kept changing during {_ATTEMPTS} attempts: try again")
 
 
