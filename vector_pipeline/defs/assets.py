@@ -102,14 +102,12 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
         lock.release()
     compactor.discard(candidate)  # the publish step works from S3 (the handoff), not from this disk
     # acquire_waiting sleeps 2 s per busy try: a longer wait means the lock was held.
-    vp_metrics.publish(settings, vp_metrics.attempt_points("ok", time.monotonic() - started, lock_wait > 1.0))
+    seconds = time.monotonic() - started
+    vp_metrics.publish(settings, vp_metrics.attempt_points("ok", seconds, lock_wait > 1.0))
     checks, recall = candidate_check_results(settings, candidate)
-    metadata = _candidate_metadata(candidate, time.monotonic() - started, lock_wait)
-    if recall is not None:  # plotted over the versions the collection publishes
+    if recall is not None:  # carried to the publish step (the handoff) and plotted over versions
         candidate.recall_at_k = recall.recall_at_k
-        metadata["recall_at_k"] = dg.MetadataValue.float(recall.recall_at_k)
-        metadata[HANDOFF] = dg.MetadataValue.json(to_handoff(candidate))
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+    return dg.MaterializeResult(metadata=_candidate_metadata(candidate, seconds, lock_wait), check_results=checks)
 
 
 @dg.asset(key="snapshot", partitions_def=collection_partitions, group_name="snapshots", kinds={"chromadb", "s3"},
@@ -185,5 +183,6 @@ def _candidate_metadata(candidate: Candidate, seconds: float, lock_wait: float) 
         "duration_s": dg.MetadataValue.float(round(seconds, 3)),
         "lock_wait_s": dg.MetadataValue.float(round(lock_wait, 3)),
         "hnsw": dg.MetadataValue.json(manifest.get("hnsw", {})),
+        **({} if candidate.recall_at_k is None else {"recall_at_k": dg.MetadataValue.float(candidate.recall_at_k)}),
         HANDOFF: dg.MetadataValue.json(to_handoff(candidate)),
     }
