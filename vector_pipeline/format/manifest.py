@@ -13,11 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 MANIFEST_NAME = "manifest.json"
 # A manifest is a few KB; anything past this is refused before it is parsed.
@@ -132,39 +130,3 @@ def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(dumps(document))
     os.replace(tmp, path)
-
-
-# -- local copies of a version ------------------------------------------------------------------
-
-LOCAL_MANIFEST = ".manifest.json"  # a local copy's own record of what it holds
-
-
-def is_local_copy_of(local_dir: Path, manifest: dict[str, Any]) -> bool:
-    """Whether ``local_dir`` was written as a whole copy of ``manifest``'s version."""
-    try:
-        held = json.loads((local_dir / LOCAL_MANIFEST).read_bytes())
-    except (OSError, ValueError):
-        return False
-    return bool(held.get("files") == manifest["files"])
-
-
-def mark_local_copy(local_dir: Path, manifest: dict[str, Any]) -> None:
-    (local_dir / LOCAL_MANIFEST).write_bytes(dumps(manifest))
-
-
-@contextmanager
-def staged_local_copy(staging: Path, target: Path, manifest: dict[str, Any]) -> Iterator[Path]:
-    """Build a whole local copy of a version in ``staging`` (the caller fills it), then mark it
-    and rename it to ``target`` in one step: a reader sees the whole copy or none. If another
-    process placed the same copy first, theirs is kept; a failure leaves nothing behind."""
-    try:
-        staging.mkdir(parents=True)
-        yield staging
-        mark_local_copy(staging, manifest)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not target.is_dir():  # another process won the same rename: use theirs
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -22,7 +22,10 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Sequence
+
+from .manifest import FileEntry
+from .version_manifest import VersionManifest
 
 STATE_FILE = "state.json.gz"  # the one whole state of a version written before parts existed
 STATE_PARTS_DIR = "state"
@@ -103,24 +106,24 @@ def part_path(version: str) -> str:
     return f"{STATE_PARTS_DIR}/{version.split('-', 1)[0]}.json.gz"
 
 
-def state_part_paths(manifest: Mapping[str, Any] | None) -> list[str]:
+def state_part_paths(manifest: VersionManifest | None) -> list[str]:
     """The paths of the version's state parts, in replay order."""
     if manifest is None:
         return []
-    if "state_parts" in manifest:
-        return [str(p) for p in manifest["state_parts"]]
-    return [STATE_FILE] if any(e["path"] == STATE_FILE for e in manifest["files"]) else []
+    if manifest.state_parts is not None:
+        return list(manifest.state_parts)
+    return [STATE_FILE] if manifest.has_file(STATE_FILE) else []
 
 
-def state_part_entries(manifest: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def state_part_entries(manifest: VersionManifest | None) -> list[FileEntry]:
     """The file entries (path, size, sha256, key) of the version's state parts, in order."""
     if manifest is None:
         return []
-    by_path = {e["path"]: e for e in manifest["files"]}
+    by_path = {e.path: e for e in manifest.files}
     try:
         return [by_path[p] for p in state_part_paths(manifest)]
     except KeyError as exc:
-        raise ValueError(f"version {manifest.get('version')}: state part {exc} is not among its files") from None
+        raise ValueError(f"version {manifest.version}: state part {exc} is not among its files") from None
 
 
 def change_of(state: MergeState, applied: Iterable[str], touched: Iterable[str],
@@ -195,12 +198,12 @@ class _StateCache:
 STATE_CACHE = _StateCache(_CACHED_COLLECTIONS)
 
 
-def state_key(bucket: str, collection: str, manifest: Mapping[str, Any] | None) -> tuple[str, ...]:
-    return (bucket, collection, *(e["sha256"] for e in state_part_entries(manifest)))
+def state_key(bucket: str, collection: str, manifest: VersionManifest | None) -> tuple[str, ...]:
+    return (bucket, collection, *(e.sha256 for e in state_part_entries(manifest)))
 
 
-def load_state(bucket: str, collection: str, manifest: Mapping[str, Any] | None,
-               read_part: Callable[[dict[str, Any]], bytes]) -> MergeState:
+def load_state(bucket: str, collection: str, manifest: VersionManifest | None,
+               read_part: Callable[[FileEntry], bytes]) -> MergeState:
     """The version's merge state, shared and read-only (``copy()`` it to merge into):
     from the cache, or replayed from its parts (each read by ``read_part(entry)``)."""
     key = state_key(bucket, collection, manifest)
@@ -213,6 +216,6 @@ def load_state(bucket: str, collection: str, manifest: Mapping[str, Any] | None,
     return state
 
 
-def remember_state(bucket: str, collection: str, manifest: Mapping[str, Any], state: MergeState) -> None:
+def remember_state(bucket: str, collection: str, manifest: VersionManifest, state: MergeState) -> None:
     """A published version's state, as its merge left it (the caller no longer mutates it)."""
     STATE_CACHE.put(state_key(bucket, collection, manifest), state)

@@ -88,16 +88,6 @@ class FoldPlan:
         return {s.name for s in (*self.read_from, *([self.copy_from] if self.copy_from else []))}
 
 
-def chroma_collection(manifest: Mapping[str, Any]) -> str:
-    """The chroma collection inside the version's segments: the collection's own name, or
-    (a fork, ``table/forks.py``) the name of the collection whose segments it shares."""
-    return str(manifest.get("chroma_collection") or manifest["collection"])
-
-
-def segments_of(manifest: Mapping[str, Any] | None) -> list[Segment]:
-    return [Segment.from_dict(s) for s in (manifest or {}).get("segments", [])]
-
-
 def top_tier(settings: Settings) -> int:
     """The highest tier a tier merge writes: (max count − 1) / (fan-in − 1) − 1, at least 0."""
     return max(0, (settings.segment_max_count - 1) // max(settings.segment_fan_in - 1, 1) - 1)

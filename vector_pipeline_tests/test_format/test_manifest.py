@@ -1,7 +1,6 @@
 """Manifests (``format/manifest.py``): file entries, describing and verifying a directory
 (a tampered, truncated or missing file is caught), path checks and ``safe_join`` refusing
-escapes (also through a symlink), JSON limits, atomic writes, and ``staged_local_copy``
-(whole copy or none; a failure leaves nothing; another process's copy is kept).
+escapes (also through a symlink), JSON limits and atomic writes.
 
 Not covered here: downloading a version's files (``table/snapshot_store.py``)."""
 
@@ -18,10 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vector_pipeline.format import manifest as mf
-from vector_pipeline.format.manifest import (FileEntry, IntegrityError, UnsafePathError, describe_files,
-                                             safe_join, staged_local_copy, verify_files)
-
-VERSION = {"version": "000003-abc", "files": [{"path": "a", "size": 1, "sha256": "0" * 64}]}
+from vector_pipeline.format.manifest import (FileEntry, IntegrityError, UnsafePathError, describe_files, safe_join, verify_files)
 
 
 def tree(root: Path, files: dict[str, bytes]) -> Path:
@@ -132,49 +128,3 @@ def test_write_json_atomically_leaves_the_document_and_no_temporary(tmp_path):
     mf.write_json_atomically(target, {"v": 2})
     assert json.loads(target.read_bytes()) == {"v": 2}
     assert os.listdir(tmp_path) == ["pointer.json"]
-
-
-def test_a_marked_local_copy_is_recognised_only_for_its_own_files(tmp_path):
-    assert not mf.is_local_copy_of(tmp_path, VERSION)
-    mf.mark_local_copy(tmp_path, VERSION)
-    assert mf.is_local_copy_of(tmp_path, VERSION)
-    assert not mf.is_local_copy_of(tmp_path, {**VERSION, "files": []})
-    (tmp_path / mf.LOCAL_MANIFEST).write_bytes(b"{torn")
-    assert not mf.is_local_copy_of(tmp_path, VERSION)
-
-
-def test_a_staged_copy_appears_whole_at_the_target_and_the_staging_is_gone(tmp_path):
-    staging, target = tmp_path / ".incoming-3", tmp_path / "3"
-    with staged_local_copy(staging, target, VERSION) as directory:
-        (directory / "a").write_bytes(b"x")
-        assert not target.exists()  # nothing visible until the whole copy is in place
-    assert (target / "a").read_bytes() == b"x"
-    assert mf.is_local_copy_of(target, VERSION)
-    assert not staging.exists()
-
-
-def test_a_failed_copy_leaves_nothing_behind(tmp_path):
-    staging, target = tmp_path / ".incoming-3", tmp_path / "3"
-    with pytest.raises(ConnectionError):
-        with staged_local_copy(staging, target, VERSION) as directory:
-            (directory / "half").write_bytes(b"x")
-            raise ConnectionError("download cut")
-    assert os.listdir(tmp_path) == []
-
-
-def test_another_process_copy_placed_first_is_kept(tmp_path):
-    staging, target = tmp_path / ".incoming-3-mine", tmp_path / "3"
-    tree(target, {"a": b"theirs"})
-    mf.mark_local_copy(target, VERSION)
-    with staged_local_copy(staging, target, VERSION) as directory:
-        (directory / "a").write_bytes(b"mine")
-    assert (target / "a").read_bytes() == b"theirs"
-    assert sorted(os.listdir(tmp_path)) == ["3"]
-
-
-def test_a_rename_that_fails_for_another_reason_raises_and_leaves_nothing(tmp_path):
-    staging, target = tmp_path / ".incoming-3", tmp_path / "no-such-parent" / "3"
-    with pytest.raises(OSError):
-        with staged_local_copy(staging, target, VERSION) as directory:
-            (directory / "a").write_bytes(b"x")
-    assert os.listdir(tmp_path) == []

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from vector_pipeline.format import merge_state as ms
 from vector_pipeline.format.merge import net_effect, relocate
 from vector_pipeline.format.merge_state import MergeState, change_of, next_log, part_path, replay
+from vector_pipeline.format.manifest import FileEntry
 from vector_pipeline.format.segments import FoldKind, FoldPlan, Segment
+from vector_pipeline.format.version_manifest import SNAPSHOT_FORMAT, VersionManifest
 
 from .deltas import delta_ids, loaded
 
@@ -156,20 +158,25 @@ def test_part_path_is_named_for_the_version_number():
 
 
 def entry(path):
-    return {"path": path, "size": 1, "sha256": path.upper()}
+    return FileEntry(path, 1, path.upper())
+
+
+def manifest_of(version_name, files, state_parts=None):
+    return VersionManifest(SNAPSHOT_FORMAT, "docs", version_name, files=tuple(files),
+                           state_parts=None if state_parts is None else tuple(state_parts))
 
 
 def test_a_versions_parts_are_read_from_its_manifest_in_order():
-    manifest = {"version": "000003-x", "state_parts": ["state/000001.json.gz", "state/000003.json.gz"],
-                "files": [entry("state/000003.json.gz"), entry("segments/000001/x"), entry("state/000001.json.gz")]}
+    manifest = manifest_of("000003-x", [entry("state/000003.json.gz"), entry("segments/000001/x"),
+                                        entry("state/000001.json.gz")], ["state/000001.json.gz", "state/000003.json.gz"])
     assert ms.state_part_paths(manifest) == ["state/000001.json.gz", "state/000003.json.gz"]
     assert ms.state_part_entries(manifest) == [entry("state/000001.json.gz"), entry("state/000003.json.gz")]
-    assert ms.state_part_paths({"files": [entry(ms.STATE_FILE)]}) == [ms.STATE_FILE]  # before parts existed
-    assert ms.state_part_paths({"files": []}) == [] == ms.state_part_paths(None) == ms.state_part_entries(None)
+    assert ms.state_part_paths(manifest_of("v", [entry(ms.STATE_FILE)])) == [ms.STATE_FILE]  # before parts existed
+    assert ms.state_part_paths(manifest_of("v", [])) == [] == ms.state_part_paths(None) == ms.state_part_entries(None)
 
 
 def test_a_part_the_manifest_does_not_carry_is_named_in_the_error():
-    manifest = {"version": "000003-x", "state_parts": ["state/000002.json.gz"], "files": []}
+    manifest = manifest_of("000003-x", [], ["state/000002.json.gz"])
     with pytest.raises(ValueError, match="version 000003-x: state part 'state/000002.json.gz' is not among its files"):
         ms.state_part_entries(manifest)
 
@@ -182,17 +189,17 @@ def empty_cache():
 
 
 def version(n):
-    return {"version": f"{n:06d}-x", "state_parts": [part_path(f"{n:06d}")], "files": [entry(part_path(f"{n:06d}"))]}
+    return manifest_of(f"{n:06d}-x", [entry(part_path(f"{n:06d}"))], [part_path(f"{n:06d}")])
 
 
 def test_a_versions_state_is_replayed_once_then_served_from_the_cache(empty_cache):
     body = MergeState({A}, {"x": A}).to_bytes()
     reads = []
-    first = ms.load_state("bucket", "docs", version(1), lambda e: reads.append(e["path"]) or body)
-    again = ms.load_state("bucket", "docs", version(1), lambda e: reads.append(e["path"]) or body)
+    first = ms.load_state("bucket", "docs", version(1), lambda e: reads.append(e.path) or body)
+    again = ms.load_state("bucket", "docs", version(1), lambda e: reads.append(e.path) or body)
     assert first is again and first == MergeState({A}, {"x": A})
     assert reads == [part_path("000001")]
-    ms.load_state("other-bucket", "docs", version(1), lambda e: reads.append(e["path"]) or body)
+    ms.load_state("other-bucket", "docs", version(1), lambda e: reads.append(e.path) or body)
     assert len(reads) == 2  # another bucket is another key
 
 

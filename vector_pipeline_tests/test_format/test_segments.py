@@ -12,8 +12,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vector_pipeline.format.segments import (MASKS_FILE, FoldKind, FoldPlan, Segment, read_masks, segments_of,
-                                             write_masks)
+from vector_pipeline.format.segments import MASKS_FILE, FoldKind, FoldPlan, Segment, read_masks, write_masks
+from vector_pipeline.format.version_manifest import SNAPSHOT_FORMAT, VersionManifest, segments_of
 
 
 def test_a_segment_lives_under_segments_and_counts_its_unmasked_records():
@@ -29,9 +29,10 @@ def test_a_segment_round_trips_through_its_dict_and_masked_defaults_to_zero():
 
 
 def test_segments_of_reads_a_manifest_in_order_and_none_as_no_segments():
-    manifest = {"segments": [Segment("000001", 5).as_dict(), Segment("000003", 2, 1).as_dict()]}
+    manifest = VersionManifest.from_dict({"format": SNAPSHOT_FORMAT, "collection": "words", "version": "v", "files": [],
+                                          "segments": [Segment("000001", 5).as_dict(), Segment("000003", 2, 1).as_dict()]})
     assert segments_of(manifest) == [Segment("000001", 5), Segment("000003", 2, 1)]
-    assert segments_of(None) == [] == segments_of({"files": []})
+    assert segments_of(None) == [] == segments_of(VersionManifest(SNAPSHOT_FORMAT, "words", "v"))
 
 
 def test_a_plan_folds_the_segment_it_copies_and_those_it_reads():
