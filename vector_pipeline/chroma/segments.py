@@ -14,20 +14,21 @@ import numpy as np
 from .client import ChromaDBClient
 from ..config import Settings
 from .embeddings import EmbeddingProvider
-from ..format.segments import Segment, chroma_collection, read_masks, segments_of
+from ..format.segments import Segment, read_masks
+from ..format.version_manifest import VersionManifest, segments_of
 
 
-def open_version(version_dir: Path, manifest: Mapping[str, Any], settings: Settings,
+def open_version(version_dir: Path, manifest: VersionManifest, settings: Settings,
                  embedding_provider: EmbeddingProvider | None = None) -> ChromaDBClient:
     """A read-mode client over a local copy of a version, whatever its segments."""
     segments = segments_of(manifest)
     masks = read_masks(version_dir)
-    inside = chroma_collection(manifest)
-    if len(segments) == 1 and not masks and inside == manifest["collection"]:  # the common, cheapest case
+    inside = manifest.inner_collection
+    if len(segments) == 1 and not masks and inside == manifest.collection:  # the common, cheapest case
         return ChromaDBClient(version_dir / segments[0].path, mode="read", settings=settings,
                               embedding_provider=embedding_provider)
     return SegmentedClient(version_dir, segments, masks, settings, embedding_provider,
-                           aliases={str(manifest["collection"]): inside})
+                           aliases={manifest.collection: inside})
 
 
 @functools.lru_cache(maxsize=1)

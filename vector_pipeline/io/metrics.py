@@ -123,7 +123,7 @@ def version_bytes(store: Any, collection: str, version: str | None) -> int | Non
     """``total_bytes`` of a version's manifest (None when there is no version)."""
     if not version:
         return None
-    return int(store.read_manifest(collection, version).get("total_bytes", 0))
+    return store.read_manifest(collection, version).total_bytes
 
 
 def publish(settings: Settings, points: Sequence[DataPoint], emf: Any | None = None) -> None:

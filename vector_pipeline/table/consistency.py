@@ -25,6 +25,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from ..config import Settings
+from ..format.version_manifest import VersionManifest
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,14 @@ def publish_key(settings: Settings, bucket: str, collection: str) -> PublishKey:
 _listeners: dict[PublishKey, list[weakref.WeakMethod]] = {}
 
 
-def on_publish(key: PublishKey, listener: Callable[[dict[str, Any]], Any]) -> None:
+def on_publish(key: PublishKey, listener: Callable[[VersionManifest], Any]) -> None:
     """Call ``listener`` (a bound method, held weakly) with the manifest of every version
     this process publishes for ``key``, before ``record_publish`` returns."""
     with _publishes_lock:
         _listeners.setdefault(key, []).append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
 
 
-def record_publish(key: PublishKey, manifest: dict[str, Any] | None = None) -> None:
+def record_publish(key: PublishKey, manifest: VersionManifest | None = None) -> None:
     """This process moved the pointer of ``key`` (to a newer version, or back, in a rollback)
     to ``manifest``'s version; its open readers switch to it now."""
     with _publishes_lock:

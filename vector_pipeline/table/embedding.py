@@ -7,9 +7,8 @@ record takes the embedding the first vectors established (its only write)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 from ..config import Settings
+from ..format.version_manifest import VersionManifest
 from .catalog import CatalogConflictError, CollectionCatalog, UnknownCollectionError
 from .snapshot_store import SnapshotStore
 
@@ -17,12 +16,12 @@ from .snapshot_store import SnapshotStore
 log = logging.getLogger(__name__)
 
 
-def collection_embedding(manifest: dict[str, Any] | None) -> tuple[str, int] | None:
+def collection_embedding(manifest: VersionManifest | None) -> tuple[str, int] | None:
     """(provider, dimension) a version fixes for its collection; None while it holds no
     vector yet (never published, or only tombstones), so the first upserting delta decides."""
-    if manifest is None or not int(manifest.get("dimension", 0)):
+    if manifest is None or not manifest.dimension:
         return None
-    return str(manifest["embedding_provider"]), int(manifest["dimension"])
+    return manifest.embedding_provider, manifest.dimension
 
 
 def recorded_embedding(settings: Settings, collection: str) -> tuple[str, int] | None:
@@ -37,7 +36,7 @@ def recorded_embedding(settings: Settings, collection: str) -> tuple[str, int] |
     return None if config is None else config.embedding
 
 
-def record_first_embedding(catalog: CollectionCatalog, collection: str, manifest: dict[str, Any]) -> None:
+def record_first_embedding(catalog: CollectionCatalog, collection: str, manifest: VersionManifest) -> None:
     """After a publish: a collection created without an embedding (auto-created, or
     ``collections create`` with none) records the one its first vectors established, so
     ``collections show`` and the producer's check see it. Best effort: the published

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from ..format import local_copy
 from ..format import manifest as mf
 from ..io.aws import client, error_code, get_object_or_none, sse_args
 from ..io.conditional_writes import (ConditionalWrites, WriteOutcome, checked_bucket,
@@ -39,17 +39,12 @@ from .consistency import publish_key, record_publish
 from ..format.keys import check_collection_name
 from ..faults import checkpoint
 from ..format.merge_state import MergeState, load_state
+from ..format.pointer import POINTER_NAME, PointerDocument
+from ..format.version_manifest import (SNAPSHOT_PREFIX, VersionManifest, is_version_name, manifest_key,
+                                       version_prefix)
 from ..io.transfer import TransferItem, download_files, upload_files
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_PREFIX = "snapshot/"
-POINTER_NAME = "latest.json"
-SNAPSHOT_FORMAT = "vector_pipeline.snapshot/3"  # 3: the merge state as a log of parts (format/merge_state.py)
-# 2: segmented (format/segments.py), one whole state.json.gz per version: read as a log of one part.
-READABLE_FORMATS = ("vector_pipeline.snapshot/2", SNAPSHOT_FORMAT)
-HISTORY_LENGTH = 500  # publishes the pointer remembers (GC, rollback --as-of)
-_VERSION_RE = re.compile(r"^(\d{8})-(\d{8}T\d{6}\d{3}Z)$")
 
 
 class PublishOutcome(Enum):
@@ -61,17 +56,20 @@ class SnapshotNotFoundError(RuntimeError):
     """No version of the collection has been published (or the named one is gone)."""
 
 
-class UnsupportedFormatError(mf.IntegrityError):
-    """A version written in another snapshot format (format 1 had one ``chroma/`` dir)."""
-
-
 @dataclass(frozen=True)
 class Pointer:
-    collection: str
-    version: str
-    manifest_key: str
+    """The pointer as read: its document and the ETag a publish must still find."""
+
     etag: str
-    document: dict[str, Any]
+    document: PointerDocument
+
+    @property
+    def collection(self) -> str:
+        return self.document.collection
+
+    @property
+    def version(self) -> str:
+        return self.document.version
 
 
 def _is_collection_name(name: str) -> bool:
@@ -80,33 +78,6 @@ def _is_collection_name(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def version_number(version: str) -> int:
-    match = _VERSION_RE.match(version)
-    if not match:
-        raise ValueError(f"not a snapshot version: {version!r}")
-    return int(match.group(1))
-
-
-def next_version(previous: str | None, now: datetime | None = None) -> str:
-    number = 0 if previous is None else version_number(previous)
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
-    return f"{number + 1:08d}-{stamp}"
-
-
-def version_prefix(collection: str, version: str) -> str:
-    return f"{SNAPSHOT_PREFIX}{collection}/{version}/"
-
-
-def pointer_history(previous_document: dict[str, Any] | None, replaced_at: datetime) -> list[dict[str, Any]]:
-    """The versions the pointer named before, newest last, each with when it was published
-    and when it stopped being current; the last ``HISTORY_LENGTH`` publishes."""
-    if not previous_document:
-        return []
-    entry = {"version": previous_document["version"], "published_at": previous_document.get("published_at"),
-             "replaced_at": replaced_at.isoformat()}
-    return [*previous_document.get("history", []), entry][-HISTORY_LENGTH:]
 
 
 class SnapshotStore:
@@ -132,13 +103,11 @@ class SnapshotStore:
         response = get_object_or_none(self.s3, self.bucket, self.pointer_key(collection))
         if response is None:
             return None
-        document = mf.loads(response["Body"].read(), self.pointer_key(collection))
-        version = str(document["version"])
-        version_number(version)
-        return Pointer(collection, version, str(document["manifest_key"]), response["ETag"], document)
+        document = PointerDocument.from_json(response["Body"].read(), self.pointer_key(collection))
+        return Pointer(response["ETag"], document)
 
-    def publish(self, manifest: dict[str, Any], expected_etag: str | None,
-                previous_document: dict[str, Any] | None = None) -> PublishOutcome:
+    def publish(self, manifest: VersionManifest, expected_etag: str | None,
+                previous_document: PointerDocument | None = None) -> PublishOutcome:
         """Swap the pointer to ``manifest``'s version, if it still holds ``expected_etag``.
 
         ``previous_document`` is the pointer as read with that ETag: its version joins the
@@ -147,51 +116,33 @@ class SnapshotStore:
         only after re-reading the pointer and re-merging. A refusal met by a resend of this
         very PUT (its first answer lost) is ``PUBLISHED``: the pointer is read back first.
         """
-        collection, version = manifest["collection"], manifest["version"]
-        now = datetime.now(timezone.utc)
-        document = {
-            "collection": collection,
-            "version": version,
-            "manifest_key": version_prefix(collection, version) + mf.MANIFEST_NAME,
-            "vector_count": manifest["vector_count"],
-            "parent_version": manifest.get("parent_version"),
-            "fence": manifest.get("fence"),
-            "published_at": now.isoformat(),
-            "history": pointer_history(previous_document, now),
-        }
+        collection, version = manifest.collection, manifest.version
+        document = PointerDocument.publishing(manifest, datetime.now(timezone.utc), previous_document)
         checked = self.conditional_writes()
-        put = put_document_resolving_ambiguity(self.s3, self.bucket, self.pointer_key(collection), document,
+        put = put_document_resolving_ambiguity(self.s3, self.bucket, self.pointer_key(collection), document.to_dict(),
                                                checked.condition(expected_etag), sse_args(self.settings))
         if put.outcome is WriteOutcome.CONFLICT:
             log.warning("publish of %s/%s lost: the pointer moved", collection, version)
             return PublishOutcome.CONFLICT
         record_publish(publish_key(self.settings, self.bucket, collection), manifest)  # read-your-writes
-        log.info("published %s/%s (%d vectors)", collection, version, manifest["vector_count"])
+        log.info("published %s/%s (%d vectors)", collection, version, manifest.vector_count)
         return PublishOutcome.PUBLISHED
 
     # -- versions ------------------------------------------------------------------------
 
-    def read_manifest(self, collection: str, version: str, any_format: bool = False) -> dict[str, Any]:
+    def read_manifest(self, collection: str, version: str, any_format: bool = False) -> VersionManifest:
         """The version's manifest; ``any_format`` also returns one of an older snapshot
         format (for GC, which needs only its file keys)."""
-        key = version_prefix(collection, version) + mf.MANIFEST_NAME
+        key = manifest_key(collection, version)
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except Exception as exc:
             if error_code(exc) in ("NoSuchKey", "404"):
                 raise SnapshotNotFoundError(f"version {collection}/{version} has no manifest") from None
             raise
-        manifest = mf.loads(body, key)
-        written_in = str(manifest.get("format", ""))
-        if manifest.get("version") != version or not written_in.startswith("vector_pipeline.snapshot/"):
-            raise mf.IntegrityError(f"{key}: not the manifest of version {version}")
-        if written_in not in READABLE_FORMATS and not any_format:
-            raise UnsupportedFormatError(
-                f"{key}: written in {written_in}, this build reads {SNAPSHOT_FORMAT}; rebuild the "
-                f"collection from archive/ (the Dagster compaction job with rebuild_from_archive, or maintenance.rebuild_from_archive)")
-        return manifest
+        return VersionManifest.from_json(body, key).check_readable(key, version, any_format)
 
-    def manifest_of(self, collection: str, version: str | None = None) -> dict[str, Any]:
+    def manifest_of(self, collection: str, version: str | None = None) -> VersionManifest:
         """``version``'s manifest, or (None) the published version's."""
         if version is None:
             pointer = self.read_pointer(collection)
@@ -200,8 +151,8 @@ class SnapshotStore:
             version = pointer.version
         return self.read_manifest(collection, version)
 
-    def upload_version(self, local_dir: Path, manifest: dict[str, Any],
-                       parent: dict[str, Any] | None, untouched: Sequence[str] = ()) -> dict[str, Any]:
+    def upload_version(self, local_dir: Path, manifest: VersionManifest,
+                       parent: VersionManifest | None, untouched: Sequence[str] = ()) -> VersionManifest:
         """Upload a closed version directory, files first and manifest last.
 
         A file identical (path, size, sha256) to one of the parent version is not sent
@@ -210,16 +161,16 @@ class SnapshotStore:
         they are, whether the work dir holds them or not. Returns the manifest written.
         """
         self.conditional_writes()  # nothing is uploaded to a store that could not publish it safely
-        prefix = version_prefix(manifest["collection"], manifest["version"])
-        reusable = {(e["path"], e["size"], e["sha256"]): e.get("key") or
-                    version_prefix(parent["collection"], parent["version"]) + e["path"]
-                    for e in (parent or {}).get("files", [])}
+        prefix = version_prefix(manifest.collection, manifest.version)
+        parent_files = () if parent is None else parent.files
+        reusable = {(e.path, e.size, e.sha256): e.key or version_prefix(parent.collection, parent.version) + e.path
+                    for e in parent_files if parent is not None}
         kept_files = {path.rstrip("/") for path in untouched}
         kept_dirs = tuple(path + "/" for path in kept_files)
-        kept = [mf.FileEntry.from_dict({**e, "key": reusable[(e["path"], e["size"], e["sha256"])]})
-                for e in (parent or {}).get("files", []) if e["path"] in kept_files or e["path"].startswith(kept_dirs)]
+        kept = [replace(e, key=reusable[(e.path, e.size, e.sha256)])
+                for e in parent_files if e.path in kept_files or e.path.startswith(kept_dirs)]
         entries, to_send = list(kept), []
-        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, mf.LOCAL_MANIFEST, *kept_files),
+        for entry in mf.describe_files(local_dir, skip=(mf.MANIFEST_NAME, local_copy.LOCAL_MANIFEST, *kept_files),
                                        skip_dirs=kept_dirs):
             key = reusable.get((entry.path, entry.size, entry.sha256))
             if key is None:
@@ -227,37 +178,42 @@ class SnapshotStore:
                 to_send.append(TransferItem(local_dir / entry.path, key, entry.size))
             entries.append(mf.FileEntry(entry.path, entry.size, entry.sha256, key))
         entries.sort(key=lambda e: e.path)
-        sent = upload_files(self.s3, self.bucket, to_send, sse_args(self.settings), f"version {manifest['collection']}/{manifest['version']}",
+        sent = upload_files(self.s3, self.bucket, to_send, sse_args(self.settings), f"version {manifest.collection}/{manifest.version}",
                             on_file_done=lambda done: done == 1 and checkpoint(self.settings, "mid_upload"))
-        manifest = {**manifest, "files": [e.as_dict() for e in entries],
-                    "total_bytes": sum(e.size for e in entries), "uploaded_bytes": sent,
-                    "reused_files": len(entries) - len(to_send)}
-        self.s3.put_object(Bucket=self.bucket, Key=prefix + mf.MANIFEST_NAME, Body=mf.dumps(manifest),
+        manifest = replace(manifest, files=tuple(entries), total_bytes=sum(e.size for e in entries),
+                           uploaded_bytes=sent, reused_files=len(entries) - len(to_send))
+        self.s3.put_object(Bucket=self.bucket, Key=prefix + mf.MANIFEST_NAME, Body=manifest.to_json(),
                            ContentType="application/json", **sse_args(self.settings))
         return manifest
 
-    def download_version(self, manifest: dict[str, Any], cache_root: Path) -> Path:
+    def download_version(self, manifest: VersionManifest, cache_root: Path) -> Path:
         """The version's directory under ``cache_root``, downloading it if absent.
 
         Downloads go to a fresh sibling directory, every file is checked against the
         manifest, and only then is it renamed into place: a reader sees a whole version or
         none. Returns ``cache_root/<collection>/<version>``.
         """
-        collection, version = manifest["collection"], manifest["version"]
+        collection, version = manifest.collection, manifest.version
         target = cache_root / collection / version
         if target.is_dir():
-            if mf.is_local_copy_of(target, manifest):
+            if local_copy.is_local_copy_of(target, manifest):
                 return target
             # Same name, other bytes (another bucket or endpoint used this cache): set aside.
             shutil.rmtree(target.rename(target.with_name(f".stale-{uuid.uuid4().hex[:8]}")), ignore_errors=True)
-        entries = [mf.FileEntry.from_dict(e) for e in manifest["files"]]
-        with mf.staged_local_copy(cache_root / collection / f".incoming-{version}-{uuid.uuid4().hex[:8]}",
+        entries = manifest.files
+        with local_copy.staged_local_copy(cache_root / collection / f".incoming-{version}-{uuid.uuid4().hex[:8]}",
                                   target, manifest) as staging:
             items = [TransferItem(mf.safe_join(staging, e.path), self.checked_key(e, collection), e.size)
                      for e in entries]
             download_files(self.s3, self.bucket, items, f"version {collection}/{version}")
             mf.verify_files(staging, entries)
         return target
+
+    def require_files(self, manifest: VersionManifest) -> None:
+        """Raise (the store's not-found error) unless every object the manifest lists is
+        there: a version GC already took apart is not made current again."""
+        for entry in manifest.files:
+            self.s3.head_object(Bucket=self.bucket, Key=entry.key)
 
     def checked_key(self, entry: mf.FileEntry, collection: str) -> str:
         """The S3 key of a manifest entry, if it lies under ``snapshot/<a collection>/``: the
@@ -269,34 +225,33 @@ class SnapshotStore:
                                    "(or the snapshot/ of another collection, which a fork shares)")
         return key
 
-    def download_entries(self, manifest: dict[str, Any], paths: Sequence[str], local_dir: Path) -> int:
+    def download_entries(self, manifest: VersionManifest, paths: Sequence[str], local_dir: Path) -> int:
         """Download the version's files at ``paths`` into ``local_dir`` (a private work dir),
         each checked against the manifest; returns the bytes downloaded."""
         wanted = set(paths)
-        entries = [mf.FileEntry.from_dict(e) for e in manifest["files"] if e["path"] in wanted]
+        entries = [e for e in manifest.files if e.path in wanted]
         if len(entries) != len(wanted):
-            raise mf.IntegrityError(f"version {manifest['version']} has no {sorted(wanted - {e.path for e in entries})}")
-        collection = str(manifest["collection"])
+            raise mf.IntegrityError(f"version {manifest.version} has no {sorted(wanted - {e.path for e in entries})}")
+        collection = manifest.collection
         items = [TransferItem(mf.safe_join(local_dir, e.path), self.checked_key(e, collection), e.size)
                  for e in entries]
         for item in items:
             item.local_path.parent.mkdir(parents=True, exist_ok=True)
-        received = download_files(self.s3, self.bucket, items, f"{len(items)} files of {collection}/{manifest['version']}")
+        received = download_files(self.s3, self.bucket, items, f"{len(items)} files of {collection}/{manifest.version}")
         mf.verify_files(local_dir, entries)
         return received
 
-    def read_state_part(self, collection: str, entry: dict[str, Any]) -> bytes:
+    def read_state_part(self, collection: str, entry: mf.FileEntry) -> bytes:
         """One state part straight from S3 (one GET), checked against its sha256."""
-        checked = mf.FileEntry.from_dict(entry)
-        body = self.s3.get_object(Bucket=self.bucket, Key=self.checked_key(checked, collection))["Body"].read()
-        if hashlib.sha256(body).hexdigest() != checked.sha256:
-            raise mf.IntegrityError(f"{checked.key}: sha256 does not match the manifest")
+        body = self.s3.get_object(Bucket=self.bucket, Key=self.checked_key(entry, collection))["Body"].read()
+        if hashlib.sha256(body).hexdigest() != entry.sha256:
+            raise mf.IntegrityError(f"{entry.key}: sha256 does not match the manifest")
         return body
 
-    def read_merge_state(self, manifest: dict[str, Any]) -> MergeState:
+    def read_merge_state(self, manifest: VersionManifest) -> MergeState:
         """The version's merge state (shared, read-only: ``copy()`` it to change it), from
         the in-process cache or its parts read straight from S3."""
-        collection = str(manifest["collection"])
+        collection = manifest.collection
         return load_state(self.bucket, collection, manifest, lambda entry: self.read_state_part(collection, entry))
 
     def list_versions(self, collection: str) -> list[str]:
@@ -307,7 +262,7 @@ class SnapshotStore:
                                        Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"].rstrip("/").rsplit("/", 1)[-1]
-                if _VERSION_RE.match(name):
+                if is_version_name(name):
                     versions.append(name)
         return sorted(versions)
 

@@ -22,8 +22,8 @@ from ..io.conditional_writes import WriteOutcome, checked_bucket, put_document_r
 from ..config import Settings
 from ..format.keys import check_collection_name
 from ..io.lock import CompactionLock, lock_id_for
-from ..format.segments import segments_of
-from .snapshot_store import SnapshotNotFoundError, SnapshotStore, version_number
+from ..table.snapshot_store import SnapshotNotFoundError, SnapshotStore
+from ..format.version_manifest import version_number
 
 TAGS_NAME = "tags.json"
 TAGS_FORMAT = "vector_pipeline.tags/1"
@@ -159,8 +159,8 @@ def list_versions(settings: Settings, collection: str) -> list[VersionRow]:
             manifest = store.read_manifest(collection, version, any_format=True)
         except SnapshotNotFoundError:
             continue
-        rows.append(VersionRow(version_number(version), version, str(manifest.get("created_at", "")),
-                               manifest.get("vector_count"), len(segments_of(manifest)), sorted(names.get(version, [])),
+        rows.append(VersionRow(version_number(version), version, manifest.created_at,
+                               manifest.vector_count, len(manifest.segments), sorted(names.get(version, [])),
                                pointer is not None and pointer.version == version))
     return rows
 

@@ -66,7 +66,7 @@ def test_a_publish_that_lost_the_race_is_still_a_conflict_after_the_read_back(pr
     store = SnapshotStore(proxied)
     pointer = store.read_pointer("words")
     manifest = store.read_manifest("words", pointer.version)
-    moved = mf.dumps({**pointer.document, WRITE_ID_FIELD: "another-writer"})
+    moved = mf.dumps({**pointer.document.to_dict(), WRITE_ID_FIELD: "another-writer"})
     store.s3.put_object(Bucket=store.bucket, Key=store.pointer_key("words"), Body=moved)  # the pointer moved
     proxy.add(FaultRule(Fault.DROP, match=_put_of("words/latest.json"), times=1))
     assert store.publish(manifest, pointer.etag, pointer.document) is PublishOutcome.CONFLICT

@@ -51,7 +51,7 @@ def test_a_collection_created_at_run_time_is_compacted_with_its_own_settings(
     assert "4-d" in result.quarantined[wrong["delta_key"]]  # the catalog fixed the dimension before any vector
     store = SnapshotStore(settings)
     manifest = store.read_manifest("merchant-7", store.read_pointer("merchant-7").version)
-    assert manifest["hnsw"]["search_ef"] == 33
+    assert manifest.hnsw["search_ef"] == 33
 
 
 def test_first_delta_creates_the_collection_with_the_defaults(settings: Settings, rng: np.random.Generator) -> None:
