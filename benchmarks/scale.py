@@ -31,7 +31,8 @@ from vector_pipeline import ChromaCompactor
 from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import fold_segments
 from vector_pipeline.read.reader import SnapshotReader
-from vector_pipeline.format.segments import FoldKind, plan_fold, segments_of
+from vector_pipeline.format.segments import FoldKind, plan_fold
+from vector_pipeline.format.version_manifest import segments_of
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .roles import CHILD, Role, child_logging, process_peak_rss_mb
@@ -127,7 +128,7 @@ def reader_queries(collection: str, probes: list[list[float]]) -> dict[str, Any]
     warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
     where = _timed(lambda q: reader.query(None, [q], 10, {"merchant": "m3"}), probes)
     return {"warm": warm, "warm_where": where, "version": reader.version,
-            "segments": len(segments_of(reader.manifest)), "vectors": int(reader.manifest["vector_count"])}
+            "segments": len(segments_of(reader.manifest)), "vectors": reader.manifest.vector_count}
 
 
 def reader_follow(collection: str, probe: list[float]) -> dict[str, Any]:
@@ -231,8 +232,8 @@ def run(settings: Settings, parameters: dict[str, Any], scratch: str, moto_pid: 
 def _new_segment(settings: Settings, collection: str, version: str) -> dict[str, Any]:
     manifest = SnapshotStore(settings).read_manifest(collection, version)
     newest = segments_of(manifest)[-1].path + "/"
-    return {"segment_bytes": sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest)),
-            "version_bytes": int(manifest["total_bytes"]), "segments": len(segments_of(manifest))}
+    return {"segment_bytes": sum(e.size for e in manifest.files if e.path.startswith(newest)),
+            "version_bytes": manifest.total_bytes, "segments": len(segments_of(manifest))}
 
 
 def storage(settings: Settings, sizes: list[int], scratch: str) -> dict[str, Any]:
@@ -247,7 +248,7 @@ def storage(settings: Settings, sizes: list[int], scratch: str) -> dict[str, Any
     published = {}
     for size in sizes:
         collection = collection_name(size)
-        published[str(size)] = int(store.read_manifest(collection, store.read_pointer(collection).version)["total_bytes"])
+        published[str(size)] = store.read_manifest(collection, store.read_pointer(collection).version).total_bytes
     return {"s3_bytes": s3, "s3_total_bytes": sum(s3.values()), "published_version_bytes": published,
             "compactor_cache_bytes": _du(Path(settings.cache_dir)), "reader_cache_bytes": _du(Path(scratch) / "reader")}
 

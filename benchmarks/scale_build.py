@@ -11,7 +11,7 @@ from vector_pipeline import ChromaCompactor, progress
 from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
 from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import fold_segments
-from vector_pipeline.format.segments import segments_of
+from vector_pipeline.format.version_manifest import segments_of
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .roles import available_bytes, child_logging
@@ -82,9 +82,9 @@ def build_collection(settings: Settings, collection: str, size: int, delta_vecto
                        segment_fold_ratio=defaults.segment_fold_ratio)
     store = SnapshotStore(settings)
     manifest = store.read_manifest(collection, store.read_pointer(collection).version)
-    log.info("built %s: %d vectors in %.0fs", collection, manifest["vector_count"], time.perf_counter() - started)
-    return {"vectors": int(manifest["vector_count"]), "version": str(manifest["version"]),
-            "segments": len(segments_of(manifest)), "version_bytes": int(manifest["total_bytes"]),
+    log.info("built %s: %d vectors in %.0fs", collection, manifest.vector_count, time.perf_counter() - started)
+    return {"vectors": manifest.vector_count, "version": manifest.version,
+            "segments": len(segments_of(manifest)), "version_bytes": manifest.total_bytes,
             "deltas": -(-built // delta_vectors), "chunks": -(-built // chunk_vectors), "produce_s": produce_s,
             "compact_s": compact_s, "fold_s": 0.0, "stopped_by_budget": built < size,
             "seconds": time.perf_counter() - started, "lowest_available_gb": lowest_available / 1e9}
@@ -104,10 +104,10 @@ def reuse_collection(settings: Settings, collection: str) -> dict[str, Any] | No
                                        segment_fold_ratio=defaults.segment_fold_ratio)
     folded = fold_segments(settings, collection)
     manifest = store.read_manifest(collection, store.read_pointer(collection).version)
-    log.info("reusing %s: %d vectors, folded in %.0fs", collection, manifest["vector_count"],
+    log.info("reusing %s: %d vectors, folded in %.0fs", collection, manifest.vector_count,
              time.perf_counter() - started)
-    return {"reused": True, "vectors": int(manifest["vector_count"]), "version": str(manifest["version"]),
-            "segments": len(segments_of(manifest)), "version_bytes": int(manifest["total_bytes"]),
+    return {"reused": True, "vectors": manifest.vector_count, "version": manifest.version,
+            "segments": len(segments_of(manifest)), "version_bytes": manifest.total_bytes,
             "fold": str(folded.status), "fold_s": time.perf_counter() - started, "deltas": 0, "chunks": 0,
             "produce_s": 0.0, "compact_s": 0.0, "seconds": time.perf_counter() - started,
             "lowest_available_gb": available_bytes() / 1e9}

@@ -28,7 +28,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import fold_segments
 from vector_pipeline.format.merge_state import STATE_CACHE, part_path, state_part_paths
 from vector_pipeline.read.reader import SnapshotReader
-from vector_pipeline.format.segments import segments_of
+from vector_pipeline.format.version_manifest import segments_of
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .baseline import baseline_compaction, seed_baseline
@@ -153,8 +153,8 @@ def _state_bytes(store: SnapshotStore, collection: str, version: str) -> dict[st
     """The merge state one compaction wrote (its part), beside the whole state (what a
     version of format 2 rewrote every time)."""
     manifest = store.read_manifest(collection, version)
-    own = next(e for e in manifest["files"] if e["path"] == part_path(version))
-    return {"state_bytes_written": own["size"], "state_parts": len(state_part_paths(manifest)),
+    own = next(e for e in manifest.files if e.path == part_path(version))
+    return {"state_bytes_written": own.size, "state_parts": len(state_part_paths(manifest)),
             "whole_state_bytes": len(store.read_merge_state(manifest).to_bytes())}
 
 
@@ -247,10 +247,10 @@ def _query_row(work: Workload, collection: str, size: int, layout: str, queries:
     started = time.perf_counter()
     reader.refresh()  # cold start: pointer + manifest + download + checksums + open
     cold = time.perf_counter() - started
-    segments = len(reader.manifest["segments"])
+    segments = len(reader.manifest.segments)
     warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
     filtered = _timed(lambda q: reader.query(None, [q], 10, {"merchant": "m3"}), probes)
-    vectors = int(reader.manifest["vector_count"])
+    vectors = reader.manifest.vector_count
     reader.close()
     shutil.rmtree(root, ignore_errors=True)
     log.info("query %d (%s, %d segments): cold %.2fs, warm p50 %.1f ms, where p50 %.1f ms", size, layout, segments,
@@ -298,14 +298,14 @@ def reader_refresh(work: Workload, snapshot_sizes: list[int], queries: int, publ
             assert result.status == "ok", result
             manifest = reader.store.read_manifest(collection, str(result.version))
             newest = segments_of(manifest)[-1].path + "/"
-            segment_bytes = sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest))
+            segment_bytes = sum(e.size for e in manifest.files if e.path.startswith(newest))
             started = time.perf_counter()
             reader.query(None, [probes[0]], 10, None)
             first = time.perf_counter() - started
             assert reader.version == result.version
             refreshes.append({"segment_bytes": segment_bytes, "downloaded_bytes": reader.local.fetched.bytes - before_bytes,
                               "downloaded_files": reader.local.fetched.files - before_files,
-                              "version_bytes": int(manifest["total_bytes"]), "first_query_ms": 1000 * first,
+                              "version_bytes": manifest.total_bytes, "first_query_ms": 1000 * first,
                               "warm_same_version_ms": _warm_on_this_version(reader, probes),
                               "segments": len(segments_of(manifest)), "fold": result.fold})
         reader.close()
@@ -371,9 +371,9 @@ def _followed_publish(work: Workload, reader: SnapshotReader, collection: str, p
     started = time.perf_counter()
     reader.query(None, [probe], 10, None)
     first = time.perf_counter() - started
-    return {"segment_bytes": sum(e["size"] for e in manifest["files"] if e["path"].startswith(newest)),
+    return {"segment_bytes": sum(e.size for e in manifest.files if e.path.startswith(newest)),
             "downloaded_bytes": reader.local.fetched.bytes - before[0],
-            "downloaded_files": reader.local.fetched.files - before[1], "version_bytes": int(manifest["total_bytes"]),
+            "downloaded_files": reader.local.fetched.files - before[1], "version_bytes": manifest.total_bytes,
             "switched_after_ms": 1000 * switched, "first_query_ms": 1000 * first,
             "warm_same_version_ms": _warm_on_this_version(reader, [probe]),
             "segments": len(segments_of(manifest)), "fold": result["fold"]}

@@ -37,13 +37,13 @@ def collection_status(settings: Settings) -> dict[str, Any]:
         decision = due(config, PendingStats.of(pending.get(collection, []), manifest))
         report["collections"][collection] = {
             "version": pointer.version if pointer else None,
-            "vector_count": pointer.document.get("vector_count") if pointer else None,
-            "published_at": pointer.document.get("published_at") if pointer else None,
+            "vector_count": pointer.document.vector_count if pointer else None,
+            "published_at": pointer.document.published_at if pointer else None,
             "versions_stored": len(store.list_versions(collection)),
             "pending_deltas": len(pending.get(collection, [])),
             "oldest_pending_age_s": decision.pending_age_seconds and round(decision.pending_age_seconds, 1),
             "freshness_target_s": config.freshness_target_seconds,
-            "segments": None if manifest is None else len(manifest["segments"]),
+            "segments": None if manifest is None else len(manifest.segments),
             "cadence": decision.as_dict(),
             "quarantined_deltas": quarantined_count(store, collection),
             "lock_owner": holder.owner if holder.is_live else None,

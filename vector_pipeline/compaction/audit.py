@@ -39,18 +39,18 @@ def audit_candidate(settings: Settings, candidate: Candidate) -> AuditReport:
     store = SnapshotStore(settings)
     with open_version(local, manifest, settings) as db:
         count = db.count(candidate.collection)
-    parent = int(manifest.get("parent_vector_count", 0))
+    parent = manifest.parent_vector_count
     prior = _published_count(store, candidate)
-    change_bound = int(manifest.get("delta_upserts", 0)) + int(manifest.get("delta_deletes", 0))
+    change_bound = manifest.delta_upserts + manifest.delta_deletes
     checks = {
         "files_match_manifest": True,
-        "count_matches_manifest": count == int(manifest["vector_count"]),
+        "count_matches_manifest": count == manifest.vector_count,
         "count_is_prior_plus_net_delta_effect": count == candidate.expected_vector_count,
-        "parent_count_matches_prior_snapshot": bool(manifest.get("rebuilt_from_scratch") or manifest.get("rebuilt_over"))
+        "parent_count_matches_prior_snapshot": bool(manifest.rebuilt_from_scratch or manifest.rebuilt_over)
         or parent == prior,
         "change_within_delta_sizes": abs(count - parent) <= change_bound,
     }
-    facts = {"vector_count": count, "manifest_vector_count": manifest["vector_count"],
+    facts = {"vector_count": count, "manifest_vector_count": manifest.vector_count,
              "expected_vector_count": candidate.expected_vector_count, "prior_vector_count": prior,
              "net_change": count - parent, "delta_records": change_bound}
     failed = [name for name, ok in checks.items() if not ok]
@@ -64,7 +64,7 @@ def audited_copy(settings: Settings, candidate: Candidate) -> Path:
     if candidate.manifest is None:
         raise ValueError("no candidate version to read back")
     root = Path(settings.cache_dir) / "audit"
-    _drop_other_audited_versions(root / candidate.collection, keep=str(candidate.manifest["version"]))
+    _drop_other_audited_versions(root / candidate.collection, keep=candidate.manifest.version)
     return SnapshotStore(settings).download_version(candidate.manifest, root)
 
 
@@ -79,4 +79,4 @@ def _drop_other_audited_versions(collection_root: Path, keep: str) -> None:
 def _published_count(store: SnapshotStore, candidate: Candidate) -> int:
     if candidate.base_version is None:
         return 0
-    return int(store.read_manifest(candidate.collection, candidate.base_version)["vector_count"])
+    return store.read_manifest(candidate.collection, candidate.base_version).vector_count

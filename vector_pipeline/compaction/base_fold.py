@@ -25,26 +25,25 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from ..config import Settings
 from ..faults import checkpoint
 from ..format.keys import new_delta_id
 from ..format.merge_state import part_path, remember_state, state_part_paths
 from ..format.rebase import rebase
-from ..format.segments import MASKS_FILE, read_masks, segments_of, write_masks
+from ..format.segments import MASKS_FILE, read_masks, write_masks
 from ..io.lock import CompactionLock, lock_id_for
-from ..table.snapshot_store import Pointer, PublishOutcome, SnapshotStore, next_version
+from ..table.snapshot_store import Pointer, PublishOutcome, SnapshotStore
+from ..format.version_manifest import VersionManifest, next_version, segments_of
 from .compactor import ChromaCompactor, CompactionResult, CompactionStatus
 from .version_writer import Candidate
 
 log = logging.getLogger(__name__)
 
-_FILE_FIELDS = ("files", "total_bytes", "uploaded_bytes", "reused_files")
 PUBLISH_ATTEMPTS = 3
 
 
@@ -100,7 +99,7 @@ def fold_base(settings: Settings, collection: str, *, lock_wait_seconds: float =
 
 
 def _publish_locked(folder: ChromaCompactor, collection: str, candidate: Candidate,
-                    lock: CompactionLock) -> tuple[FoldOutcome | None, dict[str, Any] | None, str | None]:
+                    lock: CompactionLock) -> tuple[FoldOutcome | None, VersionManifest | None, str | None]:
     """Under the lock: publish the fold as written, or rebased onto the current version.
     (None, …) when the publish was refused (the lock was lost): try again."""
     store = folder.store
@@ -125,7 +124,7 @@ def _publish_locked(folder: ChromaCompactor, collection: str, candidate: Candida
 
 
 def rebased_version(store: SnapshotStore, collection: str, candidate: Candidate, pointer: Pointer,
-                    lock: CompactionLock) -> dict[str, Any] | None:
+                    lock: CompactionLock) -> VersionManifest | None:
     """Upload (unpublished) the fold's base rebased onto the version ``pointer`` names; None
     when that version does not descend from the fold's."""
     fold_manifest, fold_state = candidate.manifest, candidate.merge_state
@@ -133,45 +132,41 @@ def rebased_version(store: SnapshotStore, collection: str, candidate: Candidate,
     folded_from = store.read_manifest(collection, str(candidate.base_version))
     current = store.read_manifest(collection, pointer.version)
     old, now = segments_of(folded_from), segments_of(current)
-    if old[0].name not in {s.name for s in now} or current["hnsw"] != fold_manifest["hnsw"]:
+    if old[0].name not in {s.name for s in now} or current.hnsw != fold_manifest.hnsw:
         return None
     current_state = store.read_merge_state(current)
     if not fold_state.applied_delta_ids <= current_state.applied_delta_ids:
         return None
     workdir = Path(tempfile.mkdtemp(prefix=f"vp-rebase-{collection}-"))
     try:
-        masks = store.download_entries(current, [MASKS_FILE], workdir) if _has(current, MASKS_FILE) else 0
+        masks = store.download_entries(current, [MASKS_FILE], workdir) if current.has_file(MASKS_FILE) else 0
         rebased = rebase(segments_of(fold_manifest)[0], {s.name for s in old}, fold_state, now,
                          read_masks(workdir) if masks else {}, current_state)
         count = sum(s.live for s in rebased.segments)
-        if count != int(current["vector_count"]):
+        if count != current.vector_count:
             raise RuntimeError(f"rebase of {collection} onto {pointer.version}: {count} live records, "
-                               f"the version holds {current['vector_count']}")
+                               f"the version holds {current.vector_count}")
         version = next_version(pointer.version)
         fold_part, own_part = state_part_paths(fold_manifest)[0], part_path(version)
         write_masks(workdir, rebased.masks)
         (workdir / own_part).parent.mkdir(parents=True, exist_ok=True)
         (workdir / own_part).write_bytes(rebased.change.to_bytes())
         base, kept = rebased.segments[0].path, [s.path for s in rebased.segments[1:]]
-        reused = [e for e in fold_manifest["files"] if e["path"] == fold_part or e["path"].startswith(base + "/")]
-        reused += [e for e in current["files"] if any(e["path"].startswith(p + "/") for p in kept)]
-        manifest = {k: v for k, v in current.items() if k not in _FILE_FIELDS}
-        manifest.update(version=version, parent_version=pointer.version, created_at=datetime.now(timezone.utc).isoformat(),
-                        vector_count=count, parent_vector_count=int(current["vector_count"]), applied_delta_ids=[],
-                        delta_upserts=0, delta_deletes=0, fence=lock.fence, lock_owner=lock.owner,
-                        segments=[s.as_dict() for s in rebased.segments], fold="fold_all",
-                        state_parts=[fold_part, own_part], rebased_fold=fold_manifest["version"],
-                        rebuilt_from_scratch=False, rebuilt_over=None)
-        parent = {"collection": collection, "version": pointer.version, "files": reused}
+        reused = [e for e in fold_manifest.files if e.path == fold_part or e.path.startswith(base + "/")]
+        reused += [e for e in current.files if any(e.path.startswith(p + "/") for p in kept)]
+        manifest = replace(current, files=(), total_bytes=0, uploaded_bytes=0, reused_files=0,
+                           version=version, parent_version=pointer.version, created_at=datetime.now(timezone.utc).isoformat(),
+                           vector_count=count, parent_vector_count=current.vector_count, applied_delta_ids=(),
+                           delta_upserts=0, delta_deletes=0, fence=lock.fence, lock_owner=lock.owner,
+                           segments=tuple(rebased.segments), fold="fold_all",
+                           state_parts=(fold_part, own_part), rebased_fold=fold_manifest.version,
+                           rebuilt_from_scratch=False, rebuilt_over=None)
+        parent = replace(current, files=tuple(reused))  # whose files the new version reuses
         uploaded = store.upload_version(workdir, manifest, parent, [base, fold_part, *kept])
         remember_state(store.bucket, collection, uploaded, rebased.state)  # cached only by its parts' checksums
         return uploaded
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _has(manifest: dict[str, Any], path: str) -> bool:
-    return any(e["path"] == path for e in manifest["files"])
 
 
 def _wait_for_lock(settings: Settings, collection: str, wait_seconds: float) -> CompactionLock | None:
@@ -188,13 +183,13 @@ def _wait_for_lock(settings: Settings, collection: str, wait_seconds: float) -> 
 
 
 def _result(status: CompactionStatus, collection: str, candidate: Candidate, started: float,
-            manifest: dict[str, Any] | None = None) -> CompactionResult:
+            manifest: VersionManifest | None = None) -> CompactionResult:
     return CompactionResult(
-        status, collection, version=manifest["version"] if manifest else candidate.base_version,
-        previous_version=None if manifest is None else manifest.get("parent_version"),
-        vector_count=None if manifest is None else int(manifest["vector_count"]),
+        status, collection, version=manifest.version if manifest else candidate.base_version,
+        previous_version=None if manifest is None else manifest.parent_version,
+        vector_count=None if manifest is None else manifest.vector_count,
         bytes_downloaded=candidate.bytes_downloaded,
-        bytes_uploaded=int((candidate.manifest or {}).get("uploaded_bytes", 0))
-        + (0 if manifest is None or manifest is candidate.manifest else int(manifest.get("uploaded_bytes", 0))),
+        bytes_uploaded=(0 if candidate.manifest is None else candidate.manifest.uploaded_bytes)
+        + (0 if manifest is None or manifest is candidate.manifest else manifest.uploaded_bytes),
         duration_seconds=time.monotonic() - started, fold="fold_all",
-        segments=None if manifest is None else len(manifest["segments"]), merge_seconds=candidate.merge_seconds)
+        segments=None if manifest is None else len(manifest.segments), merge_seconds=candidate.merge_seconds)

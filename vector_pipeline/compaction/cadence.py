@@ -20,11 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from ..format.keys import delta_id_time, parse_delta_key
 from ..format.quiet_window import QuietWindow
-from ..format.segments import Segment, segments_of, top_tier
+from ..format.segments import Segment, top_tier
+from ..format.version_manifest import VersionManifest, segments_of
 from ..config import Settings
 from ..table.catalog import CollectionConfig
 
@@ -62,7 +63,7 @@ class PendingStats:
     last_fold_at: datetime | None = None  # when the caller last folded the base
 
     @classmethod
-    def of(cls, delta_keys: Iterable[str], manifest: Mapping[str, Any] | None, *,
+    def of(cls, delta_keys: Iterable[str], manifest: VersionManifest | None, *,
            lead_seconds: float | None = None, last_fold_at: datetime | None = None) -> "PendingStats":
         """From pending delta keys (their ids carry the time they were minted) and the
         published version's manifest (None: nothing published)."""

@@ -152,11 +152,11 @@ class ChromaCompactor:
             result.publish_seconds = time.monotonic() - started
             result.deltas_processed = len(candidate.applied)
             result.version = candidate.version
-            result.vector_count = int(candidate.manifest["vector_count"])
+            result.vector_count = candidate.manifest.vector_count
             result.fold = str(candidate.fold)
-            result.segments = len(candidate.manifest["segments"])
+            result.segments = len(candidate.manifest.segments)
             result.merge_seconds = candidate.merge_seconds
-            result.bytes_uploaded = int(candidate.manifest.get("uploaded_bytes", 0))
+            result.bytes_uploaded = candidate.manifest.uploaded_bytes
             checkpoint(self.settings, "after_publish")
         try:
             result.messages_acked = self.acknowledge(candidate, receipt_handles)

@@ -29,8 +29,8 @@ from ..config import Settings
 from ..format.keys import ARCHIVE_PREFIX, check_collection_name
 from ..io.lock import CompactionLock, lock_id_for
 from .retention import EXPIRED_MARKER
-from ..format.segments import chroma_collection
-from ..table.snapshot_store import PublishOutcome, SnapshotStore, next_version, version_prefix
+from ..table.snapshot_store import PublishOutcome, SnapshotStore
+from ..format.version_manifest import VersionManifest, manifest_key, next_version
 
 log = logging.getLogger(__name__)
 
@@ -64,35 +64,34 @@ def fork_collection(settings: Settings, source: str, target: str, version: str |
         raise ForkError(f"collection {target!r} exists already: a fork makes a new collection")
     with CompactionLock(lock_id_for(source), settings=settings):
         manifest = store.manifest_of(source, version)
-        version = str(manifest["version"])
-        for entry in manifest["files"]:  # refuse a version GC already took apart
-            store.s3.head_object(Bucket=store.bucket, Key=entry["key"])
+        version = manifest.version
+        store.require_files(manifest)  # refuse a version GC already took apart
         config = catalog.get(source) or CollectionConfig.defaults_for(source, settings)
         catalog.create(replace(config, name=target, created_at=datetime.now(timezone.utc).isoformat(),
                                forked_from=f"{source}@{version}"))
         first = fork_manifest(manifest, target)
-        store.s3.put_object(Bucket=store.bucket, Key=version_prefix(target, first["version"]) + mf.MANIFEST_NAME,
-                            Body=mf.dumps(first), ContentType="application/json", **sse_args(settings))
+        store.s3.put_object(Bucket=store.bucket, Key=manifest_key(target, first.version),
+                            Body=first.to_json(), ContentType="application/json", **sse_args(settings))
         _mark_archive_start(store, target, first, manifest)
         if store.publish(first, None) is PublishOutcome.CONFLICT:
             raise ForkError(f"collection {target!r} was published by another writer meanwhile")
-    log.info("forked %s@%s into %s (%d objects shared)", source, version, target, len(first["files"]))
-    return ForkResult(source, version, target, str(first["version"]), int(first["vector_count"]), len(first["files"]))
+    log.info("forked %s@%s into %s (%d objects shared)", source, version, target, len(first.files))
+    return ForkResult(source, version, target, first.version, first.vector_count, len(first.files))
 
 
-def fork_manifest(source: dict[str, Any], target: str) -> dict[str, Any]:
+def fork_manifest(source: VersionManifest, target: str) -> VersionManifest:
     """The fork's first version: the source version's files (their keys unchanged) under a
     version of ``target`` numbered after it."""
-    return {**source, "collection": target, "version": next_version(str(source["version"])),
-            "parent_version": None, "parent_vector_count": source["vector_count"],
-            "created_at": datetime.now(timezone.utc).isoformat(), "applied_delta_ids": [],
-            "delta_upserts": 0, "delta_deletes": 0, "fence": None, "lock_owner": None,
-            "forked_from": {"collection": source["collection"], "version": source["version"]},
-            "chroma_collection": chroma_collection(source),  # the segments it shares hold this one
-            "uploaded_bytes": 0, "reused_files": len(source["files"])}
+    return replace(source, collection=target, version=next_version(source.version),
+                   parent_version=None, parent_vector_count=source.vector_count,
+                   created_at=datetime.now(timezone.utc).isoformat(), applied_delta_ids=(),
+                   delta_upserts=0, delta_deletes=0, fence=None, lock_owner=None,
+                   forked_from={"collection": source.collection, "version": source.version},
+                   chroma_collection=source.inner_collection,  # the segments it shares hold this one
+                   uploaded_bytes=0, reused_files=len(source.files))
 
 
-def _mark_archive_start(store: SnapshotStore, target: str, first: dict[str, Any], source: dict[str, Any]) -> None:
+def _mark_archive_start(store: SnapshotStore, target: str, first: VersionManifest, source: VersionManifest) -> None:
     """The fork's archive holds none of the deltas its first version holds: recorded as an
     expiry, so a rebuild starts from a kept version that holds them."""
     applied = store.read_merge_state(source).applied_delta_ids
@@ -100,5 +99,5 @@ def _mark_archive_start(store: SnapshotStore, target: str, first: dict[str, Any]
         return
     store.s3.put_object(Bucket=store.bucket, Key=f"{ARCHIVE_PREFIX}{target}/{EXPIRED_MARKER}",
                         ContentType="application/json", **sse_args(store.settings),
-                        Body=mf.dumps({"through_delta_id": max(applied), "at": first["created_at"],
-                                       "held_by": [first["version"]], "forked_from": first["forked_from"]}))
+                        Body=mf.dumps({"through_delta_id": max(applied), "at": first.created_at,
+                                       "held_by": [first.version], "forked_from": first.forked_from}))

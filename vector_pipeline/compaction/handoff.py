@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..format.keys import parse_delta_key
-from ..table.snapshot_store import SnapshotStore, version_prefix
+from ..table.snapshot_store import SnapshotStore
+from ..format import version_manifest
 from .version_writer import Candidate
 
 HANDOFF_FORMAT = "vector_pipeline.candidate/1"
@@ -22,7 +23,7 @@ def manifest_key(candidate: Candidate) -> str | None:
     """Where the candidate's manifest lies (None: nothing was written)."""
     if candidate.version is None:
         return None
-    return version_prefix(candidate.collection, candidate.version) + "manifest.json"
+    return version_manifest.manifest_key(candidate.collection, candidate.version)
 
 
 def to_handoff(candidate: Candidate) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from .. import progress
 from ..table.catalog import CollectionCatalog, UnknownCollectionError
@@ -30,7 +30,9 @@ from ..format.loaded_delta import LoadedDelta
 from ..chroma.embeddings import EmbeddingMismatchError, check_same_embedding
 from ..table.embedding import collection_embedding
 from ..faults import checkpoint
-from ..table.snapshot_store import MergeState, SnapshotStore
+from ..table.snapshot_store import SnapshotStore
+from ..format.merge_state import MergeState
+from ..format.version_manifest import VersionManifest
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class DeltaIntake:
         return sorted({ref.key for ref in list_deltas(self.s3, self.store.bucket, prefix)})
 
     def take(self, collection: str, delta_keys: Sequence[str], state: MergeState,
-             base_manifest: dict[str, Any] | None, configured: tuple[str, int] | None = None) -> Intake:
+             base_manifest: VersionManifest | None, configured: tuple[str, int] | None = None) -> Intake:
         """Read the deltas of ``delta_keys`` not yet in ``state``, in ``delta_id`` order;
         ``configured`` is the catalog's embedding, for a collection with no vector yet."""
         intake = Intake()

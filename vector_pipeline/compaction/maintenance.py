@@ -67,7 +67,7 @@ def plan_rebuild(settings: Settings, collection: str, *, until_delta_id: str | N
     if expired is None:
         return RebuildPlan(keys, {"from_scratch": True, "hnsw": hnsw})
     base = _restorable_base(store, collection, until_delta_id, expired)
-    if hnsw is not None and HnswSettings.from_dict(store.read_manifest(collection, base)["hnsw"]) != hnsw:
+    if hnsw is not None and HnswSettings.from_dict(store.read_manifest(collection, base).hnsw) != hnsw:
         raise ValueError(f"the archive of {collection} expired through {expired['through_delta_id']}: a rebuild "
                          f"starts from version {base} and keeps its HNSW settings; new ones need the whole archive")
     return RebuildPlan(keys, {"base_version": base, "fold_all": True})
@@ -121,11 +121,11 @@ def _write_and_publish(settings: Settings, collection: str, keys: list[str], **w
     status = CompactionStatus.OK if outcome is PublishOutcome.PUBLISHED else CompactionStatus.FAILED
     return CompactionResult(status, collection, deltas_processed=len(candidate.applied), version=candidate.version,
                             previous_version=candidate.base_version,
-                            vector_count=int(candidate.manifest["vector_count"]), fence=lock.fence,
+                            vector_count=candidate.manifest.vector_count, fence=lock.fence,
                             bytes_downloaded=candidate.bytes_downloaded,
-                            bytes_uploaded=int(candidate.manifest.get("uploaded_bytes", 0)),
+                            bytes_uploaded=candidate.manifest.uploaded_bytes,
                             duration_seconds=time.monotonic() - started, fold=str(candidate.fold),
-                            segments=len(candidate.manifest["segments"]),
+                            segments=len(candidate.manifest.segments),
                             merge_seconds=candidate.merge_seconds,
                             error=None if status is CompactionStatus.OK else "conflict: the pointer moved")
 
@@ -147,8 +147,7 @@ def rollback(settings: Settings, collection: str, version: str | None = None, *,
         if version is None:
             raise ValueError("rollback needs a version or a time (as_of)")
         manifest = store.read_manifest(collection, version)
-        for entry in manifest["files"]:  # refuse a version GC already took apart
-            store.s3.head_object(Bucket=store.bucket, Key=entry["key"])
+        store.require_files(manifest)  # refuse a version GC already took apart
         outcome = store.publish(manifest, None if pointer is None else pointer.etag,
                                 None if pointer is None else pointer.document)
     if outcome is PublishOutcome.PUBLISHED:

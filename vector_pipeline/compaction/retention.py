@@ -11,7 +11,7 @@ after recording ``archive/<collection>/expired.json``, so a rebuild knows to sta
 oldest kept version plus the archive after it.
 
 When a version stopped being current comes from the pointer's own history (written by
-the same conditional PUT that moved it, ``snapshot_store.pointer_history``); versions the
+the same conditional PUT that moved it, ``format/pointer.py``); versions the
 history does not name were never published (orphans) or were replaced before its window.
 """
 
@@ -30,7 +30,9 @@ from ..delta.archive import delete_keys
 from ..format.keys import ARCHIVE_PREFIX, QUARANTINE_PREFIX, delta_id_time
 from ..delta.reader import list_deltas
 from ..io.lock import CompactionLock, lock_id_for
-from ..table.snapshot_store import SNAPSHOT_PREFIX, SnapshotNotFoundError, SnapshotStore, version_prefix
+from ..table.snapshot_store import SnapshotNotFoundError, SnapshotStore
+from ..format.pointer import PointerDocument
+from ..format.version_manifest import SNAPSHOT_PREFIX, version_prefix
 from ..table.tags import TagStore
 
 log = logging.getLogger(__name__)
@@ -58,13 +60,13 @@ class Timeline:
     has_history: bool
 
     @classmethod
-    def of(cls, pointer_document: dict[str, Any] | None) -> "Timeline":
+    def of(cls, pointer_document: PointerDocument | None) -> "Timeline":
         if pointer_document is None:
             return cls(None, [], False)
-        history = pointer_document.get("history")
-        spans = [(str(e["version"]), _time(e.get("published_at")), _time(e["replaced_at"])) for e in history or []]
-        current = str(pointer_document["version"])
-        spans.append((current, _time(pointer_document.get("published_at")), None))
+        history = pointer_document.history
+        spans = [(e.version, _time(e.published_at), _time(e.replaced_at)) for e in history or ()]
+        current = pointer_document.version
+        spans.append((current, _time(pointer_document.published_at), None))
         return cls(current, spans, history is not None)
 
     @property
@@ -211,10 +213,10 @@ def _referenced_keys(store: SnapshotStore, collection: str, versions: list[str])
     referenced: set[str] = set()
     for version in versions:
         try:
-            manifest: dict[str, Any] = store.read_manifest(collection, version, any_format=True)
+            manifest = store.read_manifest(collection, version, any_format=True)
         except SnapshotNotFoundError:
             continue  # an orphan without manifest references nothing
-        referenced.update(entry["key"] for entry in manifest["files"])
+        referenced.update(entry.key for entry in manifest.files)
     return referenced
 
 

@@ -25,14 +25,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-
-from ..format import merge
-
-from ..format import merge_state
+from typing import Mapping, Sequence
 
 from .. import progress
+from ..format import merge, merge_state
 from ..table.catalog import CollectionCatalog
 from ..chroma.client import CHROMADB_VERSION, ChromaDBClient
 from ..config import HnswSettings, Settings
@@ -41,10 +37,11 @@ from ..format.loaded_delta import LoadedDelta
 from ..faults import checkpoint
 from ..table.embedding import collection_embedding
 from .intake import DeltaIntake
-from ..format.segments import (MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, chroma_collection, plan_fold,
-                               read_masks, segments_of, write_masks)
+from ..format.segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, write_masks
 from ..format.merge_state import MergeState, load_state, part_path, state_part_paths
-from ..table.snapshot_store import SNAPSHOT_FORMAT, SnapshotStore, UnsupportedFormatError, next_version
+from ..format.pointer import PointerDocument
+from ..format.version_manifest import SNAPSHOT_FORMAT, UnsupportedFormatError, VersionManifest, next_version, segments_of
+from ..table.snapshot_store import SnapshotStore
 from .warm_cache import Checkout, WarmCache, below, files_under
 
 log = logging.getLogger(__name__)
@@ -57,9 +54,9 @@ class Candidate:
     collection: str
     base_version: str | None
     pointer_etag: str | None
-    manifest: dict[str, Any] | None
+    manifest: VersionManifest | None
     local_dir: Path | None
-    pointer_document: dict[str, Any] | None = None  # the pointer as read with pointer_etag
+    pointer_document: PointerDocument | None = None  # the pointer as read with pointer_etag
     applied: list[DeltaRef] = field(default_factory=list)
     already_applied: list[DeltaRef] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -74,7 +71,7 @@ class Candidate:
 
     @property
     def version(self) -> str | None:
-        return None if self.manifest is None else str(self.manifest["version"])
+        return None if self.manifest is None else self.manifest.version
 
 
 @dataclass
@@ -123,7 +120,7 @@ class VersionWriter:
         try:
             base_state = self._base_state(collection, checkout)  # shared, read-only
             if base_manifest is not None:
-                candidate.base_vector_count = int(base_manifest["vector_count"])
+                candidate.base_vector_count = base_manifest.vector_count
             intake = self.intake.take(collection, delta_keys, base_state, base_manifest, config.embedding)
             candidate.already_applied, candidate.missing = intake.already_applied, intake.missing
             candidate.quarantined = intake.quarantined
@@ -148,10 +145,8 @@ class VersionWriter:
             segments, plan = merged.segments, merged.plan
             parts = self._write_state_part(checkout, state, merged, deltas, version)
             candidate.bytes_downloaded = checkout.downloaded + intake.bytes_downloaded
-            manifest = self._manifest(candidate, version, deltas, segments, hnsw, base_manifest, fence, lock_owner)
-            manifest["rebuilt_from_scratch"] = from_scratch
-            manifest["rebuilt_over"] = base_version
-            manifest["state_parts"] = parts
+            manifest = replace(self._manifest(candidate, version, deltas, segments, hnsw, base_manifest, fence, lock_owner),
+                               rebuilt_from_scratch=from_scratch, rebuilt_over=base_version, state_parts=tuple(parts))
             own_part = part_path(version)
             untouched = [s.path for s in plan.keep] + [p for p in parts if p != own_part]
             parent = base_manifest if base_manifest is not None else pointer_manifest  # whose files are reused
@@ -169,7 +164,7 @@ class VersionWriter:
         process, or replayed from its parts, fetched into the work dir unless held."""
         if checkout.base is None:
             return MergeState()
-        return load_state(self.store.bucket, collection, checkout.base, lambda e: self._base_file(checkout, e["path"]))
+        return load_state(self.store.bucket, collection, checkout.base, lambda e: self._base_file(checkout, e.path))
 
     def _base_file(self, checkout: Checkout, path: str) -> bytes:
         self.cache.fetch(checkout, [path])
@@ -191,7 +186,7 @@ class VersionWriter:
         checkout.file(own).write_bytes(body)
         return parts
 
-    def _pointer_manifest(self, collection: str, version: str, from_scratch: bool) -> dict[str, Any] | None:
+    def _pointer_manifest(self, collection: str, version: str, from_scratch: bool) -> VersionManifest | None:
         try:
             return self.store.read_manifest(collection, version)
         except UnsupportedFormatError:
@@ -214,13 +209,13 @@ class VersionWriter:
         plan = plan_fold(segments, len(effect.upserts), policy, fold_all=fold_all, reindex=reindex)
         folded = [s.path for s in (plan.copy_from, *plan.read_from) if s is not None]
         if base_manifest is not None:
-            self.cache.fetch(checkout, [e["path"] for e in base_manifest["files"] if e["path"] == MASKS_FILE])
+            self.cache.fetch(checkout, [MASKS_FILE] if base_manifest.has_file(MASKS_FILE) else [])
             self.cache.fetch(checkout, [p for source in folded for p in files_under(base_manifest, source)])
         masks = read_masks(workdir)
         if plan.kind is FoldKind.APPEND and segments and not effect.upserts:
             new_segment = None  # deletes only: masks change, no segment is written
         else:
-            inside = chroma_collection(base_manifest) if base_manifest else candidate.collection
+            inside = base_manifest.inner_collection if base_manifest else candidate.collection
             new_segment = self._write_segment(inside, workdir, plan, masks, state, effect, hnsw, name)
         kept = merge.masks_after(plan, masks, effect, state)
         relocated = merge.relocate(state, plan, new_segment, effect)
@@ -280,34 +275,22 @@ class VersionWriter:
                           documents=records["documents"], metadatas=records["metadatas"])
 
     def _manifest(self, candidate: Candidate, version: str, deltas: list[LoadedDelta], segments: list[Segment],
-                  hnsw: HnswSettings, base: dict[str, Any] | None, fence: int | None,
-                  lock_owner: str | None) -> dict[str, Any]:
+                  hnsw: HnswSettings, base: VersionManifest | None, fence: int | None,
+                  lock_owner: str | None) -> VersionManifest:
         first = next((d for d in deltas if d.ids), None)
         embedding = collection_embedding(base) or (
             (first.embedding_provider, first.dimension) if first else ("", 0))
-        return {
-            "format": SNAPSHOT_FORMAT,
-            "collection": candidate.collection,
-            "version": version,
-            "parent_version": candidate.base_version,
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "vector_count": sum(s.live for s in segments),
-            "parent_vector_count": candidate.base_vector_count,
-            "applied_delta_ids": [d.ref.delta_id for d in deltas],
-            "delta_upserts": sum(len(d.ids) for d in deltas),
-            "delta_deletes": sum(len(d.delete_ids) for d in deltas),
-            "chromadb_version": CHROMADB_VERSION,
-            "hnsw": hnsw.as_dict(),
-            "embedding_provider": embedding[0],
-            "dimension": embedding[1],
-            "fence": fence,
-            "lock_owner": lock_owner,
-            "segments": [s.as_dict() for s in segments],
+        return VersionManifest(
+            format=SNAPSHOT_FORMAT, collection=candidate.collection, version=version,
+            parent_version=candidate.base_version, created_at=datetime.now(timezone.utc).isoformat(),
+            vector_count=sum(s.live for s in segments), parent_vector_count=candidate.base_vector_count,
+            applied_delta_ids=tuple(d.ref.delta_id for d in deltas), delta_upserts=sum(len(d.ids) for d in deltas),
+            delta_deletes=sum(len(d.delete_ids) for d in deltas), chromadb_version=CHROMADB_VERSION,
+            hnsw=hnsw.as_dict(), embedding_provider=embedding[0], dimension=embedding[1], fence=fence,
+            lock_owner=lock_owner, segments=tuple(segments),
             # a fork's segments hold its source's chroma collection, and so do its versions'
-            "chroma_collection": chroma_collection(base) if base else candidate.collection,
-            "fold": str(candidate.fold),
-            "masks_file": MASKS_FILE,
-        }
+            chroma_collection=base.inner_collection if base else candidate.collection,
+            fold=str(candidate.fold), masks_file=MASKS_FILE)
 
 
 class HnswChange(Enum):
@@ -316,16 +299,16 @@ class HnswChange(Enum):
     REINDEX = "reindex"  # space, construction breadth or neighbours differ: a new index
 
 
-def hnsw_change(base: Mapping[str, Any] | None, wanted: HnswSettings) -> HnswChange:
+def hnsw_change(base: VersionManifest | None, wanted: HnswSettings) -> HnswChange:
     """What it takes for a version built on ``base`` to have the ``wanted`` HNSW settings."""
     if base is None:
         return HnswChange.NONE
-    held = HnswSettings.from_dict(base.get("hnsw") or {})
+    held = HnswSettings.from_dict(base.hnsw)
     if held == wanted:
         return HnswChange.NONE
     return HnswChange.SEARCH_EF if replace(held, search_ef=wanted.search_ef) == wanted else HnswChange.REINDEX
 
 
-def _has_recent_or_masked(manifest: dict[str, Any] | None) -> bool:
+def _has_recent_or_masked(manifest: VersionManifest | None) -> bool:
     segments = segments_of(manifest)
     return len(segments) > 1 or any(s.masked for s in segments)

@@ -19,10 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
+from ..format import local_copy
 from ..format import manifest as mf
 from ..config import Settings
+from ..format.version_manifest import VersionManifest
 from ..table.snapshot_store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ class Checkout:
 
     path: Path
     collection: str
-    base: dict[str, Any] | None
+    base: VersionManifest | None
     held: dict[str, str] = field(default_factory=dict)  # path -> sha256, each checked
     downloaded: int = 0  # bytes this run downloaded of the base
 
@@ -42,9 +44,8 @@ class Checkout:
         return mf.safe_join(self.path, path)
 
 
-def files_under(manifest: Mapping[str, Any], directory: str) -> list[str]:
-    prefix = directory.rstrip("/") + "/"
-    return [e["path"] for e in manifest["files"] if e["path"].startswith(prefix)]
+def files_under(manifest: VersionManifest, directory: str) -> list[str]:
+    return [e.path for e in manifest.files_under(directory.rstrip("/") + "/")]
 
 
 def below(path: str, roots: Iterable[str]) -> bool:
@@ -52,27 +53,27 @@ def below(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def held_files(local_dir: Path, manifest: Mapping[str, Any]) -> dict[str, str]:
+def held_files(local_dir: Path, manifest: VersionManifest) -> dict[str, str]:
     """The files of ``manifest``'s version that ``local_dir``'s record says it holds
     (entries that differ from the manifest's are not held)."""
     try:
-        record = json.loads((local_dir / mf.LOCAL_MANIFEST).read_bytes())
+        record = json.loads((local_dir / local_copy.LOCAL_MANIFEST).read_bytes())
     except (OSError, ValueError):
         return {}
-    if record.get("version") != manifest["version"]:
+    if record.get("version") != manifest.version:
         return {}
-    wanted = {(e["path"], e["size"], e["sha256"]) for e in manifest["files"]}
+    wanted = {(e.path, e.size, e.sha256) for e in manifest.files}
     return {str(e["path"]): str(e["sha256"]) for e in record.get("files", [])
             if (e.get("path"), e.get("size"), e.get("sha256")) in wanted}
 
 
-def record_held(local_dir: Path, manifest: Mapping[str, Any], held: Iterable[str]) -> None:
+def record_held(local_dir: Path, manifest: VersionManifest, held: Iterable[str]) -> None:
     """Record which files of ``manifest``'s version ``local_dir`` holds (their bytes must be
     the manifest's: checked at download, or hashed when the version was uploaded)."""
     paths = set(held)
-    entries = [e for e in manifest["files"] if e["path"] in paths]
-    mf.write_json_atomically(local_dir / mf.LOCAL_MANIFEST, {"collection": manifest["collection"],
-                                                          "version": manifest["version"], "files": entries})
+    entries = [e.as_dict() for e in manifest.files if e.path in paths]
+    mf.write_json_atomically(local_dir / local_copy.LOCAL_MANIFEST, {"collection": manifest.collection,
+                                                                     "version": manifest.version, "files": entries})
 
 
 class WarmCache:
@@ -81,14 +82,14 @@ class WarmCache:
         self.store = store
         self.root = Path(settings.cache_dir) / "compactor" / store.bucket
 
-    def check_out(self, collection: str, base_manifest: dict[str, Any] | None) -> Checkout:
+    def check_out(self, collection: str, base_manifest: VersionManifest | None) -> Checkout:
         """A private work dir holding what the cache held of the base version (nothing is
         downloaded here: ``fetch`` what the merge reads)."""
         self._drop_stale_workdirs(collection)
         workdir = self.root / collection / f".work-{uuid.uuid4().hex[:12]}"
         workdir.parent.mkdir(parents=True, exist_ok=True)
-        cached = None if base_manifest is None else self.root / collection / str(base_manifest["version"])
-        held = {} if cached is None else held_files(cached, base_manifest)
+        cached = None if base_manifest is None else self.root / collection / base_manifest.version
+        held = {} if cached is None or base_manifest is None else held_files(cached, base_manifest)
         if cached is not None and held:
             cached.rename(workdir)
         else:
@@ -103,16 +104,15 @@ class WarmCache:
         if not missing or checkout.base is None:
             return 0
         received = self.store.download_entries(checkout.base, missing, checkout.path)
-        sha = {e["path"]: e["sha256"] for e in checkout.base["files"]}
+        sha = {e.path: e.sha256 for e in checkout.base.files}
         checkout.held.update((p, sha[p]) for p in missing)
         checkout.downloaded += received
         return received
 
-    def record_uploaded(self, checkout: Checkout, manifest: dict[str, Any], untouched: Sequence[str]) -> None:
+    def record_uploaded(self, checkout: Checkout, manifest: VersionManifest, untouched: Sequence[str]) -> None:
         """After the upload of ``manifest``'s version from the work dir, record what it holds:
         every file the upload described (hashed then) and the reused files it held."""
-        held = [e["path"] for e in manifest["files"]
-                if not below(e["path"], untouched) or checkout.held.get(e["path"]) == e["sha256"]]
+        held = [e.path for e in manifest.files if not below(e.path, untouched) or checkout.held.get(e.path) == e.sha256]
         record_held(checkout.path, manifest, held)
 
     def give_back(self, checkout: Checkout) -> None:
@@ -122,21 +122,20 @@ class WarmCache:
             return
         try:
             record_held(checkout.path, checkout.base, checkout.held)
-            checkout.path.rename(self.root / checkout.collection / str(checkout.base["version"]))
+            checkout.path.rename(self.root / checkout.collection / checkout.base.version)
         except OSError:
             shutil.rmtree(checkout.path, ignore_errors=True)
 
-    def keep_published(self, local_dir: Path, manifest: dict[str, Any]) -> bool:
+    def keep_published(self, local_dir: Path, manifest: VersionManifest) -> bool:
         """The work dir of a version just published (its record written by the writer)
         becomes the cache; only a warm cache for the next run, so a failure here is logged,
         never raised (the publish stands)."""
         try:
-            collection = str(manifest["collection"])
-            self._drop_other_versions(collection)
-            local_dir.rename(self.root / collection / str(manifest["version"]))
+            self._drop_other_versions(manifest.collection)
+            local_dir.rename(self.root / manifest.collection / manifest.version)
             return True
         except OSError:
-            log.warning("could not keep %s as the warm cache", manifest.get("version"), exc_info=True)
+            log.warning("could not keep %s as the warm cache", manifest.version, exc_info=True)
             return False
 
     def forget(self, collection: str) -> None:

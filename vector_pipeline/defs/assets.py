@@ -134,7 +134,7 @@ def snapshot(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineR
         compactor.store, collection, len(candidate.applied),
         candidate.version if candidate.manifest is not None else None, candidate.base_version))
     pointer = compactor.store.read_pointer(collection)
-    count = int(pointer.document["vector_count"]) if pointer else 0
+    count = pointer.document.vector_count if pointer else 0
     return dg.MaterializeResult(metadata={
         "published": candidate.manifest is not None,
         "version": pointer.version if pointer else "",
@@ -161,15 +161,15 @@ def _handoff_of_this_run(context: dg.AssetExecutionContext, collection: str) -> 
 
 
 def _candidate_metadata(candidate: Candidate, seconds: float, lock_wait: float) -> dict[str, Any]:
-    manifest = candidate.manifest or {}
+    manifest = candidate.manifest  # None: nothing pending, no version written
     applied = [r.delta_id for r in candidate.applied]
     return {
         "version": candidate.version or "(none: nothing pending)",
         "manifest_key": manifest_key(candidate) or "",
         "parent_version": candidate.base_version or "",
-        "vector_count": dg.MetadataValue.int(int(manifest.get("vector_count", candidate.base_vector_count))),
-        "bytes": dg.MetadataValue.int(int(manifest.get("total_bytes", 0))),
-        "bytes_uploaded": dg.MetadataValue.int(int(manifest.get("uploaded_bytes", 0))),
+        "vector_count": dg.MetadataValue.int(candidate.base_vector_count if manifest is None else manifest.vector_count),
+        "bytes": dg.MetadataValue.int(0 if manifest is None else manifest.total_bytes),
+        "bytes_uploaded": dg.MetadataValue.int(0 if manifest is None else manifest.uploaded_bytes),
         "bytes_downloaded": dg.MetadataValue.int(candidate.bytes_downloaded),
         "deltas_applied": len(applied),
         "first_delta_id": min(applied, default=""),
@@ -178,11 +178,11 @@ def _candidate_metadata(candidate: Candidate, seconds: float, lock_wait: float) 
         "deltas_quarantined": dg.MetadataValue.json(candidate.quarantined),
         "deltas_missing": len(candidate.missing),
         "fold": str(candidate.fold or ""),
-        "segments": len(manifest.get("segments", [])),
+        "segments": 0 if manifest is None else len(manifest.segments),
         "merge_s": dg.MetadataValue.float(round(candidate.merge_seconds, 3)),
         "duration_s": dg.MetadataValue.float(round(seconds, 3)),
         "lock_wait_s": dg.MetadataValue.float(round(lock_wait, 3)),
-        "hnsw": dg.MetadataValue.json(manifest.get("hnsw", {})),
+        "hnsw": dg.MetadataValue.json({} if manifest is None else dict(manifest.hnsw)),
         **({} if candidate.recall_at_k is None else {"recall_at_k": dg.MetadataValue.float(candidate.recall_at_k)}),
         HANDOFF: dg.MetadataValue.json(to_handoff(candidate)),
     }

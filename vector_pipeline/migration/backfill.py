@@ -59,7 +59,7 @@ def snapshot_dimension(settings: Settings, collection: str) -> int:
     """The published snapshot's dimension (0 before the first publish)."""
     store = SnapshotStore(settings)
     pointer = store.read_pointer(collection)
-    return int(store.read_manifest(collection, pointer.version).get("dimension", 0)) if pointer else 0
+    return store.read_manifest(collection, pointer.version).dimension if pointer else 0
 
 
 def records_to_delta_input(records: list[PineconeRecord], document_field: str) -> dict[str, Any]:

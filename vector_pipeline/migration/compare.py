@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ..format.version_manifest import VersionManifest
 from ..config import Settings
 from ..chroma.embeddings import check_same_embedding, provider_from_settings
 from .pinecone_client import PineconeIndex
@@ -82,7 +83,7 @@ class ExactIndex:
         return [self.ids[n] for n in sorted(np.argsort(distances)[:k], key=lambda n: (distances[n], self.ids[n]))]
 
 
-def chroma_vectors(settings: Settings, collection: str) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+def chroma_vectors(settings: Settings, collection: str) -> tuple[list[str], np.ndarray, VersionManifest]:
     store = SnapshotStore(settings)
     pointer = store.read_pointer(collection)
     if pointer is None:
@@ -112,14 +113,14 @@ def read_query_file(path: str | Path) -> list[str]:
     return texts
 
 
-def query_set(settings: Settings, manifest: dict[str, Any], ids: list[str], vectors: np.ndarray,
+def query_set(settings: Settings, manifest: VersionManifest, ids: list[str], vectors: np.ndarray,
               texts: list[str] | None, sample: int | None, seed: int = 0) -> QuerySet:
     """Texts embedded with the collection's provider, or a seeded sample of stored vectors."""
     if texts:
         provider = provider_from_settings(settings)
         embedded = np.asarray(provider.embed(texts), dtype=np.float64)
-        check_same_embedding(f"queries of {manifest['collection']}", provider.name, embedded.shape[1],
-                             str(manifest.get("embedding_provider")), int(manifest.get("dimension", 0)))
+        check_same_embedding(f"queries of {manifest.collection}", provider.name, embedded.shape[1],
+                             manifest.embedding_provider, manifest.dimension)
         return QuerySet(list(texts), embedded, f"{len(texts)} texts")
     count = min(int(sample or 0), len(ids))
     if count < 1:
@@ -137,7 +138,7 @@ def compare_collection(settings: Settings, collection: str, *, texts: list[str] 
     namespace = settings.pinecone_namespace(collection)
     index = index or PineconeIndex(settings)
     chroma_ids, chroma_matrix, manifest = chroma_vectors(settings, collection)
-    index.check_dimension(int(manifest.get("dimension", 0)), collection)
+    index.check_dimension(manifest.dimension, collection)
     pinecone_ids, pinecone_matrix = pinecone_vectors(index, namespace)
     exact_chroma, exact_pinecone = ExactIndex(chroma_ids, chroma_matrix), ExactIndex(pinecone_ids, pinecone_matrix)
     queries = query_set(settings, manifest, chroma_ids, chroma_matrix, texts, sample)
@@ -175,7 +176,7 @@ def compare_collection(settings: Settings, collection: str, *, texts: list[str] 
     bar = settings.pinecone_min_recall if min_recall is None else min_recall
     report = {
         "collection": collection, "namespace": namespace, "pinecone_host": index.host,
-        "snapshot_version": manifest.get("version"), "queries": len(frame), "query_source": queries.source, "k": k,
+        "snapshot_version": manifest.version, "queries": len(frame), "query_source": queries.source, "k": k,
         "recall_at_k": {"chroma": round(float(frame["recall_chroma"].mean()), 4),
                         "pinecone": round(float(frame["recall_pinecone"].mean()), 4)},
         "overlap_at_k": round(float(frame["overlap"].mean()), 4),

@@ -17,18 +17,20 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..format.version_manifest import VersionManifest
 from ..io.aws import client
 from ..config import Settings
 from ..format.keys import DeltaRef, InvalidDeltaError, delta_id_time
 from ..delta.reader import fetch_delta
 from ..io.lock import CompactionLock, LockBusyError
 from .pinecone_client import PineconeIndex, PineconeIndexError, PineconeRecord
-from ..table.snapshot_store import MergeState, SnapshotStore
+from ..table.snapshot_store import SnapshotStore
+from ..format.merge_state import MergeState
 from .state import MigrationState, migration_key
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,9 @@ def mirror_key(collection: str) -> str:
     return migration_key(collection, "mirror.json")
 
 
-def read_merge_state(settings: Settings, collection: str, manifest: dict[str, Any]) -> MergeState:
+def read_merge_state(settings: Settings, collection: str, manifest: VersionManifest) -> MergeState:
     """The version's merge state, read straight from S3 (no local copy of the version)."""
-    return SnapshotStore(settings).read_merge_state({**manifest, "collection": collection})
+    return SnapshotStore(settings).read_merge_state(replace(manifest, collection=collection))
 
 
 def live_winner(state: MergeState, record_id: str) -> str | None:
@@ -112,7 +114,7 @@ def _mirror(settings: Settings, collection: str, say: Callable[[str], None],
         index = index or PineconeIndex(settings)
         say(f"mirror {collection} → {index.host} namespace {namespace!r}: {len(pending)} deltas pending")
         try:
-            index.check_dimension(int(manifest.get("dimension", 0)), collection)
+            index.check_dimension(manifest.dimension, collection)
             _replay(settings, index, namespace, merge_state, pending, mirrored, doc, result, documents, key, say)
         except (PineconeIndexError, FileNotFoundError, InvalidDeltaError) as exc:
             # Pinecone down, or an applied delta gone from delta/ and archive/: stop, loudly.

@@ -19,10 +19,11 @@ import random
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from ..format.version_manifest import VersionManifest
 from ..config import Settings
 from ..format.exact_search import ExactTopK, QueryRecall, distances, query_recall
 from ..io import metrics
@@ -58,7 +59,7 @@ class LiveRecall:
         self._worker: threading.Thread | None = None
         self.sampled = self.dropped = self.measured = self.failed = 0
 
-    def offer(self, client: Any, manifest: Mapping[str, Any], query_embeddings: Sequence[Sequence[float]],
+    def offer(self, client: Any, manifest: VersionManifest, query_embeddings: Sequence[Sequence[float]],
               found_ids: Sequence[Sequence[str]], k: int) -> bool:
         """Sample some of the queries just answered (never blocks); True if any was queued."""
         if self.rate <= 0 or not query_embeddings:
@@ -66,7 +67,7 @@ class LiveRecall:
         picked = [n for n in range(len(query_embeddings)) if self._rng.random() < self.rate]
         if not picked:
             return False
-        space = str((manifest.get("hnsw") or {}).get("space", "cosine"))
+        space = manifest.space
         sample = Sample(client, self.collection, space, np.asarray([query_embeddings[n] for n in picked], dtype=np.float64),
                         [list(found_ids[n]) for n in picked], k)
         try:

@@ -37,10 +37,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Sequence
 
+from ..format import local_copy
 from ..format import manifest as mf
-from ..format.segments import Segment, segments_of
+from ..format.segments import Segment
+from ..format.version_manifest import VersionManifest, segments_of
 from ..format.merge_state import state_part_paths
 from ..table.snapshot_store import SnapshotStore
 from ..io.transfer import TransferItem, download_files
@@ -65,13 +67,13 @@ class FetchStats:
     bytes: int = 0
 
 
-def segment_key(manifest: Mapping[str, Any], segment: Segment) -> str:
+def segment_key(manifest: VersionManifest, segment: Segment) -> str:
     """Names a segment's content: equal keys, byte-identical files."""
     prefix = segment.path + "/"
     digest = hashlib.sha256()
-    for entry in sorted(manifest["files"], key=lambda e: e["path"]):
-        if entry["path"].startswith(prefix):
-            digest.update(f"{entry['path'][len(prefix):]}\0{entry['sha256']}\n".encode())
+    for entry in sorted(manifest.files, key=lambda e: e.path):
+        if entry.path.startswith(prefix):
+            digest.update(f"{entry.path[len(prefix):]}\0{entry.sha256}\n".encode())
     return f"{segment.name}-{digest.hexdigest()[:16]}"
 
 
@@ -88,16 +90,16 @@ class LocalVersions:
 
     # -- building a version ----------------------------------------------------------------
 
-    def materialize(self, manifest: Mapping[str, Any]) -> Path:
+    def materialize(self, manifest: VersionManifest) -> Path:
         """``<root>/<collection>/<version>``, downloading only the files not held yet."""
-        version = str(manifest["version"])
+        version = manifest.version
         target = self.home / version
         if target.is_dir():
-            if mf.is_local_copy_of(target, dict(manifest)) and self._segments_present(target, manifest):
+            if local_copy.is_local_copy_of(target, manifest) and self._segments_present(target, manifest):
                 return target
             # Same name, other bytes (another bucket or endpoint used this cache): set aside.
             shutil.rmtree(target.rename(target.with_name(f".stale-{uuid.uuid4().hex[:8]}")), ignore_errors=True)
-        entries = [mf.FileEntry.from_dict(e) for e in manifest["files"]]
+        entries = manifest.files
         for entry in entries:  # a hostile manifest is refused before anything is downloaded
             mf.check_relative_path(entry.path)
             self.store.checked_key(entry, self.collection)
@@ -106,8 +108,8 @@ class LocalVersions:
         segments = segments_of(manifest)
         working = {s.name: self._segment_dir(manifest, s, entries) for s in segments}
         in_segment = tuple(s.path + "/" for s in segments)
-        with mf.staged_local_copy(self.home / f"{INCOMING}{version}-{uuid.uuid4().hex[:8]}", target,
-                                  dict(manifest)) as staging:
+        with local_copy.staged_local_copy(self.home / f"{INCOMING}{version}-{uuid.uuid4().hex[:8]}", target,
+                                          manifest) as staging:
             for entry in entries:
                 if entry.path not in on_demand and not entry.path.startswith(in_segment):
                     _place(self.blob_path(entry.sha256), mf.safe_join(staging, entry.path), link=True)
@@ -117,14 +119,14 @@ class LocalVersions:
                 link.symlink_to(os.path.relpath(working[segment.name], link.parent))
         return target
 
-    def segment_path(self, manifest: Mapping[str, Any], segment: Segment) -> Path:
+    def segment_path(self, manifest: VersionManifest, segment: Segment) -> Path:
         """The working directory a segment is opened from (shared by every version holding it)."""
         return self.segment_dirs / segment_key(manifest, segment)
 
-    def blob(self, manifest: Mapping[str, Any], path: str) -> Path | None:
+    def blob(self, manifest: VersionManifest, path: str) -> Path | None:
         """The pristine copy of one file of the version (fetched now if not held), or None
         if the version has no such file."""
-        entry = next((mf.FileEntry.from_dict(e) for e in manifest["files"] if e["path"] == path), None)
+        entry = manifest.file(path)
         if entry is None:
             return None
         self._fetch([entry])
@@ -181,7 +183,7 @@ class LocalVersions:
         with ThreadPoolExecutor(max_workers=min(_GET_WORKERS, len(items))) as pool:
             return sum(pool.map(one, items))
 
-    def _segment_dir(self, manifest: Mapping[str, Any], segment: Segment, entries: list[mf.FileEntry]) -> Path:
+    def _segment_dir(self, manifest: VersionManifest, segment: Segment, entries: Sequence[mf.FileEntry]) -> Path:
         working = self.segment_path(manifest, segment)
         if working.is_dir():
             now = time.time()
@@ -204,20 +206,20 @@ class LocalVersions:
             shutil.rmtree(staging, ignore_errors=True)
         return working
 
-    def _segments_present(self, version_dir: Path, manifest: Mapping[str, Any]) -> bool:
+    def _segments_present(self, version_dir: Path, manifest: VersionManifest) -> bool:
         """Each segment is a link to its working copy (a dir of an older layout is rebuilt)."""
         return all((version_dir / s.path).is_symlink() and (version_dir / s.path).resolve()
                    == self.segment_path(manifest, s).resolve() for s in segments_of(manifest))
 
     # -- pruning ---------------------------------------------------------------------------
 
-    def prune(self, keep: Iterable[Mapping[str, Any]], grace_seconds: float = PRUNE_GRACE_SECONDS) -> None:
+    def prune(self, keep: Iterable[VersionManifest], grace_seconds: float = PRUNE_GRACE_SECONDS) -> None:
         """Drop versions, segment dirs and blobs that no kept manifest names (blobs and
         segment dirs only once unused for ``grace_seconds``)."""
         kept = list(keep)
-        versions = {str(m["version"]) for m in kept}
+        versions = {m.version for m in kept}
         segments = {segment_key(m, s) for m in kept for s in segments_of(m)}
-        blobs = {e["sha256"] for m in kept for e in m["files"]}
+        blobs = {e.sha256 for m in kept for e in m.files}
         horizon = time.time() - grace_seconds
         if not self.home.is_dir():
             return

@@ -37,7 +37,7 @@ from ..delta.reader import fetch_delta, list_deltas
 from ..format.keys import DELTA_PREFIX, DeltaRef, InvalidDeltaError, new_delta_id
 from ..format.loaded_delta import LoadedDelta
 from ..format.merge import net_effect
-from ..table.snapshot_store import MergeState
+from ..format.merge_state import MergeState
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from ..chroma.client import ChromaDBClient
 from ..config import Settings
@@ -34,9 +34,11 @@ from .live_recall import LiveRecall
 from .local_versions import LocalVersions, segment_key
 from .pending import PendingDeltas, query_with_overlay
 from ..chroma.segments import SegmentedClient
-from ..format.segments import chroma_collection, read_masks, segments_of
+from ..format.segments import read_masks
+from ..format.version_manifest import VersionManifest, segments_of
 from ..format.merge_state import load_state
-from ..table.snapshot_store import MergeState, SnapshotNotFoundError, SnapshotStore
+from ..table.snapshot_store import SnapshotNotFoundError, SnapshotStore
+from ..format.merge_state import MergeState
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +72,14 @@ class SnapshotReader:
         self.local = LocalVersions(self.store, self.root, collection_name)
         self.pending = PendingDeltas(self.store.s3, self.store.bucket, collection_name, self.settings)
         self.version: str | None = None
-        self.manifest: dict[str, Any] | None = None
+        self.manifest: VersionManifest | None = None
         self.client: ChromaDBClient | None = None
         self._provider: EmbeddingProvider | None = None
         self._lock = threading.Lock()
         self._pointer_read_at = float("-inf")
         self._publishes_seen = 0
         self._publish_key = publish_key(self.settings, self.store.bucket, collection_name)
-        self._retired_manifest: dict[str, Any] | None = None
+        self._retired_manifest: VersionManifest | None = None
         self._parts: dict[str, ChromaDBClient] = {}  # open segments, by content (segment_key)
         self._state: tuple[str, MergeState] | None = None
         self._switching = threading.Lock()  # held through a whole switch (downloads included)
@@ -88,17 +90,17 @@ class SnapshotReader:
         self.live_recall = LiveRecall(self.settings, collection_name)
         on_publish(self._publish_key, self._adopt)
 
-    def _adopt(self, manifest: dict[str, Any]) -> None:
+    def _adopt(self, manifest: VersionManifest) -> None:
         """This process just published ``manifest``'s version: an open reader switches to it
         now (from the manifest in hand, no pointer read), so its next query is warm."""
-        if self.client is None or manifest.get("collection") != self.collection:
+        if self.client is None or manifest.collection != self.collection:
             return  # nothing open: the first query follows the pointer anyway
         published = publishes_here(self._publish_key)
         with self._switching:
             if self.client is None:
                 return
-            if self.version != manifest["version"]:
-                self._switch_to(str(manifest["version"]), time.monotonic(), published, manifest)
+            if self.version != manifest.version:
+                self._switch_to(manifest.version, time.monotonic(), published, manifest)
             else:
                 with self._lock:
                     self._pointer_read_at, self._publishes_seen = time.monotonic(), published
@@ -107,7 +109,7 @@ class SnapshotReader:
         """Follow the pointer: build and open its version if it is not the open one."""
         return self._view(ReadConsistency.parse(consistency))[0]
 
-    def _view(self, consistency: ReadConsistency) -> tuple[ChromaDBClient, dict[str, Any]]:
+    def _view(self, consistency: ReadConsistency) -> tuple[ChromaDBClient, VersionManifest]:
         published = publishes_here(self._publish_key)  # read before the pointer: none is missed
         self._used_at = time.monotonic()
         with self._lock:
@@ -132,7 +134,7 @@ class SnapshotReader:
             allowed += FOLLOWER_GRACE_SECONDS  # it may be fetching a new version right now
         return time.monotonic() - self._pointer_read_at < allowed
 
-    def _follow_pointer(self, published: int) -> tuple[ChromaDBClient, dict[str, Any]]:
+    def _follow_pointer(self, published: int) -> tuple[ChromaDBClient, VersionManifest]:
         """Read the pointer and switch to its version (caller holds ``_switching``)."""
         for attempt in range(_MAX_POINTER_MOVES):
             read_at = time.monotonic()
@@ -158,7 +160,7 @@ class SnapshotReader:
         raise AssertionError("unreachable")
 
     def _switch_to(self, version: str, read_at: float, published: int,
-                   manifest: dict[str, Any] | None = None) -> tuple[ChromaDBClient, dict[str, Any]]:
+                   manifest: VersionManifest | None = None) -> tuple[ChromaDBClient, VersionManifest]:
         """Fetch what is missing and open new segments (queries go on meanwhile), then swap."""
         if manifest is None:
             manifest = self.store.read_manifest(self.collection, version)
@@ -167,7 +169,7 @@ class SnapshotReader:
         opened = self._open_new_segments(manifest)
         client = SegmentedClient(version_dir, segments_of(manifest), read_masks(version_dir), self.settings,
                                  parts=[opened.get(k) or self._parts[k] for k in _keys(manifest)],
-                                 aliases={self.collection: chroma_collection(manifest)})
+                                 aliases={self.collection: manifest.inner_collection})
         with self._lock:
             self._parts.update(opened)
             # A query of another thread may still be running on the previous version: its
@@ -188,16 +190,16 @@ class SnapshotReader:
                  self.version, len(_keys(manifest)), len(_keys(manifest)) - len(opened))
         return client, manifest
 
-    def _open_new_segments(self, manifest: dict[str, Any]) -> dict[str, ChromaDBClient]:
+    def _open_new_segments(self, manifest: VersionManifest) -> dict[str, ChromaDBClient]:
         """Clients on the segments not open yet, each searched once so that its index is
         loaded before a query needs it."""
         opened: dict[str, ChromaDBClient] = {}
-        dimension = int(manifest.get("dimension") or 0)
+        dimension = manifest.dimension
         for segment, key in zip(segments_of(manifest), _keys(manifest)):
             if (key in self._parts and self._parts[key].alive) or key in opened:
                 continue
             part = ChromaDBClient(self.local.segment_path(manifest, segment), mode="read", settings=self.settings)
-            inside = chroma_collection(manifest)
+            inside = manifest.inner_collection
             if dimension and part.count(inside):
                 part.query(inside, query_embeddings=[[1.0] * dimension], n_results=1, include=[])
             opened[key] = part
@@ -247,26 +249,26 @@ class SnapshotReader:
             return result
         state = self._merge_state(manifest)
         self.pending.look(state.applied_delta_ids, force=consistency is ReadConsistency.STRONG)
-        overlay = self.pending.overlay(str(manifest["version"]), state)
+        overlay = self.pending.overlay(manifest.version, state)
         return query_with_overlay(client, self.collection, overlay, query_embeddings, n_results, where, include,
-                                  space=str((manifest.get("hnsw") or {}).get("space", "cosine")))
+                                  space=manifest.space)
 
-    def _merge_state(self, manifest: Mapping[str, Any]) -> MergeState:
+    def _merge_state(self, manifest: VersionManifest) -> MergeState:
         """The version's merge state (its parts fetched the first time fresh reads need
         them; replayed once per process, shared read-only with the compactor's cache)."""
-        version = str(manifest["version"])
+        version = manifest.version
         if self._state is None or self._state[0] != version:
             state = load_state(self.store.bucket, self.collection, manifest,
-                               lambda entry: self.local.blob(manifest, entry["path"]).read_bytes())
+                               lambda entry: self.local.blob(manifest, entry.path).read_bytes())
             self._state = (version, state)
         return self._state[1]
 
-    def _embed(self, texts: list[str], manifest: Mapping[str, Any]) -> list[list[float]]:
+    def _embed(self, texts: list[str], manifest: VersionManifest) -> list[list[float]]:
         if self._provider is None:
             self._provider = provider_from_settings(self.settings)
         vectors = self._provider.embed(texts)
         check_same_embedding(f"query of {self.collection}", self._provider.name, len(vectors[0]) if vectors else 0,
-                             str(manifest.get("embedding_provider")), int(manifest.get("dimension", 0)))
+                             manifest.embedding_provider, manifest.dimension)
         return vectors
 
     def close(self) -> None:
@@ -281,7 +283,7 @@ class SnapshotReader:
             self._follower = None
 
 
-def _keys(manifest: Mapping[str, Any]) -> list[str]:
+def _keys(manifest: VersionManifest) -> list[str]:
     return [segment_key(manifest, s) for s in segments_of(manifest)]
 
 

@@ -18,10 +18,11 @@ import time
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
+from ..format.version_manifest import VersionManifest
 from ..format.keys import check_collection_name
 from ..io.aws import get_object_or_none, sse_args
 from ..table.catalog import CATALOG_PREFIX, CollectionCatalog, CollectionConfig
@@ -91,27 +92,27 @@ def measure_recall(settings: Settings, collection: str, version: str | None = No
         local.prune(keep=[manifest])
 
 
-def recall_of_local_copy(settings: Settings, version_dir: Path, manifest: Mapping[str, Any], *, k: int = DEFAULT_K,
+def recall_of_local_copy(settings: Settings, version_dir: Path, manifest: VersionManifest, *, k: int = DEFAULT_K,
                          queries: int = DEFAULT_QUERIES, seed: int = DEFAULT_SEED) -> RecallReport:
     """recall@k of a version already copied whole to ``version_dir`` (the audit's copy),
     with the collection's stored query sample when it has one."""
-    sample = stored_query_sample(settings, str(manifest["collection"]))
+    sample = stored_query_sample(settings, manifest.collection)
     with open_version(version_dir, manifest, settings) as client:
         return recall_of_version(client, manifest, k=k, queries=queries, seed=seed, sample=sample)
 
 
-def recall_of_version(client: ChromaDBClient, manifest: Mapping[str, Any], *, k: int = DEFAULT_K,
+def recall_of_version(client: ChromaDBClient, manifest: VersionManifest, *, k: int = DEFAULT_K,
                       queries: int = DEFAULT_QUERIES, seed: int = DEFAULT_SEED,
                       sample: np.ndarray | None = None) -> RecallReport:
     """recall@k of an open version (``open_version``: every segment, masks applied), for the
     first ``queries`` vectors of ``sample`` or, without one, ``queries`` of its own records."""
     if k < 1 or queries < 1:
         raise ValueError(f"recall needs k ≥ 1 and at least one query (k={k}, queries={queries})")
-    collection, hnsw = str(manifest["collection"]), dict(manifest.get("hnsw") or {})
+    collection, hnsw = manifest.collection, dict(manifest.hnsw or {})
     space = str(hnsw.get("space", "cosine"))
     if sample is not None:
         vectors = np.asarray(sample[:queries], dtype=np.float32)
-        dimension = int(manifest.get("dimension") or 0)
+        dimension = manifest.dimension
         if dimension and vectors.shape[1] != dimension:
             raise ValueError(f"the stored query sample of {collection} has dimension {vectors.shape[1]}, "
                              f"the collection {dimension}")
@@ -123,9 +124,9 @@ def recall_of_version(client: ChromaDBClient, manifest: Mapping[str, Any], *, k:
         query_rows = client.get_vectors(collection, ids=[live_ids[n] for n in picked], include=["embeddings"])
         vectors = np.asarray(query_rows["embeddings"], dtype=np.float32).reshape(len(query_rows["ids"]), -1)
         source = f"{len(picked)} of the version's {len(live_ids)} records (seed {seed})"
-    report = RecallReport(collection, str(manifest["version"]), k, len(vectors), 1.0, 0, space,
+    report = RecallReport(collection, manifest.version, k, len(vectors), 1.0, 0, space,
                           int(hnsw.get("search_ef", 0)), seed, 0.0, 0, 0.0, source)
-    if not len(vectors) or not int(manifest.get("vector_count") or 0):
+    if not len(vectors) or not manifest.vector_count:
         return report
     started = time.perf_counter()
     found_ids: list[list[str]] = []
@@ -162,7 +163,7 @@ def store_query_sample(settings: Settings, collection: str, vectors: np.ndarray)
     config = CollectionCatalog(settings).get(collection)
     pointer = store.read_pointer(collection)
     dimension = (config.dimension if config else 0) or (
-        int(store.read_manifest(collection, pointer.version).get("dimension") or 0) if pointer else 0)
+        store.read_manifest(collection, pointer.version).dimension if pointer else 0)
     if dimension and matrix.shape[1] != dimension:  # refused before anything is written
         raise ValueError(f"the query sample has dimension {matrix.shape[1]}, collection {collection} {dimension}")
     body = io.BytesIO()

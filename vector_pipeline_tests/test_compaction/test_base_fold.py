@@ -87,16 +87,16 @@ def test_appends_publish_while_a_fold_runs_and_the_rebased_version_holds_exactly
         model.update({i: f"{i}:a{number}" for i in upserts})
         for record_id in deletes:
             model.pop(record_id, None)
-    assert any(store.read_manifest("words", v)["fold"] == "fold_recent" for v in appended)  # a tier merge too
+    assert any(store.read_manifest("words", v).fold == "fold_recent" for v in appended)  # a tier merge too
     os.kill(fold.pid, signal.SIGCONT)
     _, stderr = fold.communicate(timeout=120)
     assert fold.returncode == 0, stderr[-2000:]
     pointer = store.read_pointer("words")
     manifest = store.read_manifest("words", pointer.version)
-    assert manifest["parent_version"] == appended[-1] and manifest["rebased_fold"] > folded_from
-    assert manifest["segments"][0]["name"].startswith("fold-") and manifest["applied_delta_ids"] == []
+    assert manifest.parent_version == appended[-1] and manifest.rebased_fold > folded_from
+    assert manifest.segments[0].name.startswith("fold-") and manifest.applied_delta_ids == []
     assert_pointer_names_a_complete_version(settings)
-    assert _documents(settings) == model and manifest["vector_count"] == len(model)
+    assert _documents(settings) == model and manifest.vector_count == len(model)
     delta_ids = {k.split("/")[2] for k in keys}
     assert_state_parts_locate_the_live_ids(settings, set(model), delta_ids)
     keys.append(_produce(settings, rng, ["b6", "n4"], "after", ["b2"]))  # appends go on on top of the fold

@@ -175,8 +175,8 @@ def test_unchanged_files_are_referenced_not_uploaded_again(settings: Settings, r
     compactor.compact_deltas([produce(settings, ["a"], rng)["delta_key"]], "words")
     second = compactor.compact_deltas([produce(settings, ["b"], rng)["delta_key"]], "words")
     manifest = SnapshotStore(settings).read_manifest("words", second.version)
-    assert second.bytes_uploaded < manifest["total_bytes"]
-    assert any(f["key"].split("/")[2] != second.version for f in manifest["files"])
+    assert second.bytes_uploaded < manifest.total_bytes
+    assert any(f.key.split("/")[2] != second.version for f in manifest.files)
 
 
 def test_wrong_dimension_delta_is_quarantined_and_others_land(settings: Settings, rng: np.random.Generator) -> None:

@@ -52,7 +52,7 @@ def test_a_fork_shares_every_object_and_then_goes_its_own_way(settings: Settings
     store = SnapshotStore(settings)
     fork = store.read_manifest("words-copy", result.version)
     assert result.source_version == versions[-1] and result.vector_count == 15
-    assert {e["key"] for e in fork["files"]} <= before  # nothing copied: the source's objects
+    assert {e.key for e in fork.files} <= before  # nothing copied: the source's objects
     assert set(all_keys(settings, "snapshot/")) - before == {
         f"snapshot/words-copy/{result.version}/manifest.json", "snapshot/words-copy/latest.json"}
     assert CollectionCatalog(settings).get("words-copy").hnsw.search_ef == 42  # settings start as the source's

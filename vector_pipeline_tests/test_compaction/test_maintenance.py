@@ -41,7 +41,7 @@ def test_rebuild_from_archive_reproduces_incremental_content(settings: Settings,
     assert rebuilt.version > versions[-1]
     assert _everything(settings) == incremental
     manifest = SnapshotStore(settings).read_manifest("words", rebuilt.version)
-    assert manifest["hnsw"]["search_ef"] == 200 and manifest["rebuilt_from_scratch"] is True
+    assert manifest.hnsw["search_ef"] == 200 and manifest.rebuilt_from_scratch is True
 
 
 def test_rebuild_up_to_a_delta_id(settings: Settings, rng: np.random.Generator) -> None:
@@ -82,8 +82,8 @@ def test_gc_keeps_objects_a_retained_version_references(settings: Settings, rng:
     collect_garbage(settings, "words", retain_versions=1, now=later)
     store = SnapshotStore(settings)
     manifest = store.read_manifest("words", versions[-1])
-    for entry in manifest["files"]:
-        store.s3.head_object(Bucket=store.bucket, Key=entry["key"])
+    for entry in manifest.files:
+        store.s3.head_object(Bucket=store.bucket, Key=entry.key)
     close_readers()
     assert open_snapshot(settings=settings).count("words") == 6
 
@@ -97,13 +97,14 @@ def _days_ago(days: float, now: datetime) -> str:
 
 def test_a_two_day_old_version_replaced_a_minute_ago_survives_the_grace() -> None:
     from vector_pipeline.compaction.retention import Timeline, _collectable
+    from vector_pipeline.format.pointer import PointerDocument
 
     now = datetime.now(timezone.utc)
     old, current = f"00000001-{(now - timedelta(days=2)):%Y%m%dT%H%M%S%f}"[:-3] + "Z", \
         f"00000002-{now:%Y%m%dT%H%M%S%f}"[:-3] + "Z"
-    pointer = {"version": current, "published_at": _days_ago(1 / 1440, now),
+    pointer = {"collection": "words", "manifest_key": "k", "version": current, "published_at": _days_ago(1 / 1440, now),
                "history": [{"version": old, "published_at": _days_ago(2, now), "replaced_at": _days_ago(1 / 1440, now)}]}
-    timeline = Timeline.of(pointer)
+    timeline = Timeline.of(PointerDocument.from_dict(pointer))
     assert not _collectable(old, [old, current], timeline, keep_count=1, grace=timedelta(hours=1), now=now)
     later = now + timedelta(hours=2)
     assert _collectable(old, [old, current], timeline, keep_count=1, grace=timedelta(hours=1), now=later)
@@ -148,7 +149,7 @@ def test_expired_archive_rebuild_starts_from_the_oldest_kept_version(settings: S
     rebuilt = rebuild_from_archive(settings, "words")
     assert rebuilt.status == "ok"
     manifest = SnapshotStore(settings).read_manifest("words", rebuilt.version)
-    assert manifest["rebuilt_over"] == versions[-2]
+    assert manifest.rebuilt_over == versions[-2]
     assert _everything(settings) == current
 
 

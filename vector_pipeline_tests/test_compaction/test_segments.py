@@ -12,12 +12,14 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from vector_pipeline.format.version_manifest import VersionManifest
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta, query_snapshot
 from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import collect_garbage, fold_segments, rebuild_from_archive
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.format.segments import FoldKind, Segment, plan_fold
-from vector_pipeline.table.snapshot_store import SnapshotStore, UnsupportedFormatError, version_prefix
+from vector_pipeline.table.snapshot_store import SnapshotStore
+from vector_pipeline.format.version_manifest import UnsupportedFormatError, version_prefix
 
 from vector_pipeline_tests.helpers import vectors
 
@@ -29,7 +31,7 @@ def _produce(settings: Settings, ids: list[str], embeddings: list[list[float]], 
                                    settings=settings, notify=False)["delta_key"]
 
 
-def _manifest(settings: Settings) -> dict:
+def _manifest(settings: Settings) -> VersionManifest:
     store = SnapshotStore(settings)
     return store.read_manifest("words", store.read_pointer("words").version)
 
@@ -42,13 +44,13 @@ def test_small_compaction_appends_a_segment_and_references_the_base(settings: Se
     small = compactor.compact_deltas([_produce(settings, ["n1", "n2"], vectors(rng, 2), "-new")], "words")
     manifest = _manifest(settings)
     assert small.fold == "append" and small.segments == 2 and small.vector_count == 402
-    base_segment = manifest["segments"][0]
-    assert base_segment == base_manifest["segments"][0]
-    base_files = [f for f in manifest["files"] if f["path"].startswith(base_segment["path"] + "/")]
-    assert base_files and all(f["key"].startswith(version_prefix("words", base.version)) for f in base_files)
-    sent = [f for f in manifest["files"] if f["key"].startswith(version_prefix("words", small.version))]
-    assert small.bytes_uploaded == sum(f["size"] for f in sent)
-    assert not any(f["path"].startswith(base_segment["path"] + "/") for f in sent)
+    base_segment = manifest.segments[0]
+    assert base_segment == base_manifest.segments[0]
+    base_files = [f for f in manifest.files if f.path.startswith(base_segment.path + "/")]
+    assert base_files and all(f.key.startswith(version_prefix("words", base.version)) for f in base_files)
+    sent = [f for f in manifest.files if f.key.startswith(version_prefix("words", small.version))]
+    assert small.bytes_uploaded == sum(f.size for f in sent)
+    assert not any(f.path.startswith(base_segment.path + "/") for f in sent)
 
 
 def test_replaced_and_deleted_base_vectors_are_masked_everywhere(settings: Settings,
@@ -78,18 +80,18 @@ def test_ingest_never_rewrites_the_base_and_tiers_bound_the_segment_count(settin
     config = settings.with_overrides(segment_max_count=7, segment_fan_in=3)  # tiers 0, 1, 2: base + 3 × 2
     compactor = ChromaCompactor(settings=config)
     compactor.compact_deltas([_produce(config, [f"b{i}" for i in range(200)], vectors(rng, 200), "")], "words")
-    base = _manifest(config)["segments"][0]
+    base = _manifest(config).segments[0]
     folds = []
     for round_number in range(12):  # new ids each round: the old rule folded the base every other round
         ids = [f"r{round_number}-{i}" for i in range(40)] + [f"b{round_number}"]
         result = compactor.compact_deltas([_produce(config, ids, vectors(rng, 41), "-r")], "words")
         assert result.status == "ok" and result.segments <= 7
         folds.append(result.fold)
-        segments = _manifest(config)["segments"]
-        assert segments[0]["path"] == base["path"] and segments[0]["stored"] == base["stored"]
-        assert all(sum(1 for s in segments[1:] if s["tier"] == tier) < 3 for tier in (0, 1))
+        segments = _manifest(config).segments
+        assert segments[0].path == base.path and segments[0].stored == base.stored
+        assert all(sum(1 for s in segments[1:] if s.tier == tier) < 3 for tier in (0, 1))
     assert "fold_all" not in folds and {"append", "fold_recent"} <= set(folds)
-    assert max(s["tier"] for s in _manifest(config)["segments"]) == 2
+    assert max(s.tier for s in _manifest(config).segments) == 2
     assert open_snapshot(settings=config).count("words") == 200 + 12 * 40
 
 
@@ -104,7 +106,7 @@ def test_background_fold_leaves_one_segment_with_the_same_content(settings: Sett
     assert folded.deltas_processed == 0 and folded.vector_count == 300
     after = open_snapshot(settings=settings).get_vectors("words", include=["documents"])
     assert sorted(zip(after["ids"], after["documents"])) == sorted(zip(before["ids"], before["documents"]))
-    assert _manifest(settings)["segments"][0]["masked"] == 0
+    assert _manifest(settings).segments[0].masked == 0
     assert fold_segments(settings, "words").status == "noop"
 
 
@@ -138,7 +140,7 @@ def test_a_version_of_an_older_format_is_refused_by_name_and_a_rebuild_moves_off
     compactor.compact_deltas([_produce(settings, ["a", "b"], vectors(rng, 2), "")], "words")
     store = SnapshotStore(settings)
     pointer = store.read_pointer("words")
-    old = {**_manifest(settings), "format": "vector_pipeline.snapshot/1"}
+    old = {**_manifest(settings).to_dict(), "format": "vector_pipeline.snapshot/1"}
     key = version_prefix("words", pointer.version) + "manifest.json"
     store.s3.put_object(Bucket=store.bucket, Key=key, Body=json.dumps(old).encode())
     close_readers()

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from vector_pipeline.format.version_manifest import VersionManifest
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.format import manifest as mf
 from vector_pipeline.config import Settings
@@ -25,7 +26,8 @@ from vector_pipeline.format.merge_state import (MAX_STATE_PARTS, STATE_CACHE, ST
                                          state_key, state_part_entries, state_part_paths)
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.compaction.retention import applied_delta_ids
-from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore, version_prefix
+from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
+from vector_pipeline.format.version_manifest import version_prefix
 
 from vector_pipeline_tests.helpers import vectors
 
@@ -37,7 +39,7 @@ def _produce(settings: Settings, ids: list[str], rng: np.random.Generator, tag: 
                                    notify=False)["delta_key"]
 
 
-def _manifest(settings: Settings, collection: str = "words") -> dict[str, Any]:
+def _manifest(settings: Settings, collection: str = "words") -> VersionManifest:
     store = SnapshotStore(settings)
     return store.read_manifest(collection, store.read_pointer(collection).version)
 
@@ -45,7 +47,7 @@ def _manifest(settings: Settings, collection: str = "words") -> dict[str, Any]:
 def _replayed_from_s3(settings: Settings, manifest: dict[str, Any]) -> MergeState:
     """The version's state replayed from its parts as stored, bypassing every cache."""
     s3 = SnapshotStore(settings).s3
-    return replay([s3.get_object(Bucket=settings.vectors_bucket, Key=e["key"])["Body"].read()
+    return replay([s3.get_object(Bucket=settings.vectors_bucket, Key=e.key)["Body"].read()
                    for e in state_part_entries(manifest)])
 
 
@@ -87,9 +89,9 @@ def test_cold_append_downloads_no_segment_file(settings: Settings, rng: np.rando
         result = cold.compact_deltas([_produce(settings, ["n1", "b3"], rng, "-new")], "words")
     assert result.status == "ok" and result.fold == "append" and result.vector_count == 501
     snapshot_gets = {k for k in gets if k.startswith("snapshot/")}
-    part_and_masks = {e["key"] for e in base["files"] if e["path"] in (*state_part_paths(base), "masks.json.gz")}
+    part_and_masks = {e.key for e in base.files if e.path in (*state_part_paths(base), "masks.json.gz")}
     assert not any("/segments/" in k for k in gets)
-    assert snapshot_gets == {"snapshot/words/latest.json", version_prefix("words", base["version"]) + "manifest.json",
+    assert snapshot_gets == {"snapshot/words/latest.json", version_prefix("words", base.version) + "manifest.json",
                              *part_and_masks}
     # What the result reports is what was fetched: the deltas, the state parts and the masks.
     assert result.bytes_downloaded == sum(_size(settings, k) for k in gets if not k.endswith(".json"))
@@ -102,7 +104,7 @@ def test_cold_fold_of_the_recent_tier_downloads_no_base_file(settings: Settings,
     compactor.compact_deltas([_produce(config, [f"b{i}" for i in range(300)], rng)], "words")
     compactor.compact_deltas([_produce(config, ["r1", "r2", "b1"], rng, "-r")], "words")
     before = _manifest(config)
-    base_segment, recent_segment = before["segments"][0]["path"], before["segments"][1]["path"]
+    base_segment, recent_segment = before.segments[0].path, before.segments[1].path
     cold = _cold(config, "cold")
     with _gets(cold) as gets:
         result = cold.compact_deltas([_produce(config, ["r3", "b2"], rng, "-f")], "words")
@@ -110,7 +112,7 @@ def test_cold_fold_of_the_recent_tier_downloads_no_base_file(settings: Settings,
     assert not any(f"/{base_segment}/" in k for k in gets)
     assert any(f"/{recent_segment}/" in k for k in gets)
     after = _manifest(config)
-    assert state_part_paths(after) == [state_part_paths(before)[0], part_path(after["version"])]
+    assert state_part_paths(after) == [state_part_paths(before)[0], part_path(after.version)]
     assert _replayed_from_s3(config, after) == STATE_CACHE.get(state_key(config.vectors_bucket, "words", after))
     docs = _documents(config)
     assert len(docs) == 303 and docs["b1"] == "b1-r" and docs["b2"] == "b2-f" and docs["r3"] == "r3-f"
@@ -123,12 +125,12 @@ def test_state_written_per_append_does_not_grow_with_the_snapshot(settings: Sett
     for collection, size in (("small", 400), ("large", 4_000)):
         compactor.compact_deltas([_produce(settings, [f"b{i:05d}" for i in range(size)], rng,
                                            collection=collection)], collection)
-        full_part = _manifest(settings, collection)["files"]
+        full_part = _manifest(settings, collection).files
         appended = compactor.compact_deltas([_produce(settings, [f"n{i:03d}" for i in range(100)], rng,
                                                       collection=collection)], collection)
         manifest = _manifest(settings, collection)
-        own = {e["path"]: e for e in manifest["files"]}[part_path(appended.version)]
-        written[collection] = (own["size"], sum(e["size"] for e in full_part if e["path"].startswith("state/")))
+        own = {e.path: e for e in manifest.files}[part_path(appended.version)]
+        written[collection] = (own.size, sum(e.size for e in full_part if e.path.startswith("state/")))
     (small_append, small_full), (large_append, large_full) = written["small"], written["large"]
     assert abs(small_append - large_append) <= 16  # the same 100 ids, one delta id: only gzip jitter
     assert large_full > 4 * small_full and large_append * 10 < large_full
@@ -141,7 +143,7 @@ def test_a_version_with_one_state_file_is_read_and_appended_to(settings: Setting
     late = _produce(settings, ["x3", "x4"], rng, "-late")  # minted before `newer`, compacted after it
     newer = _produce(settings, ["x3"], rng, "-newer", deletes=["x4"])
     compactor.compact_deltas([base, newer], "words")
-    old_version = _manifest(settings)["version"]
+    old_version = _manifest(settings).version
     _rewrite_as_format_2(settings, _manifest(settings))
     delta_id = lambda key: key.rstrip("/").rsplit("/", 1)[-1]  # noqa: E731
     assert applied_delta_ids(SnapshotStore(settings), "words", old_version) == {delta_id(base), delta_id(newer)}
@@ -149,7 +151,7 @@ def test_a_version_with_one_state_file_is_read_and_appended_to(settings: Setting
     result = cold.compact_deltas([late, _produce(settings, ["y"], rng, "-y", deletes=["x5"])], "words")
     assert result.status == "ok" and result.deltas_processed == 2
     manifest = _manifest(settings)
-    assert manifest["format"] == "vector_pipeline.snapshot/3"
+    assert manifest.format == "vector_pipeline.snapshot/3"
     assert state_part_paths(manifest) == [STATE_FILE, part_path(result.version)]
     docs = _documents(settings)
     assert docs["x3"] == "x3-newer" and "x4" not in docs and "x5" not in docs and docs["y"] == "y-y"
@@ -158,17 +160,17 @@ def test_a_version_with_one_state_file_is_read_and_appended_to(settings: Setting
     assert {delta_id(k) for k in (base, late, newer)} <= held
 
 
-def _rewrite_as_format_2(settings: Settings, manifest: dict[str, Any]) -> None:
+def _rewrite_as_format_2(settings: Settings, manifest: VersionManifest) -> None:
     """Turn a one-part version into the layout format 2 wrote (test crafting, before any read)."""
     s3 = SnapshotStore(settings).s3
     [part] = state_part_entries(manifest)
-    prefix = version_prefix("words", manifest["version"])
+    prefix = version_prefix("words", manifest.version)
     s3.copy_object(Bucket=settings.vectors_bucket, Key=prefix + STATE_FILE,
-                   CopySource={"Bucket": settings.vectors_bucket, "Key": part["key"]})
-    s3.delete_object(Bucket=settings.vectors_bucket, Key=part["key"])
-    files = [e for e in manifest["files"] if e["path"] != part["path"]]
-    files.append({**part, "path": STATE_FILE, "key": prefix + STATE_FILE})
-    old = {k: v for k, v in manifest.items() if k != "state_parts"}
+                   CopySource={"Bucket": settings.vectors_bucket, "Key": part.key})
+    s3.delete_object(Bucket=settings.vectors_bucket, Key=part.key)
+    old = {k: v for k, v in manifest.to_dict().items() if k != "state_parts"}
+    files = [e for e in old["files"] if e["path"] != part.path]
+    files.append({**part.as_dict(), "path": STATE_FILE, "key": prefix + STATE_FILE})
     old.update(format="vector_pipeline.snapshot/2", state_file=STATE_FILE, files=sorted(files, key=lambda e: e["path"]))
     s3.put_object(Bucket=settings.vectors_bucket, Key=prefix + mf.MANIFEST_NAME, Body=mf.dumps(old))
     STATE_CACHE.clear()
@@ -229,7 +231,7 @@ def test_replayed_parts_equal_the_merged_state_through_folds_and_a_long_log(sett
         manifest = _manifest(config)
         replayed = _replayed_from_s3(config, manifest)
         assert replayed == STATE_CACHE.get(state_key(config.vectors_bucket, "words", manifest))
-        assert set(replayed.location) == set(live) and len(live) == manifest["vector_count"]
+        assert set(replayed.location) == set(live) and len(live) == manifest.vector_count
         parts = state_part_paths(manifest)
         assert len(parts) <= MAX_STATE_PARTS and len(set(parts)) == len(parts)
         folds.add(result.fold)

@@ -79,7 +79,7 @@ def test_invalid_delta_is_quarantined_once_by_the_intake_and_warned_by_its_colle
     assert not valid.passed and valid.severity == dg.AssetCheckSeverity.WARN and valid.partition == "words"
     assert "checksum" in json.dumps(valid.metadata["reasons"].value)
     assert checks["vector_count_matches_prior_plus_deltas"].passed
-    assert SnapshotStore(settings).read_pointer("words").document["vector_count"] == 2
+    assert SnapshotStore(settings).read_pointer("words").document.vector_count == 2
     assert all_keys(settings, bad["delta_key"]) == [] and all_keys(settings, good["delta_key"]) == []
     assert any(k.endswith("reason.json") for k in all_keys(settings, f"quarantine/words/{bad['delta_id']}/"))
 
@@ -96,7 +96,7 @@ def test_compaction_job_publishes_after_the_check_passes(defs: dg.Definitions, i
     assert check.passed and check.metadata["vector_count"].value == 10 and check.partition == "words"
     assert checks["deltas_valid"].passed and checks["deltas_valid"].partition == "words"
     pointer = SnapshotStore(settings).read_pointer("words")
-    assert pointer is not None and pointer.document["vector_count"] == 10
+    assert pointer is not None and pointer.document.vector_count == 10
     [published] = result.asset_materializations_for_node("snapshot")
     assert published.metadata["version"].value == pointer.version
     assert published.metadata["deltas_archived"].value == 2
@@ -118,8 +118,8 @@ def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instan
 
     def tampered(self: ChromaCompactor, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         candidate = original(self, *args, **kwargs)
-        victim = max(candidate.manifest["files"], key=lambda f: f["size"])
-        client("s3", settings).put_object(Bucket=settings.vectors_bucket, Key=victim["key"], Body=b"tampered")
+        victim = max(candidate.manifest.files, key=lambda f: f.size)
+        client("s3", settings).put_object(Bucket=settings.vectors_bucket, Key=victim.key, Body=b"tampered")
         return candidate
 
     monkeypatch.setattr(ChromaCompactor, "write_candidate", tampered)
@@ -143,7 +143,7 @@ def test_rebuild_job_reproduces_incremental_content(defs: dg.Definitions, instan
     assert result.success and result.dagster_run.tags["vector_pipeline/writer"] == "words"
     assert _content(settings) == incremental
     pointer = SnapshotStore(settings).read_pointer("words")
-    assert SnapshotStore(settings).read_manifest("words", pointer.version)["hnsw"]["search_ef"] == 150
+    assert SnapshotStore(settings).read_manifest("words", pointer.version).hnsw["search_ef"] == 150
 
 
 def test_fold_job_folds_segments_through_the_audit(defs: dg.Definitions, instance: dg.DagsterInstance,
@@ -227,7 +227,7 @@ def test_a_collection_created_at_run_time_is_compacted_through_the_sensor_path(
     assert result.success
     store = SnapshotStore(settings)
     manifest = store.read_manifest("merchant-0099", store.read_pointer("merchant-0099").version)
-    assert manifest["vector_count"] == 2 and manifest["hnsw"]["search_ef"] == 77
+    assert manifest.vector_count == 2 and manifest.hnsw["search_ef"] == 77
 
 
 def test_each_collection_run_audits_its_own_candidate(settings: Settings, instance: dg.DagsterInstance,
@@ -250,4 +250,4 @@ def test_each_collection_run_audits_its_own_candidate(settings: Settings, instan
         check = _checks(result)["vector_count_matches_prior_plus_deltas"]
         assert check.passed and check.metadata["vector_count"].value == count
     store = SnapshotStore(settings)
-    assert {c: store.read_pointer(c).document["vector_count"] for c in counts} == counts
+    assert {c: store.read_pointer(c).document.vector_count for c in counts} == counts

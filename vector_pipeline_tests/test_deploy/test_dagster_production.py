@@ -143,7 +143,7 @@ def test_compaction_run_launched_on_ecs_runs_against_postgres_and_s3(aws: MotoSe
         cursor.execute("SELECT count(*) FROM event_logs WHERE run_id = %s", (run_id,))
         assert cursor.fetchone()[0] > 10
     pointer = SnapshotStore(settings).read_pointer("words")
-    assert pointer is not None and pointer.document["vector_count"] == 10
+    assert pointer is not None and pointer.document.vector_count == 10
     logs = client("s3", settings).list_objects_v2(Bucket=LOGS_BUCKET, Prefix="dagster/compute-logs/")
     assert any(o["Key"].endswith(".out") or o["Key"].endswith(".err") for o in logs.get("Contents", [])), logs
 

@@ -116,9 +116,9 @@ def test_a_follower_switches_versions_beside_queries(settings: Settings, rng: np
         other = start_compactor(settings)  # another process publishes; no query runs meanwhile
         assert other.wait(timeout=300) == 0
         deadline = time.monotonic() + 30
-        while reader.manifest["vector_count"] != 2 and time.monotonic() < deadline:
+        while reader.manifest.vector_count != 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert reader.manifest["vector_count"] == 2  # switched by the follower, not by a query
+        assert reader.manifest.vector_count == 2  # switched by the follower, not by a query
         assert sorted(reader.query(None, vectors(rng, 1), 5, None)["ids"][0]) == ["a", "b"]
         assert readers_of_pointer and set(readers_of_pointer) == {"vp-reader-words"}
     finally:

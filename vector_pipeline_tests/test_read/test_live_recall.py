@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vector_pipeline.format.version_manifest import SNAPSHOT_FORMAT, VersionManifest
 from vector_pipeline import ChromaCompactor
 from vector_pipeline.cli.status import collection_status
 from vector_pipeline.config import Settings
@@ -66,7 +67,7 @@ class _SlowVersion:
 def test_a_busy_worker_drops_samples_instead_of_holding_queries(settings: Settings) -> None:
     live = LiveRecall(replace(settings, reader_recall_sample_rate=1.0), "words")
     version = _SlowVersion()
-    manifest = {"hnsw": {"space": "cosine"}}
+    manifest = VersionManifest(SNAPSHOT_FORMAT, "words", "00000001-20260101T000000000Z", hnsw={"space": "cosine"})
     offered = [live.offer(version, manifest, [[1.0, 1.0]], [["x"]], 1) for _ in range(MAX_PENDING + 3)]
     assert offered.count(False) >= 2 and live.dropped == offered.count(False)  # returned at once, dropped
     version.release.set()

@@ -78,9 +78,9 @@ def test_open_snapshot_is_read_only(settings: Settings, rng: np.random.Generator
 def test_corrupt_download_is_never_exposed(settings: Settings, rng: np.random.Generator, tmp_path: Path) -> None:
     version = _publish(settings, ["a", "b"], vectors(rng, 2))
     manifest = SnapshotStore(settings).read_manifest("words", version)
-    victim = max(manifest["files"], key=lambda f: f["size"])
-    client("s3", settings).put_object(Bucket=settings.vectors_bucket, Key=victim["key"], Body=b"truncated")
-    with pytest.raises(IntegrityError, match=victim["path"].split("/")[-1]):
+    victim = max(manifest.files, key=lambda f: f.size)
+    client("s3", settings).put_object(Bucket=settings.vectors_bucket, Key=victim.key, Body=b"truncated")
+    with pytest.raises(IntegrityError, match=victim.path.split("/")[-1]):
         open_snapshot(snapshot_path=tmp_path, settings=settings)
     assert not (tmp_path / "words" / version).exists()
     assert [p.name for p in (tmp_path / "words").iterdir()] == [".blobs"]  # staging dirs removed too

@@ -35,9 +35,9 @@ def test_recall_of_a_segmented_version_searches_every_segment_with_masks(setting
     produce(settings, [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(20)], rng, deletes=["a39"])
     version = _compact(settings)
     manifest = SnapshotStore(settings).read_manifest("words", version)
-    assert len(manifest["segments"]) == 2 and manifest["segments"][0]["masked"] == 11
+    assert len(manifest.segments) == 2 and manifest.segments[0].masked == 11
     report = measure_recall(settings, "words", k=5, queries=25)
-    assert report.version == version and report.records == 59 == manifest["vector_count"]
+    assert report.version == version and report.records == 59 == manifest.vector_count
     assert report.queries == 25 and report.recall_at_k == 1.0
     assert report.exact_bytes_scanned == 59 * 8 * 4
     assert measure_recall(settings, "words", k=5, queries=25).as_dict() | {"exact_seconds": 0, "approximate_seconds": 0} \
@@ -123,7 +123,7 @@ def test_collection_hnsw_settings_reach_the_next_version(settings: Settings, rng
 def _configurations(settings: Settings, version: str) -> list[dict]:
     store = SnapshotStore(settings)
     manifest = store.read_manifest("words", version)
-    assert manifest["hnsw"]["search_ef"] == CollectionCatalog(settings).get("words").hnsw.search_ef
+    assert manifest.hnsw["search_ef"] == CollectionCatalog(settings).get("words").hnsw.search_ef
     local = store.download_version(manifest, Path(settings.cache_dir) / "check")
     found = []
     with open_version(local, manifest, settings) as client:

@@ -19,7 +19,7 @@ from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.format.manifest import sha256_of
 from vector_pipeline.read.reader import SnapshotReader
-from vector_pipeline.format.segments import segments_of
+from vector_pipeline.format.version_manifest import segments_of
 from vector_pipeline.format.merge_state import state_part_paths
 
 from vector_pipeline_tests.helpers import vectors
@@ -67,13 +67,13 @@ def test_refresh_after_an_append_downloads_only_the_new_segment(settings: Settin
         reader.refresh()
     second = reader.manifest
     assert second is not None and len(segments_of(second)) == 2
-    held = {e["sha256"] for e in first["files"]}
-    new_files = [e for e in second["files"] if e["sha256"] not in held and e["path"] not in state_part_paths(second)]
-    pointer_and_manifest = ["snapshot/words/latest.json", f"snapshot/words/{second['version']}/manifest.json"]
-    assert sorted(gets) == sorted(pointer_and_manifest + [e["key"] for e in new_files])
-    assert reader.local.fetched.bytes - before == sum(e["size"] for e in new_files)
+    held = {e.sha256 for e in first.files}
+    new_files = [e for e in second.files if e.sha256 not in held and e.path not in state_part_paths(second)]
+    pointer_and_manifest = ["snapshot/words/latest.json", f"snapshot/words/{second.version}/manifest.json"]
+    assert sorted(gets) == sorted(pointer_and_manifest + [e.key for e in new_files])
+    assert reader.local.fetched.bytes - before == sum(e.size for e in new_files)
     new_segment = segments_of(second)[-1].path + "/"
-    assert all(e["path"].startswith(new_segment) or e["path"] == "masks.json.gz" for e in new_files)
+    assert all(e.path.startswith(new_segment) or e.path == "masks.json.gz" for e in new_files)
     result = reader.query(None, [vectors(rng, 1)[0]], 400, None)
     assert sorted(result["ids"][0]) == sorted([f"base{i}" for i in range(300)] + ["new0", "new1"])
     reader.close()
@@ -87,15 +87,15 @@ def test_reused_files_stay_byte_identical_to_the_manifest_after_queries(settings
         reader.query(None, vectors(rng, 2), 5, None)
         manifest = reader.manifest
         assert manifest is not None
-        version_dir = tmp_path / "words" / manifest["version"]
+        version_dir = tmp_path / "words" / manifest.version
         state_parts = state_part_paths(manifest)
-        for entry in manifest["files"]:
-            blob = reader.local.blob_path(entry["sha256"])
-            assert blob.is_file() or entry["path"] in state_parts  # state is fetched by fresh reads only
+        for entry in manifest.files:
+            blob = reader.local.blob_path(entry.sha256)
+            assert blob.is_file() or entry.path in state_parts  # state is fetched by fresh reads only
             if blob.is_file():
-                assert sha256_of(blob) == entry["sha256"], entry["path"]
-            if not entry["path"].startswith("segments/") and entry["path"] not in state_parts:  # masks: linked
-                assert sha256_of(version_dir / entry["path"]) == entry["sha256"], entry["path"]
+                assert sha256_of(blob) == entry.sha256, entry.path
+            if not entry.path.startswith("segments/") and entry.path not in state_parts:  # masks: linked
+                assert sha256_of(version_dir / entry.path) == entry.sha256, entry.path
         _publish(settings, [f"r{round_}"], vectors(rng, 1))
     reader.close()
 
@@ -129,7 +129,7 @@ def test_versions_no_longer_named_are_pruned_with_their_unshared_files(settings:
     names = {p.name for p in (tmp_path / "words").iterdir()}
     assert names == {".blobs", ".segments", reader.version}
     held = {p.name for p in (tmp_path / "words" / ".blobs").iterdir()}
-    assert held == {e["sha256"] for e in reader.manifest["files"] if e["path"] not in state_part_paths(reader.manifest)}
-    assert not held & ({e["sha256"] for e in oldest["files"]} - {e["sha256"] for e in reader.manifest["files"]})
+    assert held == {e.sha256 for e in reader.manifest.files if e.path not in state_part_paths(reader.manifest)}
+    assert not held & ({e.sha256 for e in oldest.files} - {e.sha256 for e in reader.manifest.files})
     assert reader.query(None, vectors(rng, 1), 30, None)["ids"][0]
     reader.close()

@@ -33,9 +33,9 @@ def assert_pointer_names_a_complete_version(settings: Settings, collection: str 
     if pointer is None:
         return None
     manifest = store.read_manifest(collection, pointer.version)
-    for entry in manifest["files"]:
-        head = store.s3.head_object(Bucket=store.bucket, Key=entry["key"])
-        assert head["ContentLength"] == entry["size"], entry
+    for entry in manifest.files:
+        head = store.s3.head_object(Bucket=store.bucket, Key=entry.key)
+        assert head["ContentLength"] == entry.size, entry
     return pointer.version
 
 
@@ -45,7 +45,7 @@ def assert_state_parts_locate_the_live_ids(settings: Settings, live_ids: set[str
     places exactly the live ids and lists every delta applied."""
     store = SnapshotStore(settings)
     manifest = store.read_manifest(collection, store.read_pointer(collection).version)
-    state = replay([store.s3.get_object(Bucket=store.bucket, Key=e["key"])["Body"].read()
+    state = replay([store.s3.get_object(Bucket=store.bucket, Key=e.key)["Body"].read()
                     for e in state_part_entries(manifest)])
     assert set(state.location) == live_ids, "the merge state does not place exactly the live ids"
     assert delta_ids <= state.applied_delta_ids, "the merge state lost an applied delta"
@@ -58,8 +58,8 @@ def applied_along_pointer_chain(settings: Settings, collection: str = "words") -
     chain, version = [], pointer.version if pointer else None
     while version:
         manifest = store.read_manifest(collection, version)
-        chain.append(list(manifest["applied_delta_ids"]))
-        version = manifest.get("parent_version")
+        chain.append(list(manifest.applied_delta_ids))
+        version = manifest.parent_version
     return chain
 
 

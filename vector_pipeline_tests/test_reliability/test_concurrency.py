@@ -19,7 +19,8 @@ from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_de
 from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import stop_process_group
 from vector_pipeline.read.reader import close_readers
-from vector_pipeline.table.snapshot_store import SnapshotStore, version_number
+from vector_pipeline.table.snapshot_store import SnapshotStore
+from vector_pipeline.format.version_manifest import version_number
 
 from vector_pipeline_tests.helpers import vectors
 from vector_pipeline_tests.test_reliability.helpers import (applied_along_pointer_chain, assert_each_delta_applied_once, compactor_env,

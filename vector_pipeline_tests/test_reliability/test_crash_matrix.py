@@ -44,8 +44,8 @@ def _folds_along_pointer_chain(settings: Settings) -> list[str]:
     folds, version = [], store.read_pointer("words").version
     while version:
         manifest = store.read_manifest("words", version)
-        folds.append(manifest.get("fold"))
-        version = manifest.get("parent_version")
+        folds.append(manifest.fold)
+        version = manifest.parent_version
     return folds
 
 

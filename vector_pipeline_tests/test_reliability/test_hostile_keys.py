@@ -65,7 +65,7 @@ def test_version_manifest_escape_is_refused_by_readers(settings: Settings, rng: 
     produce_embedding_delta(["a"], vectors(rng, 1), settings=settings)
     [result] = ChromaCompactor(settings=settings).compact_pending("words")
     store = SnapshotStore(settings)
-    manifest = store.read_manifest("words", result.version)
+    manifest = store.read_manifest("words", result.version).to_dict()  # the stored JSON, to tamper with
     manifest["files"].append({"path": path, "size": 1, "sha256": "0" * 64, "key": manifest["files"][0]["key"]})
     client("s3", settings).put_object(Bucket=settings.vectors_bucket, Key=f"snapshot/words/{result.version}/manifest.json",
                                       Body=json.dumps(manifest).encode())
@@ -81,7 +81,7 @@ def test_version_manifest_key_outside_its_prefix_is_refused(settings: Settings, 
     key = produce_embedding_delta(["a"], vectors(rng, 1), settings=settings)["delta_key"]
     [result] = ChromaCompactor(settings=settings).compact_pending("words")
     store = SnapshotStore(settings)
-    manifest = store.read_manifest("words", result.version)
+    manifest = store.read_manifest("words", result.version).to_dict()  # the stored JSON, to tamper with
     manifest["files"][0]["key"] = key.replace("delta/", "archive/") + "chroma.sqlite3"
     client("s3", settings).put_object(Bucket=settings.vectors_bucket, Key=f"snapshot/words/{result.version}/manifest.json",
                                       Body=json.dumps(manifest).encode())
