@@ -42,7 +42,8 @@ from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_de
 from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.queue import DeltaQueue
-from vector_pipeline.read.reader import SnapshotReader, close_readers
+from vector_pipeline.read.reader import close_readers
+from vector_pipeline.read.snapshot_reader import SnapshotReader
 
 from .suite import DIMENSION, _percentiles
 

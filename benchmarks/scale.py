@@ -30,7 +30,7 @@ from typing import Any, Callable
 from vector_pipeline import ChromaCompactor
 from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import fold_segments
-from vector_pipeline.read.reader import SnapshotReader
+from vector_pipeline.read.snapshot_reader import SnapshotReader
 from vector_pipeline.format.segments import FoldKind, plan_fold
 from vector_pipeline.format.version_manifest import segments_of
 from vector_pipeline.table.snapshot_store import SnapshotStore

@@ -27,7 +27,7 @@ from vector_pipeline.io.aws import client
 from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import fold_segments
 from vector_pipeline.format.merge_state import STATE_CACHE, part_path, state_part_paths
-from vector_pipeline.read.reader import SnapshotReader
+from vector_pipeline.read.snapshot_reader import SnapshotReader
 from vector_pipeline.format.version_manifest import segments_of
 from vector_pipeline.table.snapshot_store import SnapshotStore
 

@@ -17,8 +17,8 @@ _PUBLIC = {
     "ChromaCompactor": ".compaction.compactor",
     "ChromaDBClient": ".chroma.client",
     "CompactionLock": ".io.lock",
-    "CompactionResult": ".compaction.compactor",
-    "CompactionStatus": ".compaction.compactor",
+    "CompactionResult": ".compaction.result",
+    "CompactionStatus": ".compaction.result",
     "HnswSettings": ".config",
     "Settings": ".config",
     "open_snapshot": ".read.reader",
@@ -41,7 +41,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .chroma.client import ChromaDBClient
-    from .compaction.compactor import ChromaCompactor, CompactionResult, CompactionStatus
+    from .compaction.compactor import ChromaCompactor
+    from .compaction.result import CompactionResult, CompactionStatus
     from .config import HnswSettings, Settings
     from .delta.produce import produce_embedding_delta
     from .io.lock import CompactionLock

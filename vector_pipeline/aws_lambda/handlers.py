@@ -27,7 +27,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 
 from ..io import metrics as vp_metrics
-from ..compaction.compactor import ChromaCompactor, CompactionResult, CompactionStatus
+from ..compaction.compactor import ChromaCompactor
+from ..compaction.result import CompactionResult, CompactionStatus
 from ..config import Settings
 from ..delta.produce import produce_embedding_delta
 from ..format.keys import InvalidDeltaError

@@ -16,7 +16,8 @@ from importlib import resources
 from typing import Any
 
 from .. import progress
-from ..compaction.compactor import ChromaCompactor, CompactionStatus
+from ..compaction.compactor import ChromaCompactor
+from ..compaction.result import CompactionStatus
 from ..config import Settings
 from ..delta.produce import produce_embedding_delta
 from ..chroma.embeddings import MiniLMProvider

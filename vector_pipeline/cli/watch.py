@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterator
 
 from ..compaction.base_fold import fold_base
 from ..compaction.cadence import Decision, PendingStats, due
-from ..compaction.compactor import ChromaCompactor, CompactionResult
+from ..compaction.compactor import ChromaCompactor
+from ..compaction.result import CompactionResult
 from ..config import Settings
 from ..table.catalog import CollectionCatalog, CollectionConfig
 from .processes import SHUTDOWN_SIGNALS, Interrupted

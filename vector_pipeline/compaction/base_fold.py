@@ -39,7 +39,8 @@ from ..format.segments import MASKS_FILE, read_masks, write_masks
 from ..io.lock import CompactionLock, lock_id_for
 from ..table.snapshot_store import Pointer, PublishOutcome, SnapshotStore
 from ..format.version_manifest import VersionManifest, next_version, segments_of
-from .compactor import ChromaCompactor, CompactionResult, CompactionStatus
+from ..compaction.compactor import ChromaCompactor
+from ..compaction.result import CompactionResult, CompactionStatus
 from .version_writer import Candidate
 
 log = logging.getLogger(__name__)

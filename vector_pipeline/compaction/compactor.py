@@ -20,9 +20,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from .. import progress
 from ..table.catalog import CollectionCatalog, UnknownCollectionError
@@ -37,52 +35,11 @@ from ..io.lock import CompactionLock, lock_id_for
 from ..format.merge_state import remember_state
 from ..delta.queue import DeltaQueue
 from ..table.snapshot_store import PublishOutcome, SnapshotStore
+from .result import CompactionResult, CompactionStatus
 from .version_writer import Candidate, VersionWriter
 from .warm_cache import WarmCache
 
-__all__ = ["Candidate", "ChromaCompactor", "CompactionResult", "CompactionStatus"]
-
 log = logging.getLogger(__name__)
-
-
-class CompactionStatus(str, Enum):
-    OK = "ok"
-    BUSY = "busy"  # another compactor holds the lock: nothing was touched
-    NOOP = "noop"  # every delta was already applied (or none was given)
-    FAILED = "failed"  # nothing visible changed; messages stay for redelivery
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass
-class CompactionResult:
-    status: CompactionStatus
-    collection: str
-    deltas_processed: int = 0
-    version: str | None = None
-    previous_version: str | None = None
-    vector_count: int | None = None
-    already_applied: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    quarantined: dict[str, str] = field(default_factory=dict)
-    messages_acked: int = 0
-    bytes_downloaded: int = 0
-    bytes_uploaded: int = 0
-    duration_seconds: float = 0.0
-    fence: int | None = None
-    fold: str | None = None  # append | fold_recent | fold_all (format/segments.py)
-    segments: int | None = None
-    merge_seconds: float = 0.0
-    publish_seconds: float | None = None  # from the call until readers could see the version
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (CompactionStatus.OK, CompactionStatus.NOOP)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Enum) else v) for k, v in self.__dict__.items()}
 
 
 class ChromaCompactor:

@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from .base_fold import fold_base
-from .compactor import ChromaCompactor, CompactionResult, CompactionStatus
+from ..compaction.compactor import ChromaCompactor
+from ..compaction.result import CompactionResult, CompactionStatus
 from ..config import HnswSettings, Settings
 from ..format.keys import ARCHIVE_PREFIX, delta_id_time, new_delta_id
 from ..delta.reader import list_deltas

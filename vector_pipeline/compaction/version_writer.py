@@ -25,23 +25,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from .. import progress
 from ..format import merge, merge_state
 from ..table.catalog import CollectionCatalog
-from ..chroma.client import CHROMADB_VERSION, ChromaDBClient
+from ..chroma.client import CHROMADB_VERSION
 from ..config import HnswSettings, Settings
 from ..format.keys import DeltaRef
 from ..format.loaded_delta import LoadedDelta
-from ..faults import checkpoint
 from ..table.embedding import collection_embedding
 from .intake import DeltaIntake
-from ..format.segments import MASKS_FILE, SEGMENTS_DIR, FoldKind, FoldPlan, Segment, plan_fold, read_masks, write_masks
+from ..format.segments import MASKS_FILE, FoldKind, FoldPlan, Segment, plan_fold, read_masks, write_masks
 from ..format.merge_state import MergeState, load_state, part_path, state_part_paths
 from ..format.pointer import PointerDocument
 from ..format.version_manifest import SNAPSHOT_FORMAT, UnsupportedFormatError, VersionManifest, next_version, segments_of
 from ..table.snapshot_store import SnapshotStore
+from .segment_writer import write_segment
 from .warm_cache import Checkout, WarmCache, below, files_under
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class VersionWriter:
             new_segment = None  # deletes only: masks change, no segment is written
         else:
             inside = base_manifest.inner_collection if base_manifest else candidate.collection
-            new_segment = self._write_segment(inside, workdir, plan, masks, state, effect, hnsw, name)
+            new_segment = write_segment(self.settings, inside, workdir, plan, masks, state, effect, hnsw, name)
         kept = merge.masks_after(plan, masks, effect, state)
         relocated = merge.relocate(state, plan, new_segment, effect)
         write_masks(workdir, kept)
@@ -236,43 +236,6 @@ class VersionWriter:
         candidate.applied = [d.ref for d in deltas]
         candidate.fold = plan.kind
         return Merged(result, plan, effect, relocated)
-
-    def _write_segment(self, collection: str, workdir: Path, plan: FoldPlan, masks: Mapping[str, set[str]],
-                       state: MergeState, effect: merge.NetEffect, hnsw: HnswSettings, name: str) -> Segment:
-        """The one segment this run writes: a move of ``plan.copy_from`` (or empty), plus the
-        live records of ``plan.read_from``, plus the deltas' upserts, minus what is gone."""
-        target = workdir / SEGMENTS_DIR / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        doomed = merge.doomed_in_copied_segment(plan, masks, effect, state)
-        if plan.copy_from is not None:
-            (workdir / plan.copy_from.path).rename(target)
-        with ChromaDBClient(target, mode="snapshot", settings=self.settings, hnsw=hnsw) as db:
-            if plan.copy_from is not None:  # a copy keeps its old breadth unless told
-                db.set_search_ef(collection, hnsw.search_ef)
-            if doomed:
-                db.delete_vectors(collection, sorted(doomed))
-            for source in plan.read_from:
-                self._carry_live_records(db, collection, workdir / source.path,
-                                         merge.live_ids_carried_from(state, source, effect))
-                shutil.rmtree(workdir / source.path)
-            if effect.upserts:
-                rows = merge.upsert_rows(effect)
-                db.upsert_vectors(collection, rows["ids"], rows["embeddings"], documents=rows["documents"],
-                                  metadatas=rows["metadatas"])
-            else:
-                db.ensure_collection(collection)  # a version always holds its collection
-            checkpoint(self.settings, "mid_merge")
-            return Segment(name, db.count(collection), tier=plan.tier)
-
-    def _carry_live_records(self, db: ChromaDBClient, collection: str, source_dir: Path, ids: list[str]) -> None:
-        if not ids:
-            return
-        with ChromaDBClient(source_dir, mode="read", settings=self.settings) as source:
-            records = source.read_records(collection, ids=ids)
-        if len(records["ids"]) != len(ids):
-            raise RuntimeError(f"segment {source_dir.name} holds {len(records['ids'])} of its {len(ids)} live ids")
-        db.upsert_vectors(collection, records["ids"], records["embeddings"],
-                          documents=records["documents"], metadatas=records["metadatas"])
 
     def _manifest(self, candidate: Candidate, version: str, deltas: list[LoadedDelta], segments: list[Segment],
                   hnsw: HnswSettings, base: VersionManifest | None, fence: int | None,

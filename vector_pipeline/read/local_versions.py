@@ -77,6 +77,11 @@ def segment_key(manifest: VersionManifest, segment: Segment) -> str:
     return f"{segment.name}-{digest.hexdigest()[:16]}"
 
 
+def segment_keys(manifest: VersionManifest) -> list[str]:
+    """The content keys of the version's segments, base first."""
+    return [segment_key(manifest, s) for s in segments_of(manifest)]
+
+
 class LocalVersions:
     """The local copies of one collection's versions under ``root/<collection>``."""
 

@@ -94,7 +94,7 @@ def test_appends_publish_while_a_fold_runs_and_the_rebased_version_holds_exactly
     pointer = store.read_pointer("words")
     manifest = store.read_manifest("words", pointer.version)
     assert manifest.parent_version == appended[-1] and manifest.rebased_fold > folded_from
-    assert manifest.segments[0].name.startswith("fold-") and manifest.applied_delta_ids == []
+    assert manifest.segments[0].name.startswith("fold-") and manifest.applied_delta_ids == ()
     assert_pointer_names_a_complete_version(settings)
     assert _documents(settings) == model and manifest.vector_count == len(model)
     delta_ids = {k.split("/")[2] for k in keys}

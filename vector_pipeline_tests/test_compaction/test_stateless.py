@@ -14,7 +14,7 @@ client. Not covered: timings (the benchmark suite), crash points (the crash matr
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def _manifest(settings: Settings, collection: str = "words") -> VersionManifest:
     return store.read_manifest(collection, store.read_pointer(collection).version)
 
 
-def _replayed_from_s3(settings: Settings, manifest: dict[str, Any]) -> MergeState:
+def _replayed_from_s3(settings: Settings, manifest: VersionManifest) -> MergeState:
     """The version's state replayed from its parts as stored, bypassing every cache."""
     s3 = SnapshotStore(settings).s3
     return replay([s3.get_object(Bucket=settings.vectors_bucket, Key=e.key)["Body"].read()

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from vector_pipeline.io.aws import client, error_code
-from vector_pipeline.compaction.compactor import ChromaCompactor, CompactionStatus
+from vector_pipeline.compaction.compactor import ChromaCompactor
+from vector_pipeline.compaction.result import CompactionStatus
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.produce import produce_embedding_delta
 from vector_pipeline.cli.local_aws import MotoServer

@@ -100,7 +100,7 @@ def test_a_follower_switches_versions_beside_queries(settings: Settings, rng: np
     import threading
     import time
 
-    from vector_pipeline.read.reader import SnapshotReader
+    from vector_pipeline.read.snapshot_reader import SnapshotReader
 
     following = settings.with_overrides(reader_pointer_ttl_seconds=0.2, reader_follow_pointer=True)
     _publish(settings, ["a"], vectors(rng, 1))

@@ -24,7 +24,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.chroma.embeddings import provider_name
 from vector_pipeline.delta.upload import delta_manifest, upload_delta
 from vector_pipeline.format.keys import new_delta_id
-from vector_pipeline.read.reader import SnapshotReader
+from vector_pipeline.read.snapshot_reader import SnapshotReader
 
 from vector_pipeline_tests.helpers import vectors
 

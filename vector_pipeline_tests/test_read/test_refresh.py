@@ -18,7 +18,7 @@ import numpy as np
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.format.manifest import sha256_of
-from vector_pipeline.read.reader import SnapshotReader
+from vector_pipeline.read.snapshot_reader import SnapshotReader
 from vector_pipeline.format.version_manifest import segments_of
 from vector_pipeline.format.merge_state import state_part_paths
 

@@ -36,7 +36,7 @@ from vector_pipeline.chroma.host import ChromaHostLost
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.reader import fetch_delta, list_deltas
 from vector_pipeline.io.aws import client
-from vector_pipeline.read.reader import SnapshotReader
+from vector_pipeline.read.snapshot_reader import SnapshotReader
 
 from ..helpers import vectors
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ..output import Answer, Exit, add_json_flag
 
 if TYPE_CHECKING:
-    from ...compaction.compactor import CompactionResult
+    from ...compaction.result import CompactionResult
     from ...config import Settings
 
 
@@ -144,7 +144,7 @@ def rebuild_collection(args: argparse.Namespace) -> Answer:
 def _each_collection(collections: Sequence[str],
                      write_and_publish: "Callable[[Settings, str], CompactionResult]") -> Answer:
     """Run a maintenance step per collection; a busy lock is a result, not an error."""
-    from ...compaction.compactor import CompactionResult, CompactionStatus
+    from ...compaction.result import CompactionResult, CompactionStatus
     from ...config import Settings
     from ...io.lock import LockBusyError
 
@@ -159,7 +159,7 @@ def _each_collection(collections: Sequence[str],
 
 
 def result_exit(result: "CompactionResult") -> Exit:
-    from ...compaction.compactor import CompactionStatus
+    from ...compaction.result import CompactionStatus
 
     if result.status is CompactionStatus.FAILED:
         return Exit.FAILED
