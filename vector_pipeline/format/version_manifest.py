@@ -9,6 +9,8 @@ takes its default), so a version one build writes, another build reads.
 The manifest lists the version's files (``FileEntry``: path, size, sha256 and the S3 key
 holding the bytes, which may belong to an older version or another collection's), its
 segments (``format/segments.py``) and the parts of its merge state (``format/merge_state.py``).
+Version names (an 8-digit number, one more than the parent's, and a UTC stamp) and the keys
+under ``snapshot/`` they give are here too.
 """
 
 from __future__ import annotations

@@ -12,14 +12,13 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from vector_pipeline.format.version_manifest import VersionManifest
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta, query_snapshot
 from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import collect_garbage, fold_segments, rebuild_from_archive
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.format.segments import FoldKind, Segment, plan_fold
 from vector_pipeline.table.snapshot_store import SnapshotStore
-from vector_pipeline.format.version_manifest import UnsupportedFormatError, version_prefix
+from vector_pipeline.format.version_manifest import UnsupportedFormatError, VersionManifest, version_prefix
 
 from vector_pipeline_tests.helpers import vectors
 

@@ -18,7 +18,6 @@ from typing import Iterator
 
 import numpy as np
 
-from vector_pipeline.format.version_manifest import VersionManifest
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.format import manifest as mf
 from vector_pipeline.config import Settings
@@ -27,7 +26,7 @@ from vector_pipeline.format.merge_state import (MAX_STATE_PARTS, STATE_CACHE, ST
 from vector_pipeline.read.reader import close_readers
 from vector_pipeline.compaction.retention import applied_delta_ids
 from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
-from vector_pipeline.format.version_manifest import version_prefix
+from vector_pipeline.format.version_manifest import VersionManifest, version_prefix
 
 from vector_pipeline_tests.helpers import vectors
 
