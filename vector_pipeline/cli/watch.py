@@ -35,10 +35,10 @@ from enum import Enum
 from typing import Any, Callable, Iterator
 
 from ..compaction.base_fold import fold_base
-from ..compaction.cadence import Decision, PendingStats, due
+from ..compaction.cadence import Decision
+from ..compaction.cadence_reader import CadenceReader
 from ..compaction.compactor import ChromaCompactor, CompactionResult
 from ..config import Settings
-from ..table.catalog import CollectionCatalog, CollectionConfig
 from .processes import SHUTDOWN_SIGNALS, Interrupted
 from ..delta.queue import DeltaQueue
 
@@ -136,7 +136,7 @@ class CompactionWatch:
         self.queue = DeltaQueue(settings)
         self._stop = threading.Event()
         self.cadence = cadence
-        self.catalog = CollectionCatalog(settings)
+        self.cadence_reader = CadenceReader(settings, store=self.compactor.store)
         self._deferred: dict[str, Decision] = {}  # collection -> the decision that deferred it
         self._lead: dict[str, float] = {}  # collection -> its last compaction's seconds
         self._folds: dict[str, threading.Thread] = {}
@@ -226,13 +226,9 @@ class CompactionWatch:
 
     def _decide(self, collection: str, pending_keys: list[str]) -> bool:
         """``cadence.due`` for one collection: compact it now? Starts a base fold it asks for."""
-        config = self.catalog.get(collection) or CollectionConfig.defaults_for(collection, self.settings)
-        pointer = self.compactor.store.read_pointer(collection)
-        manifest = None if pointer is None else self.compactor.store.read_manifest(collection, pointer.version)
         lead = self._lead.get(collection)
-        stats = PendingStats.of(pending_keys, manifest, last_fold_at=self._folded_at.get(collection),
-                                lead_seconds=None if lead is None else lead + self.wait_seconds)
-        decision = due(config, stats)
+        decision = self.cadence_reader.decide(collection, pending_keys, last_fold_at=self._folded_at.get(collection),
+                                              lead_seconds=None if lead is None else lead + self.wait_seconds)
         if decision.should_fold:
             self._start_fold(collection, str(decision.fold))
         if not decision.should_compact:

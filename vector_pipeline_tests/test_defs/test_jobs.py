@@ -161,6 +161,27 @@ def test_fold_job_folds_segments_through_the_audit(defs: dg.Definitions, instanc
     assert _content(settings) == before
 
 
+def test_base_fold_job_folds_off_the_lock_and_reports_the_published_snapshot(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """The run the sensors request when the cadence says a fold is due: ``fold_base``, as
+    ``compact --watch`` runs it, under its own tag (not the writer key: appends go on)."""
+    compactor = ChromaCompactor(settings=settings)
+    for ids in ([f"b{i}" for i in range(50)], ["b0", "n0"]):
+        compactor.compact_deltas([_produce(settings, rng, ids)["delta_key"]], "words")
+    before = _content(settings)
+    instance.add_dynamic_partitions("collection", ["words"])
+    job = defs.resolve_job_def("base_fold")
+    tags = job.partitioned_config.get_tags_for_partition_key("words")
+    assert tags["vector_pipeline/fold"] == "words" and "vector_pipeline/writer" not in tags
+    result = _run(defs, instance, "base_fold", partition_key="words")
+    assert result.success
+    store = SnapshotStore(settings)
+    pointer = store.read_pointer("words")
+    assert len(store.read_manifest("words", pointer.version)["segments"]) == 1 and _content(settings) == before
+    [reported] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("snapshot")]
+    assert reported.partition == "words" and reported.materialization.metadata["version"].value == pointer.version
+
+
 def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                       settings: Settings, rng: np.random.Generator) -> None:
     versions = []
