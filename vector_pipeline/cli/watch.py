@@ -13,8 +13,9 @@ published stays pending). Every ``reconcile_seconds`` a cycle also lists all of 
 which finds collections whose messages were lost.
 
 With ``cadence`` (the default), each collection with pending deltas is compacted only when
-``compaction.cadence.due`` says so (its oldest pending delta nears its freshness target, its
-backlog passed its bound, or nothing is published yet); a deferred collection's deltas stay
+``compaction.cadence.due`` says so — read through ``compaction.cadence_reader``, as the Dagster
+sensors read it (its oldest pending delta nears its freshness target, its backlog passed its
+bound, or nothing is published yet); a deferred collection's deltas stay
 pending and it is listed again every cycle, and the idle wait ends when the next one falls
 due. A base fold ``due`` asks for runs in a thread of its own (``base_fold``: off the lock,
 rebased at publish), one per collection at a time, while cycles go on appending; a stop does
