@@ -37,7 +37,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.delta.backlog import Backlog, read_backlog, read_backlogs
 from vector_pipeline.delta.queue import DeltaMessage, DeltaQueue
 
-from .cadence import RunHistory, cadence_tags, decide, reason
+from .cadence import RunHistory, cadence_tags, decide_all, reason
 from .jobs import COMPACTION_JOB, FOLD_JOB, base_fold_job, compaction_job
 from .partitions import collection_partitions
 from .resources import VectorPipelineResource
@@ -94,19 +94,21 @@ class TickPlan:
 
 
 def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, announced: dict[str, list[DeltaMessage]],
-              backlogs: dict[str, Backlog], source: str, tick_seconds: float) -> TickPlan:
+              backlogs: dict[str, Backlog], source: str, tick_seconds: float, idle_too: bool = False) -> TickPlan:
     """Per collection in ``backlogs``: one ``delta[c]`` event when something is new or pending,
-    and the requests ``cadence.due`` asks for (≤ 1 compaction, ≤ 1 base fold)."""
+    and the requests ``cadence.due`` asks for (≤ 1 compaction, ≤ 1 base fold). ``idle_too``
+    also decides for collections with nothing pending (their base fold)."""
     history = RunHistory.of(context.instance)
     known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
+    allowed = [b for _, b in sorted(backlogs.items()) if _allowed(context, settings, b)]
+    decisions = decide_all(settings, history, [b for b in allowed if b.collection not in history.compacting
+                                               and (b.pending or idle_too)], tick_seconds)
     plan = TickPlan()
-    for collection in sorted(backlogs):
-        backlog = backlogs[collection]
-        if not _allowed(context, settings, backlog):
-            continue
-        decision = None if collection in history.compacting else decide(settings, history, backlog, tick_seconds)
+    for backlog in allowed:
+        collection = backlog.collection
+        decision, busy = decisions.get(collection), collection in history.compacting
         if announced.get(collection) or backlog.pending:
-            plan.reasons[collection] = reason(decision)
+            plan.reasons[collection] = reason(decision, busy)
             plan.events.append(delta_event(collection, announced.get(collection, []), backlog, source,
                                            plan.reasons[collection]))
             context.log.info(f"{collection}: {backlog.pending} pending; {plan.reasons[collection]}")
@@ -117,10 +119,8 @@ def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, announced
 
 def _request(plan: TickPlan, collection: str, backlog: Backlog, decision: Decision | None,
              history: RunHistory) -> None:
-    if decision is None:  # a compaction is queued or running: its deltas wait for a later tick
-        if backlog.pending:
-            plan.deferred[collection] = time.time()
-        return
+    if decision is None:  # a compaction is queued or running (its deltas wait for a new message or
+        return  # the reconciliation), or nothing is pending
     if decision.should_compact:
         # No run_key: Dagster never re-requests a key whose run failed; the busy check keeps one per collection.
         plan.requests.append(dg.RunRequest(job_name=COMPACTION_JOB, partition_key=collection, tags={
@@ -200,7 +200,8 @@ def delta_sensors() -> list[dg.SensorDefinition]:
         backlogs = read_backlogs(settings)
         for collection in context.instance.get_dynamic_partitions(collection_partitions.name):
             backlogs.setdefault(collection, Backlog(collection, {}))  # nothing pending: a fold may be due
-        plan = plan_tick(context, settings, {}, backlogs, "reconciliation", RECONCILIATION_INTERVAL_SECONDS)
+        plan = plan_tick(context, settings, {}, backlogs, "reconciliation", RECONCILIATION_INTERVAL_SECONDS,
+                         idle_too=True)
         return plan.result(json.dumps({"pending": sum(b.pending for b in backlogs.values()), "cadence": plan.reasons}))
 
     return [delta_queue_sensor, delta_reconciliation_sensor]
