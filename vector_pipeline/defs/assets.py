@@ -40,7 +40,8 @@ HANDOFF = "handoff"
 delta = dg.AssetSpec(
     "delta", partitions_def=collection_partitions, group_name="deltas", kinds={"s3", "sqs"},
     description="Producer batches announced for the collection (the partition), reported by the sensors as "
-                "runless events: deltas in the batch, first/last delta id, vectors, bytes, backlog, oldest age.")
+                "runless events: deltas in the batch, first/last delta id, vectors, bytes, backlog, oldest age, "
+                "the cadence decision.")
 
 
 class CompactionConfig(dg.Config):
