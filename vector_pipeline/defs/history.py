@@ -55,7 +55,8 @@ def trend(columns: list[str], oldest_first: list[dict[str, Any]]) -> str:
                   and not isinstance(v, bool)]
         if series:
             parts.append(f"{column} {sparkline(series)} {series[0]:g} → {series[-1]:g}")
-    return f"last {len(oldest_first)} versions: " + " · ".join(parts)
+    count = len(oldest_first)
+    return f"last {count} version{'s' if count > 1 else ''}: " + " · ".join(parts)
 
 
 def sparkline(values: list[float]) -> str:

@@ -294,7 +294,7 @@ def test_each_collections_metadata_is_its_own_and_a_run_that_wrote_nothing_recor
         for event in (candidates[0], snapshots[0]):  # the history of this collection's versions alone
             rows = [row.data for row in event["history"].records]
             assert [r["version"] for r in rows] == versions and [r["vector_count"] for r in rows] == counts
-            assert event["trend"].startswith(f"last {len(counts)} versions: vector_count ")
+            assert event["trend"].startswith(f"last {len(counts)} version{'s' if len(counts) > 1 else ''}: vector_count ")
             assert f"{counts[-1]} → {counts[0]}" in event["trend"]
         assert snapshots[0]["published"] is False and snapshots[0]["vector_count"] == counts[0]  # unchanged
     # The partition plot: one point per collection, its latest snapshot event's figure.
