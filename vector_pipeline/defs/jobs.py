@@ -21,7 +21,8 @@ from vector_pipeline.compaction.maintenance import collect_garbage, rollback
 from vector_pipeline.compaction.retention import parse_time
 from vector_pipeline.table.snapshot_store import PublishOutcome
 
-from .assets import COMPACTION_TAG, REBUILD_JOB, snapshot, snapshot_candidate
+from .assets import COMPACTION_TAG, REBUILD_JOB, SNAPSHOT_HISTORY, snapshot, snapshot_candidate
+from .history import collection_history
 from .partitions import LEGACY_DELTA_PARTITIONS, collection_partitions
 from .resources import VectorPipelineResource
 
@@ -65,12 +66,16 @@ def fold_base_off_the_lock(context: dg.OpExecutionContext, vector_pipeline: Vect
                      f"{done.fold_seconds:.1f}s off the lock, {done.locked_seconds:.2f}s under it")
     if done.outcome is FoldOutcome.BUSY:
         raise dg.Failure(description=f"the lock of {collection} stayed held: nothing folded; the next decision retries")
-    if done.outcome in (FoldOutcome.PUBLISHED, FoldOutcome.REBASED):
-        context.log_event(dg.AssetMaterialization(asset_key="snapshot", partition=collection, metadata={
-            "version": done.result.version or "", "fold": str(done.outcome),
-            "rebased_onto": done.rebased_onto or "", "vector_count": dg.MetadataValue.int(done.result.vector_count or 0),
-            "fold_s": dg.MetadataValue.float(round(done.fold_seconds, 3)),
-            "locked_s": dg.MetadataValue.float(round(done.locked_seconds, 3))}))
+    if done.outcome in (FoldOutcome.PUBLISHED, FoldOutcome.REBASED):  # a published version: snapshot[c]
+        count = done.result.vector_count or 0
+        metadata: dict = {"published": True, "version": done.result.version or "",
+                          "vector_count": dg.MetadataValue.int(count), "dagster/row_count": count, "deltas_applied": 0,
+                          "fold": str(done.outcome), "rebased_onto": done.rebased_onto or "",
+                          "fold_s": dg.MetadataValue.float(round(done.fold_seconds, 3)),
+                          "locked_s": dg.MetadataValue.float(round(done.locked_seconds, 3))}
+        metadata.update(collection_history(context.instance, "snapshot", collection, metadata, SNAPSHOT_HISTORY,
+                                           wrote="published"))
+        context.log_event(dg.AssetMaterialization(asset_key="snapshot", partition=collection, metadata=metadata))
 
 
 @dg.job(name=FOLD_JOB, config=writer_config(FOLD_TAG),

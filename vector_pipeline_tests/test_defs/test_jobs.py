@@ -179,7 +179,9 @@ def test_base_fold_job_folds_off_the_lock_and_reports_the_published_snapshot(
     pointer = store.read_pointer("words")
     assert len(store.read_manifest("words", pointer.version)["segments"]) == 1 and _content(settings) == before
     [reported] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("snapshot")]
-    assert reported.partition == "words" and reported.materialization.metadata["version"].value == pointer.version
+    metadata = reported.materialization.metadata
+    assert reported.partition == "words" and metadata["version"].value == pointer.version
+    assert metadata["history"].value.records[0].data["version"] == pointer.version  # the fold is in the history
 
 
 def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, instance: dg.DagsterInstance,
