@@ -33,32 +33,32 @@ a new one after a kill); it runs calls side by side (chroma releases the GIL whi
 so a reader's parallel segment searches stay parallel. Killing the host ends all its clients:
 their next call raises ``ChromaHostLost``; producers redo the delta, a compaction run fails
 and is retried, a reader reopens its version (``ChromaDBClient.alive``).
+
+This module is that call protocol, one host's pipe: a request and its answer within a bound.
+``host_lifecycle.py`` starts this process's one host (and a new one after a kill) and stops it;
+``remote.py`` holds the client and collection objects ``ChromaDBClient`` calls through it;
+``host_process.py`` is the child's side.
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import logging
-import os
 import queue
 import socket
 import struct
 import subprocess
-import sys
 import threading
-import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from multiprocessing.connection import Connection, Pipe
-from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 COLLECTION_METHODS = frozenset({"count", "get", "query", "upsert", "delete", "modify"})
 CLIENT_METHODS = frozenset({"get_or_create_collection", "get_collection", "list_collections", "get_max_batch_size"})
-_WRITE_STALL_SECONDS = 30
+WRITE_STALL_SECONDS = 30
 
 
 class ChromaUnresponsive(RuntimeError):
@@ -69,28 +69,24 @@ class ChromaHostLost(RuntimeError):
     """The chroma host died (killed after a hang, or crashed): its clients are gone."""
 
 
-# -- this process's side ---------------------------------------------------------------------
-
-
-class _Host:
+class Host:
     """One child process running chroma, and the calls waiting on it. A healthy host's main
     thread does nothing but read requests, so a write that cannot go on for
-    ``_WRITE_STALL_SECONDS`` (the socket's send timeout) means the host is stuck: it is killed
+    ``WRITE_STALL_SECONDS`` (the socket's send timeout) means the host is stuck: it is killed
     then, and no caller waits on a write without a bound either."""
 
-    def __init__(self) -> None:
-        ours, theirs = Pipe(duplex=True)
-        self.process = _launch(theirs)
-        theirs.close()
-        self.pid = self.process.pid
-        self._conn = ours
+    def __init__(self, process: "subprocess.Popen[bytes]", conn: Connection) -> None:
+        """``process``: the host, just started; ``conn``: this side of its pipe."""
+        self.process = process
+        self.pid = process.pid
+        self._conn = conn
         self._ids = itertools.count(1)
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._outbox: "queue.SimpleQueue[tuple | None]" = queue.SimpleQueue()  # releases only
         self.alive = True
-        _bound_writes(ours, _WRITE_STALL_SECONDS)
+        _bound_writes(conn, WRITE_STALL_SECONDS)
         threading.Thread(target=self._receive, name=f"vp-chroma-host-{self.pid}", daemon=True).start()
         threading.Thread(target=self._send_releases, name=f"vp-chroma-release-{self.pid}", daemon=True).start()
 
@@ -192,133 +188,3 @@ def _bound_writes(conn: Connection, seconds: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(seconds), 0))
     finally:
         sock.detach()  # the fd stays the connection's
-
-
-_host: _Host | None = None
-_host_lock = threading.Lock()
-_launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vp-chroma-launcher")
-
-
-def _current_host() -> _Host:
-    global _host
-    with _host_lock:
-        if _host is None or not _host.alive:
-            if _host is not None:
-                _host.kill("")
-            _host = _Host()
-        return _host
-
-
-def _launch(theirs: Connection) -> "subprocess.Popen[bytes]":
-    """The host, forked from the launcher thread (its death signal is tied to that thread)."""
-    # The host imports what this process imports, from where this process found it (a Lambda
-    # package, a test's worktree): our whole sys.path, ahead of the inherited PYTHONPATH.
-    package_root = str(Path(__file__).resolve().parents[2])
-    path = [package_root, *(entry for entry in sys.path if entry), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(filter(None, path)))}
-    argv = [sys.executable, "-c", "from vector_pipeline.chroma.host_process import serve; serve()",
-            str(theirs.fileno()), str(os.getpid())]
-    # Its own session: a terminal's Ctrl-C reaches this process, which then stops the host.
-    # Its stdout is our stderr: a command's --json output stays JSON.
-    return _launcher.submit(subprocess.Popen, argv, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
-                            stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
-                            start_new_session=True).result()
-
-
-def _has_fileno(stream: Any) -> bool:
-    try:
-        stream.fileno()
-        return True
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-atexit.register(lambda: stop_host())
-
-
-def host_pid() -> int | None:
-    """The pid of this process's chroma host, if one runs (tests watch it)."""
-    host = _host
-    return host.pid if host is not None and host.alive else None
-
-
-def stop_host() -> None:
-    """Kill the host (at exit; also after a hang). Clients still open become lost."""
-    global _host
-    with _host_lock:
-        if _host is not None:
-            _host.kill("")
-            _host = None
-
-
-class RemoteCollection:
-    """A chroma collection in the host: the methods ``ChromaDBClient`` uses."""
-
-    def __init__(self, client: "RemoteClient", handle: int, name: str, configuration_json: Any) -> None:
-        self._client, self._handle = client, handle
-        self.name, self.configuration_json = name, configuration_json
-
-    def __getattr__(self, method: str) -> Any:
-        if method not in COLLECTION_METHODS:
-            raise AttributeError(method)
-        return lambda *args, **kwargs: self._client.request("collection", self._handle, method, args, kwargs)
-
-
-class RemoteClient:
-    """A ``chromadb.PersistentClient`` in the host, every call bounded."""
-
-    def __init__(self, path: str, call_timeout: float, close_timeout: float, fault: str | None = None) -> None:
-        self._host = _current_host()
-        self.call_timeout, self.close_timeout = call_timeout, close_timeout
-        self._handle = self._host.call(call_timeout, "open", None, path, fault)
-        self._closed = False
-        self._max_batch_size: int | None = None
-        self._finalizer = weakref.finalize(self, self._host.release, self._handle, close_timeout)
-
-    @property
-    def alive(self) -> bool:
-        return not self._closed and self._host.alive
-
-    def request(self, kind: str, handle: int, method: str, args: tuple, kwargs: dict) -> Any:
-        if self._closed:
-            raise RuntimeError("the chroma client is closed")
-        answer = self._host.call(self.call_timeout, kind, handle, method, (args, kwargs))
-        if isinstance(answer, tuple) and answer and answer[0] == "collection":
-            return RemoteCollection(self, *answer[1:])
-        return answer
-
-    def __getattr__(self, method: str) -> Any:
-        if method not in CLIENT_METHODS:
-            raise AttributeError(method)
-        return lambda *args, **kwargs: self.request("client", self._handle, method, args, kwargs)
-
-    def get_max_batch_size(self) -> int:
-        if self._max_batch_size is None:
-            self._max_batch_size = int(self.request("client", self._handle, "get_max_batch_size", (), {}))
-        return self._max_batch_size
-
-    def close(self) -> None:
-        """Close in the host, within ``close_timeout`` (the call that hung in issue 19)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._finalizer.detach()
-        if self._host.alive:
-            self._host.call(self.close_timeout, "close", self._handle, None, None)
-
-
-def open_client(path: str | Path, call_timeout: float, close_timeout: float, fault: str | None = None) -> RemoteClient:
-    """A persistent chroma client on ``path``, run in the host."""
-    return RemoteClient(str(path), call_timeout, close_timeout, _fault_once(fault))
-
-
-_faults_sent: set[str] = set()
-
-
-def _fault_once(fault: str | None) -> str | None:
-    """A host fault (``Settings.fault``, e.g. ``pause:chroma_close``) reaches one host once
-    per process, as a fault fires once per process: the retry after it runs clean."""
-    if not fault or not fault.endswith(":chroma_close") or fault in _faults_sent:
-        return None
-    _faults_sent.add(fault)
-    return fault

@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..chroma.client import ChromaDBClient, WrittenDelta
+from ..chroma.client import ChromaDBClient
 from ..chroma.host import ChromaHostLost, ChromaUnresponsive
 from ..chroma.embeddings import provider_name
+from ..chroma.written_delta import WrittenDelta
 from ..config import Settings
 from ..format.keys import parse_delta_key
 from .queue import DeltaQueue

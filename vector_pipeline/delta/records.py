@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..chroma.client import check_metadata_value
+from ..chroma.shapes import check_metadata_value
 from ..format.keys import check_collection_name
 
 MAX_ID_LENGTH = 512

@@ -17,7 +17,7 @@ from ..format import manifest as mf
 from .. import progress
 from ..io.aws import client, error_code, sse_args
 from ..config import Settings
-from ..chroma.client import WrittenDelta
+from ..chroma.written_delta import WrittenDelta
 from ..format.keys import DELTA_PREFIX, PACK_NAME, delta_key_for, new_delta_id
 from ..format.pack import pack_delta
 

@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 
 from vector_pipeline import ChromaCompactor, produce_embedding_delta
-from vector_pipeline.chroma import host as chroma_host
 from vector_pipeline.chroma.client import ChromaDBClient
 from vector_pipeline.chroma.host import ChromaHostLost
+from vector_pipeline.chroma.host_lifecycle import host_pid
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.reader import fetch_delta, list_deltas
 from vector_pipeline.io.aws import client
@@ -64,7 +64,7 @@ def test_thousands_of_deltas_in_one_process_go_through_one_host(settings: Settin
     rows = [vectors(rng, 20) for _ in range(2)]
     produce_embedding_delta([f"warm-{i}" for i in range(20)], rows[0], collection_name="warm", settings=settings,
                             notify=False)
-    host = chroma_host.host_pid()
+    host = host_pid()
     errors: list[BaseException] = []
 
     def producer(worker: int) -> None:
@@ -84,7 +84,7 @@ def test_thousands_of_deltas_in_one_process_go_through_one_host(settings: Settin
     s3 = client("s3", settings)
     produced = list_deltas(s3, settings.vectors_bucket, "delta/col0/") + list_deltas(s3, settings.vectors_bucket, "delta/col1/")
     assert len(produced) == DELTAS
-    assert chroma_host.host_pid() == host  # nothing hung: the first host served them all
+    assert host_pid() == host  # nothing hung: the first host served them all
     last = fetch_delta(s3, settings.vectors_bucket, produced[-1], Path(settings.cache_dir) / "check")
     assert len(last.ids) == 20
 
@@ -93,13 +93,13 @@ def test_a_close_that_never_answers_is_cut_at_its_bound_and_the_delta_written_ag
         settings: Settings, rng: np.random.Generator) -> None:
     hung = settings.replace(fault="pause:chroma_close", chroma_close_timeout_seconds=3.0)
     ChromaDBClient(Path(settings.cache_dir) / "opened-first", mode="read", settings=settings).close()  # a host
-    first_host = chroma_host.host_pid()
+    first_host = host_pid()
     assert first_host is not None
     started = time.monotonic()
     result = produce_embedding_delta(["a", "b"], vectors(rng, 2), collection_name="hung", settings=hung, notify=False)
     assert time.monotonic() - started < 60
     assert not _alive(first_host)  # stopped at its close, then killed
-    assert chroma_host.host_pid() not in (None, first_host)
+    assert host_pid() not in (None, first_host)
     s3 = client("s3", settings)
     [ref] = list_deltas(s3, settings.vectors_bucket, "delta/hung/")
     assert ref.delta_id == result["delta_id"]
@@ -110,7 +110,7 @@ def test_a_host_that_dies_ends_its_clients_with_a_named_error_and_the_next_clien
         settings: Settings, rng: np.random.Generator, tmp_path: Path) -> None:
     with ChromaDBClient(tmp_path / "a", mode="snapshot", settings=settings) as db:
         db.upsert_vectors("words", ["x"], vectors(rng, 1))
-        dead = chroma_host.host_pid()
+        dead = host_pid()
         assert dead is not None and db.alive
         os.kill(dead, signal.SIGKILL)
         _wait_until(lambda: not db.alive, 10, "the client to notice its host died")
@@ -119,7 +119,7 @@ def test_a_host_that_dies_ends_its_clients_with_a_named_error_and_the_next_clien
     with ChromaDBClient(tmp_path / "b", mode="snapshot", settings=settings) as db:
         db.upsert_vectors("words", ["y"], vectors(rng, 1))
         assert db.count("words") == 1
-    assert chroma_host.host_pid() not in (None, dead)
+    assert host_pid() not in (None, dead)
 
 
 def test_a_reader_whose_host_died_reopens_its_version_at_the_next_query(
@@ -130,11 +130,11 @@ def test_a_reader_whose_host_died_reopens_its_version_at_the_next_query(
     try:
         query = vectors(rng, 1)
         assert len(reader.query(None, query, 5, None)["ids"][0]) == 5
-        dead = chroma_host.host_pid()
+        dead = host_pid()
         os.kill(dead, signal.SIGKILL)  # type: ignore[arg-type]
         _wait_until(lambda: reader.client is not None and not reader.client.alive, 10, "the reader to see it")
         assert len(reader.query(None, query, 5, None)["ids"][0]) == 5
-        assert reader.client is not None and reader.client.alive and chroma_host.host_pid() != dead
+        assert reader.client is not None and reader.client.alive and host_pid() != dead
     finally:
         reader.close()
 
