@@ -153,10 +153,12 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _spread_hnsw(cls, values: Any) -> Any:
-        """``hnsw=HnswSettings(...)`` sets the four ``hnsw_*`` fields."""
+        """``hnsw=HnswSettings(...)`` (or its dict) sets the four ``hnsw_*`` fields."""
         if isinstance(values, dict) and "hnsw" in values:
             values = dict(values)
-            values.update({f"hnsw_{name}": value for name, value in values.pop("hnsw").as_dict().items()})
+            hnsw = values.pop("hnsw")
+            values.update({f"hnsw_{name}": value for name, value in (hnsw.as_dict() if isinstance(hnsw, HnswSettings)
+                                                                      else dict(hnsw)).items()})
         return values
 
     @field_validator("collections", "pinecone_namespaces", mode="before")
