@@ -23,10 +23,10 @@ from ..io.aws import error_code
 from ..chroma.client import ChromaDBClient
 from ..format.keys import (ARCHIVE_PREFIX, DELTA_PREFIX, PACK_NAME, QUARANTINE_PREFIX, DeltaRef, InvalidDeltaError,
                          delta_key_for, is_completion_marker, parse_delta_key)
+from ..format.delta_manifest import DELTA_FORMAT, DELTA_FORMAT_FILES, DeltaManifest
 from ..format.pack import MAX_PACK_BYTES, check_members, extract_members, read_pack
 from .records import Problems, check_ids, check_metadata
 from ..format.loaded_delta import LoadedDelta
-from .upload import DELTA_FORMAT, DELTA_FORMAT_FILES
 from ..io.transfer import TransferItem, download_files
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class StoredDelta:
 
     ref: DeltaRef
     prefix: str
-    manifest: dict[str, Any]
+    manifest: DeltaManifest
     members: dict[str, bytes] | None  # None: format 1, files still to download
     fetched_bytes: int = 0
 
@@ -77,19 +77,15 @@ def find_delta(s3: Any, bucket: str, ref: DeltaRef, prefix: str = DELTA_PREFIX) 
     base = delta_key_for(ref.collection, ref.delta_id, prefix)
     body = _get_limited(s3, bucket, base + PACK_NAME, MAX_PACK_BYTES, ref)
     if body is not None:
-        manifest, members = read_pack(body, ref.key)
-        _check_manifest(manifest, ref, DELTA_FORMAT)
-        check_members(manifest, members, ref.key)
+        document, members = read_pack(body, ref.key)
+        manifest = DeltaManifest.from_dict(document, ref, DELTA_FORMAT)
+        check_members(manifest.files, members, ref.key)
         return StoredDelta(ref, prefix, manifest, members, len(body))
     body = _get_limited(s3, bucket, base + mf.MANIFEST_NAME, mf.MAX_MANIFEST_BYTES, ref)
     if body is None:
         raise FileNotFoundError(base + PACK_NAME)
-    try:
-        manifest = mf.loads(body, base + mf.MANIFEST_NAME)
-    except mf.IntegrityError as exc:
-        raise InvalidDeltaError(str(exc), ref.key) from None
-    _check_manifest(manifest, ref, DELTA_FORMAT_FILES)
-    return StoredDelta(ref, prefix, manifest, None, len(body) + sum(int(e.get("size", 0)) for e in manifest["files"]))
+    manifest = DeltaManifest.from_json(body, ref, DELTA_FORMAT_FILES, base + mf.MANIFEST_NAME)
+    return StoredDelta(ref, prefix, manifest, None, len(body) + manifest.file_bytes)
 
 
 def _get_limited(s3: Any, bucket: str, key: str, limit: int, ref: DeltaRef) -> bytes | None:
@@ -110,29 +106,9 @@ def _get_limited(s3: Any, bucket: str, key: str, limit: int, ref: DeltaRef) -> b
     return body
 
 
-def read_delta_manifest(s3: Any, bucket: str, ref: DeltaRef, prefix: str = DELTA_PREFIX) -> dict[str, Any]:
+def read_delta_manifest(s3: Any, bucket: str, ref: DeltaRef, prefix: str = DELTA_PREFIX) -> DeltaManifest:
     """The delta's checked manifest (``find_delta``)."""
     return find_delta(s3, bucket, ref, prefix).manifest
-
-
-def _check_manifest(manifest: dict[str, Any], ref: DeltaRef, expected_format: str) -> None:
-    if manifest.get("format") != expected_format:
-        raise InvalidDeltaError(f"unknown manifest format {manifest.get('format')!r} "
-                                f"(expected {expected_format!r} in this layout)", ref.key)
-    if manifest.get("delta_id") != ref.delta_id or manifest.get("collection") != ref.collection:
-        raise InvalidDeltaError("manifest names another delta or collection", ref.key)
-    if not isinstance(manifest.get("files"), list) or (
-        not manifest["files"] and manifest.get("upsert_count", 0)
-    ):
-        raise InvalidDeltaError("manifest lists no files", ref.key)
-    for entry in manifest["files"]:
-        try:
-            mf.check_relative_path(str(entry.get("path", "")))
-        except (mf.UnsafePathError, AttributeError) as exc:
-            raise InvalidDeltaError(str(exc), ref.key) from None
-    deletes = manifest.get("delete_ids", [])
-    if not isinstance(deletes, list) or not all(isinstance(i, str) and i for i in deletes):
-        raise InvalidDeltaError("delete_ids is not a list of non-empty strings", ref.key)
 
 
 def load_delta(s3: Any, bucket: str, stored: StoredDelta, workdir: Path) -> LoadedDelta:
@@ -143,7 +119,7 @@ def load_delta(s3: Any, bucket: str, stored: StoredDelta, workdir: Path) -> Load
         extract_members(stored.members, workdir)  # checked against the manifest when read
     else:
         workdir.mkdir(parents=True, exist_ok=True)
-        entries = [mf.FileEntry.from_dict(e) for e in manifest["files"]]
+        entries = manifest.files
         key = delta_key_for(ref.collection, ref.delta_id, stored.prefix)
         items = [TransferItem(mf.safe_join(workdir, e.path), key + e.path, e.size) for e in entries]
         download_files(s3, bucket, items, f"delta {ref.collection}/{ref.delta_id}")
@@ -152,7 +128,7 @@ def load_delta(s3: Any, bucket: str, stored: StoredDelta, workdir: Path) -> Load
         except mf.IntegrityError as exc:
             raise InvalidDeltaError(f"checksum: {exc}", ref.key) from None
     loaded = LoadedDelta(ref, manifest, found_under=stored.prefix, fetched_bytes=stored.fetched_bytes)
-    if not manifest.get("upsert_count"):
+    if not manifest.upsert_count:
         return loaded
     try:
         with ChromaDBClient(workdir, mode="read") as reader:
@@ -169,9 +145,9 @@ def load_delta(s3: Any, bucket: str, stored: StoredDelta, workdir: Path) -> Load
 
 def _check_records(loaded: LoadedDelta) -> None:
     """The same rules the producer applies, for deltas written by anything else."""
-    if len(loaded.ids) != int(loaded.manifest.get("upsert_count", -1)):
+    if len(loaded.ids) != loaded.manifest.upsert_count:
         raise InvalidDeltaError(
-            f"holds {len(loaded.ids)} vectors, manifest says {loaded.manifest.get('upsert_count')}",
+            f"holds {len(loaded.ids)} vectors, manifest says {loaded.manifest.upsert_count}",
             loaded.ref.key)
     try:
         problems = Problems()

@@ -11,47 +11,35 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from ..format import manifest as mf
 from .. import progress
 from ..io.aws import client, error_code, sse_args
 from ..config import Settings
 from ..chroma.written_delta import WrittenDelta
+from ..format.delta_manifest import DELTA_FORMAT, DeltaManifest
 from ..format.keys import DELTA_PREFIX, PACK_NAME, delta_key_for, new_delta_id
 from ..format.pack import pack_delta
 
-DELTA_FORMAT = "vector_pipeline.delta/2"  # one packed object (format/pack.py)
-DELTA_FORMAT_FILES = "vector_pipeline.delta/1"  # a file per chroma file, manifest last: read, not written
 
-
-def delta_manifest(written: WrittenDelta, embedding_provider: str, delta_id: str | None = None) -> dict[str, Any]:
+def delta_manifest(written: WrittenDelta, embedding_provider: str, delta_id: str | None = None) -> DeltaManifest:
     """The manifest of a closed delta directory: files with sha256, counts, embedding."""
-    files = mf.describe_files(written.directory)
-    return {
-        "format": DELTA_FORMAT,
-        "delta_id": delta_id or new_delta_id(),
-        "collection": written.collection,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "upsert_count": written.upsert_count,
-        "delete_ids": list(written.delete_ids),
-        "delete_count": len(written.delete_ids),
-        "dimension": written.dimension,
-        "embedding_provider": embedding_provider,
-        "chromadb_version": written.chromadb_version,
-        "hnsw": written.hnsw,
-        "files": [entry.as_dict() for entry in files],
-        "total_bytes": sum(entry.size for entry in files),
-    }
+    files = tuple(mf.describe_files(written.directory))
+    return DeltaManifest(
+        format=DELTA_FORMAT, delta_id=delta_id or new_delta_id(), collection=written.collection,
+        created_at=datetime.now(timezone.utc).isoformat(), upsert_count=written.upsert_count,
+        delete_ids=tuple(written.delete_ids), delete_count=len(written.delete_ids), dimension=written.dimension,
+        embedding_provider=embedding_provider, chromadb_version=written.chromadb_version, hnsw=written.hnsw,
+        files=files, total_bytes=sum(entry.size for entry in files))
 
 
-def upload_delta(settings: Settings, bucket: str, directory: Path, manifest: dict[str, Any],
+def upload_delta(settings: Settings, bucket: str, directory: Path, manifest: DeltaManifest,
                  prefix: str = DELTA_PREFIX) -> str:
     """One PUT of the delta packed with its manifest: from then on it is complete."""
-    key = delta_key_for(manifest["collection"], manifest["delta_id"], prefix)
+    key = delta_key_for(manifest.collection, manifest.delta_id, prefix)
     body = pack_delta(directory, manifest)
     try:
-        with progress.stage(f"upload delta {manifest['collection']}/{manifest['delta_id']}", len(body), "B") as bar:
+        with progress.stage(f"upload delta {manifest.collection}/{manifest.delta_id}", len(body), "B") as bar:
             client("s3", settings).put_object(Bucket=bucket, Key=key + PACK_NAME, Body=body,
                                               ContentType="application/x-tar", **sse_args(settings))
             bar.advance(len(body))

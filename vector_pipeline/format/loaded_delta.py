@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .delta_manifest import DeltaManifest
 from .keys import DELTA_PREFIX, DeltaRef
 
 
@@ -18,7 +19,7 @@ class LoadedDelta:
     """A downloaded, verified delta: its manifest and its records."""
 
     ref: DeltaRef
-    manifest: dict[str, Any]
+    manifest: DeltaManifest
     ids: list[str] = field(default_factory=list)
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))  # float32, a row per id
     documents: list[str | None] = field(default_factory=list)
@@ -28,12 +29,12 @@ class LoadedDelta:
 
     @property
     def delete_ids(self) -> list[str]:
-        return list(self.manifest.get("delete_ids", []))
+        return list(self.manifest.delete_ids)
 
     @property
     def dimension(self) -> int:
-        return int(self.manifest.get("dimension", 0))
+        return self.manifest.dimension
 
     @property
     def embedding_provider(self) -> str:
-        return str(self.manifest.get("embedding_provider", ""))
+        return self.manifest.embedding_provider

@@ -18,9 +18,10 @@ import hashlib
 import io
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from . import manifest as mf
+from .delta_manifest import DeltaManifest
 from .keys import PACK_NAME, InvalidDeltaError
 
 __all__ = ["MAX_PACK_BYTES", "PACK_NAME", "check_members", "extract_members", "pack_delta", "read_pack"]
@@ -28,13 +29,13 @@ __all__ = ["MAX_PACK_BYTES", "PACK_NAME", "check_members", "extract_members", "p
 MAX_PACK_BYTES = 2 * 1024 * 1024 * 1024
 
 
-def pack_delta(directory: Path, manifest: dict[str, Any]) -> bytes:
+def pack_delta(directory: Path, manifest: DeltaManifest) -> bytes:
     """The tar of ``manifest`` (first) and the files it lists, read from ``directory``."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add(tar, mf.MANIFEST_NAME, mf.dumps(manifest))
-        for entry in manifest["files"]:
-            _add(tar, entry["path"], (directory / entry["path"]).read_bytes())
+        _add(tar, mf.MANIFEST_NAME, manifest.to_json())
+        for entry in manifest.files:
+            _add(tar, entry.path, (directory / entry.path).read_bytes())
     return buffer.getvalue()
 
 
@@ -46,9 +47,10 @@ def _add(tar: tarfile.TarFile, name: str, body: bytes) -> None:
 
 
 def read_pack(body: bytes, what: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The parsed manifest and every other member's bytes; raises ``InvalidDeltaError`` for
-    anything but a tar of regular files at safe paths. The caller checks the manifest's
-    fields, then the members against it (``check_members``), before extracting them."""
+    """The manifest's JSON object and every other member's bytes; raises ``InvalidDeltaError``
+    for anything but a tar of regular files at safe paths. The caller reads the manifest
+    (``DeltaManifest.from_dict``), then checks the members against it (``check_members``),
+    before extracting them."""
     if len(body) > MAX_PACK_BYTES:
         raise InvalidDeltaError(f"packed delta is {len(body)} bytes, over the {MAX_PACK_BYTES} byte limit", what)
     members: dict[str, bytes] = {}
@@ -76,17 +78,10 @@ def read_pack(body: bytes, what: str) -> tuple[dict[str, Any], dict[str, bytes]]
     return manifest, members
 
 
-def check_members(manifest: dict[str, Any], members: dict[str, bytes], what: str) -> None:
+def check_members(entries: Sequence[mf.FileEntry], members: dict[str, bytes], what: str) -> None:
     """Every member is listed once, with its size and sha256, and nothing listed is missing."""
-    entries = manifest.get("files")
-    if not isinstance(entries, list):
-        raise InvalidDeltaError("manifest lists no files", what)
     listed: set[str] = set()
-    for entry in entries:
-        try:
-            checked = mf.FileEntry.from_dict(entry)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise InvalidDeltaError(f"malformed file entry in manifest: {entry!r}", what) from None
+    for checked in entries:
         body = members.get(checked.path)
         if checked.path in listed:
             raise InvalidDeltaError(f"manifest lists {checked.path!r} twice", what)

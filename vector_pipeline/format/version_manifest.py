@@ -127,21 +127,7 @@ class VersionManifest:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = dict(self.extra)
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            if spec.name == "extra" or (spec.name in _WHEN_SET and value is None):
-                continue
-            if spec.name == "files":
-                value = [e.as_dict() for e in value]
-            elif spec.name == "segments":
-                value = [s.as_dict() for s in value]
-            elif isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            document[spec.name] = value
-        return document
+        return document_of(self, _WHEN_SET)
 
     def to_json(self) -> bytes:
         return dumps(self.to_dict())
@@ -179,6 +165,22 @@ class VersionManifest:
 def segments_of(manifest: VersionManifest | None) -> list[Segment]:
     """The version's segments, base first (none before the first version)."""
     return [] if manifest is None else list(manifest.segments)
+
+
+def document_of(typed: Any, when_set: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A typed document's JSON object: its ``extra`` fields, then every field by name (those
+    in ``when_set`` only when not None); tuples become lists, their entries' ``as_dict``."""
+    document: dict[str, Any] = dict(typed.extra)
+    for spec in fields(typed):
+        value = getattr(typed, spec.name)
+        if spec.name == "extra" or (spec.name in when_set and value is None):
+            continue
+        if isinstance(value, tuple):
+            value = [v.as_dict() if hasattr(v, "as_dict") else v for v in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        document[spec.name] = value
+    return document
 
 
 class FieldReader:

@@ -139,7 +139,7 @@ def _write_page(settings: Settings, s3: Any, index: PineconeIndex, namespace: st
         except FileNotFoundError:
             continue
         log.info("delta %s of this page is already complete: not written again", ref.delta_id)
-        return int(manifest.get("upsert_count", 0))
+        return manifest.upsert_count
     records = index.fetch(namespace, ids)
     if not records:
         return 0

@@ -6,6 +6,7 @@ from typing import Iterable
 
 import numpy as np
 
+from vector_pipeline.format.delta_manifest import DELTA_FORMAT, DeltaManifest
 from vector_pipeline.format.keys import DeltaRef, new_delta_id
 from vector_pipeline.format.loaded_delta import LoadedDelta
 
@@ -25,7 +26,8 @@ def loaded(delta_id: str, upserts: Iterable[str] = (), deletes: Iterable[str] = 
     embeddings = np.asarray([[float(n)] * dimension for n in range(len(ids))], dtype=np.float32)
     return LoadedDelta(
         ref=DeltaRef(COLLECTION, delta_id),
-        manifest={"delete_ids": list(deletes), "dimension": dimension, "embedding_provider": "test"},
+        manifest=DeltaManifest(DELTA_FORMAT, delta_id, COLLECTION, delete_ids=tuple(deletes), dimension=dimension,
+                               embedding_provider="test"),
         ids=ids,
         embeddings=embeddings.reshape(len(ids), dimension),
         documents=[f"{delta_id}:{i}" for i in ids],

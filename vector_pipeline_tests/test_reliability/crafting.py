@@ -17,7 +17,8 @@ from vector_pipeline.io.aws import client, sse_args
 from vector_pipeline.chroma.client import ChromaDBClient
 from vector_pipeline.config import Settings
 from vector_pipeline.chroma.embeddings import provider_name
-from vector_pipeline.delta.upload import DELTA_FORMAT_FILES, delta_manifest
+from vector_pipeline.delta.upload import delta_manifest
+from vector_pipeline.format.delta_manifest import DELTA_FORMAT_FILES
 from vector_pipeline.format.keys import delta_key_for, new_delta_id
 from vector_pipeline.format.keys import PACK_NAME
 from vector_pipeline.format.manifest import dumps, sha256_of
@@ -36,7 +37,7 @@ def craft_delta(settings: Settings, *, ids: list[str] | None = None, dimension: 
     delta = ChromaDBClient(workdir, mode="delta", settings=settings)
     delta_id = delta_id or new_delta_id()
     delta.upsert_vectors(collection, ids, np.random.default_rng(0).random((len(ids), dimension)).tolist())
-    described = delta_manifest(delta.close_and_describe(), provider_name(settings), delta_id)
+    described = delta_manifest(delta.close_and_describe(), provider_name(settings), delta_id).to_dict()
     if not packed:
         described["format"] = DELTA_FORMAT_FILES
     if files:
