@@ -1,7 +1,7 @@
 """Reading a delta back: manifest, files, checksums and records, every one checked.
 
 Invariant: a ``LoadedDelta`` is returned only for a delta whose manifest is well formed and
-names this delta, whose every file matched its sha256, and whose records obey the
+names this delta (``format/delta_manifest.py``), whose every file matched its sha256, and whose records obey the
 producer's rules (``delta/records.py``); anything else raises ``InvalidDeltaError`` with the
 reason (the caller quarantines it), or ``FileNotFoundError`` while the delta is not
 complete. Both formats are read: 2, one packed object (``format/pack.py``), and 1, a file per
