@@ -1,9 +1,11 @@
 """Sustained ingest: raw samples → figures (``summarize``), report section and plots
-(``write_ingest_report``). Targets (issue 12): ≥ 10 deltas/s sustained, the queue does not
-grow, freshness p99 ≤ 30 s through the library loop, ≤ 2 s with fresh reads. Dagster (issue
+(``write_ingest_report``; the plots in ``ingest_plots.py``, query latency in
+``ingest_queries.py``). Targets (issue 12): ≥ 10 deltas/s sustained, the queue does not grow,
+freshness p99 ≤ 30 s through the library loop, ≤ 2 s with fresh reads. Dagster (issue
 20): runs ≈ compaction cycles (none per delta), a publish at least every 2 min, freshness
 within one cycle of the watch loop's, sensor tick p99 ≤ 10 s (moto's ReceiveMessage time
-apart), instance growth per day."""
+apart), instance growth per day. Issue 21: no cycle rewrites the base (bytes per cycle: max
+≤ 3× median), query p99 during ingest ≤ 3× idle p99."""
 
 from __future__ import annotations
 

@@ -50,8 +50,8 @@ def test_ingest_profile_measures_freshness_queue_depth_and_query_latency_for_bot
     """The sustained-ingest profile at a tiny rate, both compaction loops (compact --watch and
     dagster dev's sensors): every delta produced is accounted for, seen or counted unseen, by
     both readers; the queue is sampled; query latency is timed idle and during ingest for both
-    read kinds, with its target rows in the report; report and plots written. Its figures are for the full
-    run (a few seconds here say nothing about sustained ingest)."""
+    read kinds, with its target rows in the report; report and plots written. Its figures are for
+    the full run (a few seconds here say nothing about sustained ingest)."""
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--ingest", "--quick", "--ingest-seconds", "3",
                              "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
