@@ -115,7 +115,7 @@ def _collections(args: argparse.Namespace) -> int:
 INGEST_PROFILES = {
     "quick": {"seconds": 6.0, "rate": 2.0, "vectors_per_delta": 10, "producers": 1, "poll_seconds": 0.5,
               "drain_seconds": 60.0, "modes": ["watch", "dagster"], "seed_vectors": 50, "query_rate": 5.0,
-              "idle_queries": 20},
+              "idle_queries": 20, "freshness_target_s": 4.0},  # the collections' target (full: the default)
     "full": {"seconds": 600.0, "rate": 10.0, "vectors_per_delta": 100, "producers": 4, "poll_seconds": 0.5,
              "drain_seconds": 180.0, "modes": ["watch", "dagster"], "seed_vectors": 1000, "query_rate": 5.0,
              "idle_queries": 300},

@@ -59,11 +59,16 @@ READ_MODES = ("bounded", "pending")
 QUEUE_SAMPLE_SECONDS = 2.0
 
 
-def seed_collection(settings: Settings, collection: str, vectors: int) -> float:
-    """One delta of ``vectors`` (ids ``seed-<j>``), not announced, compacted here: the version the
+def seed_collection(settings: Settings, collection: str, vectors: int, freshness_target_s: float | None) -> float:
+    """The collection's record (with ``freshness_target_s`` when given, else the default target),
+    then one delta of ``vectors`` (ids ``seed-<j>``), not announced, compacted here: the version the
     idle queries answer from, published before the loop starts. Returns its seconds."""
     from vector_pipeline import ChromaCompactor, produce_embedding_delta
+    from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
 
+    if freshness_target_s is not None:
+        config = CollectionConfig.defaults_for(collection, settings)
+        CollectionCatalog(settings).create(config.changed(freshness_target_seconds=freshness_target_s))
     data = np.random.default_rng(2_000_000).standard_normal((vectors, DIMENSION)).astype(np.float32)
     data /= np.linalg.norm(data, axis=1, keepdims=True)
     started = time.time()
@@ -90,7 +95,7 @@ def run_mode(loop: WatchLoop | DagsterLoop, settings: Settings, parameters: dict
     queue = DeltaQueue(settings)
     load_before = os.getloadavg()
     seed_s = seed_collection(settings.with_overrides(cache_dir=str(folder / "seed")), collection,
-                             parameters["seed_vectors"])
+                             parameters["seed_vectors"], parameters.get("freshness_target_s"))
     loop.start()
     stop_path = folder / "stop"
     readers = [context.Process(target=read_freshness, args=(
