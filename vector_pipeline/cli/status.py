@@ -1,4 +1,5 @@
-"""What a bucket holds now, per collection: published version and counts, pending and
+"""What a bucket holds now, per collection: published version and counts, the versions stored
+(a manifest each) and the prefixes GC left because a stored version shares their segments, pending and
 quarantined deltas and the oldest pending one's age against the collection's freshness target
 (with ``cadence.due``'s decision), lock holder and expiry; queue and dead-letter depth,
 readers' live recall@k. Reads only; used by the CLI and the Dagster layer."""
@@ -11,6 +12,7 @@ from typing import Any
 from ..table.catalog import CollectionCatalog, CollectionConfig
 from ..compaction.cadence import PendingStats, due
 from ..compaction.compactor import ChromaCompactor
+from ..compaction.stored import stored_versions
 from ..config import Settings
 from ..format.keys import QUARANTINE_PREFIX, parse_delta_key
 from ..io import metrics
@@ -35,11 +37,14 @@ def collection_status(settings: Settings) -> dict[str, Any]:
         manifest = None if pointer is None else store.read_manifest(collection, pointer.version)
         config = catalog.get(collection) or CollectionConfig.defaults_for(collection, settings)
         decision = due(config, PendingStats.of(pending.get(collection, []), manifest))
+        stored = stored_versions(store, catalog, collection)
         report["collections"][collection] = {
             "version": pointer.version if pointer else None,
             "vector_count": pointer.document.get("vector_count") if pointer else None,
             "published_at": pointer.document.get("published_at") if pointer else None,
-            "versions_stored": len(store.list_versions(collection)),
+            "versions_stored": len(stored.versions),
+            # prefixes without a manifest: a deleted version's segments a stored version reads, or a write in progress
+            "version_leftovers": [leftover.as_dict() for leftover in stored.leftovers],
             "pending_deltas": len(pending.get(collection, [])),
             "oldest_pending_age_s": decision.pending_age_seconds and round(decision.pending_age_seconds, 1),
             "freshness_target_s": config.freshness_target_seconds,

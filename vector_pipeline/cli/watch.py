@@ -13,8 +13,9 @@ published stays pending). Every ``reconcile_seconds`` a cycle also lists all of 
 which finds collections whose messages were lost.
 
 With ``cadence`` (the default), each collection with pending deltas is compacted only when
-``compaction.cadence.due`` says so (its oldest pending delta nears its freshness target, its
-backlog passed its bound, or nothing is published yet); a deferred collection's deltas stay
+``compaction.cadence.due`` says so — read through ``compaction.cadence_reader``, as the Dagster
+sensors read it (its oldest pending delta nears its freshness target, its backlog passed its
+bound, or nothing is published yet); a deferred collection's deltas stay
 pending and it is listed again every cycle, and the idle wait ends when the next one falls
 due. A base fold ``due`` asks for runs in a thread of its own (``base_fold``: off the lock,
 rebased at publish), one per collection at a time, while cycles go on appending; a stop does
@@ -35,10 +36,10 @@ from enum import Enum
 from typing import Any, Callable, Iterator
 
 from ..compaction.base_fold import fold_base
-from ..compaction.cadence import Decision, PendingStats, due
+from ..compaction.cadence import Decision
+from ..compaction.cadence_reader import CadenceReader
 from ..compaction.compactor import ChromaCompactor, CompactionResult
 from ..config import Settings
-from ..table.catalog import CollectionCatalog, CollectionConfig
 from .processes import SHUTDOWN_SIGNALS, Interrupted
 from ..delta.queue import DeltaQueue
 
@@ -136,7 +137,7 @@ class CompactionWatch:
         self.queue = DeltaQueue(settings)
         self._stop = threading.Event()
         self.cadence = cadence
-        self.catalog = CollectionCatalog(settings)
+        self.cadence_reader = CadenceReader(settings, store=self.compactor.store)
         self._deferred: dict[str, Decision] = {}  # collection -> the decision that deferred it
         self._lead: dict[str, float] = {}  # collection -> its last compaction's seconds
         self._folds: dict[str, threading.Thread] = {}
@@ -226,13 +227,9 @@ class CompactionWatch:
 
     def _decide(self, collection: str, pending_keys: list[str]) -> bool:
         """``cadence.due`` for one collection: compact it now? Starts a base fold it asks for."""
-        config = self.catalog.get(collection) or CollectionConfig.defaults_for(collection, self.settings)
-        pointer = self.compactor.store.read_pointer(collection)
-        manifest = None if pointer is None else self.compactor.store.read_manifest(collection, pointer.version)
         lead = self._lead.get(collection)
-        stats = PendingStats.of(pending_keys, manifest, last_fold_at=self._folded_at.get(collection),
-                                lead_seconds=None if lead is None else lead + self.wait_seconds)
-        decision = due(config, stats)
+        decision = self.cadence_reader.decide(collection, pending_keys, last_fold_at=self._folded_at.get(collection),
+                                              lead_seconds=None if lead is None else lead + self.wait_seconds)
         if decision.should_fold:
             self._start_fold(collection, str(decision.fold))
         if not decision.should_compact:

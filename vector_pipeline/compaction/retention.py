@@ -30,7 +30,8 @@ from ..delta.archive import delete_keys
 from ..format.keys import ARCHIVE_PREFIX, QUARANTINE_PREFIX, delta_id_time
 from ..delta.reader import list_deltas
 from ..io.lock import CompactionLock, lock_id_for
-from ..table.snapshot_store import SNAPSHOT_PREFIX, SnapshotNotFoundError, SnapshotStore, version_prefix
+from ..table.snapshot_store import SNAPSHOT_PREFIX, SnapshotStore, version_prefix
+from .stored import files_by_version
 from ..table.tags import TagStore
 
 log = logging.getLogger(__name__)
@@ -208,14 +209,8 @@ def _retention(settings: Settings, collection: str) -> Retention:
 
 
 def _referenced_keys(store: SnapshotStore, collection: str, versions: list[str]) -> set[str]:
-    referenced: set[str] = set()
-    for version in versions:
-        try:
-            manifest: dict[str, Any] = store.read_manifest(collection, version, any_format=True)
-        except SnapshotNotFoundError:
-            continue  # an orphan without manifest references nothing
-        referenced.update(entry["key"] for entry in manifest["files"])
-    return referenced
+    # an orphan without manifest references nothing
+    return set().union(*files_by_version(store, collection, versions).values())
 
 
 def _referenced_by_forks(settings: Settings, store: SnapshotStore, collection: str) -> set[str]:

@@ -11,10 +11,10 @@ import dagster as dg
 from vector_pipeline.config import Settings
 
 from .assets import delta, snapshot, snapshot_candidate
-from .jobs import UPKEEP_JOBS, WRITER_JOBS
+from .jobs import FOLD_JOBS, UPKEEP_JOBS, WRITER_JOBS
 from .pinecone import pinecone_definitions
 from .resources import pipeline_resource
-from .schedules import gc_schedule, nightly_fold, prune_runs_schedule
+from .schedules import gc_schedule, prune_runs_schedule
 from .sensors import delta_sensors
 
 
@@ -22,9 +22,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     definitions = dg.Definitions(
         assets=[delta, snapshot_candidate, snapshot],
-        jobs=[*WRITER_JOBS, *UPKEEP_JOBS],
+        jobs=[*WRITER_JOBS, *FOLD_JOBS, *UPKEEP_JOBS],
         sensors=delta_sensors(),
-        schedules=[nightly_fold, gc_schedule, prune_runs_schedule],
+        schedules=[gc_schedule, prune_runs_schedule],
         resources={"vector_pipeline": pipeline_resource(settings)},
     )
     if settings.pinecone_index_host:  # the Pinecone migration, while one is under way

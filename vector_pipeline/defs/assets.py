@@ -9,9 +9,13 @@ pointer (conditional PUT) and archive the applied deltas. The candidate reaches 
 step as JSON in its materialization (``compaction.handoff``: its S3 manifest key and the
 pointer ETag it read), never through an IO manager, so each step may run in its own
 container. Validation happens once, in the compaction's intake (``deltas_valid``).
+
+Metadata: numbers describe the version written (a run that wrote none records none, so no
+plot dips to zero), and each collection's history rides in its own partition (``history``).
 """
 
 import time
+from enum import Enum
 from typing import Any
 
 import dagster as dg
@@ -29,6 +33,7 @@ from vector_pipeline.table.catalog import UnknownCollectionError
 from vector_pipeline.table.snapshot_store import PublishOutcome
 
 from .checks import CANDIDATE, CANDIDATE_CHECKS, candidate_check_results
+from .history import collection_history
 from .partitions import collection_partitions
 from .resources import VectorPipelineResource
 
@@ -36,11 +41,29 @@ COMPACTION_TAG = "vector_pipeline/compaction"
 REBUILD_JOB = "rebuild"
 LOCK_WAIT_SECONDS = 120
 HANDOFF = "handoff"
+# The figures of a collection's versions its partition's ``history`` shows (defs/history.py).
+CANDIDATE_HISTORY = ["version", "vector_count", "bytes", "segments", "deltas_applied", "duration_s"]
+SNAPSHOT_HISTORY = ["version", "vector_count", "deltas_applied", "recall_at_k"]
+
+
+class CandidateOutcome(Enum):
+    """What the candidate step wrote."""
+
+    WRITTEN = "written"
+    NOTHING_NEW = "nothing new"  # nothing pending, or only deltas the version already holds
+    QUARANTINED = "every delta quarantined"
+
+    @classmethod
+    def of(cls, candidate: Candidate) -> "CandidateOutcome":
+        if candidate.manifest is not None:
+            return cls.WRITTEN
+        return cls.QUARANTINED if candidate.quarantined else cls.NOTHING_NEW
 
 delta = dg.AssetSpec(
     "delta", partitions_def=collection_partitions, group_name="deltas", kinds={"s3", "sqs"},
     description="Producer batches announced for the collection (the partition), reported by the sensors as "
-                "runless events: deltas in the batch, first/last delta id, vectors, bytes, backlog, oldest age.")
+                "runless events: deltas in the batch, first/last delta id, vectors, bytes, backlog, oldest age, "
+                "the cadence decision.")
 
 
 class CompactionConfig(dg.Config):
@@ -107,7 +130,10 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
     checks, recall = candidate_check_results(settings, candidate)
     if recall is not None:  # carried to the publish step (the handoff) and plotted over versions
         candidate.recall_at_k = recall.recall_at_k
-    return dg.MaterializeResult(metadata=_candidate_metadata(candidate, seconds, lock_wait), check_results=checks)
+    metadata = _candidate_metadata(candidate, seconds, lock_wait)
+    metadata.update(collection_history(context.instance, CANDIDATE, collection, metadata, CANDIDATE_HISTORY,
+                                       wrote="manifest_key"))
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 @dg.asset(key="snapshot", partitions_def=collection_partitions, group_name="snapshots", kinds={"chromadb", "s3"},
@@ -134,18 +160,21 @@ def snapshot(context: dg.AssetExecutionContext, vector_pipeline: VectorPipelineR
         compactor.store, collection, len(candidate.applied),
         candidate.version if candidate.manifest is not None else None, candidate.base_version))
     pointer = compactor.store.read_pointer(collection)
-    count = int(pointer.document["vector_count"]) if pointer else 0
-    return dg.MaterializeResult(metadata={
+    metadata: dict[str, Any] = {
         "published": candidate.manifest is not None,
-        "version": pointer.version if pointer else "",
-        "vector_count": dg.MetadataValue.int(count),
-        "dagster/row_count": count,
+        "version": pointer.version if pointer else "(none published)",
+        **({} if pointer is None else {  # the published version's size (unchanged when nothing was published)
+            "vector_count": dg.MetadataValue.int(int(pointer.document["vector_count"])),
+            "dagster/row_count": int(pointer.document["vector_count"])}),
         "deltas_applied": len(candidate.applied),
         "deltas_archived": len(candidate.applied) + len(candidate.already_applied),
         "quarantined": len(candidate.quarantined),
         **({"recall_at_k": dg.MetadataValue.float(candidate.recall_at_k)}  # the published version's, plotted
            if candidate.manifest is not None and candidate.recall_at_k is not None else {}),
-    })
+    }
+    metadata.update(collection_history(context.instance, "snapshot", collection, metadata, SNAPSHOT_HISTORY,
+                                       wrote="published"))
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def _handoff_of_this_run(context: dg.AssetExecutionContext, collection: str) -> dict[str, Any]:
@@ -161,28 +190,34 @@ def _handoff_of_this_run(context: dg.AssetExecutionContext, collection: str) -> 
 
 
 def _candidate_metadata(candidate: Candidate, seconds: float, lock_wait: float) -> dict[str, Any]:
-    manifest = candidate.manifest or {}
+    """The run's facts, and the version's figures only when it wrote one (no zero-byte version)."""
+    outcome = CandidateOutcome.of(candidate)
     applied = [r.delta_id for r in candidate.applied]
-    return {
-        "version": candidate.version or "(none: nothing pending)",
+    metadata: dict[str, Any] = {
+        "outcome": outcome.value,
+        "version": candidate.version if outcome is CandidateOutcome.WRITTEN else f"(none: {outcome.value})",
         "manifest_key": manifest_key(candidate) or "",
         "parent_version": candidate.base_version or "",
-        "vector_count": dg.MetadataValue.int(int(manifest.get("vector_count", candidate.base_vector_count))),
-        "bytes": dg.MetadataValue.int(int(manifest.get("total_bytes", 0))),
-        "bytes_uploaded": dg.MetadataValue.int(int(manifest.get("uploaded_bytes", 0))),
-        "bytes_downloaded": dg.MetadataValue.int(candidate.bytes_downloaded),
         "deltas_applied": len(applied),
         "first_delta_id": min(applied, default=""),
         "last_delta_id": max(applied, default=""),
         "deltas_already_applied": len(candidate.already_applied),
         "deltas_quarantined": dg.MetadataValue.json(candidate.quarantined),
         "deltas_missing": len(candidate.missing),
-        "fold": str(candidate.fold or ""),
-        "segments": len(manifest.get("segments", [])),
-        "merge_s": dg.MetadataValue.float(round(candidate.merge_seconds, 3)),
         "duration_s": dg.MetadataValue.float(round(seconds, 3)),
         "lock_wait_s": dg.MetadataValue.float(round(lock_wait, 3)),
-        "hnsw": dg.MetadataValue.json(manifest.get("hnsw", {})),
-        **({} if candidate.recall_at_k is None else {"recall_at_k": dg.MetadataValue.float(candidate.recall_at_k)}),
         HANDOFF: dg.MetadataValue.json(to_handoff(candidate)),
     }
+    manifest = candidate.manifest
+    if manifest is None:
+        return metadata
+    return {**metadata,
+            "vector_count": dg.MetadataValue.int(int(manifest["vector_count"])),
+            "bytes": dg.MetadataValue.int(int(manifest.get("total_bytes", 0))),
+            "bytes_uploaded": dg.MetadataValue.int(int(manifest.get("uploaded_bytes", 0))),
+            "bytes_downloaded": dg.MetadataValue.int(candidate.bytes_downloaded),
+            "fold": str(candidate.fold or ""),
+            "segments": len(manifest.get("segments", [])),
+            "merge_s": dg.MetadataValue.float(round(candidate.merge_seconds, 3)),
+            "hnsw": dg.MetadataValue.json(manifest.get("hnsw", {})),
+            **({} if candidate.recall_at_k is None else {"recall_at_k": dg.MetadataValue.float(candidate.recall_at_k)})}

@@ -1,7 +1,10 @@
 """Jobs. Writers of a collection, each partitioned by collection and tagged with the one
 concurrency key ``WRITER_TAG`` (the run queue admits one run per collection across them):
 ``compaction`` (also a fold, by config), ``rebuild`` (from archive/, launched as a backfill),
-``rollback_job``, ``gc_job``. Instance upkeep, no key: ``prune_runs`` (old successful runs)
+``rollback_job``, ``gc_job``. The base fold (``base_fold``, requested by the sensors when the
+cadence says so) takes a key of its own, ``FOLD_TAG``: it merges off the collection's lock and
+rebases onto what was appended meanwhile, so compactions of the collection go on beside it;
+one fold per collection at a time. Instance upkeep, no key: ``prune_runs`` (old successful runs)
 and ``upgrade_from_per_delta_layout`` (what the per-delta layout left in the instance).
 
 Why a tag and not a ``pool``: pools are fixed names, one limit each; "one writer per
@@ -13,22 +16,26 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from vector_pipeline.compaction.base_fold import FoldOutcome, fold_base
 from vector_pipeline.compaction.maintenance import collect_garbage, rollback
 from vector_pipeline.compaction.retention import parse_time
 from vector_pipeline.table.snapshot_store import PublishOutcome
 
-from .assets import COMPACTION_TAG, REBUILD_JOB, snapshot, snapshot_candidate
+from .assets import COMPACTION_TAG, REBUILD_JOB, SNAPSHOT_HISTORY, snapshot, snapshot_candidate
+from .history import collection_history
 from .partitions import LEGACY_DELTA_PARTITIONS, collection_partitions
 from .resources import VectorPipelineResource
 
 WRITER_TAG = "vector_pipeline/writer"
+FOLD_TAG = "vector_pipeline/fold"
 COMPACTION_JOB = "compaction"
+FOLD_JOB = "base_fold"
 
 
-def writer_config() -> dg.PartitionedConfig:
-    """Run config per collection partition (none by default) and the writer tag = the collection."""
+def writer_config(tag: str = WRITER_TAG) -> dg.PartitionedConfig:
+    """Run config per collection partition (none by default) and ``tag`` (the writer tag) = the collection."""
     return dg.PartitionedConfig(partitions_def=collection_partitions, run_config_for_partition_key_fn=lambda _: {},
-                                tags_for_partition_key_fn=lambda collection: {WRITER_TAG: collection})
+                                tags_for_partition_key_fn=lambda collection: {tag: collection})
 
 
 compaction_job = dg.define_asset_job(
@@ -48,6 +55,34 @@ rebuild_job = dg.define_asset_job(
 def compaction_run_config(**candidate_config: object) -> dict:
     """Run config of the compaction (or rebuild) job with the candidate step's ``CompactionConfig``."""
     return {"ops": {"snapshot_candidate": {"config": candidate_config}}}
+
+
+@dg.op(tags={"kind": "chromadb"})
+def fold_base_off_the_lock(context: dg.OpExecutionContext, vector_pipeline: VectorPipelineResource) -> None:
+    """``compaction.base_fold.fold_base`` of the partition's collection, as ``compact --watch`` runs it."""
+    collection = context.partition_key
+    done = fold_base(vector_pipeline.settings(), collection)
+    context.log.info(f"base fold of {collection}: {done.outcome}, version {done.result.version}, "
+                     f"{done.fold_seconds:.1f}s off the lock, {done.locked_seconds:.2f}s under it")
+    if done.outcome is FoldOutcome.BUSY:
+        raise dg.Failure(description=f"the lock of {collection} stayed held: nothing folded; the next decision retries")
+    if done.outcome in (FoldOutcome.PUBLISHED, FoldOutcome.REBASED):  # a published version: snapshot[c]
+        count = done.result.vector_count or 0
+        metadata: dict = {"published": True, "version": done.result.version or "",
+                          "vector_count": dg.MetadataValue.int(count), "dagster/row_count": count, "deltas_applied": 0,
+                          "fold": str(done.outcome), "rebased_onto": done.rebased_onto or "",
+                          "fold_s": dg.MetadataValue.float(round(done.fold_seconds, 3)),
+                          "locked_s": dg.MetadataValue.float(round(done.locked_seconds, 3))}
+        metadata.update(collection_history(context.instance, "snapshot", collection, metadata, SNAPSHOT_HISTORY,
+                                           wrote="published"))
+        context.log_event(dg.AssetMaterialization(asset_key="snapshot", partition=collection, metadata=metadata))
+
+
+@dg.job(name=FOLD_JOB, config=writer_config(FOLD_TAG),
+        description="Fold a collection's (the partition's) published version into one base segment, off the lock, "
+                    "rebased onto what was appended meanwhile (requested by the sensors: quiet window or bounds).")
+def base_fold_job() -> None:
+    fold_base_off_the_lock()
 
 
 class RollbackConfig(dg.Config):
@@ -165,4 +200,5 @@ def upgrade_from_per_delta_layout() -> None:
 
 
 WRITER_JOBS = [compaction_job, rebuild_job, rollback_job, gc_job]
+FOLD_JOBS = [base_fold_job]
 UPKEEP_JOBS = [prune_runs_job, upgrade_from_per_delta_layout]

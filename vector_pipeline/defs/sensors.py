@@ -2,32 +2,43 @@
 
 A tick groups the deltas it learned of by collection and returns, per collection: one
 runless materialization of ``delta[c]`` (deltas in the batch, first/last delta id, vectors,
-bytes, backlog, age of the oldest pending delta), and at most one compaction run request —
-none while a compaction of c is queued or running, none when ``should_compact_now`` says
-wait. No run and no partition per delta: a tick requests at most one run per collection and
-adds only the partitions of collections seen for the first time.
+bytes, backlog, age of the oldest pending delta, the cadence decision), at most one
+compaction run request and at most one ``base_fold`` request. Both follow
+``compaction.cadence.due`` — the decision ``compact --watch`` follows, read the same way
+(``defs/cadence.py``): compact when the oldest pending delta nears the collection's freshness
+target, when its backlog passes ``backlog_max_deltas`` or when nothing is published yet, else
+let its deltas accumulate; fold its base in its quiet window or past the bounds. None while a
+compaction of c is queued or running (a fold while one runs for c). The reason of each
+decision is in the run's tags, the event's metadata, the tick's log, its skip reason and its
+cursor. A collection left to accumulate is listed again by the queue sensor once it falls due
+(its due time travels in the cursor), as the loop lists it again every cycle. No run and no
+partition per delta: a tick adds only the partitions of collections seen for the first time.
 
 Messages are notifications (``delta.queue``): S3 is the truth for what is pending. The SQS
 sensor deletes every message it read in the tick that registered its delta; a crash between
 the two leaves the delta under ``delta/``, where the reconciliation sensor (and the next
-compaction of c, which lists ``delta/<c>/``) finds it. The UI's preview runs the same body:
-it deletes the messages it read, which costs nothing but that tick's event (the deltas wait
-under ``delta/`` for reconciliation).
+compaction of c, which lists ``delta/<c>/``) finds it. The reconciliation sensor also decides
+for every known collection with nothing pending, so a quiet collection's base is folded in its
+window. The UI's preview runs the same body: it deletes the messages it read, which costs
+nothing but that tick's event (the deltas wait under ``delta/`` for reconciliation).
 """
 
 import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
+from vector_pipeline.compaction.cadence import Decision
 from vector_pipeline.compaction.compactor import ChromaCompactor
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.backlog import Backlog, read_backlog, read_backlogs
 from vector_pipeline.delta.queue import DeltaMessage, DeltaQueue
 
-from .jobs import COMPACTION_JOB, compaction_job
+from .cadence import RunHistory, cadence_tags, decide_all, reason
+from .jobs import COMPACTION_JOB, FOLD_JOB, base_fold_job, compaction_job
 from .partitions import collection_partitions
 from .resources import VectorPipelineResource
 
@@ -38,17 +49,11 @@ NOTIFICATION_VISIBILITY_SECONDS = 90
 # when receives are slow; what it did not read stays visible for the next tick.
 RECEIVE_DEADLINE_SECONDS = 5
 QUEUE_SENSOR_INTERVAL_SECONDS = 10
-_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-           dg.DagsterRunStatus.STARTED]
+RECONCILIATION_INTERVAL_SECONDS = 300
 
 
-def should_compact_now(collection: str, backlog: Backlog) -> bool:
-    """Whether ``collection`` compacts now, given its backlog: the one cadence decision of the
-    sensors (today: whenever something is pending; a freshness/quiet-window policy plugs in here)."""
-    return backlog.pending > 0
-
-
-def delta_event(collection: str, announced: list[DeltaMessage], backlog: Backlog, source: str) -> dg.AssetMaterialization:
+def delta_event(collection: str, announced: list[DeltaMessage], backlog: Backlog, source: str,
+                cadence: str = "") -> dg.AssetMaterialization:
     """The runless ``delta[collection]`` event of one tick: the batch it learned of, the backlog."""
     ids = sorted({m.ref.delta_id for m in announced}) or backlog.delta_ids
     bodies = [m.body for m in announced]
@@ -63,48 +68,70 @@ def delta_event(collection: str, announced: list[DeltaMessage], backlog: Backlog
         "backlog": dg.MetadataValue.int(backlog.pending),
         "backlog_bytes": dg.MetadataValue.int(backlog.bytes),
         "oldest_pending_age_s": dg.MetadataValue.float(round(backlog.oldest_age_seconds(), 1)),
+        "cadence": cadence,
     })
 
 
 @dataclass
 class TickPlan:
-    """What a tick asks of Dagster: events, run requests, partitions of new collections."""
+    """What a tick asks of Dagster (events, run requests, partitions of new collections), why
+    (the cadence reason per collection) and which collections to look at again, when (epoch s)."""
 
     events: list[dg.AssetMaterialization] = field(default_factory=list)
     requests: list[dg.RunRequest] = field(default_factory=list)
     new_collections: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    deferred: dict[str, float] = field(default_factory=dict)
 
     def result(self, cursor: str | None) -> dg.SensorResult:
-        if not self.events and not self.requests:
-            return dg.SensorResult(skip_reason="no new deltas", cursor=cursor)
         adds = [collection_partitions.build_add_request(self.new_collections)] if self.new_collections else []
-        return dg.SensorResult(run_requests=self.requests, asset_events=self.events,
-                               dynamic_partitions_requests=adds, cursor=cursor)
+        if self.requests:
+            return dg.SensorResult(run_requests=self.requests, asset_events=self.events,
+                                   dynamic_partitions_requests=adds, cursor=cursor)
+        skip = "; ".join(f"{c}: {r}" for c, r in sorted(self.reasons.items())) if self.events else "no new deltas"
+        return dg.SensorResult(skip_reason=skip, asset_events=self.events, dynamic_partitions_requests=adds,
+                               cursor=cursor)
 
 
 def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, announced: dict[str, list[DeltaMessage]],
-              backlogs: dict[str, Backlog], source: str) -> TickPlan:
-    """One ``delta[c]`` event and at most one compaction request per collection in ``backlogs``."""
-    busy = _collections_compacting(context.instance)
+              backlogs: dict[str, Backlog], source: str, tick_seconds: float, idle_too: bool = False) -> TickPlan:
+    """Per collection in ``backlogs``: one ``delta[c]`` event when something is new or pending,
+    and the requests ``cadence.due`` asks for (≤ 1 compaction, ≤ 1 base fold). ``idle_too``
+    also decides for collections with nothing pending (their base fold)."""
+    history = RunHistory.of(context.instance)
     known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
-    events: list[dg.AssetMaterialization] = []
-    requests: list[dg.RunRequest] = []
-    for collection in sorted(backlogs):
-        backlog = backlogs[collection]
-        if not _allowed(context, settings, backlog):
-            continue
+    allowed = [b for _, b in sorted(backlogs.items()) if _allowed(context, settings, b)]
+    decisions = decide_all(settings, history, [b for b in allowed if b.collection not in history.compacting
+                                               and (b.pending or idle_too)], tick_seconds)
+    plan = TickPlan()
+    for backlog in allowed:
+        collection = backlog.collection
+        decision, busy = decisions.get(collection), collection in history.compacting
         if announced.get(collection) or backlog.pending:
-            events.append(delta_event(collection, announced.get(collection, []), backlog, source))
-        if collection in busy:
-            context.log.info(f"{collection}: a compaction is queued or running; its deltas wait for the next tick")
-        elif should_compact_now(collection, backlog):
-            # No run_key: Dagster never re-requests a key whose run failed; the busy check keeps one per collection.
-            requests.append(dg.RunRequest(job_name=COMPACTION_JOB, partition_key=collection, tags={
-                "vector_pipeline/pending_deltas": str(backlog.pending),
-                "vector_pipeline/first_delta_id": backlog.oldest_delta_id or "",
-                "vector_pipeline/last_delta_id": max(backlog.sizes, default="")}))
-    new = sorted({e.partition for e in events if e.partition} - known)
-    return TickPlan(events, requests, new)
+            plan.reasons[collection] = reason(decision, busy)
+            plan.events.append(delta_event(collection, announced.get(collection, []), backlog, source,
+                                           plan.reasons[collection]))
+            context.log.info(f"{collection}: {backlog.pending} pending; {plan.reasons[collection]}")
+        _request(plan, collection, backlog, decision, history)
+    plan.new_collections = sorted({e.partition for e in plan.events if e.partition} - known)
+    return plan
+
+
+def _request(plan: TickPlan, collection: str, backlog: Backlog, decision: Decision | None,
+             history: RunHistory) -> None:
+    if decision is None:  # a compaction is queued or running (its deltas wait for a new message or
+        return  # the reconciliation), or nothing is pending
+    if decision.should_compact:
+        # No run_key: Dagster never re-requests a key whose run failed; the busy check keeps one per collection.
+        plan.requests.append(dg.RunRequest(job_name=COMPACTION_JOB, partition_key=collection, tags={
+            **cadence_tags(decision), "vector_pipeline/pending_deltas": str(backlog.pending),
+            "vector_pipeline/first_delta_id": backlog.oldest_delta_id or "",
+            "vector_pipeline/last_delta_id": max(backlog.sizes, default="")}))
+    elif decision.compact_in_seconds is not None:
+        plan.deferred[collection] = time.time() + decision.compact_in_seconds
+    if decision.should_fold and collection not in history.folding:
+        plan.reasons.setdefault(collection, reason(decision))
+        plan.requests.append(dg.RunRequest(job_name=FOLD_JOB, partition_key=collection, tags=cadence_tags(decision)))
 
 
 def _allowed(context: dg.SensorEvaluationContext, settings: Settings, backlog: Backlog) -> bool:
@@ -119,29 +146,32 @@ def _allowed(context: dg.SensorEvaluationContext, settings: Settings, backlog: B
     return False
 
 
-def _collections_compacting(instance: dg.DagsterInstance) -> set[str]:
-    """Collections with a compaction run queued or running (one query for all of them)."""
-    records = instance.get_run_records(dg.RunsFilter(job_name=COMPACTION_JOB, statuses=_ACTIVE))
-    return {r.dagster_run.tags.get("dagster/partition", "") for r in records}
-
-
-def _counted(cursor: str | None, received: int, deleted: int, receive_seconds: float, tick_seconds: float) -> str:
-    """Running message counts, and this tick's own timing (receive: the SQS calls alone)."""
-    seen = json.loads(cursor) if cursor else {}
-    return json.dumps({"messages_seen": int(seen.get("messages_seen", 0)) + received,
-                       "messages_deleted": int(seen.get("messages_deleted", 0)) + deleted,
-                       "receive_s": round(receive_seconds, 3), "tick_s": round(tick_seconds, 3)})
+def _counted(cursor: dict[str, Any], received: int, deleted: int, receive_seconds: float, tick_seconds: float,
+             plan: TickPlan, now: float) -> str:
+    """Running message counts, this tick's own timing (receive: the SQS calls alone), its
+    cadence reasons, and the collections to list again once due (collection → epoch s)."""
+    deferred = {c: at for c, at in cursor.get("deferred", {}).items() if at > now}
+    deferred.update((c, round(at, 1)) for c, at in plan.deferred.items())
+    for request in plan.requests:
+        if request.job_name == COMPACTION_JOB:
+            deferred.pop(str(request.partition_key), None)
+    return json.dumps({"messages_seen": int(cursor.get("messages_seen", 0)) + received,
+                       "messages_deleted": int(cursor.get("messages_deleted", 0)) + deleted,
+                       "receive_s": round(receive_seconds, 3), "tick_s": round(tick_seconds, 3),
+                       "cadence": plan.reasons, "deferred": deferred})
 
 
 def delta_sensors() -> list[dg.SensorDefinition]:
-    """Both sensors, targeting the compaction job."""
+    """Both sensors, targeting the compaction and base fold jobs."""
 
     @dg.sensor(name="delta_queue_sensor", minimum_interval_seconds=QUEUE_SENSOR_INTERVAL_SECONDS,
-               jobs=[compaction_job], default_status=dg.DefaultSensorStatus.RUNNING,
-               description="SQS fast path: delta announcements → one delta[c] event and ≤ 1 compaction per collection.")
+               jobs=[compaction_job, base_fold_job], default_status=dg.DefaultSensorStatus.RUNNING,
+               description="SQS fast path: delta announcements → one delta[c] event and, when the collection's "
+                           "cadence says so, ≤ 1 compaction (and ≤ 1 base fold) per collection.")
     def delta_queue_sensor(context: dg.SensorEvaluationContext, vector_pipeline: VectorPipelineResource) -> dg.SensorResult:
         started = time.monotonic()
         settings = vector_pipeline.settings()
+        cursor = json.loads(context.cursor) if context.cursor else {}
         queue = DeltaQueue(settings)
         messages, malformed = queue.receive(max_messages=MAX_MESSAGES_PER_TICK, wait_seconds=2,
                                             visibility_timeout=NOTIFICATION_VISIBILITY_SECONDS,
@@ -152,20 +182,26 @@ def delta_sensors() -> list[dg.SensorDefinition]:
         announced: dict[str, list[DeltaMessage]] = defaultdict(list)
         for message in messages:
             announced[message.ref.collection].append(message)
-        backlogs = {c: read_backlog(settings, c) for c in sorted(announced)}  # one listing per collection
-        plan = plan_tick(context, settings, announced, backlogs, "queue")
+        now = time.time()
+        due_again = {c for c, at in cursor.get("deferred", {}).items() if at <= now}
+        # One listing per collection announced, or left to accumulate and now due.
+        backlogs = {c: read_backlog(settings, c) for c in sorted(set(announced) | due_again)}
+        plan = plan_tick(context, settings, announced, backlogs, "queue", QUEUE_SENSOR_INTERVAL_SECONDS)
         deleted = queue.ack(m.receipt_handle for m in messages)  # registered: S3 holds the rest
-        return plan.result(_counted(context.cursor, len(messages), deleted, received - started,
-                                    time.monotonic() - started))
+        return plan.result(_counted(cursor, len(messages), deleted, received - started,
+                                    time.monotonic() - started, plan, now))
 
-    @dg.sensor(name="delta_reconciliation_sensor", minimum_interval_seconds=300, jobs=[compaction_job],
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="S3 reconciliation: complete deltas under delta/ whose messages were lost.")
+    @dg.sensor(name="delta_reconciliation_sensor", minimum_interval_seconds=RECONCILIATION_INTERVAL_SECONDS,
+               jobs=[compaction_job, base_fold_job], default_status=dg.DefaultSensorStatus.RUNNING,
+               description="S3 reconciliation: complete deltas under delta/ whose messages were lost; the base "
+                           "folds of collections with nothing pending.")
     def delta_reconciliation_sensor(context: dg.SensorEvaluationContext, vector_pipeline: VectorPipelineResource) -> dg.SensorResult:
         settings = vector_pipeline.settings()
         backlogs = read_backlogs(settings)
-        plan = plan_tick(context, settings, {}, backlogs, "reconciliation")
-        return plan.result(cursor=str(sum(b.pending for b in backlogs.values())))
+        for collection in context.instance.get_dynamic_partitions(collection_partitions.name):
+            backlogs.setdefault(collection, Backlog(collection, {}))  # nothing pending: a fold may be due
+        plan = plan_tick(context, settings, {}, backlogs, "reconciliation", RECONCILIATION_INTERVAL_SECONDS,
+                         idle_too=True)
+        return plan.result(json.dumps({"pending": sum(b.pending for b in backlogs.values()), "cadence": plan.reasons}))
 
     return [delta_queue_sensor, delta_reconciliation_sensor]
-

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..config import Settings
-from ..format.keys import DELTA_PREFIX, InvalidDeltaError, delta_id_time, is_completion_marker, parse_delta_key
+from ..format.keys import (DELTA_PREFIX, InvalidDeltaError, delta_id_time, delta_key_for, is_completion_marker,
+                           parse_delta_key)
 from ..io.aws import client
 
 
@@ -26,6 +27,10 @@ class Backlog:
     @property
     def delta_ids(self) -> list[str]:
         return sorted(self.sizes)
+
+    @property
+    def delta_keys(self) -> list[str]:
+        return [delta_key_for(self.collection, delta_id) for delta_id in self.delta_ids]
 
     @property
     def bytes(self) -> int:

@@ -161,6 +161,29 @@ def test_fold_job_folds_segments_through_the_audit(defs: dg.Definitions, instanc
     assert _content(settings) == before
 
 
+def test_base_fold_job_folds_off_the_lock_and_reports_the_published_snapshot(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """The run the sensors request when the cadence says a fold is due: ``fold_base``, as
+    ``compact --watch`` runs it, under its own tag (not the writer key: appends go on)."""
+    compactor = ChromaCompactor(settings=settings)
+    for ids in ([f"b{i}" for i in range(50)], ["b0", "n0"]):
+        compactor.compact_deltas([_produce(settings, rng, ids)["delta_key"]], "words")
+    before = _content(settings)
+    instance.add_dynamic_partitions("collection", ["words"])
+    job = defs.resolve_job_def("base_fold")
+    tags = job.partitioned_config.get_tags_for_partition_key("words")
+    assert tags["vector_pipeline/fold"] == "words" and "vector_pipeline/writer" not in tags
+    result = _run(defs, instance, "base_fold", partition_key="words")
+    assert result.success
+    store = SnapshotStore(settings)
+    pointer = store.read_pointer("words")
+    assert len(store.read_manifest("words", pointer.version)["segments"]) == 1 and _content(settings) == before
+    [reported] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("snapshot")]
+    metadata = reported.materialization.metadata
+    assert reported.partition == "words" and metadata["version"].value == pointer.version
+    assert metadata["history"].value.records[0].data["version"] == pointer.version  # the fold is in the history
+
+
 def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                       settings: Settings, rng: np.random.Generator) -> None:
     versions = []
@@ -251,3 +274,51 @@ def test_each_collection_run_audits_its_own_candidate(settings: Settings, instan
         assert check.passed and check.metadata["vector_count"].value == count
     store = SnapshotStore(settings)
     assert {c: store.read_pointer(c).document["vector_count"] for c in counts} == counts
+
+
+def test_each_collections_metadata_is_its_own_and_a_run_that_wrote_nothing_records_no_size(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """Dagster plots a partitioned asset's numbers per partition (each collection's latest event)
+    or over time (all collections on one line): each partition's events carry figures of its own
+    collection only, its ``history`` and ``trend`` come from that partition's events alone, and a
+    run that wrote no version (nothing new, every delta quarantined) records no size: a gap in the
+    plots, never a zero."""
+    def lines(count: int) -> dict:
+        return produce_embedding_delta([f"l{i}" for i in range(count)], vectors(rng, count), collection_name="lines",
+                                       settings=settings)
+
+    _produce(settings, rng, ["a", "b", "c"])
+    assert _compact(defs, instance, "words").success
+    lines(4)
+    assert _compact(defs, instance, "lines").success
+    _produce(settings, rng, ["d", "e"])
+    assert _compact(defs, instance, "words").success
+    poison = lines(1)
+    _corrupt(settings, poison)
+    assert _compact(defs, instance, "lines").success  # every delta quarantined: no version
+    assert _compact(defs, instance, "words").success  # nothing pending: no version
+
+    def events(asset: str, collection: str) -> list[dict]:  # the partition's own events, newest first
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[collection]), limit=20).records
+        return [{k: v.value for k, v in r.asset_materialization.metadata.items()} for r in records]
+
+    store = SnapshotStore(settings)
+    written = {"words": [5, 3], "lines": [4]}  # vector counts of each collection's versions, newest first
+    for collection, counts in written.items():
+        versions = sorted(store.list_versions(collection), reverse=True)
+        candidates, snapshots = events("snapshot_candidate", collection), events("snapshot", collection)
+        assert len(candidates) == len(snapshots) == len(counts) + 1
+        latest = candidates[0]
+        assert latest["outcome"] == ("nothing new" if collection == "words" else "every delta quarantined")
+        assert not {"vector_count", "bytes", "bytes_uploaded", "segments", "merge_s"} & set(latest)  # no zero size
+        for event in candidates[1:]:
+            assert event["outcome"] == "written" and event["bytes"] > 0 and event["version"] in versions
+        for event in (candidates[0], snapshots[0]):  # the history of this collection's versions alone
+            rows = [row.data for row in event["history"].records]
+            assert [r["version"] for r in rows] == versions and [r["vector_count"] for r in rows] == counts
+            assert event["trend"].startswith(f"last {len(counts)} version{'s' if len(counts) > 1 else ''}: vector_count ")
+            assert f"{counts[-1]} → {counts[0]}" in event["trend"]
+        assert snapshots[0]["published"] is False and snapshots[0]["vector_count"] == counts[0]  # unchanged
+    # The partition plot: one point per collection, its latest snapshot event's figure.
+    assert {c: events("snapshot", c)[0]["vector_count"] for c in written} == {"words": 5, "lines": 4}

@@ -6,6 +6,7 @@ dead-lettered; the reconciliation sensor finds deltas whose messages were lost.
 Not covered here: the daemon applying a tick's result (test_ui.py runs `dagster dev`)."""
 
 import json
+import time
 from typing import Any
 
 import dagster as dg
@@ -14,7 +15,9 @@ import numpy as np
 from vector_pipeline import produce_embedding_delta
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.queue import DeltaQueue
+from vector_pipeline.format.keys import new_delta_id
 from vector_pipeline.io.aws import client
+from vector_pipeline.table.catalog import CollectionCatalog
 
 from vector_pipeline_tests.helpers import all_keys, vectors
 from vector_pipeline_tests.test_reliability.crafting import dead_letter_reasons
@@ -149,13 +152,92 @@ def test_compaction_is_requested_again_after_a_failed_run(
     assert "words" in _compactions(_evaluate(defs, instance, "delta_reconciliation_sensor"))
 
 
-def test_the_cadence_decision_can_hold_a_collection_back(
-        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator,
-        monkeypatch: Any) -> None:
-    """``should_compact_now`` is the one place a cadence policy decides; the event is reported anyway."""
-    from vector_pipeline.defs import sensors
+def _published(settings: Settings, rng: np.random.Generator, collection: str, **cadence: Any) -> None:
+    """``collection`` with a published version and these cadence settings in its catalog record."""
+    from vector_pipeline import ChromaCompactor
 
-    produce_embedding_delta(["w"], vectors(rng, 1), settings=settings)
-    monkeypatch.setattr(sensors, "should_compact_now", lambda collection, backlog: backlog.pending >= 2)
+    first = produce_embedding_delta([f"{collection}-0"], vectors(rng, 1), collection_name=collection,
+                                    settings=settings, notify=False)
+    ChromaCompactor(settings=settings).compact_deltas([first["delta_key"]], collection)
+    CollectionCatalog(settings).update(collection, **cadence)
+
+
+def _old_delta(settings: Settings, rng: np.random.Generator, collection: str, seconds_ago: float,
+               notify: bool = True) -> dict[str, Any]:
+    """A delta whose id says it was produced ``seconds_ago`` (the age the cadence reads from ids)."""
+    minted = new_delta_id(int((time.time() - seconds_ago) * 1000))
+    return produce_embedding_delta([f"{collection}-{minted}"], vectors(rng, 1), collection_name=collection,
+                                   settings=settings, delta_id=minted, notify=notify)
+
+
+def test_the_queue_sensor_follows_each_collections_cadence(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """One tick, three published collections: within target and bound → no run (the event is
+    reported, with the reason); past its freshness target → a compaction; past backlog_max_deltas
+    → a compaction. The reason is on the runs' tags, the events, the skip reason and the cursor."""
+    _published(settings, rng, "words", freshness_target_seconds=3600, backlog_max_deltas=500)
+    _published(settings, rng, "lines", freshness_target_seconds=60, backlog_max_deltas=500)
+    _published(settings, rng, "receipts", freshness_target_seconds=3600, backlog_max_deltas=2)
+    _old_delta(settings, rng, "words", seconds_ago=60)  # a minute old of an hour's target
+    _old_delta(settings, rng, "lines", seconds_ago=120)  # past its minute
+    for _ in range(3):
+        produce_embedding_delta(["r"], vectors(rng, 1), collection_name="receipts", settings=settings)
     result = _evaluate(defs, instance, "delta_queue_sensor")
-    assert _compactions(result) == {} and _events(result)["words"]["backlog"] == 1
+    compactions = _compactions(result)
+    assert set(compactions) == {"lines", "receipts"}
+    assert compactions["lines"].tags["vector_pipeline/cadence"] == "freshness"
+    assert compactions["receipts"].tags["vector_pipeline/cadence"] == "backlog"
+    assert compactions["receipts"].tags["vector_pipeline/pending_deltas"] == "3"
+    events = _events(result)
+    assert events["words"]["backlog"] == 1 and events["words"]["cadence"].startswith("accumulate")
+    assert events["lines"]["cadence"].startswith("freshness")
+    cursor = json.loads(result.cursor)
+    assert cursor["cadence"]["words"].startswith("accumulate") and set(cursor["deferred"]) == {"words"}
+    # Listed again when the target less the lead (half the target before any run) is near, not before.
+    assert cursor["deferred"]["words"] > time.time() + 1000
+    assert DeltaQueue(settings).approximate_depth() == {"visible": 0, "in_flight": 0}
+
+
+def test_a_collection_left_to_accumulate_reports_its_delta_and_says_why_it_waits(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    _published(settings, rng, "words", freshness_target_seconds=3600)
+    produce_embedding_delta(["w"], vectors(rng, 1), settings=settings)
+    result = _evaluate(defs, instance, "delta_queue_sensor")
+    assert not result.run_requests and _events(result)["words"]["backlog"] == 1
+    assert str(result.skip_message).startswith("words: accumulate (oldest 0s of 3600s, due in ")
+
+
+def test_a_deferred_collection_is_listed_again_once_due_without_a_new_message(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """The queue sensor's cursor carries the collections left to accumulate; once one's time
+    comes, a tick with an empty queue lists it and requests its compaction."""
+    _published(settings, rng, "words", freshness_target_seconds=60)
+    _old_delta(settings, rng, "words", seconds_ago=120, notify=False)
+    sensor = defs.resolve_sensor_def("delta_queue_sensor")
+    with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
+                                 sensor_name="delta_queue_sensor",
+                                 cursor=json.dumps({"deferred": {"words": time.time() - 1}}),
+                                 resources={"vector_pipeline": defs.resources["vector_pipeline"]}) as context:
+        result = sensor.evaluate_tick(context)
+    assert _compactions(result)["words"].tags["vector_pipeline/cadence"] == "freshness"
+    assert json.loads(result.cursor)["deferred"] == {}
+
+
+def test_a_base_fold_due_in_the_quiet_window_is_requested_as_a_base_fold_run(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """A window open around the clock (every minute, for a minute) and recent segments on the
+    base: the reconciliation sensor requests one ``base_fold`` run, tagged with the reason,
+    and none while it is queued."""
+    from vector_pipeline import ChromaCompactor
+
+    _published(settings, rng, "words", fold_window="* * * * *", fold_window_minutes=1)
+    appended = produce_embedding_delta(["w1"], vectors(rng, 1), settings=settings, notify=False)
+    ChromaCompactor(settings=settings).compact_deltas([appended["delta_key"]], "words")  # a recent segment
+    instance.add_dynamic_partitions("collection", ["words"])
+    result = _evaluate(defs, instance, "delta_reconciliation_sensor")
+    folds = [r for r in result.run_requests if r.job_name == "base_fold"]
+    assert [(r.partition_key, r.tags["vector_pipeline/fold_reason"]) for r in folds] == [("words", "quiet_window")]
+    assert _compactions(result) == {} and _events(result) == {}  # nothing pending: no event, no compaction
+    instance.create_run_for_job(defs.resolve_job_def("base_fold"), status=dg.DagsterRunStatus.STARTED,
+                                run_config={}, tags={"dagster/partition": "words"})
+    assert not _evaluate(defs, instance, "delta_reconciliation_sensor").run_requests

@@ -1,13 +1,15 @@
 """Browser test: what a user sees after producing deltas while `dagster dev` runs on the
 embedded AWS (daemon included): the queue sensor reports the deltas as runless events of
 `delta[words]` and launches the compaction itself, each collection's checks pass (the
-blocking audit and `deltas_valid`), the collection-partitioned snapshot shows its partition and the plot of its recall@k,
+blocking audit and `deltas_valid`), the collection-partitioned snapshot shows its partition with that collection's history and
+trend, and the plot of its recall@k by partition (one point per collection),
 and a `rebuild` launched as a backfill (as the UI's launchpad does, through GraphQL, with
 `until_delta_id` in its config) runs. Opened in headless Chromium (Debian's package, driven
 by Playwright); screenshots go to the test's tmp dir."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -171,6 +173,8 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
             page.get_by_text("words", exact=True).first.click(timeout=60_000)  # the partition the sensor added
             page.get_by_text("vector_count", exact=True).first.wait_for(timeout=30_000)  # its metadata, readable
             page.get_by_text("deltas_applied", exact=True).first.wait_for(timeout=30_000)
+            page.get_by_text("history", exact=True).first.wait_for(timeout=30_000)  # this collection's versions
+            page.get_by_text(re.compile(r"last \d+ versions?: vector_count ")).first.wait_for(timeout=30_000)  # its trend
         finally:
             page.screenshot(path=str(tmp_path / "partitions.png"), full_page=True)
         page.goto(f"{url}/assets/snapshot", wait_until="domcontentloaded")
@@ -179,6 +183,7 @@ def test_sensors_compact_what_a_user_produces_while_dagster_dev_runs(
             page.get_by_text("Plots", exact=True).first.click(timeout=60_000)
             plot = page.get_by_text("recall_at_k", exact=True).first
             plot.wait_for(timeout=60_000)
+            page.get_by_text("When graphing values by partition").first.wait_for(timeout=30_000)  # per collection
             plot.scroll_into_view_if_needed()
         finally:
             page.screenshot(path=str(tmp_path / "recall_plot.png"), full_page=True)

@@ -88,7 +88,7 @@ def run_gc(args: argparse.Namespace) -> Answer:
                                   r["deleted_objects"], r["expired_archived_deltas"], r["expired_quarantined_deltas"]]
                                  for r in rows], empty="no collections")(data)
         if any(r["deleted_versions"] for r in data):
-            print("a deleted version's segments that a kept version shares stay (the kept version reads them), so "
-                  "`status` may still count that version stored until they are no longer shared")
+            print("a deleted version's segments that a kept version shares stay (the kept version reads them); "
+                  "`status` names them, shared by that version, until they are no longer shared")
 
     return Answer(reports, show)

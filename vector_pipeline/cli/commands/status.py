@@ -23,6 +23,29 @@ def show_status(args: argparse.Namespace) -> Answer:
     return Answer(collection_status(Settings.from_env()), print_status)
 
 
+def _leftover_lines(leftovers: list[dict[str, Any]]) -> list[str]:
+    """Version prefixes without a manifest (``compaction.stored``), in words: not versions."""
+    from ...table.snapshot_store import version_number
+
+    def named(version: str) -> str:  # "3", or "fork 3" for a fork's version
+        collection, _, own = version.rpartition("/")
+        return f"{collection} {version_number(own)}" if collection else str(version_number(own))
+
+    lines = []
+    shared = [entry for entry in leftovers if entry["kind"] == "shared"]
+    if shared:
+        readers = sorted({reader for entry in shared for reader in entry["shared_by"]})
+        lines.append(f"{len(shared)} deleted version{'s' if len(shared) > 1 else ''}' segments kept "
+                     f"({', '.join(named(e['version']) for e in shared)}): shared by version "
+                     f"{', '.join(named(r) for r in readers)}; not counted as stored")
+    bare = [entry["version"] for entry in leftovers if entry["kind"] == "unreferenced"]
+    if bare:
+        lines.append(f"{len(bare)} version prefix{'es' if len(bare) > 1 else ''} without a manifest "
+                     f"({', '.join(named(v) for v in bare)}): a write in progress or a crash's leftovers "
+                     "(gc removes them after the grace)")
+    return lines
+
+
 def print_status(report: dict[str, Any]) -> None:
     from ..terminal import print_table
 
@@ -44,8 +67,8 @@ def print_status(report: dict[str, Any]) -> None:
                      f"{'-' if age is None else f'{age:.0f}s'} / {info['freshness_target_s']:.0f}s",
                      info["cadence"]["compact"], info["cadence"]["fold"],
                      info.get("quarantined_deltas", 0), lock, info["lock_fence"], published])
-    # "stored": version prefixes in the bucket (one GC deleted stays while a kept version shares
-    # its segments); "pending": deltas not compacted yet; "age / target": the oldest pending
+    # "stored": versions with a manifest (a deleted version's shared segments are noted below);
+    # "pending": deltas not compacted yet; "age / target": the oldest pending
     # delta's age against the collection's freshness target; "next", "fold": cadence.due's
     # decision; "quarantined": refused deltas.
     print_table(title, ["collection", "version", "vectors", "stored", "pending", "age / target", "next", "fold",
@@ -55,6 +78,8 @@ def print_status(report: dict[str, Any]) -> None:
         if info.get("quarantined_deltas"):
             print(f"{name}: {info['quarantined_deltas']} deltas quarantined (reasons in "
                   f"s3://{report['bucket']}/quarantine/{name}/*/reason.json)")
+        for line in _leftover_lines(info.get("version_leftovers", [])):
+            print(f"{name}: {line}")
         if info.get("pinecone_mirror"):
             print(f"{name}: pinecone mirror {info['pinecone_mirror']['lag_deltas']} deltas behind, "
                   f"watermark {info['pinecone_mirror']['watermark']}")
