@@ -94,20 +94,27 @@ def run_mode(loop: WatchLoop | DagsterLoop, settings: Settings, parameters: dict
     context = multiprocessing.get_context("spawn")
     queue = DeltaQueue(settings)
     load_before = os.getloadavg()
-    seed_s = seed_collection(settings.with_overrides(cache_dir=str(folder / "seed")), collection,
-                             parameters["seed_vectors"], parameters.get("freshness_target_s"))
-    loop.start()
-    stop_path = folder / "stop"
+    stop_path, go_path = folder / "stop", folder / "queries.go"
     readers = [context.Process(target=read_freshness, args=(
         settings.with_overrides(cache_dir=str(folder / f"reader-{mode}")), collection, mode,
         str(folder / "produced-*.jsonl"), str(stop_path), str(folder / f"seen-{mode}.jsonl"),
         parameters["poll_seconds"])) for mode in READ_MODES]
     timers = [context.Process(target=time_queries, args=(
         settings.with_overrides(cache_dir=str(folder / f"queries-{kind}")), collection, kind,
-        parameters["query_rate"], parameters["idle_queries"], str(folder / f"queries-{kind}.idle"), str(stop_path),
-        str(folder / f"queries-{kind}.json"))) for kind in QUERY_KINDS]
-    for child in readers + timers:
+        parameters["query_rate"], parameters["idle_queries"],
+        {"seeded": str(folder / "seeded"), "go": str(go_path), "idle_done": str(folder / f"queries-{kind}.idle"), "stop": str(stop_path),
+         "out": str(folder / f"queries-{kind}.json")})) for kind in QUERY_KINDS]
+    for child in readers + timers:  # they import while the seed is published and the loop starts
         child.start()
+    try:
+        seed_s = seed_collection(settings.with_overrides(cache_dir=str(folder / "seed")), collection,
+                                 parameters["seed_vectors"], parameters.get("freshness_target_s"))
+        (folder / "seeded").touch()  # the timers' warm-up (their cold start) while the loop starts
+        loop.start()
+    except BaseException:
+        stop_path.touch()  # the children end rather than wait for a go that never comes
+        raise
+    go_path.touch()  # the timers' idle queries: against the seed, with the loop running
     depth: list[dict[str, float]] = []
     sampling = threading.Event()
     sampler = threading.Thread(target=_sample_queue, args=(queue, loop, depth, sampling), daemon=True)

@@ -5,9 +5,11 @@ consistency; ``fresh``: the same with ``include_pending=True``), each issuing
 ``query_snapshot(n_results=10)`` for fixed random 384-d probes at a steady ``rate`` (closed
 loop: a query slower than the interval delays the next, never a burst to catch up):
 
-1. a few warm-up queries, not timed (the reader's cold start: the version's download);
-2. ``idle_queries`` timed queries, phase ``idle``, while nothing is produced (the collection
-   holds its seed version; the compaction loop and the freshness readers run); then it marks
+1. once the seed is published, a few warm-up queries, not timed (the reader's cold start: the
+   version's download, chroma's start), while the loop starts;
+2. once the profile says go (the loop running), ``idle_queries`` timed queries, phase ``idle``,
+   while nothing is produced (the collection holds its seed version; the compaction loop and
+   the freshness readers run); then it marks
    ``idle_done`` and the profile starts its producers;
 3. timed queries, phase ``ingest``, until the profile's stop file appears.
 
@@ -43,9 +45,11 @@ def probes(count: int = PROBES, seed: int = 2_100_000) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def time_queries(settings: Settings, collection: str, kind: str, rate: float, idle_queries: int, idle_done: str,
-                 stop_path: str, out_path: str) -> None:
-    """One query timer (a child process): warm-up, the idle phase, then the ingest phase until stopped."""
+def time_queries(settings: Settings, collection: str, kind: str, rate: float, idle_queries: int,
+                 paths: dict[str, str]) -> None:
+    """One query timer (a child process): warm-up once ``paths["seeded"]`` exists; the idle phase
+    once ``paths["go"]`` does (then ``paths["idle_done"]``); the ingest phase until
+    ``paths["stop"]``; its queries to ``paths["out"]``."""
     from vector_pipeline import query_snapshot
 
     logging.getLogger("vector_pipeline").setLevel(logging.WARNING)
@@ -53,10 +57,14 @@ def time_queries(settings: Settings, collection: str, kind: str, rate: float, id
     rows: list[dict[str, Any]] = []
     interval = 1.0 / rate
     number = 0
-    next_at = time.time()
-    while not os.path.exists(stop_path):
+    next_at = 0.0
+    while not os.path.exists(paths["stop"]):
+        if number == 0 or number == WARM_UP_QUERIES:  # the seed's version first, the idle phase on go
+            if not _wait_for(paths["seeded"] if number == 0 else paths["go"], paths["stop"]):
+                break
+            next_at = time.time()
         if number == WARM_UP_QUERIES + idle_queries:
-            Path(idle_done).touch()
+            Path(paths["idle_done"]).touch()
         time.sleep(max(0.0, next_at - time.time()))
         at, started = time.time(), time.perf_counter()
         error = None
@@ -71,7 +79,16 @@ def time_queries(settings: Settings, collection: str, kind: str, rate: float, id
                          "s": seconds, "error": error})
         number += 1
         next_at = max(next_at + interval, time.time())
-    Path(out_path).write_text(json.dumps(rows))
+    Path(paths["out"]).write_text(json.dumps(rows))
+
+
+def _wait_for(path: str, stop_path: str) -> bool:
+    """Whether ``path`` appeared (False: the stop file did first)."""
+    while not os.path.exists(path):
+        if os.path.exists(stop_path):
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def summarize_queries(raw: dict[str, list[dict[str, Any]]], start: float, until: float,
