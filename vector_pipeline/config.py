@@ -1,78 +1,44 @@
-"""Every configuration key of vector_pipeline, read in this one place.
+"""Every configuration key of vector_pipeline, declared once: the fields of ``Settings``.
 
 No other module reads the environment. The faces (CLI, Dagster resource, Lambda handlers)
-build a ``Settings`` once (``Settings.from_env()``) and pass it down; the library below them
-takes it from its caller. Only the public entry points of the Python contract
-(``ChromaDBClient``, ``ChromaCompactor``, ``CompactionLock``, ``produce_embedding_delta``,
-``query_snapshot``, ``open_snapshot``), which users call with no settings, fall back to the
-environment, through ``Settings.resolve``. Explicit constructor arguments
-(``ChromaCompactor(bucket_name=...)``) win over the environment, which wins over the
-defaults below.
+build a ``Settings`` once (``Settings.from_env()``) and pass it down; the library takes it from
+its caller. Only the public entry points (``ChromaDBClient``, ``ChromaCompactor``,
+``CompactionLock``, ``produce_embedding_delta``, ``query_snapshot``, ``open_snapshot``) fall
+back to the environment, through ``Settings.resolve``. Explicit arguments win over the
+environment, which wins over the defaults; ``Settings(...)`` alone never reads the environment.
 
-| key                          | meaning                                                   | default |
-|------------------------------|-----------------------------------------------------------|---------|
-| VECTORS_BUCKET               | the one bucket holding delta/, archive/, snapshot/, ...   | vector-pipeline |
-| DELTA_QUEUE_URL              | SQS queue announcing deltas (wins over the name)          | from the name |
-| DELTA_QUEUE_NAME             | its name, resolved to a URL with GetQueueUrl              | vector-pipeline-deltas |
-| DYNAMODB_TABLE_NAME          | lock table (hash key ``lock_id``, TTL on ``expires``)      | vector-pipeline-locks |
-| COMPACTION_LOCK_TTL_SECONDS  | lock lifetime; the heartbeat runs at a third of it        | 900 |
-| AWS_ENDPOINT_URL             | boto3's own: unset means real AWS                         | unset |
-| AWS_ENDPOINT_URL_<SERVICE>   | boto3's own, per service (``_S3``, ``_SQS``, ``_DYNAMODB``, ...): wins over AWS_ENDPOINT_URL | unset |
-| AWS_DEFAULT_REGION           | boto3's own                                               | us-east-1 |
-| AWS_READ_TIMEOUT_SECONDS     | this project's: how long a call waits for an answer before botocore resends it (above COMPACT_WATCH_WAIT_SECONDS) | 60 |
-| AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY | boto3's own (the embedded moto takes any)    | boto3's chain |
-| VECTOR_PIPELINE_CACHE_DIR    | local copies: compactor/ (its warm version), snapshots/ (readers' default) | <tmp>/vector_pipeline_cache |
-| EMBEDDING_PROVIDER           | ``minilm`` (offline) or ``openai``                        | minilm |
-| OPENAI_API_KEY / OPENAI_EMBEDDING_MODEL | for the ``openai`` provider                    | - / text-embedding-3-small |
-| HNSW_SPACE / HNSW_SEARCH_EF / HNSW_CONSTRUCTION_EF / HNSW_M | HNSW settings of new collections | cosine / 100 / 200 / 16 |
-| VECTOR_COLLECTIONS           | optional allow-list of collections (unset: any; settings per collection live in collections/<name>.json) | unset |
-| VECTOR_COLLECTIONS_AUTO_CREATE | a delta for a collection not in the catalog creates it with the defaults below | true |
-| READER_POINTER_TTL_SECONDS   | how stale a reader's view of the pointer may be           | 1.0 |
-| SEGMENT_MAX_COUNT / SEGMENT_FAN_IN / SEGMENT_FOLD_RATIO | segmented versions of new collections: most segments a reader searches, segments per size tier before they merge up, the base's masked share past which a base fold runs outside its quiet window | 10 / 4 / 0.25 |
-| VECTOR_PIPELINE_SCRATCH_DIR  | where deltas are built and read (scratch only)            | /dev/shm if roomy, else tmp |
-| VECTORS_SSE                  | encryption of every object written: ``none``, ``AES256`` (SSE-S3) or ``aws:kms`` | AES256 |
-| VECTORS_SSE_KMS_KEY_ID       | the KMS key for ``aws:kms`` (unset: the account's aws/s3 key) | unset |
-| VECTOR_PIPELINE_FAULT        | reliability tests only: crash:<step> / pause:<step>       | unset |
-| PINECONE_API_KEY             | the Pinecone project's API key (migration only; a secret) | unset |
-| PINECONE_INDEX_HOST          | the index's data-plane URL (``http://`` for a local one)  | unset = no Pinecone |
-| PINECONE_NAMESPACES          | per-collection namespace overrides: ``words=ns1,lines=ns2`` | the collection's name |
-| PINECONE_DOCUMENT_FIELD      | metadata key carrying a vector's document text            | text |
-| PINECONE_MAX_ATTEMPTS        | tries per Pinecone call on 429/5xx/unreachable            | 5 |
-| PINECONE_RETRY_BASE_SECONDS  | first backoff (doubles per try, with jitter)              | 0.5 |
-| PINECONE_MIN_RECALL          | recall@k bar of the Chroma snapshot (compare, asset check) | 0.95 |
-| PINECONE_COMPARE_SAMPLE      | stored vectors sampled as queries by the Dagster comparison | 50 |
-| PINECONE_COMPARE_QUERIES     | a file of query texts (one per line) for it instead        | unset |
-| PINECONE_CUTOVER_CHROMA_SHARE | share of routed queries sent to Chroma (0..1)            | 0.0 |
-| PINECONE_CUTOVER_SHADOW      | also query the other backend and record overlap (1/0)     | 0 |
-| COMPACTION_HEARTBEAT_SECONDS | the lock's heartbeat interval (refused unless the lifetime is at least twice it) | a third of the lifetime |
-| METRICS_SINK                 | ``none``, ``emf`` (embedded metric format on stdout: Lambda) or ``cloudwatch`` (PutMetricData) | none |
-| METRICS_NAMESPACE            | the CloudWatch namespace of every metric (handlers and Dagster runs) | VectorPipeline |
-| READER_PENDING_LOOKBACK_SECONDS | fresh reads re-list deltas minted this long before their last look | 30 |
-| READER_FOLLOW_POINTER        | readers follow the pointer in a background thread (false: in the query) | true |
-| READER_RECALL_SAMPLE_RATE    | share of a reader's queries re-answered exhaustively in the background, for the ReaderRecallAtK metric (0: off) | 0.01 |
-| COMPACT_WATCH_WAIT_SECONDS   | `compact --watch`: longest SQS long poll per cycle (1-20); also how long a stop may wait | 10 |
-| COMPACT_WATCH_RECONCILE_SECONDS | `compact --watch`: list all of delta/ at most this often (messages lost) | 60 |
-
-``Settings.to_env()`` is the inverse of ``from_env``: it is how the settings reach a
-subprocess (the CLI's children, ``dagster dev``) and the Dagster resource, so every field
-travels the same way (a test enumerates the fields).
+Each field names its environment key and says what it means: docs/configuration.md is the
+table rendered from them (a test keeps it equal) and the Dagster resource's fields are built
+from them (defs/resources.py). pydantic-settings reads the keys; a bad value is refused naming
+its key. Secrets are ``SecretStr`` (a repr, a log or the Dagster UI shows ``**********``): the
+code that needs one calls ``get_secret_value()`` where it uses it. ``to_env()`` is the inverse
+of ``from_env``: how settings reach a subprocess and the Dagster resource (a test enumerates
+the fields).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Literal, Mapping, get_args
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from . import environment
 
 DEFAULT_BUCKET = "vector-pipeline"
 DEFAULT_QUEUE_NAME = "vector-pipeline-deltas"
 DEFAULT_TABLE_NAME = "vector-pipeline-locks"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_LOCK_TTL_SECONDS = 900
-SSE_MODES = ("none", "AES256", "aws:kms")
-METRICS_SINKS = ("none", "emf", "cloudwatch")
-_SERVICE_ENDPOINT_PREFIX = "AWS_ENDPOINT_URL_"
+SseMode = Literal["none", "AES256", "aws:kms"]
+MetricsSink = Literal["none", "emf", "cloudwatch"]
+SSE_MODES: tuple[str, ...] = get_args(SseMode)
+METRICS_SINKS: tuple[str, ...] = get_args(MetricsSink)
+Csv = Annotated[tuple[str, ...], NoDecode]  # a,b in the environment
+Pairs = Annotated[tuple[tuple[str, str], ...], NoDecode]  # a=x,b=y in the environment
 
 
 def _memory_backed_tmp(min_free_bytes: int = 1 << 30) -> str | None:
@@ -86,7 +52,7 @@ def _memory_backed_tmp(min_free_bytes: int = 1 << 30) -> str | None:
     return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK) else None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class HnswSettings:
     """HNSW parameters a collection is created with; recorded in every version manifest."""
 
@@ -96,118 +62,135 @@ class HnswSettings:
     max_neighbors: int = 16
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "space": self.space,
-            "search_ef": self.search_ef,
-            "construction_ef": self.construction_ef,
-            "max_neighbors": self.max_neighbors,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> "HnswSettings":
-        return cls(
-            space=str(values.get("space", cls.space)),
-            search_ef=int(values.get("search_ef", cls.search_ef)),  # type: ignore[arg-type]
-            construction_ef=int(values.get("construction_ef", cls.construction_ef)),  # type: ignore[arg-type]
-            max_neighbors=int(values.get("max_neighbors", cls.max_neighbors)),  # type: ignore[arg-type]
-        )
+        return cls(**{name: type(default)(values.get(name, default)) for name, default in cls().as_dict().items()})
 
 
-@dataclass(frozen=True)
-class Settings:
-    vectors_bucket: str = DEFAULT_BUCKET
-    delta_queue_name: str = DEFAULT_QUEUE_NAME
-    delta_queue_url: str | None = None
-    dynamodb_table_name: str = DEFAULT_TABLE_NAME
-    lock_ttl_seconds: int = DEFAULT_LOCK_TTL_SECONDS
-    aws_endpoint_url: str | None = None
-    # Per-service endpoints (service name as boto3 spells it → URL), over aws_endpoint_url.
-    aws_service_endpoints: tuple[tuple[str, str], ...] = ()
-    aws_region: str = DEFAULT_REGION
-    # How long one AWS call waits for its answer before botocore resends it (standard retry
-    # mode, io/aws.py). Longer than the queue's long poll, which waits on purpose.
-    aws_read_timeout_seconds: float = 60.0
-    # Explicit credentials (the embedded moto server takes any); unset = boto3's own chain.
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
-    aws_max_attempts: int = 8  # per AWS call, the first included (standard retry mode)
-    cache_dir: str = os.path.join(tempfile.gettempdir(), "vector_pipeline_cache")
-    # Where producers build a delta and the compactor reads one. Scratch only (S3 keeps it),
-    # so memory-backed by default: chroma's fsyncs are most of a small delta's write time.
-    scratch_dir: str | None = _memory_backed_tmp()
-    embedding_provider: str = "minilm"
-    openai_api_key: str | None = None
-    openai_embedding_model: str = "text-embedding-3-small"
-    hnsw: HnswSettings = HnswSettings()
-    # Optional allow-list of collections (empty: any). A collection's own settings are data:
-    # collections/<name>.json (table/catalog.py); the HNSW and segment settings here are the
-    # defaults new collections take.
-    collections: tuple[str, ...] = ()
-    auto_create_collections: bool = True
-    # Readers re-read the pointer at most this often (0: before every query).
-    reader_pointer_ttl_seconds: float = 1.0
-    # Segmented versions (format/segments.py): at most this many segments per version; a size
-    # tier merges up once it would hold ``segment_fan_in`` segments; a base fold (off the
-    # ingest path) runs outside the quiet window once the base's masked ids pass this share.
-    segment_max_count: int = 10
-    segment_fan_in: int = 4
-    segment_fold_ratio: float = 0.25
-    # Server-side encryption of every object written (SSE_MODES), and the KMS key for aws:kms.
-    sse: str = "AES256"
-    sse_kms_key_id: str | None = None
-    # Reliability tests only: "crash:<step>" or "pause:<step>" (see faults.py).
-    fault: str | None = None
-    # -- Pinecone migration (pinecone_client.py, migration/) --
-    pinecone_api_key: str | None = None
-    pinecone_index_host: str | None = None
-    # (collection, namespace) pairs overriding the default namespace (the collection's name).
-    pinecone_namespaces: tuple[tuple[str, str], ...] = ()
-    pinecone_document_field: str = "text"
-    pinecone_max_attempts: int = 5
-    pinecone_retry_base_seconds: float = 0.5
-    pinecone_min_recall: float = 0.95
-    pinecone_compare_sample: int = 50
-    pinecone_compare_queries: str | None = None
-    pinecone_cutover_chroma_share: float = 0.0
-    pinecone_cutover_shadow: bool = False
-    # Deployment (issue 11): the lock's heartbeat interval (None: a third of the lifetime),
-    # and where metrics go — "none", "emf" (stdout, which CloudWatch Logs extracts on
-    # Lambda) or "cloudwatch" (PutMetricData: Dagster runs, the CLI) — in which namespace.
-    lock_heartbeat_seconds: float | None = None
-    metrics_sink: str = "none"
-    metrics_namespace: str = "VectorPipeline"
-    # Readers (reader.py, pending.py): fresh reads (include_pending) list deltas minted since
-    # their last look, less this much, for producers that finish uploading after a later one.
-    reader_pending_lookback_seconds: float = 30.0
-    # A thread per reader re-reads the pointer once per TTL while queries come, and switches
-    # versions beside them, so a bounded query never waits for a download.
-    reader_follow_pointer: bool = True
-    # A reader re-answers this share of its queries by exact search in a background thread
-    # (read/live_recall.py) and reports the recall@k it finds (0: off).
-    reader_recall_sample_rate: float = 0.01
-    # Compaction loop (watch.py, `compact --watch`): the SQS long poll of a cycle (how long an
-    # idle loop waits for a message, and so the longest a stop waits), and how often a cycle
-    # also lists all of delta/ for collections whose messages were lost.
-    compact_watch_wait_seconds: int = 10
-    compact_watch_reconcile_seconds: float = 60.0
-    # Chroma runs in a child process (chroma/host.py): a call with no answer within its bound
-    # is taken as hung (issue 19: chromadb's close can spin forever), the child is killed and
-    # the call fails. A close takes milliseconds; other calls scale with the batch.
-    chroma_call_timeout_seconds: float = 900.0
-    chroma_close_timeout_seconds: float = 60.0
+def _key(default: Any, key: str | AliasChoices, about: str, shown: str | None = None, **checks: Any) -> Any:
+    """A setting: its default, its environment key, what it means; ``shown``: the default as the
+    docs table says it, where the value depends on the machine or on another setting."""
+    return Field(default, validation_alias=key, description=about, json_schema_extra={"shown": shown} if shown else None,
+                 **checks)
 
-    def pinecone_namespace(self, collection: str) -> str:
-        """The Pinecone namespace mirroring ``collection``: its override, else its own name."""
-        return dict(self.pinecone_namespaces).get(collection, collection)
 
-    def __post_init__(self) -> None:
-        if self.sse not in SSE_MODES:
-            raise ValueError(f"VECTORS_SSE={self.sse!r}: expected one of {', '.join(SSE_MODES)}")
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="forbid",
+                                      case_sensitive=True, env_ignore_empty=True)
+
+    vectors_bucket: str = _key(DEFAULT_BUCKET, "VECTORS_BUCKET", "the one bucket holding delta/, archive/, snapshot/, ...")
+    delta_queue_name: str = _key(DEFAULT_QUEUE_NAME, "DELTA_QUEUE_NAME", "SQS queue announcing deltas, by name (GetQueueUrl)")
+    delta_queue_url: str | None = _key(None, "DELTA_QUEUE_URL", "its URL (wins over the name)", "from the name")
+    dynamodb_table_name: str = _key(DEFAULT_TABLE_NAME, "DYNAMODB_TABLE_NAME", "lock table (hash key `lock_id`, TTL `expires`)")
+    lock_ttl_seconds: int = _key(DEFAULT_LOCK_TTL_SECONDS, "COMPACTION_LOCK_TTL_SECONDS", "lock lifetime; the heartbeat runs "
+                                 "at a third of it")
+    lock_heartbeat_seconds: float | None = _key(None, "COMPACTION_HEARTBEAT_SECONDS", "the lock's heartbeat interval (at most "
+                                                "half the lifetime)", "a third of the lifetime")
+    aws_endpoint_url: str | None = _key(None, "AWS_ENDPOINT_URL", "boto3's own: unset means real AWS")
+    aws_service_endpoints: tuple[tuple[str, str], ...] = Field((), description="boto3's own, per service (`_S3`, `_SQS`, "
+                                                              "`_DYNAMODB`, ...): wins over AWS_ENDPOINT_URL")
+    aws_region: str = _key(DEFAULT_REGION, AliasChoices("AWS_DEFAULT_REGION", "AWS_REGION"), "boto3's own")
+    aws_read_timeout_seconds: float = _key(60.0, "AWS_READ_TIMEOUT_SECONDS", "how long an AWS call waits for its answer "
+                                           "before botocore resends it (above COMPACT_WATCH_WAIT_SECONDS)")
+    aws_max_attempts: int = _key(8, "AWS_MAX_ATTEMPTS", "tries per AWS call, the first included (standard retry mode)")
+    aws_access_key_id: str | None = _key(None, "AWS_ACCESS_KEY_ID", "boto3's own (the embedded moto takes any)", "boto3's chain")
+    aws_secret_access_key: SecretStr | None = _key(None, "AWS_SECRET_ACCESS_KEY", "boto3's own; a secret", "boto3's chain")
+    cache_dir: str = _key(os.path.join(tempfile.gettempdir(), "vector_pipeline_cache"), "VECTOR_PIPELINE_CACHE_DIR",
+                          "local copies: compactor/ (its warm version), snapshots/ (readers')", "vector_pipeline_cache in tmp")
+    scratch_dir: str | None = _key(_memory_backed_tmp(), "VECTOR_PIPELINE_SCRATCH_DIR", "where deltas are built and read "
+                                   "(scratch: memory spares chroma's fsyncs)", "/dev/shm if roomy, else tmp")
+    embedding_provider: str = _key("minilm", "EMBEDDING_PROVIDER", "`minilm` (offline) or `openai`")
+    openai_api_key: SecretStr | None = _key(None, "OPENAI_API_KEY", "for the `openai` provider; a secret")
+    openai_embedding_model: str = _key("text-embedding-3-small", "OPENAI_EMBEDDING_MODEL", "for the `openai` provider")
+    # HNSW and segment settings: the defaults new collections take (their own: collections/<name>.json).
+    hnsw_space: str = _key("cosine", "HNSW_SPACE", "HNSW distance of new collections: cosine, l2 or ip")
+    hnsw_search_ef: int = _key(100, "HNSW_SEARCH_EF", "HNSW ef at query time, of new collections")
+    hnsw_construction_ef: int = _key(200, "HNSW_CONSTRUCTION_EF", "HNSW ef at build time, of new collections")
+    hnsw_max_neighbors: int = _key(16, "HNSW_M", "HNSW M (neighbours per node), of new collections")
+    segment_max_count: int = _key(10, "SEGMENT_MAX_COUNT", "segmented versions: most segments a reader searches")
+    segment_fan_in: int = _key(4, "SEGMENT_FAN_IN", "segments per size tier before they merge up")
+    segment_fold_ratio: float = _key(0.25, "SEGMENT_FOLD_RATIO", "masked share of the base past which it folds at any hour")
+    collections: Csv = _key((), "VECTOR_COLLECTIONS", "optional allow-list of collections: `a,b`", "unset: any")
+    auto_create_collections: bool = _key(True, "VECTOR_COLLECTIONS_AUTO_CREATE", "a new collection's delta creates it")
+    reader_pointer_ttl_seconds: float = _key(1.0, "READER_POINTER_TTL_SECONDS", "how stale a reader's view of the pointer may be")
+    reader_pending_lookback_seconds: float = _key(30.0, "READER_PENDING_LOOKBACK_SECONDS", "fresh reads re-list deltas "
+                                                  "minted this long before their last look")
+    reader_follow_pointer: bool = _key(True, "READER_FOLLOW_POINTER", "readers follow the pointer in a thread (or in queries)")
+    reader_recall_sample_rate: float = _key(0.01, "READER_RECALL_SAMPLE_RATE", "share of a reader's queries re-answered "
+                                            "exactly in the background, for ReaderRecallAtK (0: off)", ge=0, le=1)
+    sse: SseMode = _key("AES256", "VECTORS_SSE", "encryption of every object written: `none`, `AES256` (SSE-S3) or `aws:kms`")
+    sse_kms_key_id: str | None = _key(None, "VECTORS_SSE_KMS_KEY_ID", "the KMS key for `aws:kms`", "the account's aws/s3 key")
+    fault: str | None = _key(None, "VECTOR_PIPELINE_FAULT", "reliability tests only: `crash:<step>` / `pause:<step>`")
+    pinecone_api_key: SecretStr | None = _key(None, "PINECONE_API_KEY", "the Pinecone project's API key (migration; a secret)")
+    pinecone_index_host: str | None = _key(None, "PINECONE_INDEX_HOST", "the index's data-plane URL "
+                                           "(`http://` for a local one)", "unset: no Pinecone")
+    pinecone_namespaces: Pairs = _key((), "PINECONE_NAMESPACES", "namespaces: `words=ns1,lines=ns2`", "the collection's name")
+    pinecone_document_field: str = _key("text", "PINECONE_DOCUMENT_FIELD", "metadata key carrying a vector's document text")
+    pinecone_max_attempts: int = _key(5, "PINECONE_MAX_ATTEMPTS", "tries per Pinecone call on 429/5xx/unreachable")
+    pinecone_retry_base_seconds: float = _key(0.5, "PINECONE_RETRY_BASE_SECONDS", "first backoff (doubles per try, jittered)")
+    pinecone_min_recall: float = _key(0.95, "PINECONE_MIN_RECALL", "recall@k bar of the Chroma snapshot (compare, check)")
+    pinecone_compare_sample: int = _key(50, "PINECONE_COMPARE_SAMPLE", "stored vectors sampled as queries by the comparison")
+    pinecone_compare_queries: str | None = _key(None, "PINECONE_COMPARE_QUERIES", "a file of query texts for it instead")
+    pinecone_cutover_chroma_share: float = _key(0.0, "PINECONE_CUTOVER_CHROMA_SHARE", "share of routed queries for Chroma")
+    pinecone_cutover_shadow: bool = _key(False, "PINECONE_CUTOVER_SHADOW", "also query the other backend, record overlap")
+    metrics_sink: MetricsSink = _key("none", "METRICS_SINK", "`none`, `emf` (stdout: Lambda) or `cloudwatch` (PutMetricData)")
+    metrics_namespace: str = _key("VectorPipeline", "METRICS_NAMESPACE", "the CloudWatch namespace of every metric")
+    compact_watch_wait_seconds: int = _key(10, "COMPACT_WATCH_WAIT_SECONDS", "`compact --watch`: longest SQS long poll per "
+                                           "cycle (1-20); also how long a stop may wait")
+    compact_watch_reconcile_seconds: float = _key(60.0, "COMPACT_WATCH_RECONCILE_SECONDS", "`compact --watch`: list all of "
+                                                  "delta/ at most this often (messages lost)")
+    chroma_call_timeout_seconds: float = _key(900.0, "CHROMA_CALL_TIMEOUT_SECONDS", "a chroma call (in a child process) "
+                                              "unanswered this long is hung: the child is killed")
+    chroma_close_timeout_seconds: float = _key(60.0, "CHROMA_CLOSE_TIMEOUT_SECONDS", "the same bound for closing a client")
+
+    def __init__(self, **values: Any) -> None:
+        """The arguments, then the defaults: the environment only through ``from_env`` (a copy
+        skips BaseSettings' sources: microseconds, not a millisecond)."""
+        BaseModel.__init__(self, **values)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spread_hnsw(cls, values: Any) -> Any:
+        """``hnsw=HnswSettings(...)`` (or its dict) sets the four ``hnsw_*`` fields."""
+        if isinstance(values, dict) and "hnsw" in values:
+            values = dict(values)
+            hnsw = values.pop("hnsw")
+            values.update({f"hnsw_{name}": value for name, value in (hnsw.as_dict() if isinstance(hnsw, HnswSettings)
+                                                                      else dict(hnsw)).items()})
+        return values
+
+    @field_validator("collections", "pinecone_namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: Any, info: ValidationInfo) -> Any:
+        """``a,b`` (and ``a=x,b=y`` for the namespaces) as the environment spells them."""
+        if not isinstance(value, str):
+            return value
+        parts = tuple(part.strip() for part in value.split(",") if part.strip())
+        if info.field_name == "collections":
+            return parts
+        pairs = [tuple(side.strip() for side in part.split("=", 1)) for part in parts]
+        if bad := [part for part, pair in zip(parts, pairs) if len(pair) != 2 or not all(pair)]:
+            raise ValueError(f"expected collection=namespace, got {bad[0]!r}")
+        return tuple(pairs)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
         if self.sse_kms_key_id and self.sse != "aws:kms":
             raise ValueError("VECTORS_SSE_KMS_KEY_ID is set but VECTORS_SSE is not aws:kms")
         if self.aws_read_timeout_seconds <= self.compact_watch_wait_seconds:
             raise ValueError(f"AWS_READ_TIMEOUT_SECONDS={self.aws_read_timeout_seconds:g} must exceed "
                              f"COMPACT_WATCH_WAIT_SECONDS={self.compact_watch_wait_seconds} (the queue's long poll)")
+        return self
+
+    @property
+    def hnsw(self) -> HnswSettings:
+        return HnswSettings(self.hnsw_space, self.hnsw_search_ef, self.hnsw_construction_ef, self.hnsw_max_neighbors)
+
+    def pinecone_namespace(self, collection: str) -> str:
+        """The Pinecone namespace mirroring ``collection``: its override, else its own name."""
+        return dict(self.pinecone_namespaces).get(collection, collection)
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -237,9 +220,13 @@ class Settings:
             parts.append(f"others {self.aws_endpoint_url}")
         return ", ".join(parts)
 
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` (field names, or ``hnsw=``), checked like the constructor's."""
+        return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
+
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the given fields replaced; ``None`` values are ignored."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        return self.replace(**{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def resolve(cls, settings: "Settings | None") -> "Settings":
@@ -247,43 +234,30 @@ class Settings:
         return settings if settings is not None else cls.from_env()
 
     @classmethod
+    def env_keys(cls) -> dict[str, str]:
+        """Every environment key (its first name) → the field it sets."""
+        return environment.env_keys(cls)
+
+    @classmethod
+    def secret_keys(cls) -> frozenset[str]:
+        """The keys whose values are secrets: kept out of anything shown in a UI."""
+        return frozenset(key for key, name in cls.env_keys().items() if SecretStr in get_args(cls.model_fields[name].annotation))
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        hnsw: dict[str, Any] = {}
-        for key, (field_name, parse, _render) in _ENV_KEYS.items():
-            raw = env.get(key)
-            if raw is None or raw == "":
-                continue
-            try:
-                value = parse(raw)
-            except ValueError as exc:
-                raise ValueError(f"{key}={raw!r}: {exc}") from None
-            if field_name.startswith("hnsw."):
-                hnsw[field_name[len("hnsw."):]] = value
-            else:
-                values[field_name] = value
-        if "aws_region" not in values and env.get("AWS_REGION"):
-            values["aws_region"] = env["AWS_REGION"]
-        services = {k[len(_SERVICE_ENDPOINT_PREFIX):].lower(): v for k, v in env.items()
-                    if k.startswith(_SERVICE_ENDPOINT_PREFIX) and v}
-        if services:
-            values["aws_service_endpoints"] = tuple(sorted(services.items()))
-        if hnsw:
-            values["hnsw"] = replace(cls.hnsw, **hnsw)
-        return cls(**values)
+        """The settings ``environ`` (default: this process's environment) holds; a bad value is a
+        ``ValueError`` naming its key."""
+        try:
+            return cls(**environment.read(cls, os.environ if environ is None else environ, "aws_service_endpoints"))
+        except ValidationError as exc:
+            raise environment.refusal(exc) from None
 
     def to_env(self) -> dict[str, str]:
         """The environment ``from_env`` turns back into these settings (defaults left out)."""
-        defaults = Settings()
-        env: dict[str, str] = {}
-        for key, (field_name, _parse, render) in _ENV_KEYS.items():
-            value, default = _field(self, field_name), _field(defaults, field_name)
-            if value != default and value is not None:
-                env[key] = render(value)
-        for service, url in self.aws_service_endpoints:
-            env[_SERVICE_ENDPOINT_PREFIX + service.upper()] = url
-        return env
+        defaults = type(self)()
+        env = {key: environment.render(getattr(self, name)) for key, name in self.env_keys().items()
+               if getattr(self, name) is not None and getattr(self, name) != getattr(defaults, name)}
+        return {**env, **environment.service_endpoint_keys(self.aws_service_endpoints)}
 
     def local_aws_environment(self) -> dict[str, str]:
         """The environment a shell needs to reach the same endpoint and resources."""
@@ -292,112 +266,4 @@ class Settings:
                 "AWS_DEFAULT_REGION": self.aws_region, **self.to_env()}
 
 
-def _field(settings: Settings, name: str) -> Any:
-    value: Any = settings
-    for part in name.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _pairs(raw: str) -> tuple[tuple[str, str], ...]:
-    """``a=x,b=y`` as ((a, x), (b, y))."""
-    pairs = []
-    for entry in _csv(raw):
-        name, sep, value = entry.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise ValueError(f"expected collection=namespace, got {entry!r}")
-        pairs.append((name.strip(), value.strip()))
-    return tuple(pairs)
-
-
-def _bool(raw: str) -> bool:
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _sse(raw: str) -> str:
-    if raw not in SSE_MODES:
-        raise ValueError(f"expected one of {', '.join(SSE_MODES)}")
-    return raw
-
-
-def _share(raw: str) -> float:
-    value = float(raw)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError("expected a share between 0 and 1")
-    return value
-
-
-def _metrics_sink(raw: str) -> str:
-    if raw not in METRICS_SINKS:
-        raise ValueError(f"expected one of {', '.join(METRICS_SINKS)}")
-    return raw
-
-
-# Environment key → (Settings field, parse, render). The one table both directions use.
-_ENV_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] = {
-    "VECTORS_BUCKET": ("vectors_bucket", str, str),
-    "DELTA_QUEUE_NAME": ("delta_queue_name", str, str),
-    "DELTA_QUEUE_URL": ("delta_queue_url", str, str),
-    "DYNAMODB_TABLE_NAME": ("dynamodb_table_name", str, str),
-    "COMPACTION_LOCK_TTL_SECONDS": ("lock_ttl_seconds", int, str),
-    "AWS_ENDPOINT_URL": ("aws_endpoint_url", str, str),
-    "AWS_DEFAULT_REGION": ("aws_region", str, str),
-    "AWS_READ_TIMEOUT_SECONDS": ("aws_read_timeout_seconds", float, repr),
-    "AWS_ACCESS_KEY_ID": ("aws_access_key_id", str, str),
-    "AWS_SECRET_ACCESS_KEY": ("aws_secret_access_key", str, str),
-    "AWS_MAX_ATTEMPTS": ("aws_max_attempts", int, str),
-    "VECTOR_PIPELINE_CACHE_DIR": ("cache_dir", str, str),
-    "VECTOR_PIPELINE_SCRATCH_DIR": ("scratch_dir", str, str),
-    "EMBEDDING_PROVIDER": ("embedding_provider", str, str),
-    "OPENAI_API_KEY": ("openai_api_key", str, str),
-    "OPENAI_EMBEDDING_MODEL": ("openai_embedding_model", str, str),
-    "HNSW_SPACE": ("hnsw.space", str, str),
-    "HNSW_SEARCH_EF": ("hnsw.search_ef", int, str),
-    "HNSW_CONSTRUCTION_EF": ("hnsw.construction_ef", int, str),
-    "HNSW_M": ("hnsw.max_neighbors", int, str),
-    "VECTOR_COLLECTIONS": ("collections", _csv, ",".join),
-    "VECTOR_COLLECTIONS_AUTO_CREATE": ("auto_create_collections", _bool, lambda v: "true" if v else "false"),
-    "READER_POINTER_TTL_SECONDS": ("reader_pointer_ttl_seconds", float, repr),
-    "SEGMENT_MAX_COUNT": ("segment_max_count", int, str),
-    "SEGMENT_FAN_IN": ("segment_fan_in", int, str),
-    "SEGMENT_FOLD_RATIO": ("segment_fold_ratio", float, repr),
-    "VECTORS_SSE": ("sse", _sse, str),
-    "VECTORS_SSE_KMS_KEY_ID": ("sse_kms_key_id", str, str),
-    "VECTOR_PIPELINE_FAULT": ("fault", str, str),
-    # -- Pinecone migration --
-    "PINECONE_API_KEY": ("pinecone_api_key", str, str),
-    "PINECONE_INDEX_HOST": ("pinecone_index_host", str, str),
-    "PINECONE_NAMESPACES": ("pinecone_namespaces", _pairs, lambda pairs: ",".join(f"{c}={n}" for c, n in pairs)),
-    "PINECONE_DOCUMENT_FIELD": ("pinecone_document_field", str, str),
-    "PINECONE_MAX_ATTEMPTS": ("pinecone_max_attempts", int, str),
-    "PINECONE_RETRY_BASE_SECONDS": ("pinecone_retry_base_seconds", float, repr),
-    "PINECONE_MIN_RECALL": ("pinecone_min_recall", float, repr),
-    "PINECONE_COMPARE_SAMPLE": ("pinecone_compare_sample", int, str),
-    "PINECONE_COMPARE_QUERIES": ("pinecone_compare_queries", str, str),
-    "PINECONE_CUTOVER_CHROMA_SHARE": ("pinecone_cutover_chroma_share", float, repr),
-    "PINECONE_CUTOVER_SHADOW": ("pinecone_cutover_shadow", _bool, lambda flag: "true" if flag else "false"),
-    # Deployment (issue 11)
-    "COMPACTION_HEARTBEAT_SECONDS": ("lock_heartbeat_seconds", float, repr),
-    "METRICS_SINK": ("metrics_sink", _metrics_sink, str),
-    "METRICS_NAMESPACE": ("metrics_namespace", str, str),
-    # Readers (reader.py, pending.py)
-    "READER_PENDING_LOOKBACK_SECONDS": ("reader_pending_lookback_seconds", float, repr),
-    "READER_FOLLOW_POINTER": ("reader_follow_pointer", _bool, lambda flag: "true" if flag else "false"),
-    "READER_RECALL_SAMPLE_RATE": ("reader_recall_sample_rate", _share, repr),
-    # Compaction loop (watch.py)
-    "COMPACT_WATCH_WAIT_SECONDS": ("compact_watch_wait_seconds", int, str),
-    "COMPACT_WATCH_RECONCILE_SECONDS": ("compact_watch_reconcile_seconds", float, repr),
-    # Chroma host (chroma/host.py)
-    "CHROMA_CALL_TIMEOUT_SECONDS": ("chroma_call_timeout_seconds", float, repr),
-    "CHROMA_CLOSE_TIMEOUT_SECONDS": ("chroma_close_timeout_seconds", float, repr),
-}
-# Keys whose values are secrets: kept out of anything shown in a UI.
-SECRET_ENV_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "PINECONE_API_KEY"})
+SECRET_ENV_KEYS = Settings.secret_keys()

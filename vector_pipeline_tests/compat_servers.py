@@ -17,7 +17,7 @@ import time
 import uuid
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Mapping
 
@@ -188,8 +188,8 @@ class Backend:
     lock_table_ttl: bool = True  # whether the DynamoDB implementation has UpdateTimeToLive
 
     def settings(self, base: Settings) -> Settings:
-        return replace(base, aws_endpoint_url=None, aws_service_endpoints=tuple(sorted(self.endpoints.items())),
-                       aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, sse=self.sse)
+        return base.replace(aws_endpoint_url=None, aws_service_endpoints=tuple(sorted(self.endpoints.items())),
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, sse=self.sse)
 
     def stop(self) -> None:
         for server in reversed(self.servers):
@@ -229,5 +229,5 @@ def start_backend(name: str, workdir: Path) -> Backend:
 
 def unique_names(base: Settings, token: str) -> Settings:
     """Bucket, queue and table of one test (servers without a reset share the process)."""
-    return replace(base, vectors_bucket=f"vp-{token}", delta_queue_name=f"vp-deltas-{token}",
-                   dynamodb_table_name=f"vp-locks-{token}")
+    return base.replace(vectors_bucket=f"vp-{token}", delta_queue_name=f"vp-deltas-{token}",
+                        dynamodb_table_name=f"vp-locks-{token}")

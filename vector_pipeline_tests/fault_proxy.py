@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, Mapping
@@ -185,7 +185,7 @@ class FaultProxy:
 
     def settings(self, base: Settings) -> Settings:
         """``base`` with every service's endpoint at this proxy (credentials kept)."""
-        return replace(base, aws_endpoint_url=self.endpoint_url, aws_service_endpoints=())
+        return base.replace(aws_endpoint_url=self.endpoint_url, aws_service_endpoints=())
 
     def add(self, *rules: FaultRule) -> "FaultProxy":
         with self._lock:

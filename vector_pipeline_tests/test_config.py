@@ -1,8 +1,7 @@
-"""Settings come from one place: the environment (or defaults), read by config.py alone, and
-reach the CLI's subprocesses and the Dagster resource the same way. Not covered here: what
-each setting does (the tests of the modules that use it)."""
-
-import dataclasses
+"""Settings come from one place: the fields of ``Settings`` (key, meaning, default), read from the
+environment by config.py alone, and reach the CLI's subprocesses, the Dagster resource (whose
+fields are made from the model) and docs/configuration.md the same way; secrets never show.
+Not covered here: what each setting does (the tests of the modules that use it)."""
 
 import pytest
 
@@ -23,16 +22,13 @@ def test_small_shared_memory_is_not_used_as_scratch() -> None:
     assert _memory_backed_tmp(min_free_bytes=1 << 60) is None
 
 
-def _other_value(field: dataclasses.Field, default: object) -> object:  # type: ignore[type-arg]
+def _other_value(name: str, default: object) -> object:
     """A valid value unlike the default, for every kind of field Settings has."""
     special = {"sse": "aws:kms", "pinecone_namespaces": (("words", "receipt-words"), ("lines", "ns-2")),
                "aws_service_endpoints": (("dynamodb", "http://127.0.0.1:8001"), ("s3", "http://127.0.0.1:8002")),
-               "lock_heartbeat_seconds": 12.5, "metrics_sink": "cloudwatch"}
-    if field.name in special:
-        return special[field.name]
-    if isinstance(default, HnswSettings):
-        return HnswSettings(space="l2", search_ef=default.search_ef + 1, construction_ef=default.construction_ef + 1,
-                            max_neighbors=default.max_neighbors + 1)
+               "lock_heartbeat_seconds": 12.5, "metrics_sink": "cloudwatch", "hnsw_space": "l2"}
+    if name in special:
+        return special[name]
     if isinstance(default, bool):
         return not default
     if isinstance(default, int):
@@ -42,15 +38,14 @@ def _other_value(field: dataclasses.Field, default: object) -> object:  # type: 
     if isinstance(default, tuple):
         return ("alpha", "beta-2")
     if default is None or isinstance(default, str):
-        return f"other-{field.name}"
-    raise AssertionError(f"Settings.{field.name}: no test value for {type(default).__name__}; extend _other_value")
+        return f"other-{name}"
+    raise AssertionError(f"Settings.{name}: no test value for {type(default).__name__}; extend _other_value")
 
 
 def _every_field_changed() -> Settings:
     defaults = Settings()
-    values = {f.name: _other_value(f, getattr(defaults, f.name)) for f in dataclasses.fields(Settings)}
-    changed = Settings(**values)
-    same = [f.name for f in dataclasses.fields(Settings) if getattr(changed, f.name) == getattr(defaults, f.name)]
+    changed = Settings(**{name: _other_value(name, getattr(defaults, name)) for name in Settings.model_fields})
+    same = [name for name in Settings.model_fields if getattr(changed, name) == getattr(defaults, name)]
     assert not same, same
     return changed
 
@@ -61,7 +56,52 @@ def test_every_setting_round_trips_through_the_environment() -> None:
     assert Settings.from_env(Settings().to_env()) == Settings()
 
 
-def test_every_setting_reaches_the_dagster_resource_and_secrets_stay_out_of_its_plain_config(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_secrets_never_show_in_a_repr_but_travel_to_subprocesses() -> None:
+    changed = _every_field_changed()
+    assert SECRET_ENV_KEYS == {"AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "PINECONE_API_KEY"}
+    for key in SECRET_ENV_KEYS:
+        value = changed.to_env()[key]  # a subprocess's environment carries the value itself
+        assert value.startswith("other-") and value not in repr(changed) and value not in str(changed)
+    assert changed.openai_api_key is not None and changed.openai_api_key.get_secret_value() == "other-openai_api_key"
+
+
+def test_copies_are_checked_and_take_hnsw_settings_whole() -> None:
+    hnsw = HnswSettings(space="l2", search_ef=7, construction_ef=9, max_neighbors=4)
+    assert Settings().replace(hnsw=hnsw).hnsw == hnsw
+    assert Settings().with_overrides(vectors_bucket=None, segment_fan_in=3).segment_fan_in == 3
+    with pytest.raises(ValueError, match="VECTORS_SSE_KMS_KEY_ID"):
+        Settings().replace(sse_kms_key_id="alias/k")
+    with pytest.raises(ValueError, match="no_such_setting"):
+        Settings().replace(no_such_setting=1)
+
+
+def test_settings_without_from_env_never_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VECTORS_BUCKET", "from-the-environment")
+    assert Settings().vectors_bucket == "vector-pipeline"
+    assert Settings.from_env().vectors_bucket == "from-the-environment"
+    assert Settings.from_env({"AWS_REGION": "eu-west-1"}).aws_region == "eu-west-1"  # boto3's other name
+    assert Settings.from_env({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "us-west-2"}).aws_region == "us-west-2"
+
+
+def test_the_docs_table_is_the_one_the_model_renders() -> None:
+    from devtools.settings_table import documented, table
+
+    assert documented() == table(), "docs/configuration.md is stale: run python -m devtools.settings_table"
+
+
+def test_every_setting_is_a_field_of_the_dagster_resource_described_as_in_the_model() -> None:
+    from vector_pipeline.defs.resources import SETTING_KEYS, VectorPipelineResource
+
+    described = {name: field.description for name, field in VectorPipelineResource.model_fields.items()}
+    assert {key: described.get(key.lower()) for key in SETTING_KEYS} == \
+        {key: Settings.model_fields[name].description for key, name in Settings.env_keys().items() if key in SETTING_KEYS}
+    # Only the keys the AWS resources hold (queue, table, TTL, region, credentials) are not fields of their own.
+    assert set(Settings.env_keys()) - set(SETTING_KEYS) == {
+        "DELTA_QUEUE_NAME", "DYNAMODB_TABLE_NAME", "COMPACTION_LOCK_TTL_SECONDS", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_every_setting_reaches_the_dagster_resource_and_secrets_only_as_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:
     import dagster as dg
     import pytest
 
@@ -73,7 +113,9 @@ def test_every_setting_reaches_the_dagster_resource_and_secrets_stay_out_of_its_
     for key in SECRET_ENV_KEYS:
         monkeypatch.setenv(key, changed.to_env()[key])
     resource = pipeline_resource(changed)
-    assert not SECRET_ENV_KEYS & set(resource.environment)
+    assert isinstance(resource.s3.aws_secret_access_key, dg.EnvVar)
+    for key in SECRET_ENV_KEYS - {"AWS_SECRET_ACCESS_KEY"}:  # that one is the AWS resources' field
+        assert isinstance(getattr(resource, key.lower()), dg.EnvVar), key
     with dg.build_resources({"vector_pipeline": resource}) as resolved:  # EnvVars resolved, as in a run
         assert resolved.vector_pipeline.settings() == changed
     assert resource.s3.endpoint_url == "http://127.0.0.1:8002"
@@ -82,12 +124,11 @@ def test_every_setting_reaches_the_dagster_resource_and_secrets_stay_out_of_its_
     # The AWS resources are the ones used: the queue, table and TTL come from their fields.
     from vector_pipeline.defs.resources import DynamoDBLockResource, SQSResource, VectorPipelineResource
 
-    moved = VectorPipelineResource(
-        s3=resource.s3, environment=resource.environment, openai_api_key=resource.openai_api_key,
-        pinecone_api_key=resource.pinecone_api_key,
-        sqs=SQSResource(queue_name="other-queue", endpoint_url=resource.sqs.endpoint_url),
-        dynamodb_lock=DynamoDBLockResource(table_name="other-locks", ttl_seconds=77,
-                                           endpoint_url=resource.dynamodb_lock.endpoint_url))
+    moved = VectorPipelineResource(**{
+        **{name: getattr(resource, name) for name in VectorPipelineResource.model_fields},
+        "sqs": SQSResource(queue_name="other-queue", endpoint_url=resource.sqs.endpoint_url),
+        "dynamodb_lock": DynamoDBLockResource(table_name="other-locks", ttl_seconds=77,
+                                              endpoint_url=resource.dynamodb_lock.endpoint_url)})
     with dg.build_resources({"vector_pipeline": moved}) as resolved:
         used = resolved.vector_pipeline.settings()
     assert (used.delta_queue_name, used.dynamodb_table_name, used.lock_ttl_seconds) == ("other-queue", "other-locks", 77)
@@ -113,6 +154,10 @@ def test_encryption_follows_the_setting() -> None:
     ({"VECTORS_SSE": "aes"}, "VECTORS_SSE"),
     ({"COMPACTION_LOCK_TTL_SECONDS": "soon"}, "COMPACTION_LOCK_TTL_SECONDS"),
     ({"VECTORS_SSE_KMS_KEY_ID": "k"}, "VECTORS_SSE"),
+    ({"PINECONE_NAMESPACES": "words"}, "PINECONE_NAMESPACES='words': expected collection=namespace"),
+    ({"READER_RECALL_SAMPLE_RATE": "2"}, "READER_RECALL_SAMPLE_RATE"),
+    ({"READER_FOLLOW_POINTER": "maybe"}, "READER_FOLLOW_POINTER"),
+    ({"AWS_READ_TIMEOUT_SECONDS": "5"}, "must exceed COMPACT_WATCH_WAIT_SECONDS"),
 ])
 def test_a_bad_value_is_refused_naming_its_key(environment: dict[str, str], named: str) -> None:
     with pytest.raises(ValueError, match=named):

@@ -93,7 +93,8 @@ def provider_from_settings(settings: Settings) -> EmbeddingProvider:
     if settings.embedding_provider in ("minilm", MINILM):
         return MiniLMProvider()
     if settings.embedding_provider == "openai":
-        return OpenAIProvider(settings.openai_api_key, settings.openai_embedding_model)
+        return OpenAIProvider(settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+                              settings.openai_embedding_model)
     raise ValueError(
         f"unknown EMBEDDING_PROVIDER {settings.embedding_provider!r} (use 'minilm' or 'openai')"
     )

@@ -1,6 +1,6 @@
 """``vector-pipeline``: run, feed, compact, query and inspect the pipeline.
 
-Every command reads its configuration from the environment (see ``config.py``); with no
+Every command reads its configuration from the environment (``config.py``; every key: docs/configuration.md); with no
 ``AWS_ENDPOINT_URL`` it talks to real AWS. ``local-aws`` and ``demo`` start the embedded
 AWS (moto's server on loopback) themselves. Each command group is a module of
 ``cli/commands``; this module assembles the parser and runs one command through the one

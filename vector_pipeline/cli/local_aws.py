@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from dataclasses import replace
 from enum import Enum
 from typing import Any, Sequence
 
@@ -87,8 +86,8 @@ class MotoServer:
 
     def settings(self, base: Settings | None = None) -> Settings:
         """``base`` pointed at this server, with the fake credentials moto accepts."""
-        return replace(base or Settings(), aws_endpoint_url=self.endpoint_url, aws_service_endpoints=(),
-                       aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_ACCESS_KEY)
+        return (base or Settings()).replace(aws_endpoint_url=self.endpoint_url, aws_service_endpoints=(),
+                                            aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_ACCESS_KEY)
 
     def __enter__(self) -> "MotoServer":
         return self.start()

@@ -42,7 +42,8 @@ def client(service: str, settings: Settings) -> Any:
     """A boto3 client for ``settings``' endpoint of ``service``, shared per process (clients
     are thread-safe and take ~100 ms to build, more than a small delta takes to upload)."""
     return _cached_client(service, settings.aws_region, settings.endpoint_url_for(service),
-                          settings.aws_access_key_id, settings.aws_secret_access_key,
+                          settings.aws_access_key_id,
+                          settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None,
                           settings.aws_read_timeout_seconds, settings.aws_max_attempts)
 
 

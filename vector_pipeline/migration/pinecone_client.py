@@ -83,7 +83,7 @@ class PineconeIndex:
         self.settings = settings
         self.host = settings.pinecone_index_host
         self._errors = _sdk_errors()
-        self._index = Pinecone(api_key=settings.pinecone_api_key).Index(host=self.host)
+        self._index = Pinecone(api_key=settings.pinecone_api_key.get_secret_value()).Index(host=self.host)
 
     # -- the one place calls go through -----------------------------------------------------
 

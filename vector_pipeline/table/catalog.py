@@ -80,8 +80,8 @@ class CollectionConfig:
 
     def apply_to(self, settings: Settings) -> Settings:
         """``settings`` with this collection's HNSW and segment policy."""
-        return replace(settings, hnsw=self.hnsw, segment_max_count=self.segment_max_count,
-                       segment_fan_in=self.segment_fan_in, segment_fold_ratio=self.segment_fold_ratio)
+        return settings.replace(hnsw=self.hnsw, segment_max_count=self.segment_max_count,
+                                segment_fan_in=self.segment_fan_in, segment_fold_ratio=self.segment_fold_ratio)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "hnsw": self.hnsw.as_dict(), "format": "vector_pipeline.collection/1"}
@@ -219,7 +219,7 @@ class CollectionCatalog:
         """The provider as manifests record it (``minilm`` → its model's name), checked."""
         if config.embedding_provider:
             config = replace(config, embedding_provider=provider_name(
-                replace(self.settings, embedding_provider=config.embedding_provider)))
+                self.settings.replace(embedding_provider=config.embedding_provider)))
         config.check()
         return config
 

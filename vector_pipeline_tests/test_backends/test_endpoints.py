@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 
@@ -45,7 +44,7 @@ def test_setup_reports_conditional_writes_enforced(settings: Settings, backend: 
 
 def test_a_store_refusing_object_encryption_is_named_with_the_setting_that_works(settings: Settings,
                                                                                  backend: Backend) -> None:
-    encrypted = replace(settings, sse="AES256", vectors_bucket=settings.vectors_bucket + "-sse")
+    encrypted = settings.replace(sse="AES256", vectors_bucket=settings.vectors_bucket + "-sse")
     if backend.sse == "AES256":
         assert setup_resources(encrypted)["conditional_writes"].startswith("enforced")
         return

@@ -103,9 +103,10 @@ class LambdaProcess:
 
 def lambda_environment(settings: Any, **extra: str) -> dict[str, str]:
     """The environment the template gives the functions, pointed at ``settings``' endpoint."""
+    secret = settings.aws_secret_access_key
     return {**settings.local_aws_environment(), "VECTOR_PIPELINE_CACHE_DIR": settings.cache_dir,
             "VECTOR_COLLECTIONS": "words,lines",  # the template's default allow-list
             "COMPACTION_LOCK_TTL_SECONDS": str(settings.lock_ttl_seconds), "METRICS_SINK": "emf",
             "METRICS_NAMESPACE": settings.metrics_namespace, "READER_POINTER_TTL_SECONDS": "0",
             "AWS_ACCESS_KEY_ID": settings.aws_access_key_id or "testing",
-            "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key or "testing", **extra}
+            "AWS_SECRET_ACCESS_KEY": secret.get_secret_value() if secret else "testing", **extra}

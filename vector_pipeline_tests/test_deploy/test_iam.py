@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -66,9 +65,9 @@ def enforcing_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
             iam.put_user_policy(UserName=user, PolicyName=policy["PolicyName"],
                                 PolicyDocument=json.dumps(policy["PolicyDocument"]))
             key = iam.create_access_key(UserName=user)["AccessKey"]
-            per_role[role] = replace(base, aws_access_key_id=key["AccessKeyId"],
-                                     aws_secret_access_key=key["SecretAccessKey"],
-                                     cache_dir=str(tmp_path_factory.mktemp(role)))
+            per_role[role] = base.replace(aws_access_key_id=key["AccessKeyId"],
+                                          aws_secret_access_key=key["SecretAccessKey"],
+                                          cache_dir=str(tmp_path_factory.mktemp(role)))
         _enforce_iam(endpoint)
         try:
             yield per_role
@@ -163,8 +162,8 @@ def result_archive_key(s3: Any) -> str:
 
 
 def test_credentials_of_no_user_are_refused(enforcing_aws: dict[str, Settings]) -> None:
-    stranger = replace(enforcing_aws["QueryRole"], aws_access_key_id="AKIASTRANGER00000000",
-                       aws_secret_access_key="not-a-secret")
+    stranger = enforcing_aws["QueryRole"].replace(aws_access_key_id="AKIASTRANGER00000000",
+                                                  aws_secret_access_key="not-a-secret")
     with pytest.raises(Exception) as raised:
         client("s3", stranger).get_object(Bucket=BUCKET, Key="snapshot/words/latest.json")
     assert error_code(raised.value) in {"InvalidAccessKeyId", "InvalidClientTokenId", *DENIED}

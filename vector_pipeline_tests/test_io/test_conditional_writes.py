@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import uuid
-from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
@@ -38,10 +37,10 @@ def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopback
 def s3rver_settings(s3rver_server: LoopbackServer, moto_server: MotoServer, settings: Settings) -> Settings:
     """S3 on s3rver (a bucket name of its own: s3rver keeps its buckets for the module);
     SQS and DynamoDB on moto (created by the ``settings`` fixture)."""
-    return replace(settings, vectors_bucket=f"vp-{uuid.uuid4().hex[:10]}", aws_endpoint_url=None, aws_access_key_id=S3RVER_CREDENTIALS,
-                   aws_secret_access_key=S3RVER_CREDENTIALS,
-                   aws_service_endpoints=(("dynamodb", moto_server.endpoint_url), ("s3", s3rver_server.endpoint_url),
-                                          ("sqs", moto_server.endpoint_url)))
+    return settings.replace(vectors_bucket=f"vp-{uuid.uuid4().hex[:10]}", aws_endpoint_url=None, aws_access_key_id=S3RVER_CREDENTIALS,
+                            aws_secret_access_key=S3RVER_CREDENTIALS,
+                            aws_service_endpoints=(("dynamodb", moto_server.endpoint_url), ("s3", s3rver_server.endpoint_url),
+                                                   ("sqs", moto_server.endpoint_url)))
 
 
 def test_moto_enforces_conditional_writes_with_quoted_etags(settings: Settings) -> None:

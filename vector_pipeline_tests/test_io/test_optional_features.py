@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import replace
 from typing import Iterator
 
 import pytest
@@ -30,8 +29,8 @@ def dynalite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopba
 def test_setup_without_ttl_warns_and_the_lock_still_works(settings: Settings, moto_server: MotoServer,
                                                           dynalite_server: LoopbackServer,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    on_dynalite = replace(settings, dynamodb_table_name=f"vp-locks-{uuid.uuid4().hex[:8]}",
-                          aws_service_endpoints=(("dynamodb", dynalite_server.endpoint_url),))
+    on_dynalite = settings.replace(dynamodb_table_name=f"vp-locks-{uuid.uuid4().hex[:8]}",
+                                   aws_service_endpoints=(("dynamodb", dynalite_server.endpoint_url),))
     with caplog.at_level(logging.WARNING, logger="vector_pipeline"):
         report = setup_resources(on_dynalite)
     assert report["lock_table_ttl"] == OptionalFeature.UNSUPPORTED.value
@@ -46,7 +45,7 @@ def test_setup_without_ttl_warns_and_the_lock_still_works(settings: Settings, mo
 
 
 def test_setup_on_moto_enables_ttl_and_bucket_encryption(settings: Settings) -> None:
-    fresh = replace(settings, vectors_bucket=f"vp-{uuid.uuid4().hex[:8]}", dynamodb_table_name=f"vp-locks-{uuid.uuid4().hex[:8]}")
+    fresh = settings.replace(vectors_bucket=f"vp-{uuid.uuid4().hex[:8]}", dynamodb_table_name=f"vp-locks-{uuid.uuid4().hex[:8]}")
     report = setup_resources(fresh)
     assert report["lock_table_ttl"] == report["bucket_default_encryption"] == OptionalFeature.ENABLED.value
     assert setup_resources(fresh)["bucket_default_encryption"] == OptionalFeature.LEFT_AS_IS.value
@@ -61,7 +60,7 @@ def test_refused_bucket_encryption_is_a_warning_when_objects_carry_their_own(
         with caplog.at_level(logging.WARNING, logger="vector_pipeline"):
             assert _ensure_bucket(on_s3rver) == ("vp-encryption", OptionalFeature.UNSUPPORTED)
         assert "default encryption refused (NotImplemented)" in caplog.text and "VECTORS_SSE=AES256" in caplog.text
-        unencrypted = replace(on_s3rver, vectors_bucket="vp-no-encryption", sse="none")
+        unencrypted = on_s3rver.replace(vectors_bucket="vp-no-encryption", sse="none")
         assert _ensure_bucket(unencrypted) == ("vp-no-encryption", OptionalFeature.NOT_REQUESTED)
     finally:
         server.stop()

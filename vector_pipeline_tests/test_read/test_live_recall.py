@@ -6,7 +6,6 @@ Lambda (the same ``metrics.publish`` as the handlers' other metrics, test_deploy
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import numpy as np
 
@@ -30,7 +29,7 @@ def _two_segments(settings: Settings, rng: np.random.Generator) -> None:
 
 def test_sampled_live_queries_are_re_answered_exactly_and_reported(settings: Settings,
                                                                     rng: np.random.Generator) -> None:
-    settings = replace(settings, reader_recall_sample_rate=1.0, metrics_sink="cloudwatch")
+    settings = settings.replace(reader_recall_sample_rate=1.0, metrics_sink="cloudwatch")
     _two_segments(settings, rng)
     queries = vectors(rng, 3)
     query_snapshot(query_embeddings=queries, n_results=4, settings=settings, include=["documents"])
@@ -44,7 +43,7 @@ def test_sampled_live_queries_are_re_answered_exactly_and_reported(settings: Set
 
 
 def test_no_query_is_sampled_at_rate_zero(settings: Settings, rng: np.random.Generator) -> None:
-    settings = replace(settings, reader_recall_sample_rate=0.0)
+    settings = settings.replace(reader_recall_sample_rate=0.0)
     _two_segments(settings, rng)
     query_snapshot(query_embeddings=vectors(rng, 5), n_results=3, settings=settings)
     live = snapshot_reader("words", settings=settings).live_recall
@@ -64,7 +63,7 @@ class _SlowVersion:
 
 
 def test_a_busy_worker_drops_samples_instead_of_holding_queries(settings: Settings) -> None:
-    live = LiveRecall(replace(settings, reader_recall_sample_rate=1.0), "words")
+    live = LiveRecall(settings.replace(reader_recall_sample_rate=1.0), "words")
     version = _SlowVersion()
     manifest = {"hnsw": {"space": "cosine"}}
     offered = [live.offer(version, manifest, [[1.0, 1.0]], [["x"]], 1) for _ in range(MAX_PENDING + 3)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from dataclasses import replace
 from typing import Iterator
 
 import pytest
@@ -43,8 +42,8 @@ def table_settings(request: pytest.FixtureRequest, settings: Settings) -> Settin
     if request.param == "embedded":
         return settings
     server: LoopbackServer = request.getfixturevalue("dynalite_server")
-    on_dynalite = replace(settings, dynamodb_table_name=f"vp-locks-{uuid.uuid4().hex[:8]}",
-                          aws_service_endpoints=(("dynamodb", server.endpoint_url),))
+    on_dynalite = settings.replace(dynamodb_table_name=f"vp-locks-{uuid.uuid4().hex[:8]}",
+                                   aws_service_endpoints=(("dynamodb", server.endpoint_url),))
     setup_resources(on_dynalite)
     return on_dynalite
 

@@ -23,7 +23,6 @@ import sys
 import textwrap
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +91,7 @@ def test_thousands_of_deltas_in_one_process_go_through_one_host(settings: Settin
 
 def test_a_close_that_never_answers_is_cut_at_its_bound_and_the_delta_written_again(
         settings: Settings, rng: np.random.Generator) -> None:
-    hung = replace(settings, fault="pause:chroma_close", chroma_close_timeout_seconds=3.0)
+    hung = settings.replace(fault="pause:chroma_close", chroma_close_timeout_seconds=3.0)
     ChromaDBClient(Path(settings.cache_dir) / "opened-first", mode="read", settings=settings).close()  # a host
     first_host = host_pid()
     assert first_host is not None
