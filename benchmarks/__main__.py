@@ -31,7 +31,8 @@ from vector_pipeline.config import Settings
 from vector_pipeline.cli.local_aws import MotoServer, setup_resources
 from vector_pipeline.cli.processes import stop_on_signals
 
-from . import suite
+from . import arguments, suite, suite_refresh
+from .roles import peak_rss_mb
 from .report import write_report
 
 PROFILES = {
@@ -51,58 +52,7 @@ COLLECTION_PROFILES = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, < 3 minutes on 2 cores")
-    parser.add_argument("--sizes", type=int, nargs="+", help="snapshot sizes (vectors), overriding the profile")
-    parser.add_argument("--deltas", type=int, nargs="+", help="delta counts, overriding the profile")
-    parser.add_argument("--collections", action="store_true",
-                        help="the collections profile instead: 1,000 collections (100 with --quick), sensor ticks, "
-                             "drain, query routing")
-    parser.add_argument("--collection-count", type=int, help="collections, overriding the collections profile")
-    parser.add_argument("--deltas-per-collection", type=int, help="deltas per collection (collections profile)")
-    parser.add_argument("--vectors-per-delta", type=int, help="vectors per delta (collections and ingest profiles; ingest default 100)")
-    parser.add_argument("--workers", type=int, help="compaction worker processes of the drain (collections profile)")
-    parser.add_argument("--queries", type=int, help="routed and filtered queries each (collections profile)")
-    parser.add_argument("--wait-for-in-flight", type=float, default=180.0,
-                        help="seconds the ticks wait for messages an earlier tick read to come back (collections "
-                             "profile; 0: stop ticking once only those remain)")
-    parser.add_argument("--tick-budget", type=float, default=float("inf"),
-                        help="seconds of queue-sensor ticks at most; reconciliation ticks register the rest "
-                             "(collections profile)")
-    parser.add_argument("--sensors-only", action="store_true",
-                        help="stop after the sensor ticks: no drain, no query routing (collections profile)")
-    parser.add_argument("--ingest", action="store_true",
-                        help="sustained ingest instead: producers at --ingest-rate for --ingest-seconds per compaction "
-                             "loop, freshness and queue depth over time")
-    parser.add_argument("--ingest-seconds", type=float, help="seconds of producing per loop (default 600; --quick 6)")
-    parser.add_argument("--ingest-rate", type=float, help="deltas a second, all producers together (default 10)")
-    parser.add_argument("--ingest-producers", type=int, help="producer processes (default 4)")
-    parser.add_argument("--ingest-modes", nargs="+", choices=["watch", "dagster"],
-                        help="compaction loops, run one after the other (default both)")
-    parser.add_argument("--scale", action="store_true",
-                        help="the scale profile instead: a collection of --scale-vectors (1,000,000) built as a "
-                             "backfill loads one; compaction at N against 10,000, queries, cold start, peak memory")
-    parser.add_argument("--scale-vectors", type=int, help="vectors of the large collection (scale profile)")
-    parser.add_argument("--scale-small", type=int, help="vectors of the collection it is compared with (10,000)")
-    parser.add_argument("--scale-chunk", type=int,
-                        help="vectors per build compaction (scale profile; 100,000: the memory a chunk needs)")
-    parser.add_argument("--scale-delta-vectors", type=int, help="vectors per build delta (scale profile; 5,000)")
-    parser.add_argument("--scale-build-budget", type=int,
-                        help="seconds the build of the large collection may take: it stops after the chunk that "
-                             "passes them and the profile measures what it built (scale profile; default: no limit)")
-    parser.add_argument("--scale-build-only", action="store_true",
-                        help="build the collections and stop (with --scale-endpoint, a later run measures them)")
-    parser.add_argument("--scale-endpoint",
-                        help="an S3 endpoint already running (e.g. python benchmarks/moto_ranged_server.py -p PORT) "
-                             "instead of a fresh moto: collections it holds from an earlier --scale run are folded "
-                             "and reused, not rebuilt (scale profile)")
-    parser.add_argument("--scale-server-pid", type=int, help="that server's pid, for its peak RSS (scale profile)")
-    parser.add_argument("--fold", action="store_true",
-                        help="the base-fold profile instead: a fold of --fold-vectors while appends continue")
-    parser.add_argument("--fold-vectors", type=int, help="vectors of the folded collection (fold profile; 100,000)")
-    parser.add_argument("--fold-appends", type=int, help="appends timed without the fold (fold profile; 10)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<stamp>)")
-    args = parser.parse_args()
+    args = arguments.parser(__doc__).parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for quiet in ("vector_pipeline", "botocore", "urllib3", "chromadb", "alembic"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
@@ -136,13 +86,13 @@ def main() -> int:
                                                                    profile["delta_counts"])
         results["ceilings"] = suite.ceilings(work, profile["snapshot_sizes"][-1], profile["ceiling_vectors"])
         results["query"] = suite.query_latency(work, profile["snapshot_sizes"], profile["queries"])
-        results["reader_refresh"] = suite.reader_refresh(work, profile["snapshot_sizes"][-1:], profile["queries"])
+        results["reader_refresh"] = suite_refresh.reader_refresh(work, profile["snapshot_sizes"][-1:], profile["queries"])
     return _finish(results, out, started, write_report)
 
 
 def _collections(args: argparse.Namespace) -> int:
     from . import collections
-    from .report import write_collections_report
+    from .collections_report import write_collections_report
 
     parameters = _profile(COLLECTION_PROFILES, args, collections=args.collection_count,
                           deltas_per_collection=args.deltas_per_collection, vectors_per_delta=args.vectors_per_delta,
@@ -164,9 +114,11 @@ def _collections(args: argparse.Namespace) -> int:
 
 INGEST_PROFILES = {
     "quick": {"seconds": 6.0, "rate": 2.0, "vectors_per_delta": 10, "producers": 1, "poll_seconds": 0.5,
-              "drain_seconds": 30.0, "modes": ["watch", "dagster"]},
+              "drain_seconds": 60.0, "modes": ["watch", "dagster"], "seed_vectors": 50, "query_rate": 5.0,
+              "idle_queries": 20, "freshness_target_s": 4.0},  # the collections' target (full: the default)
     "full": {"seconds": 600.0, "rate": 10.0, "vectors_per_delta": 100, "producers": 4, "poll_seconds": 0.5,
-             "drain_seconds": 180.0, "modes": ["watch", "dagster"]},
+             "drain_seconds": 180.0, "modes": ["watch", "dagster"], "seed_vectors": 1000, "query_rate": 5.0,
+             "idle_queries": 300},
 }
 
 
@@ -176,7 +128,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
     parameters = _profile(INGEST_PROFILES, args, seconds=args.ingest_seconds, rate=args.ingest_rate,
                           vectors_per_delta=args.vectors_per_delta, producers=args.ingest_producers,
-                          modes=args.ingest_modes)
+                          modes=args.ingest_modes, query_rate=args.ingest_query_rate,
+                          idle_queries=args.ingest_idle_queries, seed_vectors=args.ingest_seed_vectors)
     stamp, out = _output(args, "ingest")
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -247,7 +200,7 @@ def _fold(args: argparse.Namespace) -> int:
 def _finish(results: dict[str, Any], out: Path, started: float,
             write: Callable[[dict[str, Any], Path], None]) -> int:
     """Peak RSS and wall time added; results.json and the report written; the partial file gone."""
-    results["peak_rss_mb"] = suite.peak_rss_mb()
+    results["peak_rss_mb"] = peak_rss_mb()
     results["wall_seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write(results, out)

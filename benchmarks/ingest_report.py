@@ -1,9 +1,11 @@
 """Sustained ingest: raw samples → figures (``summarize``), report section and plots
-(``write_ingest_report``). Targets (issue 12): ≥ 10 deltas/s sustained, the queue does not
-grow, freshness p99 ≤ 30 s through the library loop, ≤ 2 s with fresh reads. Dagster (issue
+(``write_ingest_report``; the plots in ``ingest_plots.py``, query latency in
+``ingest_queries.py``). Targets (issue 12): ≥ 10 deltas/s sustained, the queue does not grow,
+freshness p99 ≤ 30 s through the library loop, ≤ 2 s with fresh reads. Dagster (issue
 20): runs ≈ compaction cycles (none per delta), a publish at least every 2 min, freshness
 within one cycle of the watch loop's, sensor tick p99 ≤ 10 s (moto's ReceiveMessage time
-apart), instance growth per day."""
+apart), instance growth per day. Issue 21: no cycle rewrites the base (bytes per cycle: max
+≤ 3× median), query p99 during ingest ≤ 3× idle p99."""
 
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from .ingest_plots import plots
+from .ingest_queries import QUERY_KINDS, latency_table, query_rows, summarize_queries
+from .tables import table
+
 TARGET_RATE = 10.0
 TARGET_P99_LOOP_S = 30.0
 TARGET_P99_FRESH_S = 2.0
 TARGET_PUBLISH_GAP_S = 120.0
 TARGET_TICK_P99_S = 10.0
-WINDOW_SECONDS = 30.0  # rolling percentiles in the plots
 
 
 def _spread(samples: list[float]) -> dict[str, float]:
@@ -62,6 +67,11 @@ def summarize(raw: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]
         "drained_after_s": raw["drained_after_s"], "load_before": raw["load_before"], "load_after": raw["load_after"],
         "reader_poll_s": {mode: _spread(polls) for mode, polls in raw["reader_polls"].items()},
         "producer_exit_codes": raw["producer_exit_codes"],
+        "seed_vectors": parameters["seed_vectors"], "seed_published_s": raw["seed_published_s"],
+        "load_idle": raw["load_idle"],
+        "query_latency": summarize_queries(raw["queries"], start, raw["produced_until"], _spread),
+        "query_timeline": {kind: [[round(r["at"] - start, 2), None if r["error"] else round(1000 * r["s"], 2)]
+                                  for r in rows] for kind, rows in raw["queries"].items()},
     }
 
 
@@ -124,6 +134,7 @@ def targets(modes: dict[str, Any], rate: float) -> list[list[str]]:
         rows.append([f"{loop}: freshness p99 with fresh reads (include_pending) ≤ {TARGET_P99_FRESH_S:g} s",
                      f"p50 {pending['p50']:.2f} s, p99 {pending['p99']:.2f} s",
                      verdict(pending["p99"] <= TARGET_P99_FRESH_S)])
+        rows += query_rows(name, mode, verdict)
         if "dagster" in mode:
             rows += _dagster_targets(mode, modes.get("watch"), verdict)
     return rows
@@ -156,25 +167,27 @@ def _dagster_targets(mode: dict[str, Any], watch: dict[str, Any] | None, verdict
     return rows
 
 
-def section(results: dict[str, Any], plots: list[str]) -> list[str]:
-    from .report import _table
-
+def section(results: dict[str, Any], images: list[str]) -> list[str]:
     parameters = results["parameters"]
     lines = ["## Sustained ingest", "",
              f"`{results['command']}`: {parameters['rate']:g} deltas/s of {parameters['vectors_per_delta']} "
              f"{384}-d vectors for {parameters['seconds']:g} s per compaction loop, {parameters['producers']} producer "
-             f"processes, readers polling every {parameters['poll_seconds']:g} s; load average before/after: "
-             + "; ".join(f"{n} {m['load_before'][0]:.1f} → {m['load_after'][0]:.1f}"
+             f"processes, readers polling every {parameters['poll_seconds']:g} s, {len(QUERY_KINDS)} query timers at "
+             f"{parameters['query_rate']:g}/s each ({parameters['idle_queries']} idle queries, then during ingest) "
+             f"against a seed of {parameters['seed_vectors']} vectors; load average before / idle / after: "
+             + "; ".join(f"{n} {m['load_before'][0]:.1f} / {m['load_idle'][0]:.1f} → {m['load_after'][0]:.1f}"
                          for n, m in results["modes"].items()) + f". Machine: {results['machine']}.", "",
-             *_table(["target", "figure", "verdict"], targets(results["modes"], parameters["rate"])), ""]
+             *table(["target", "figure", "verdict"], targets(results["modes"], parameters["rate"])), ""]
     rows = []
     for name, mode in results["modes"].items():
         for read, f in mode["freshness"].items():
             rows.append([name, read, f"{mode['achieved_rate']:.2f}", f"{f['p50']:.2f}", f"{f['p95']:.2f}",
                          f"{f['p99']:.2f}", f"{f['max']:.2f}", f"{f['seen']}/{mode['produced']}",
                          f"{mode['reader_poll_s'][read].get('p50', 0):.2f}"])
-    lines += _table(["loop", "reads", "deltas/s", "p50 s", "p95 s", "p99 s", "max s", "seen", "poll p50 s"], rows)
-    lines.append("")
+    lines += table(["loop", "reads", "deltas/s", "p50 s", "p95 s", "p99 s", "max s", "seen", "poll p50 s"], rows)
+    lines += ["", *table(["loop", "query reads", "idle p50 ms", "idle p99 ms", "during p50 ms", "during p99 ms",
+                          "during max ms", "p99 during / idle", "queries idle/during", "failed idle/during"],
+                         latency_table(results["modes"])), ""]
     rows = []
     for name, mode in results["modes"].items():
         q, c = mode["queue"], mode["cycles"]
@@ -183,62 +196,14 @@ def section(results: dict[str, Any], plots: list[str]) -> list[str]:
                      f"{c['seconds'].get('max', 0):.1f}", f"{c['deltas_per_cycle'].get('p50', 0):.0f}"
                      if c["deltas_per_cycle"] else "-", f"{mode['produce_call_s'].get('p50', 0) * 1000:.0f}",
                      f"{mode['drained_after_s']:.0f}"])
-    lines += _table(["loop", "queue start", "end", "max", "slope msg/s", "after drain", "cycles", "cycle p50 s",
+    lines += table(["loop", "queue start", "end", "max", "slope msg/s", "after drain", "cycles", "cycle p50 s",
                      "cycle max s", "deltas/cycle p50", "produce call p50 ms", "drain s"], rows)
     for name, mode in results["modes"].items():
         if name == "dagster":
             lines += ["", f"Dagster runs: {mode['loop'].get('runs')}; run queue at the end "
                           f"{mode['loop'].get('run_queue_at_end')}."]
-    lines += ["", *[f"![{p}]({p})" for p in plots], ""]
+    lines += ["", *[f"![{p}]({p})" for p in images], ""]
     return lines
-
-
-def plots(results: dict[str, Any], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = []
-    for name, mode in results["modes"].items():
-        figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-        for read, colour in (("bounded", "tab:blue"), ("pending", "tab:orange")):
-            points = [(t, a) for t, a in mode["timelines"][read] if a is not None]
-            if points:
-                times, ages = np.array(points).T
-                top.scatter(times, ages, s=2, alpha=0.3, color=colour, label=f"{read}: each delta")
-                edges = np.arange(0, times.max() + WINDOW_SECONDS, WINDOW_SECONDS)
-                for q, style in ((50, "-"), (99, "--")):
-                    centres, values = [], []
-                    for lo in edges:
-                        inside = ages[(times >= lo) & (times < lo + WINDOW_SECONDS)]
-                        if len(inside):
-                            centres.append(lo + WINDOW_SECONDS / 2)
-                            values.append(np.percentile(inside, q))
-                    top.plot(centres, values, style, color=colour, label=f"{read}: p{q} per {WINDOW_SECONDS:.0f} s")
-        ceiling = max([a for read in ("bounded", "pending") for _t, a in mode["timelines"][read] if a is not None],
-                      default=1.0) * 1.5
-        for read, colour in (("bounded", "tab:blue"), ("pending", "tab:orange")):
-            unseen = [t for t, a in mode["timelines"][read] if a is None]
-            if unseen:  # never visible within the run: drawn above every measured point
-                top.scatter(unseen, [ceiling] * len(unseen), s=6, marker="x", color=colour,
-                            label=f"{read}: not visible by the end ({len(unseen)})")
-        top.set(ylabel="freshness s (produced → visible)", yscale="log",
-                title=f"sustained ingest, {name}: {mode['achieved_rate']:.1f} deltas/s")
-        top.legend(fontsize=7)
-        depth = mode["queue_depth"]
-        bottom.plot([d["t"] for d in depth], [d["visible"] for d in depth], label="visible")
-        bottom.plot([d["t"] for d in depth], [d["in_flight"] for d in depth], label="in flight")
-        if depth and "runs" in depth[0]:
-            bottom.plot([d["t"] for d in depth], [d["runs"]["queued"] for d in depth], label="Dagster runs queued")
-        bottom.set(xlabel="seconds since producers started", ylabel="queue depth (messages)")
-        bottom.legend(fontsize=7)
-        figure.tight_layout()
-        file = f"ingest_{name}.png"
-        figure.savefig(out / file, dpi=110)
-        names.append(file)
-    plt.close("all")
-    return names
 
 
 def write_ingest_report(results: dict[str, Any], out: Path) -> None:

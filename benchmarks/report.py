@@ -4,18 +4,12 @@ ratios), target verdicts, and plots of compaction time against snapshot size and
 from pathlib import Path
 from typing import Any
 
+from .tables import operations, table
+
 ORIGINAL = {  # as the original design reports them, on AWS Lambda
     "producer": "300–600 ms per batch", "warm_query": "30–80 ms", "cold_start": "2–3 s",
     "merge_per_delta": "~100 ms", "compaction": "10–30 s for 10–50 deltas on a 10–100 MB snapshot",
 }
-
-
-def _row(cells: list[Any]) -> str:
-    return "| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells) + " |"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    return [_row(header), _row(["---"] * len(header)), *[_row(r) for r in rows]]
 
 
 def targets(results: dict[str, Any]) -> list[list[Any]]:
@@ -42,7 +36,7 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
                     f"{whole:.2f}× ({fifty[largest]['ours_warm_s']:.2f} s vs {floor_s:.2f} s)", verdict(whole <= 1.5)])
         if "requests_per_delta" in fifty[largest]:
             out.append(["AWS requests per delta, whole compaction (was ≈ 19 with file-per-file deltas)",
-                        f"{fifty[largest]['requests_per_delta']:.1f} ({_ops(fifty[largest]['requests'])})", "reported"])
+                        f"{fifty[largest]['requests_per_delta']:.1f} ({operations(fifty[largest]['requests'])})", "reported"])
         share = fifty[largest]["ours_merge_vectors_per_s"] / ceiling
         out.append(["merged vectors/s ≥ 90 % of chroma's bulk upsert (same records, same target: a new segment)",
                     f"{100 * share:.0f} %", verdict(share >= 0.9)])
@@ -88,7 +82,7 @@ def _reader_refresh_lines(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         lines += [f"Snapshot {row['snapshot_vectors']:,}: warm query p50 {row['warm']['p50_ms']:.2f} ms before the "
                   f"publishes, {row['warm_after']['p50_ms']:.2f} ms after them.", ""]
-        lines += _table(["publish", "who follows", "fold → segments", "new segment MB", "downloaded MB (files)",
+        lines += table(["publish", "who follows", "fold → segments", "new segment MB", "downloaded MB (files)",
                          "ratio", "whole version MB", "switched after ms", "first query ms",
                          "warm p50 ms, same version", "× warm"],
                         [[n + 1, who, f"{r['fold']} → {r['segments']}", f"{r['segment_bytes'] / 1e6:.2f}",
@@ -104,7 +98,7 @@ def _reader_refresh_lines(rows: list[dict[str, Any]]) -> list[str]:
         warm = row["warm_after"]["p50_ms"]
         lines += ["", f"Fresh reads (`include_pending=True`) over {row['pending_deltas']} uncompacted deltas "
                   f"({row['pending_vectors']:,} vectors):", ""]
-        lines += _table(["query", "p50 ms", "p95 ms", "× warm p50", "LISTs per query"], [
+        lines += table(["query", "p50 ms", "p95 ms", "× warm p50", "LISTs per query"], [
             ["first (lists, fetches every pending delta)", f"{row['pending_first_ms']:.1f}", "", "",
              row["pending_first_lists"]],
             ["include_pending, bounded (looks at most once per pointer TTL)", f"{row['pending_warm']['p50_ms']:.2f}",
@@ -120,10 +114,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
              f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} CPUs, "
              f"Python {results['machine']['python']}; moto server on loopback; 384-d seeded random vectors. "
              f"Run {results['started_at']}, {results['wall_seconds']:.0f} s, peak RSS {results['peak_rss_mb']:.0f} MB.",
-             "", "## Targets", "", *_table(["target", "measured", "verdict"], targets(results)),
+             "", "## Targets", "", *table(["target", "measured", "verdict"], targets(results)),
              "", "## Compaction (deltas of 100 vectors)", "",
              "Each row starts from a version of one segment (the background fold runs between rows, below).", ""]
-    lines += _table(["snapshot", "deltas", "fold", "ours warm s (published at)", "ours cold s", "baseline s",
+    lines += table(["snapshot", "deltas", "fold", "ours warm s (published at)", "ours cold s", "baseline s",
                      "speedup",
                      "merge vec/s ours / baseline", "MB moved warm / cold / baseline"],
                     [[f"{r['snapshot_vectors']:,}", r["deltas"], f"{r['fold']} → {r['segments']} seg",
@@ -135,7 +129,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     lines += ["", "Merge state per compaction: the part each one writes (`state/<n>.json.gz`) against the whole "
               "state that format 2 rewrote with every version; and what the cold compactor (no cache dir, no state "
               "in memory; other deltas, from the same one-segment start) downloaded.", ""]
-    lines += _table(["snapshot", "deltas", "fold", "state part kB", "whole state kB", "parts in the log",
+    lines += table(["snapshot", "deltas", "fold", "state part kB", "whole state kB", "parts in the log",
                      "downloaded MB warm / cold", "cold / warm s"],
                     [[f"{r['snapshot_vectors']:,}", r["deltas"], r["fold"], f"{r['state_bytes_written'] / 1e3:.1f}",
                       f"{r['whole_state_bytes'] / 1e3:.1f}", r["state_parts"],
@@ -145,21 +139,21 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     ceilings = results["ceilings"]
     lines += ["", f"Original design: {ORIGINAL['compaction']}; {ORIGINAL['merge_per_delta']} merge per delta.", "",
               "### Background folds (recent segments back into the base; run between the rows above)", ""]
-    lines += _table(["snapshot", "vectors after", "seconds", "merge s", "MB moved"],
+    lines += table(["snapshot", "vectors after", "seconds", "merge s", "MB moved"],
                     [[f"{f['snapshot_vectors']:,}", f"{f['vector_count']:,}", f["seconds"], f["merge_seconds"],
                       f"{f['bytes_moved'] / 1e6:.1f}"] for f in results["folds"]])
     lines += ["", f"### Ceilings: the same {ceilings['vectors']:,} records", ""]
-    lines += _table(["inserted by", "vectors/s"], [
+    lines += table(["inserted by", "vectors/s"], [
         [f"chroma bulk upsert into a copy of the {ceilings['snapshot_vectors']:,}-vector base",
          f"{ceilings['chroma_into_base_per_s']:.0f}"],
         ["chroma bulk upsert into an empty collection", f"{ceilings['chroma_into_empty_per_s']:.0f}"],
         ["raw hnswlib add_items (same M, ef_construction, space)", f"{ceilings['hnswlib_per_s']:.0f}"]])
     lines += ["", "## Producer", ""]
-    lines += _table(["vectors per delta", "mean ms", "p50 ms", "p95 ms", "original design"],
+    lines += table(["vectors per delta", "mean ms", "p50 ms", "p95 ms", "original design"],
                     [[size, r["mean_ms"], r["p50_ms"], r["p95_ms"], ORIGINAL["producer"]]
                      for size, r in results["producer"].items()])
     lines += ["", "## Queries (n_results=10)", ""]
-    lines += _table(["snapshot", "layout", "segments", "cold start s", "warm p50/p95/p99 ms",
+    lines += table(["snapshot", "layout", "segments", "cold start s", "warm p50/p95/p99 ms",
                      "with where p50/p95/p99 ms", "original warm / cold"],
                     [[f"{q['vectors']:,}", q["layout"], q["segments"], q["cold_start_s"],
                       "/".join(f"{q['warm'][k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
@@ -219,92 +213,3 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         names.append("state_bytes_per_compaction.png")
     plt.close("all")
     return names
-
-
-def _ops(requests: dict[str, int]) -> str:
-    return ", ".join(f"{n} {op}" for op, n in requests.items()) or "none"
-
-
-def _all_ticks(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*results["queue_ticks"], *results.get("reconciliation_ticks", [results["reconciliation_pending"]]),
-            *results.get("quiet_ticks", [])]
-
-
-def collection_targets(results: dict[str, Any]) -> list[list[Any]]:
-    ticks = _all_ticks(results)
-    slowest = max(t["seconds"] for t in ticks)
-    slowest_own = max(t["seconds"] - t.get("request_seconds", {}).get("ReceiveMessage", 0.0) for t in ticks)
-    whole = sum(t["list_prefixes"].get("(whole bucket)", 0) for t in ticks)
-    collections = results["parameters"]["collections"]
-    verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
-    out = [["a sensor tick ≤ 10 s (slowest of every tick)", f"{slowest:.2f} s", verdict(slowest <= 10)],
-           ["same, less the time waiting on ReceiveMessage (moto's grows with queue depth; see below)",
-            f"{slowest_own:.2f} s", verdict(slowest_own <= 10)],
-           ["no tick lists the whole bucket", f"{whole} whole-bucket listings", verdict(whole == 0)]]
-    if "drain" in results:
-        verify = results["verify"]
-        out += [["everything published",
-                 f"{results['drain']['collections_published']:,} of {collections:,} collections",
-                 verdict(results["drain"]["collections_published"] == collections)],
-                ["nothing lost: every collection's count equals its model",
-                 f"{len(verify['collections_wrong'])} wrong of {verify['collections_checked']:,}",
-                 verdict(not verify["collections_wrong"])]]
-    return out
-
-
-def write_collections_report(results: dict[str, Any], out: Path) -> None:
-    parameters = results["parameters"]
-    lines = [f"# Collections by the thousand ({results['profile']})", "",
-             f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} CPUs, Python "
-             f"{results['machine']['python']}; moto server on loopback. `{results['command']}`, run "
-             f"{results['started_at']}, {results['wall_seconds']:.0f} s, peak RSS {results['peak_rss_mb']:.0f} MB.", "",
-             f"{parameters['collections']:,} collections × {parameters['deltas_per_collection']} deltas × "
-             f"{parameters['vectors_per_delta']} vectors (384-d), produced and announced in "
-             f"{results['produce_seconds']:.0f} s.", "",
-             "## Targets", "", *_table(["target", "measured", "verdict"], collection_targets(results)),
-             "", "## Sensor ticks", "",
-             "Each tick evaluated with `build_sensor_context` against a sqlite instance; partition adds applied "
-             "and compaction requests registered as runs not yet started, as the daemon's launches would (so "
-             "later ticks' busy check sees them). Requests counted per HTTP request "
-             "on the project's shared clients.", ""]
-    rows = []
-    labelled = [(f"queue {n}", t) for n, t in enumerate(results["queue_ticks"], 1)]
-    labelled += [(f"reconciliation {n}", t) for n, t in
-                 enumerate(results.get("reconciliation_ticks", [results["reconciliation_pending"]]), 1)]
-    if "quiet_ticks" in results:
-        labelled += [("queue, after the drain", results["quiet_ticks"][0]),
-                     ("reconciliation, after the drain", results["quiet_ticks"][1])]
-    for label, tick in labelled:
-        rows.append([label, f"{tick['seconds']:.2f}", _ops(tick["requests"]),
-                     f"{tick.get('request_seconds', {}).get('ReceiveMessage', 0.0):.2f}", _ops(tick["list_prefixes"]),
-                     tick["partitions_added"].get("delta", 0), tick["compaction_requests"],
-                     f"{tick.get('waited_for_in_flight_s', 0.0):.0f}"])
-    lines += _table(["tick", "seconds", "requests", "of which ReceiveMessage s", "listings by prefix",
-                     "delta partitions added", "compactions requested", "waited for in-flight s"], rows)
-    left = results.get("queue_after_ticks", {"visible": 0, "in_flight": 0})
-    lines += ["", f"Queue after the ticks: {left} ({results['queue_drained_by_ticks_s']:.0f} s after the first tick); "
-                  f"partitions: {results['partitions']}.", ""]
-    if "drain" not in results:
-        (out / "report.md").write_text("\n".join(lines + ["Sensor ticks only (`--sensors-only`): no drain, no "
-                                                          "query routing.", ""]))
-        return
-    drain, routing = results["drain"], results["query_routing"]
-    lines += ["## Drain", "",
-              f"{drain['workers']} worker processes, each running `ChromaCompactor.compact_pending()` until nothing "
-              f"is pending: {drain['collections_published']:,} collections published in {drain['seconds']:.0f} s "
-              f"({drain['collections_published'] / drain['seconds']:.1f} collections/s); results {drain['statuses']}.", ""]
-    lines += _table(["per collection", "mean s", "p50 s", "p95 s", "max s"],
-                    [[name, *(drain[key].get(k, 0.0) for k in ("mean", "p50", "p95", "max"))]
-                     for name, key in (("compaction (lock → archive)", "compaction_s"),
-                                       ("until published", "publish_s"))])
-    lines += ["", f"Checked: {results['verify']['collections_checked']:,} collections, "
-                  f"{results['verify']['vectors_expected']:,} vectors, wrong: {results['verify']['collections_wrong'] or 'none'}.",
-              "", "## Query routing (n_results=10, warm readers)", "",
-              f"{routing['queries']:,} queries over {routing['merchants_queried']} merchants: routed to the merchant's "
-              f"own collection (≈ {routing['vectors_per_merchant']:.0f} vectors) or to one shared collection of "
-              f"{routing['shared_vectors']:,} vectors with `where={{\"merchant\": m}}`; same top 10 in "
-              f"{routing['same_top10']} of {routing['queries']}.", ""]
-    lines += _table(["routing", "p50 ms", "p95 ms", "p99 ms"],
-                    [[name, *(routing[key][k] for k in ("p50_ms", "p95_ms", "p99_ms"))]
-                     for name, key in (("own collection", "own_collection"), ("shared + where", "shared_where"))])
-    (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -37,7 +37,7 @@ from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from .roles import CHILD, Role, child_logging, process_peak_rss_mb
 from .scale_build import build_collection, collection_name, reuse_collection, write_build_summary
-from .suite import DELTA_SIZE, Workload, _timed, counted_requests
+from .suite import DELTA_SIZE, Workload, counted_requests, timed
 
 __all__ = ["DEFAULTS", "run", "write_build_summary"]
 
@@ -125,8 +125,8 @@ def reader_cold_start(settings: Settings, collection: str, root: str, probe: lis
 
 def reader_queries(collection: str, probes: list[list[float]]) -> dict[str, Any]:
     reader: SnapshotReader = CHILD["readers"][collection]
-    warm = _timed(lambda q: reader.query(None, [q], 10, None), probes)
-    where = _timed(lambda q: reader.query(None, [q], 10, {"merchant": "m3"}), probes)
+    warm = timed(lambda q: reader.query(None, [q], 10, None), probes)
+    where = timed(lambda q: reader.query(None, [q], 10, {"merchant": "m3"}), probes)
     return {"warm": warm, "warm_where": where, "version": reader.version,
             "segments": len(segments_of(reader.manifest)), "vectors": reader.manifest.vector_count}
 

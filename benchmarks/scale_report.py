@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .report import _table
+from .tables import table
 
 QUERY_P50_TARGET_MS = 10.0
 COMPACTION_RATIO_TARGET = 1.5
@@ -60,13 +60,13 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
              f"loopback (ranged GETs served from the range); 384-d seeded random vectors. `{results['command']}`, "
              f"run {results['started_at']}, {results['wall_seconds']:.0f} s; load average (1/5/15 min) "
              f"{load(results['load_before'])} before, {load(results['load_after'])} after.", "",
-             "## Targets", "", *_table(["target", "measured", "verdict"], scale_targets(results)), ""]
+             "## Targets", "", *table(["target", "measured", "verdict"], scale_targets(results)), ""]
     lines += ["## Build (as a backfill loads a collection)", "",
               f"Deltas of {parameters['build_delta_vectors']:,} vectors, compacted "
               f"{parameters['build_chunk_vectors']:,} vectors at a time, each compaction folding its chunk into "
               "the one base segment (the collection's segment_max_count is 1 for the load, restored after).", ""]
     built = {size: b for size, b in results["build"].items() if not b.get("reused")}
-    lines += [] if not built else _table(["collection", "vectors", "deltas", "compactions", "produce s", "compact s", "fold s", "total s",
+    lines += [] if not built else table(["collection", "vectors", "deltas", "compactions", "produce s", "compact s", "fold s", "total s",
                      "version MB", "lowest GB available"],
                     [[f"{int(size):,}", f"{b['vectors']:,}", b["deltas"], b["chunks"], f"{b['produce_s']:.0f}",
                       f"{b['compact_s']:.0f}", f"{b['fold_s']:.0f}", f"{b['seconds']:.0f}",
@@ -80,7 +80,7 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
               "In the order run. Warm: one compactor process for all rounds, its cache on disk kept between them. "
               "Cold: a fresh process with an empty cache per round. At the small size the background fold runs "
               "first when the next compaction would fold the base (the column says).", ""]
-    lines += _table(["snapshot", "kind", "fold first", "seconds", "published at s", "merge s", "fold → segments",
+    lines += table(["snapshot", "kind", "fold first", "seconds", "published at s", "merge s", "fold → segments",
                      "MB down / up", "AWS requests per delta", "peak RSS MB"],
                     [[f"{held(results, r['snapshot_vectors']):,}", r["kind"], r["folded_first"] or "", f"{r['seconds']:.2f}",
                       f"{r['publish_s']:.2f}", f"{r['merge_s']:.2f}", f"{r['fold']} → {r['segments']}",
@@ -91,11 +91,11 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
     lines += _profile_lines(results, small, large)
     lines += ["", "## Reader", "", "Cold start: an empty cache, then pointer, manifest, download, checksums, open, "
               "first query.", ""]
-    lines += _table(["collection", "segments", "open s", "first query s", "MB downloaded (files)"],
+    lines += table(["collection", "segments", "open s", "first query s", "MB downloaded (files)"],
                     [[f"{held(results, int(size)):,}", c["segments"], f"{c['open_s']:.2f}", f"{c['first_query_s']:.3f}",
                       f"{c['bytes'] / 1e6:,.1f} ({c['files']})"] for size, c in results["cold_start"].items()])
     lines += ["", "Warm queries (n_results=10, the search on the open version; with where: merchant = m3):", ""]
-    lines += _table(["collection", "layout", "segments", "p50 / p95 / p99 ms", "with where p50 / p95 / p99 ms"],
+    lines += table(["collection", "layout", "segments", "p50 / p95 / p99 ms", "with where p50 / p95 / p99 ms"],
                     [[f"{q['vectors']:,}", q["layout"], q["segments"],
                       " / ".join(f"{q['warm'][k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
                       " / ".join(f"{q['warm_where'][k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms"))]
@@ -103,7 +103,7 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
     if results["refreshes"]:
         lines += ["", f"Refresh after each publish at {held(results, large):,} (a query with consistency=\"strong\": pointer, "
                   "manifest, new files, open, search):", ""]
-        lines += _table(["after", "segments", "new segment MB", "downloaded MB (files)", "ratio", "version MB",
+        lines += table(["after", "segments", "new segment MB", "downloaded MB (files)", "ratio", "version MB",
                          "first query ms"],
                         [[r["kind"], r["segments"], f"{r['segment_bytes'] / 1e6:.2f}",
                           f"{r['downloaded_bytes'] / 1e6:.2f} ({r['downloaded_files']})",
@@ -111,7 +111,7 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
                           f"{r['version_bytes'] / 1e6:,.0f}", f"{r['first_query_ms']:.0f}"]
                          for r in results["refreshes"]])
     lines += ["", "## Memory and storage", ""]
-    lines += _table(["process", "peak RSS MB"], [[name, f"{mb:,.0f}" if mb else "n/a"]
+    lines += table(["process", "peak RSS MB"], [[name, f"{mb:,.0f}" if mb else "n/a"]
                                                  for name, mb in results["processes"].items()])
     storage = results["storage"]
     lines += ["", f"S3 (moto) after the run: {storage['s3_total_bytes'] / 1e9:.2f} GB in all; published versions "
@@ -119,7 +119,7 @@ def write_scale_report(results: dict[str, Any], out: Path) -> None:
                           for s, b in storage["published_version_bytes"].items())
               + f". Local disk: compactor cache {storage['compactor_cache_bytes'] / 1e9:.2f} GB, reader cache "
               f"{storage['reader_cache_bytes'] / 1e9:.2f} GB.", ""]
-    lines += _table(["S3 prefix", "MB"], [[prefix, f"{size / 1e6:,.1f}"]
+    lines += table(["S3 prefix", "MB"], [[prefix, f"{size / 1e6:,.1f}"]
                                           for prefix, size in sorted(storage["s3_bytes"].items())])
     plots = _plots(results, out)
     lines += ["", "## Plots", "", *[f"![{name}]({name})" for name in plots], ""]
@@ -141,11 +141,11 @@ def _profile_lines(results: dict[str, Any], small: int, large: int) -> list[str]
     header = ["function", f"at {large:,}", f"at {small:,}", "difference", f"calls at {large:,}"]
     lines = ["", f"### Where a warm compaction's time goes (cProfile of the compacting thread; cumulative s, at "
              f"{large:,} beside {small:,})", "", "The largest:", ""]
-    lines += _table(header, [row(r) for r in largest[:25]])
+    lines += table(header, [row(r) for r in largest[:25]])
     grown = sorted(largest, key=lambda r: r["cumulative_s"] - at_small.get(r["function"], {}).get(
         "cumulative_s", 0.0), reverse=True)
     lines += ["", f"What grew most from {small:,} to {large:,}:", ""]
-    lines += _table(header, [row(r) for r in grown[:15]])
+    lines += table(header, [row(r) for r in grown[:15]])
     return lines
 
 

@@ -46,24 +46,30 @@ def test_collections_profile_writes_results_and_report(tmp_path: Path) -> None:
     assert "## Sensor ticks" in report and "shared + where" in report
 
 
-def test_ingest_profile_measures_freshness_and_queue_depth_for_both_loops(tmp_path: Path) -> None:
+def test_ingest_profile_measures_freshness_queue_depth_and_query_latency_for_both_loops(tmp_path: Path) -> None:
     """The sustained-ingest profile at a tiny rate, both compaction loops (compact --watch and
     dagster dev's sensors): every delta produced is accounted for, seen or counted unseen, by
-    both readers; the queue is sampled; report and plots written. Its figures are for the full
-    run (a few seconds here say nothing about sustained ingest)."""
+    both readers; the queue is sampled; query latency is timed idle and during ingest for both
+    read kinds, with its target rows in the report; report and plots written. Its figures are for
+    the full run (a few seconds here say nothing about sustained ingest)."""
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--ingest", "--quick", "--ingest-seconds", "3",
                              "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["modes"]) == {"watch", "dagster"}
     for name, mode in results["modes"].items():
-        assert mode["produced"] >= 3 and mode["producer_exit_codes"] == [0]
+        assert mode["produced"] >= 1 and mode["producer_exit_codes"] == [0]  # how many in 3 s follows the load
         for read in ("bounded", "pending"):
             freshness = mode["freshness"][read]
             assert freshness["seen"] + freshness["unseen"] == mode["produced"]
             assert len(mode["timelines"][read]) == mode["produced"]
         assert mode["queue_depth"] and mode["loop"]["exit_code"] == 0
         assert (tmp_path / f"ingest_{name}.png").stat().st_size > 1000
+        for kind in ("default", "fresh"):  # query latency idle vs during ingest: counted, not timed
+            latency = mode["query_latency"][kind]
+            assert latency["queries"]["idle"] == results["parameters"]["idle_queries"]
+            assert latency["errors"]["idle"] == 0 and latency["queries"]["during"] >= 1
+            assert {"p50", "p99"} <= set(latency["idle_ms"]) and "p99_ratio" in latency
     watch = results["modes"]["watch"]
     assert watch["freshness"]["bounded"]["seen"] == watch["produced"]  # the loop drained what it was given
     assert watch["loop"]["summary"]["stopped_by"] == "signal" and watch["cycles"]["count"] >= 1
@@ -73,6 +79,10 @@ def test_ingest_profile_measures_freshness_and_queue_depth_for_both_loops(tmp_pa
     assert set(dagster["dagster"]["growth_per_day"]) == {"runs", "event_rows", "partitions", "ticks"}
     report = (tmp_path / "report.md").read_text()
     assert "| target | figure | verdict |" in report and "ingest_dagster.png" in report
+    for loop in ("library loop (compact --watch)", "Dagster sensors + compaction job"):
+        assert f"{loop}: query p99 during ingest ≤ 3× idle p99, default reads" in report
+        assert f"{loop}: query p99 during ingest ≤ 3× idle p99, fresh reads (include_pending)" in report
+    assert "| loop | query reads | idle p50 ms |" in report
 def test_fold_profile_folds_while_appending_and_keeps_every_append(tmp_path: Path) -> None:
     """The ``--fold`` path at a tiny N: the fold runs while appends are timed, every append
     survives it (count equals the model), and the report carries the latency row."""
