@@ -1,17 +1,9 @@
 """A fault-injecting HTTP proxy between boto3 and the test AWS servers (moto, dynalite, ...).
 
 boto3 is pointed at it through the settings' endpoint (``FaultProxy.settings``); it forwards
-every request to the real server behind it, and can be told, per service (``s3``, ``sqs``,
-``dynamodb``: read from the request's SigV4 credential scope) and per request matcher, at a
-rate, to:
-
-- ``LATENCY``: forward after a delay;
-- ``RESET``: reset the connection (TCP RST) before forwarding: nothing applied;
-- ``ERROR_500``: answer 500 InternalError without forwarding;
-- ``THROTTLE``: answer S3's 503 SlowDown, or DynamoDB's / SQS's ThrottlingException;
-- ``TIMEOUT``: forward (the server applies it), then hold the answer past the client's read
-  timeout and close: the ambiguous case botocore resends;
-- ``DROP``: forward, then close the connection without the answer: the lost answer.
+every request to the real server behind it and, per service (``s3``, ``sqs``, ``dynamodb``:
+read from the request's SigV4 credential scope), applies the first of its rules
+(``fault_rules.py``: which fault, to which requests, at what rate) that fires.
 
 It counts what it injected per service and kind, and the gap before botocore resent each
 faulted call (the same ``amz-sdk-invocation-id`` coming back): the backoff it applied.
@@ -22,14 +14,13 @@ gives only through an addon script in another process and an IPC of our own; the
 is plain HTTP on loopback, so mitmproxy's TLS interception and HTTP/2 are of no use; and it
 brings some thirty packages (cryptography, h2, aioquic, ...) with pins of their own into the
 project's one lock file. This is the standard library's ``http.server`` and ``http.client``,
-some 330 lines. It speaks HTTP/1.1 with Content-Length or chunked bodies, which is what
-botocore sends.
+some 240 lines (and 110 of rules). It speaks HTTP/1.1 with Content-Length or chunked bodies,
+which is what botocore sends.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import random
 import re
 import socket
@@ -38,98 +29,16 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator, Mapping
+from typing import Iterator, Mapping
 from urllib.parse import urlsplit
 
 from vector_pipeline.config import Settings
 
-SERVICES = ("s3", "sqs", "dynamodb")
+from .fault_rules import Fault, FaultRule, ProxiedRequest, error_answer
+
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection", "te", "upgrade"}
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
-
-
-class Fault(Enum):
-    LATENCY = "latency"
-    RESET = "reset"
-    ERROR_500 = "error_500"
-    THROTTLE = "throttle"
-    TIMEOUT = "timeout"
-    DROP = "drop"
-
-    @property
-    def applied_by_server(self) -> bool:
-        """Whether the server received the request (the client cannot know it did)."""
-        return self in (Fault.LATENCY, Fault.TIMEOUT, Fault.DROP)
-
-
-@dataclass(frozen=True)
-class ProxiedRequest:
-    service: str
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
-
-    @property
-    def target(self) -> str:
-        """The JSON protocol's operation (``DynamoDB_20120810.UpdateItem``, ``AmazonSQS.SendMessage``)."""
-        return self.headers.get("x-amz-target", "")
-
-    @property
-    def is_conditional_put(self) -> bool:
-        return self.method == "PUT" and ("if-match" in self.headers or "if-none-match" in self.headers)
-
-    def describe(self) -> str:
-        return f"{self.service} {self.target or self.method + ' ' + self.path.split('?')[0]}"
-
-
-@dataclass
-class FaultRule:
-    """Inject ``fault`` into a share ``rate`` of the requests to ``service`` (None: any) that
-    ``match`` accepts (None: all), at most ``times`` times (None: no limit)."""
-
-    fault: Fault
-    rate: float = 1.0
-    service: str | None = None
-    match: Callable[[ProxiedRequest], bool] | None = None
-    times: int | None = None
-    latency_seconds: float = 0.3
-    fired: int = 0
-
-    def applies_to(self, request: ProxiedRequest) -> bool:
-        return ((self.service is None or self.service == request.service)
-                and (self.times is None or self.fired < self.times)
-                and (self.match is None or self.match(request)))
-
-
-def rules_from_spec(spec: str, latency_seconds: float = 0.3) -> list[FaultRule]:
-    """Rules from ``[service.]fault=rate`` pairs, comma-separated: ``s3.drop=0.01,throttle=0.02``."""
-    rules = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, rate = part.partition("=")
-        service, _, kind = name.rpartition(".")
-        if service and service not in SERVICES:
-            raise ValueError(f"fault spec {part!r}: service must be one of {', '.join(SERVICES)}")
-        try:
-            rules.append(FaultRule(Fault(kind), float(rate), service or None, latency_seconds=latency_seconds))
-        except ValueError:
-            raise ValueError(f"fault spec {part!r}: expected [service.]<{'|'.join(f.value for f in Fault)}>=<rate>") from None
-    return rules
-
-
-def _error(service: str, fault: Fault) -> tuple[int, str, bytes]:
-    """The status, content type and body a service answers for an injected error."""
-    throttled = fault is Fault.THROTTLE
-    if service == "s3":
-        code, status = ("SlowDown", 503) if throttled else ("InternalError", 500)
-        body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>injected by the fault proxy</Message></Error>'
-        return status, "application/xml", body.encode()
-    prefix = "com.amazonaws.dynamodb.v20120810" if service == "dynamodb" else "com.amazonaws.sqs"
-    code, status = ("ThrottlingException", 400) if throttled else ("InternalServerError", 500)
-    body = json.dumps({"__type": f"{prefix}#{code}", "message": "injected by the fault proxy"})
-    return status, "application/x-amz-json-1.0", body.encode()
 
 
 @dataclass
@@ -281,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is Fault.RESET:
             return self._abort(reset=True)
         if fault in (Fault.ERROR_500, Fault.THROTTLE):
-            status, content_type, payload = _error(service, fault)
+            status, content_type, payload = error_answer(service, fault)
             return self._answer(status, [("Content-Type", content_type)], payload)
         if fault is Fault.LATENCY:
             time.sleep(rule.latency_seconds)

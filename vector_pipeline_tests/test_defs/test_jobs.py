@@ -2,9 +2,7 @@
 rebuild, fold, rollback, GC; each under the collection's writer tag) and the upkeep jobs (old
 runs, the per-delta layout's leftovers), executed in process against the moto server."""
 
-import io
 import json
-import tarfile
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -22,17 +20,7 @@ from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from vector_pipeline_tests.helpers import all_keys, vectors
 
-
-def _run(defs: dg.Definitions, instance: dg.DagsterInstance, job: str, **kwargs: object) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
-
-
-def _compact(defs: dg.Definitions, instance: dg.DagsterInstance, collection: str = "words",
-             **candidate_config: object) -> dg.ExecuteInProcessResult:
-    """The compaction job for one collection partition (rebuild or fold by config)."""
-    instance.add_dynamic_partitions("collection", [collection])
-    return _run(defs, instance, "compaction", partition_key=collection,
-                run_config=compaction_run_config(**candidate_config))
+from .jobs import checks, compact, corrupt, produce, run_job
 
 
 def _content(settings: Settings) -> dict:
@@ -42,43 +30,18 @@ def _content(settings: Settings) -> dict:
             for i, e, d, m in zip(got["ids"], got["embeddings"], got["documents"], got["metadatas"])}
 
 
-def _produce(settings: Settings, rng: np.random.Generator, ids: list[str], **extra: object) -> dict:
-    return produce_embedding_delta(ids, vectors(rng, len(ids)), documents=[f"doc {i}" for i in ids],
-                                   metadatas=[{"n": n} for n in range(len(ids))], settings=settings, **extra)
-
-
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {c.check_name: c for c in result.get_asset_check_evaluations()}
-
-
-def _corrupt(settings: Settings, produced: dict) -> None:
-    """Replace a file of the delta's pack: its manifest still lists the real file's sha256."""
-    s3 = client("s3", settings)
-    pack_key = produced["delta_key"] + "delta.tar"
-    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=settings.vectors_bucket, Key=pack_key)["Body"].read())) as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar}
-    members["chroma.sqlite3"] = b"not sqlite"
-    packed = io.BytesIO()
-    with tarfile.open(fileobj=packed, mode="w") as tar:
-        for name, body in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    s3.put_object(Bucket=settings.vectors_bucket, Key=pack_key, Body=packed.getvalue())
-
-
 def test_invalid_delta_is_quarantined_once_by_the_intake_and_warned_by_its_collections_check(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
-    good = _produce(settings, rng, ["a", "b"])
-    bad = _produce(settings, rng, ["c"])
-    _corrupt(settings, bad)
-    result = _compact(defs, instance)
+    good = produce(settings, rng, ["a", "b"])
+    bad = produce(settings, rng, ["c"])
+    corrupt(settings, bad)
+    result = compact(defs, instance)
     assert result.success  # the valid delta is published; the poison one does not block it
-    checks = _checks(result)
-    valid = checks["deltas_valid"]
+    evaluations = checks(result)
+    valid = evaluations["deltas_valid"]
     assert not valid.passed and valid.severity == dg.AssetCheckSeverity.WARN and valid.partition == "words"
     assert "checksum" in json.dumps(valid.metadata["reasons"].value)
-    assert checks["vector_count_matches_prior_plus_deltas"].passed
+    assert evaluations["vector_count_matches_prior_plus_deltas"].passed
     assert SnapshotStore(settings).read_pointer("words").document.vector_count == 2
     assert all_keys(settings, bad["delta_key"]) == [] and all_keys(settings, good["delta_key"]) == []
     assert any(k.endswith("reason.json") for k in all_keys(settings, f"quarantine/words/{bad['delta_id']}/"))
@@ -87,14 +50,14 @@ def test_invalid_delta_is_quarantined_once_by_the_intake_and_warned_by_its_colle
 def test_compaction_job_publishes_after_the_check_passes(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                          settings: Settings, rng: np.random.Generator) -> None:
     for start in (0, 5):
-        _produce(settings, rng, [f"id{i}" for i in range(start, start + 5)])
-    result = _compact(defs, instance)
+        produce(settings, rng, [f"id{i}" for i in range(start, start + 5)])
+    result = compact(defs, instance)
     assert result.success
     assert result.dagster_run.tags["vector_pipeline/writer"] == "words"  # the one writer key
-    checks = _checks(result)
-    check = checks["vector_count_matches_prior_plus_deltas"]
+    evaluations = checks(result)
+    check = evaluations["vector_count_matches_prior_plus_deltas"]
     assert check.passed and check.metadata["vector_count"].value == 10 and check.partition == "words"
-    assert checks["deltas_valid"].passed and checks["deltas_valid"].partition == "words"
+    assert evaluations["deltas_valid"].passed and evaluations["deltas_valid"].partition == "words"
     pointer = SnapshotStore(settings).read_pointer("words")
     assert pointer is not None and pointer.document.vector_count == 10
     [published] = result.asset_materializations_for_node("snapshot")
@@ -110,10 +73,10 @@ def test_compaction_job_publishes_after_the_check_passes(defs: dg.Definitions, i
 def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                    settings: Settings, rng: np.random.Generator,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    _produce(settings, rng, ["a", "b"])
-    assert _compact(defs, instance).success
+    produce(settings, rng, ["a", "b"])
+    assert compact(defs, instance).success
     before = SnapshotStore(settings).read_pointer("words")
-    pending = _produce(settings, rng, ["c"])
+    pending = produce(settings, rng, ["c"])
     original = ChromaCompactor.write_candidate
 
     def tampered(self: ChromaCompactor, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -123,8 +86,8 @@ def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instan
         return candidate
 
     monkeypatch.setattr(ChromaCompactor, "write_candidate", tampered)
-    result = _compact(defs, instance)
-    check = _checks(result)["vector_count_matches_prior_plus_deltas"]
+    result = compact(defs, instance)
+    check = checks(result)["vector_count_matches_prior_plus_deltas"]
     assert not check.passed and "files" in check.description and check.partition == "words"
     assert result.asset_materializations_for_node("snapshot") == []
     after = SnapshotStore(settings).read_pointer("words")
@@ -134,12 +97,12 @@ def test_failing_check_leaves_the_pointer_unchanged(defs: dg.Definitions, instan
 
 def test_rebuild_job_reproduces_incremental_content(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                     settings: Settings, rng: np.random.Generator) -> None:
-    _produce(settings, rng, ["a", "b", "c"])
-    assert _compact(defs, instance).success
-    _produce(settings, rng, ["b", "d"], delete_ids=["a"])
-    assert _compact(defs, instance).success
+    produce(settings, rng, ["a", "b", "c"])
+    assert compact(defs, instance).success
+    produce(settings, rng, ["b", "d"], delete_ids=["a"])
+    assert compact(defs, instance).success
     incremental = _content(settings)
-    result = _run(defs, instance, "rebuild", partition_key="words", run_config=compaction_run_config(hnsw_search_ef=150))
+    result = run_job(defs, instance, "rebuild", partition_key="words", run_config=compaction_run_config(hnsw_search_ef=150))
     assert result.success and result.dagster_run.tags["vector_pipeline/writer"] == "words"
     assert _content(settings) == incremental
     pointer = SnapshotStore(settings).read_pointer("words")
@@ -148,14 +111,14 @@ def test_rebuild_job_reproduces_incremental_content(defs: dg.Definitions, instan
 
 def test_fold_job_folds_segments_through_the_audit(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                    settings: Settings, rng: np.random.Generator) -> None:
-    _produce(settings, rng, [f"b{i}" for i in range(200)])
-    assert _compact(defs, instance).success
-    _produce(settings, rng, ["b0", "n0"], delete_ids=["b1"])
-    assert _compact(defs, instance).success
+    produce(settings, rng, [f"b{i}" for i in range(200)])
+    assert compact(defs, instance).success
+    produce(settings, rng, ["b0", "n0"], delete_ids=["b1"])
+    assert compact(defs, instance).success
     before = _content(settings)
-    result = _compact(defs, instance, fold_segments=True)
+    result = compact(defs, instance, fold_segments=True)
     assert result.success
-    assert _checks(result)["vector_count_matches_prior_plus_deltas"].passed
+    assert checks(result)["vector_count_matches_prior_plus_deltas"].passed
     [written] = result.asset_materializations_for_node("snapshot_candidate")
     assert written.metadata["fold"].value == "fold_all" and written.metadata["segments"].value == 1
     assert _content(settings) == before
@@ -167,13 +130,13 @@ def test_base_fold_job_folds_off_the_lock_and_reports_the_published_snapshot(
     ``compact --watch`` runs it, under its own tag (not the writer key: appends go on)."""
     compactor = ChromaCompactor(settings=settings)
     for ids in ([f"b{i}" for i in range(50)], ["b0", "n0"]):
-        compactor.compact_deltas([_produce(settings, rng, ids)["delta_key"]], "words")
+        compactor.compact_deltas([produce(settings, rng, ids)["delta_key"]], "words")
     before = _content(settings)
     instance.add_dynamic_partitions("collection", ["words"])
     job = defs.resolve_job_def("base_fold")
     tags = job.partitioned_config.get_tags_for_partition_key("words")
     assert tags["vector_pipeline/fold"] == "words" and "vector_pipeline/writer" not in tags
-    result = _run(defs, instance, "base_fold", partition_key="words")
+    result = run_job(defs, instance, "base_fold", partition_key="words")
     assert result.success
     store = SnapshotStore(settings)
     pointer = store.read_pointer("words")
@@ -188,14 +151,14 @@ def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, inst
                                                       settings: Settings, rng: np.random.Generator) -> None:
     versions = []
     for ids in (["a"], ["b"], ["c"]):
-        _produce(settings, rng, ids)
-        assert _compact(defs, instance).success
+        produce(settings, rng, ids)
+        assert compact(defs, instance).success
         versions.append(SnapshotStore(settings).read_pointer("words").version)
-    result = _run(defs, instance, "rollback_job", partition_key="words", run_config={"ops": {"rollback_pointer": {
+    result = run_job(defs, instance, "rollback_job", partition_key="words", run_config={"ops": {"rollback_pointer": {
         "config": {"version": versions[0]}}}})
     assert result.success and result.dagster_run.tags["vector_pipeline/writer"] == "words"
     assert SnapshotStore(settings).read_pointer("words").version == versions[0]
-    gc = _run(defs, instance, "gc_job", partition_key="words", run_config={"ops": {"collect_snapshot_garbage": {
+    gc = run_job(defs, instance, "gc_job", partition_key="words", run_config={"ops": {"collect_snapshot_garbage": {
         "config": {"retain_versions": 0, "grace_hours": 0.0}}}})
     assert gc.success
     assert SnapshotStore(settings).list_versions("words") == [versions[0]]
@@ -222,12 +185,12 @@ def test_upgrade_removes_the_per_delta_layouts_partitions_and_runs(defs: dg.Defi
     for key in keys[:5]:
         instance.add_run(dg.DagsterRun(job_name="validate_delta", run_id=make_new_run_id(),
                                        status=dg.DagsterRunStatus.SUCCESS, tags={"dagster/partition": key}))
-    result = _run(defs, instance, "upgrade_from_per_delta_layout")
+    result = run_job(defs, instance, "upgrade_from_per_delta_layout")
     assert result.success
     assert instance.get_dynamic_partitions("delta") == []
     assert [r.dagster_run.run_id for r in instance.get_run_records(dg.RunsFilter(job_name="validate_delta"))] == []
     assert instance.get_run_by_id(kept.run_id) is not None
-    assert _run(defs, instance, "upgrade_from_per_delta_layout").success  # safe to run again
+    assert run_job(defs, instance, "upgrade_from_per_delta_layout").success  # safe to run again
 
 
 def test_a_collection_created_at_run_time_is_compacted_through_the_sensor_path(
@@ -246,79 +209,8 @@ def test_a_collection_created_at_run_time_is_compacted_through_the_sensor_path(
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     [run_request] = [r for r in tick.run_requests if r.job_name == "compaction"]
     assert run_request.partition_key == "merchant-0099"
-    result = _run(defs, instance, "compaction", partition_key=run_request.partition_key)
+    result = run_job(defs, instance, "compaction", partition_key=run_request.partition_key)
     assert result.success
     store = SnapshotStore(settings)
     manifest = store.read_manifest("merchant-0099", store.read_pointer("merchant-0099").version)
     assert manifest.vector_count == 2 and manifest.hnsw["search_ef"] == 77
-
-
-def test_each_collection_run_audits_its_own_candidate(settings: Settings, instance: dg.DagsterInstance,
-                                                      rng: np.random.Generator, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Runs of two partitions with a filesystem IO manager, as `dagster dev` keeps outputs: each
-    audit and publish sees its own collection's candidate, never the other partition's."""
-    from vector_pipeline.defs import build_definitions
-
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def("compaction")
-    io_manager = dg.FilesystemIOManager(base_dir=str(tmp_path / "storage"))
-    instance.add_dynamic_partitions("collection", ["words", "lines"])
-    counts = {"words": 3, "lines": 5}
-    for collection, count in counts.items():
-        produce_embedding_delta([f"{collection}{i}" for i in range(count)], vectors(rng, count),
-                                collection_name=collection, settings=settings)
-        result = job.execute_in_process(instance=instance, partition_key=collection, raise_on_error=False,
-                                        resources={"io_manager": io_manager})
-        assert result.success, collection
-        check = _checks(result)["vector_count_matches_prior_plus_deltas"]
-        assert check.passed and check.metadata["vector_count"].value == count
-    store = SnapshotStore(settings)
-    assert {c: store.read_pointer(c).document.vector_count for c in counts} == counts
-
-
-def test_each_collections_metadata_is_its_own_and_a_run_that_wrote_nothing_records_no_size(
-        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
-    """Dagster plots a partitioned asset's numbers per partition (each collection's latest event)
-    or over time (all collections on one line): each partition's events carry figures of its own
-    collection only, its ``history`` and ``trend`` come from that partition's events alone, and a
-    run that wrote no version (nothing new, every delta quarantined) records no size: a gap in the
-    plots, never a zero."""
-    def lines(count: int) -> dict:
-        return produce_embedding_delta([f"l{i}" for i in range(count)], vectors(rng, count), collection_name="lines",
-                                       settings=settings)
-
-    _produce(settings, rng, ["a", "b", "c"])
-    assert _compact(defs, instance, "words").success
-    lines(4)
-    assert _compact(defs, instance, "lines").success
-    _produce(settings, rng, ["d", "e"])
-    assert _compact(defs, instance, "words").success
-    poison = lines(1)
-    _corrupt(settings, poison)
-    assert _compact(defs, instance, "lines").success  # every delta quarantined: no version
-    assert _compact(defs, instance, "words").success  # nothing pending: no version
-
-    def events(asset: str, collection: str) -> list[dict]:  # the partition's own events, newest first
-        records = instance.fetch_materializations(dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey(asset), asset_partitions=[collection]), limit=20).records
-        return [{k: v.value for k, v in r.asset_materialization.metadata.items()} for r in records]
-
-    store = SnapshotStore(settings)
-    written = {"words": [5, 3], "lines": [4]}  # vector counts of each collection's versions, newest first
-    for collection, counts in written.items():
-        versions = sorted(store.list_versions(collection), reverse=True)
-        candidates, snapshots = events("snapshot_candidate", collection), events("snapshot", collection)
-        assert len(candidates) == len(snapshots) == len(counts) + 1
-        latest = candidates[0]
-        assert latest["outcome"] == ("nothing new" if collection == "words" else "every delta quarantined")
-        assert not {"vector_count", "bytes", "bytes_uploaded", "segments", "merge_s"} & set(latest)  # no zero size
-        for event in candidates[1:]:
-            assert event["outcome"] == "written" and event["bytes"] > 0 and event["version"] in versions
-        for event in (candidates[0], snapshots[0]):  # the history of this collection's versions alone
-            rows = [row.data for row in event["history"].records]
-            assert [r["version"] for r in rows] == versions and [r["vector_count"] for r in rows] == counts
-            assert event["trend"].startswith(f"last {len(counts)} version{'s' if len(counts) > 1 else ''}: vector_count ")
-            assert f"{counts[-1]} → {counts[0]}" in event["trend"]
-        assert snapshots[0]["published"] is False and snapshots[0]["vector_count"] == counts[0]  # unchanged
-    # The partition plot: one point per collection, its latest snapshot event's figure.
-    assert {c: events("snapshot", c)[0]["vector_count"] for c in written} == {"words": 5, "lines": 4}

@@ -11,7 +11,7 @@ from vector_pipeline.defs.checks import RECALL_CHECK_NAME
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from vector_pipeline_tests.test_read.test_recall import _hard_collection
-from .test_jobs import _compact
+from .jobs import compact
 
 
 def _recall_check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
@@ -22,7 +22,7 @@ def _recall_check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 def test_recall_check_warns_below_the_target_and_blocks_below_the_floor(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings) -> None:
     _hard_collection(settings, "hard")
-    first = _compact(defs, instance, "hard")
+    first = compact(defs, instance, "hard")
     assert first.success and _recall_check(first).passed
     [materialization] = first.asset_materializations_for_node("snapshot_candidate")
     assert materialization.metadata["recall_at_k"].value >= 0.95  # the figure Dagster plots over versions
@@ -32,7 +32,7 @@ def test_recall_check_warns_below_the_target_and_blocks_below_the_floor(
     catalog = CollectionCatalog(settings)
     catalog.update("hard", hnsw_search_ef=1)
     produce_embedding_delta(["late-1"], [[0.5] * 32], collection_name="hard", settings=settings)
-    warned = _compact(defs, instance, "hard")
+    warned = compact(defs, instance, "hard")
     check = _recall_check(warned)
     assert warned.success and not check.passed and check.severity is dg.AssetCheckSeverity.WARN
     assert check.metadata["recall_at_k"].value < 0.95
@@ -40,7 +40,7 @@ def test_recall_check_warns_below_the_target_and_blocks_below_the_floor(
 
     catalog.update("hard", recall_floor=0.95)
     produce_embedding_delta(["late-2"], [[0.25] * 32], collection_name="hard", settings=settings)
-    blocked = _compact(defs, instance, "hard")
+    blocked = compact(defs, instance, "hard")
     check = _recall_check(blocked)
     assert not blocked.success and not check.passed and check.severity is dg.AssetCheckSeverity.ERROR
     assert SnapshotStore(settings).read_pointer("hard").version == published  # readers stay where they were

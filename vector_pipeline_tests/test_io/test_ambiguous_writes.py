@@ -24,7 +24,8 @@ from vector_pipeline.table.catalog import CatalogConflictError, CollectionCatalo
 from vector_pipeline.table.snapshot_store import PublishOutcome, SnapshotStore
 
 from ..helpers import vectors
-from ..fault_proxy import Fault, FaultProxy, FaultRule, ProxiedRequest
+from ..fault_proxy import FaultProxy
+from ..fault_rules import Fault, FaultRule, ProxiedRequest
 
 READ_TIMEOUT = 3.0
 

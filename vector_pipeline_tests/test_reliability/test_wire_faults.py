@@ -33,7 +33,8 @@ from vector_pipeline.io.conditional_writes import PROBE_PREFIX
 from vector_pipeline.read.reader import close_readers, open_snapshot
 
 from ..helpers import vectors
-from ..fault_proxy import Fault, FaultProxy, FaultRule, rules_from_spec
+from ..fault_proxy import FaultProxy
+from ..fault_rules import Fault, FaultRule, rules_from_spec
 from .helpers import assert_each_delta_applied_once, compactor_env
 
 COLLECTIONS = int(os.environ.get("VP_WIRE_COLLECTIONS", "3"))
