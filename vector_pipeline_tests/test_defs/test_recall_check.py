@@ -10,7 +10,7 @@ from vector_pipeline.config import Settings
 from vector_pipeline.defs.checks import RECALL_CHECK_NAME
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
-from vector_pipeline_tests.test_read.test_recall import _hard_collection
+from vector_pipeline_tests.helpers import hard_collection
 from .jobs import compact
 
 
@@ -21,7 +21,7 @@ def _recall_check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 
 def test_recall_check_warns_below_the_target_and_blocks_below_the_floor(
         defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings) -> None:
-    _hard_collection(settings, "hard")
+    hard_collection(settings, "hard")
     first = compact(defs, instance, "hard")
     assert first.success and _recall_check(first).passed
     [materialization] = first.asset_materializations_for_node("snapshot_candidate")

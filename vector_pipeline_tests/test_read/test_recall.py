@@ -18,6 +18,7 @@ from vector_pipeline.read.recall import RecallVerdict, judge, measure_recall
 from vector_pipeline.chroma.segments import open_version
 from vector_pipeline.table.snapshot_store import SnapshotStore
 
+from vector_pipeline_tests.helpers import hard_collection
 from vector_pipeline_tests.test_cli.test_commands import run
 from vector_pipeline_tests.test_compaction.test_compactor import produce
 
@@ -73,17 +74,8 @@ def test_a_stored_query_sample_is_what_recall_answers(settings: Settings, rng: n
     assert measure_recall(settings, "words", k=5).queries == 12  # the stored sample is untouched
 
 
-def _hard_collection(settings: Settings, name: str) -> None:
-    """2,000 gaussian 32-d vectors in a sparse graph (8 neighbours, construction breadth 32):
-    the search breadth decides the recall."""
-    CollectionCatalog(settings).create(CollectionConfig.defaults_for(name, settings).changed(
-        hnsw_max_neighbors=8, hnsw_construction_ef=32))
-    data = np.random.default_rng(0).standard_normal((2000, 32)).astype(np.float32)
-    produce_embedding_delta([f"v{i}" for i in range(2000)], data.tolist(), collection_name=name, settings=settings)
-
-
 def test_recall_falls_when_the_collections_search_ef_is_set_very_low(settings: Settings) -> None:
-    _hard_collection(settings, "hard")
+    hard_collection(settings, "hard")
     _compact(settings, "hard")
     config = CollectionCatalog(settings).get("hard")
     before = measure_recall(settings, "hard", queries=200)
