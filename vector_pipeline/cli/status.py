@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..table.catalog import CollectionCatalog, CollectionConfig
+from ..table.catalog import CollectionCatalog
 from ..compaction.cadence import PendingStats, due
 from ..compaction.compactor import ChromaCompactor
 from ..compaction.stored import stored_versions
@@ -35,7 +35,7 @@ def collection_status(settings: Settings) -> dict[str, Any]:
         pointer = store.read_pointer(collection)
         holder = CompactionLock(lock_id_for(collection), settings=settings).holder()
         manifest = None if pointer is None else store.read_manifest(collection, pointer.version)
-        config = catalog.get(collection) or CollectionConfig.defaults_for(collection, settings)
+        config = catalog.get_or_defaults(collection)
         decision = due(config, PendingStats.of(pending.get(collection, []), manifest))
         stored = stored_versions(store, catalog, collection)
         report["collections"][collection] = {

@@ -41,7 +41,7 @@ class CadenceReader:
         """The collection's settings (the deployment's defaults before its record exists)."""
         cached = self._configs.get(collection)
         if cached is None or self._clock() - cached[0] > self.ttl_seconds:
-            config = self.catalog.get(collection) or CollectionConfig.defaults_for(collection, self.settings)
+            config = self.catalog.get_or_defaults(collection)
             cached = self._configs[collection] = (self._clock(), config)
         return cached[1]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..format import manifest as mf
 from ..io.aws import sse_args
-from ..table.catalog import CollectionCatalog, CollectionConfig
+from ..table.catalog import CollectionCatalog
 from ..config import Settings
 from ..format.keys import ARCHIVE_PREFIX, check_collection_name
 from ..io.lock import CompactionLock, lock_id_for
@@ -66,7 +66,7 @@ def fork_collection(settings: Settings, source: str, target: str, version: str |
         manifest = store.manifest_of(source, version)
         version = manifest.version
         store.require_files(manifest)  # refuse a version GC already took apart
-        config = catalog.get(source) or CollectionConfig.defaults_for(source, settings)
+        config = catalog.get_or_defaults(source)
         catalog.create(replace(config, name=target, created_at=datetime.now(timezone.utc).isoformat(),
                                forked_from=f"{source}@{version}"))
         first = fork_manifest(manifest, target)

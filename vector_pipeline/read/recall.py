@@ -184,5 +184,5 @@ def stored_query_sample(settings: Settings, collection: str) -> np.ndarray | Non
 
 def collection_config(settings: Settings, collection: str) -> CollectionConfig:
     """The collection's settings (its recall target and floor); defaults when unrecorded."""
-    return CollectionCatalog(settings).get(collection) or CollectionConfig.defaults_for(collection, settings)
+    return CollectionCatalog(settings).get_or_defaults(collection)
 

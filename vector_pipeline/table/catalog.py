@@ -156,6 +156,11 @@ class CollectionCatalog:
         found = self._read(name)
         return None if found is None else found[0]
 
+    def get_or_defaults(self, name: str) -> CollectionConfig:
+        """The collection's settings, or the deployment's defaults before its record exists
+        (nothing is written: ``require`` is the one that creates)."""
+        return self.get(name) or CollectionConfig.defaults_for(name, self.settings)
+
     def names(self) -> list[str]:
         paginator = self.s3.get_paginator("list_objects_v2")
         return sorted(o["Key"][len(CATALOG_PREFIX):-len(".json")]
@@ -164,8 +169,7 @@ class CollectionCatalog:
 
     def hnsw_with_search_ef(self, name: str, search_ef: int) -> HnswSettings:
         """The collection's HNSW settings with another search breadth (a rebuild's option)."""
-        config = self.get(name) or CollectionConfig.defaults_for(name, self.settings)
-        return replace(config.hnsw, search_ef=int(search_ef))
+        return replace(self.get_or_defaults(name).hnsw, search_ef=int(search_ef))
 
     def forks(self) -> list[str]:
         """Collections made by ``collections fork`` (their versions share another's objects)."""
@@ -213,7 +217,7 @@ class CollectionCatalog:
         try:
             return self.create(CollectionConfig.defaults_for(name, self.settings))
         except CatalogConflictError:  # another process created it first: theirs stands
-            return self.get(name) or CollectionConfig.defaults_for(name, self.settings)
+            return self.get_or_defaults(name)
 
     def _normalized(self, config: CollectionConfig) -> CollectionConfig:
         """The provider as manifests record it (``minilm`` → its model's name), checked."""
