@@ -35,6 +35,9 @@ from . import arguments, suite, suite_refresh
 from .roles import peak_rss_mb
 from .report import write_report
 
+# moto's server with ranged GETs from the range and a ReceiveMessage that does not grow with the queue.
+BENCH_SERVER = Path(__file__).with_name("moto_bench_server.py")
+
 PROFILES = {
     # 2 cores: quick finishes in under 3 minutes; full is the one docs/performance.md reports.
     "quick": {"snapshot_sizes": [2_000, 10_000], "delta_counts": [1, 10, 50], "producer_repeats": 5,
@@ -129,11 +132,14 @@ def _ingest(args: argparse.Namespace) -> int:
     parameters = _profile(INGEST_PROFILES, args, seconds=args.ingest_seconds, rate=args.ingest_rate,
                           vectors_per_delta=args.vectors_per_delta, producers=args.ingest_producers,
                           modes=args.ingest_modes, query_rate=args.ingest_query_rate,
-                          idle_queries=args.ingest_idle_queries, seed_vectors=args.ingest_seed_vectors)
+                          idle_queries=args.ingest_idle_queries, seed_vectors=args.ingest_seed_vectors,
+                          freshness_target_s=args.ingest_freshness_target)
     stamp, out = _output(args, "ingest")
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    with stop_on_signals(), MotoServer() as moto:
+    parameters["endpoint"] = "moto (stock)" if args.ingest_stock_moto else "moto (benchmarks/moto_bench_server.py)"
+    server = {} if args.ingest_stock_moto else {"server_command": [str(BENCH_SERVER)]}
+    with stop_on_signals(), MotoServer(**server) as moto:
         settings = moto.settings(Settings(cache_dir=str(scratch / "cache")))
         setup_resources(settings)
         results = {"profile": "ingest" + (" quick" if args.quick else ""), "parameters": parameters,
@@ -162,13 +168,12 @@ def _scale(args: argparse.Namespace) -> int:
                                   "load_before": os.getloadavg()}
     save = lambda partial: (out / "partial.json").write_text(json.dumps({**results, **partial}, indent=2))  # noqa: E731
     try:
-        server = Path(__file__).with_name("moto_ranged_server.py")
         with stop_on_signals(), contextlib.ExitStack() as stack:
             if args.scale_endpoint:  # a server left running: collections it holds at N are reused
                 moto, pid = MotoServer(), args.scale_server_pid
                 moto.endpoint_url = args.scale_endpoint
             else:
-                moto = stack.enter_context(MotoServer(server_command=[str(server)]))
+                moto = stack.enter_context(MotoServer(server_command=[str(BENCH_SERVER)]))
                 pid = moto.process.pid if moto.process else None
             settings = moto.settings(Settings(cache_dir=scratch + "/compactor"))
             setup_resources(settings)
@@ -188,7 +193,7 @@ def _fold(args: argparse.Namespace) -> int:
     stamp, out = _output(args, "fold")
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="bench-fold-"))
-    with stop_on_signals(), MotoServer(server_command=[str(Path(__file__).with_name("moto_ranged_server.py"))]) as moto:
+    with stop_on_signals(), MotoServer(server_command=[str(BENCH_SERVER)]) as moto:
         settings = moto.settings(Settings(cache_dir=str(scratch / "cache")))
         setup_resources(settings)
         results = {"profile": "fold", "parameters": parameters, "started_at": stamp, "command": _command(),

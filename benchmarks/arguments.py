@@ -43,6 +43,12 @@ def parser(description: str | None) -> argparse.ArgumentParser:
                         help="queries per read kind timed before the producers start (default 300; --quick 20)")
     parser.add_argument("--ingest-seed-vectors", type=int,
                         help="vectors of the seed delta published before the idle queries (default 1000)")
+    parser.add_argument("--ingest-freshness-target", type=float,
+                        help="the collection's freshness_target_seconds (default: the catalog's default, 30 s; "
+                             "--quick 4 s)")
+    parser.add_argument("--ingest-stock-moto", action="store_true",
+                        help="stock moto instead of benchmarks/moto_bench_server.py, whose ReceiveMessage does "
+                             "not grow with the queue's depth (ingest profile)")
     parser.add_argument("--scale", action="store_true",
                         help="the scale profile instead: a collection of --scale-vectors (1,000,000) built as a "
                              "backfill loads one; compaction at N against 10,000, queries, cold start, peak memory")
@@ -57,7 +63,7 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--scale-build-only", action="store_true",
                         help="build the collections and stop (with --scale-endpoint, a later run measures them)")
     parser.add_argument("--scale-endpoint",
-                        help="an S3 endpoint already running (e.g. python benchmarks/moto_ranged_server.py -p PORT) "
+                        help="an S3 endpoint already running (e.g. python benchmarks/moto_bench_server.py -p PORT) "
                              "instead of a fresh moto: collections it holds from an earlier --scale run are folded "
                              "and reused, not rebuilt (scale profile)")
     parser.add_argument("--scale-server-pid", type=int, help="that server's pid, for its peak RSS (scale profile)")

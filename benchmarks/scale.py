@@ -13,7 +13,7 @@ follow each publish.
 Each role runs in a process of its own (spawned, ``roles.py``), so each peak RSS is that
 role's: the build, the warm compactor (one process for all its rounds; its cache on disk
 between them, as a long-running compactor keeps it), each cold compactor, the reader, and
-moto's server. moto serves ranged GETs from the range (``moto_ranged_server.py``)."""
+moto's server. moto serves ranged GETs from the range (``moto_bench_server.py``)."""
 
 from __future__ import annotations
 

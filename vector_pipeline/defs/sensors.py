@@ -11,7 +11,9 @@ let its deltas accumulate; fold its base in its quiet window or past the bounds.
 compaction of c is queued or running (a fold while one runs for c). The reason of each
 decision is in the run's tags, the event's metadata, the tick's log, its skip reason and its
 cursor. A collection left to accumulate is listed again by the queue sensor once it falls due
-(its due time travels in the cursor), as the loop lists it again every cycle. No run and no
+(its due time travels in the cursor), as the loop lists it again every cycle; one with deltas
+pending behind a queued or running compaction is carried in the cursor, unlisted, and listed in
+the first tick after its run has ended (its deltas never wait for a new message). No run and no
 partition per delta: a tick adds only the partitions of collections seen for the first time.
 
 Messages are notifications (``delta.queue``): S3 is the truth for what is pending. The SQS
@@ -94,11 +96,12 @@ class TickPlan:
 
 
 def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, announced: dict[str, list[DeltaMessage]],
-              backlogs: dict[str, Backlog], source: str, tick_seconds: float, idle_too: bool = False) -> TickPlan:
+              backlogs: dict[str, Backlog], source: str, tick_seconds: float, idle_too: bool = False,
+              history: RunHistory | None = None) -> TickPlan:
     """Per collection in ``backlogs``: one ``delta[c]`` event when something is new or pending,
     and the requests ``cadence.due`` asks for (≤ 1 compaction, ≤ 1 base fold). ``idle_too``
     also decides for collections with nothing pending (their base fold)."""
-    history = RunHistory.of(context.instance)
+    history = history or RunHistory.of(context.instance)
     known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
     allowed = [b for _, b in sorted(backlogs.items()) if _allowed(context, settings, b)]
     decisions = decide_all(settings, history, [b for b in allowed if b.collection not in history.compacting
@@ -119,8 +122,10 @@ def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, announced
 
 def _request(plan: TickPlan, collection: str, backlog: Backlog, decision: Decision | None,
              history: RunHistory) -> None:
-    if decision is None:  # a compaction is queued or running (its deltas wait for a new message or
-        return  # the reconciliation), or nothing is pending
+    if decision is None:  # a compaction is queued or running, or nothing is pending
+        if backlog.pending and collection in history.compacting:
+            plan.deferred[collection] = time.time()  # its deltas: looked at again in the tick its run has ended
+        return
     if decision.should_compact:
         # No run_key: Dagster never re-requests a key whose run failed; the busy check keeps one per collection.
         plan.requests.append(dg.RunRequest(job_name=COMPACTION_JOB, partition_key=collection, tags={
@@ -183,10 +188,14 @@ def delta_sensors() -> list[dg.SensorDefinition]:
         for message in messages:
             announced[message.ref.collection].append(message)
         now = time.time()
+        history = RunHistory.of(context.instance)
         due_again = {c for c, at in cursor.get("deferred", {}).items() if at <= now}
-        # One listing per collection announced, or left to accumulate and now due.
-        backlogs = {c: read_backlog(settings, c) for c in sorted(set(announced) | due_again)}
-        plan = plan_tick(context, settings, announced, backlogs, "queue", QUEUE_SENSOR_INTERVAL_SECONDS)
+        still_busy = due_again & history.compacting  # carried, unlisted, until their run has ended
+        # One listing per collection announced, or left to accumulate (or waiting on a run) and now due.
+        backlogs = {c: read_backlog(settings, c) for c in sorted((set(announced) | due_again) - still_busy)}
+        plan = plan_tick(context, settings, announced, backlogs, "queue", QUEUE_SENSOR_INTERVAL_SECONDS,
+                         history=history)
+        plan.deferred.update(dict.fromkeys(still_busy, now))
         deleted = queue.ack(m.receipt_handle for m in messages)  # registered: S3 holds the rest
         return plan.result(_counted(cursor, len(messages), deleted, received - started,
                                     time.monotonic() - started, plan, now))

@@ -23,10 +23,10 @@ from vector_pipeline_tests.helpers import all_keys, vectors
 from vector_pipeline_tests.test_reliability.crafting import dead_letter_reasons
 
 
-def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, name: str) -> Any:
+def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None = None) -> Any:
     sensor = defs.resolve_sensor_def(name)
     with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs, sensor_name=name,
-                                 resources={"vector_pipeline": defs.resources["vector_pipeline"]}) as context:
+                                 cursor=cursor, resources={"vector_pipeline": defs.resources["vector_pipeline"]}) as context:
         return sensor.evaluate_tick(context)
 
 
@@ -213,12 +213,7 @@ def test_a_deferred_collection_is_listed_again_once_due_without_a_new_message(
     comes, a tick with an empty queue lists it and requests its compaction."""
     _published(settings, rng, "words", freshness_target_seconds=60)
     _old_delta(settings, rng, "words", seconds_ago=120, notify=False)
-    sensor = defs.resolve_sensor_def("delta_queue_sensor")
-    with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
-                                 sensor_name="delta_queue_sensor",
-                                 cursor=json.dumps({"deferred": {"words": time.time() - 1}}),
-                                 resources={"vector_pipeline": defs.resources["vector_pipeline"]}) as context:
-        result = sensor.evaluate_tick(context)
+    result = _evaluate(defs, instance, "delta_queue_sensor", cursor=json.dumps({"deferred": {"words": time.time() - 1}}))
     assert _compactions(result)["words"].tags["vector_pipeline/cadence"] == "freshness"
     assert json.loads(result.cursor)["deferred"] == {}
 
@@ -241,3 +236,24 @@ def test_a_base_fold_due_in_the_quiet_window_is_requested_as_a_base_fold_run(
     instance.create_run_for_job(defs.resolve_job_def("base_fold"), status=dg.DagsterRunStatus.STARTED,
                                 run_config={}, tags={"dagster/partition": "words"})
     assert not _evaluate(defs, instance, "delta_reconciliation_sensor").run_requests
+
+
+def test_deltas_behind_a_running_compaction_are_taken_up_once_it_ends_without_a_new_message(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """A delta announced while its collection's compaction runs gets no request; the cursor
+    carries the collection, unlisted while the run lasts, and the first tick after the run
+    ended requests its compaction from an empty queue."""
+    _published(settings, rng, "words", freshness_target_seconds=60)
+    _old_delta(settings, rng, "words", seconds_ago=120)  # announced, and past its target
+    instance.add_dynamic_partitions("collection", ["words"])
+    running = instance.create_run_for_job(defs.resolve_job_def("compaction"), status=dg.DagsterRunStatus.STARTED,
+                                          run_config={}, tags={"dagster/partition": "words"})
+    cursor = None
+    for _ in range(2):  # the tick that read the message, then one with an empty queue: the run still going
+        result = _evaluate(defs, instance, "delta_queue_sensor", cursor)
+        assert not result.run_requests and "words" in json.loads(result.cursor)["deferred"]
+        cursor = result.cursor
+    instance.report_run_failed(running)  # the run has ended (here: failed; the delta is still pending)
+    result = _evaluate(defs, instance, "delta_queue_sensor", cursor)
+    assert _compactions(result)["words"].tags["vector_pipeline/cadence"] == "freshness"
+    assert json.loads(result.cursor)["deferred"] == {}
