@@ -57,6 +57,7 @@ from .suite import DIMENSION
 log = logging.getLogger("benchmarks.ingest")
 READ_MODES = ("bounded", "pending")
 QUEUE_SAMPLE_SECONDS = 2.0
+CEILING_VECTORS = 2000  # records of the insert-ceiling measurement (a cycle's merge is of this order)
 
 
 def seed_collection(settings: Settings, collection: str, vectors: int, freshness_target_s: float | None) -> float:
@@ -207,4 +208,19 @@ def run(settings: Settings, parameters: dict[str, Any], scratch: Path) -> dict[s
         raw = run_mode(loop, own, parameters, scratch)
         modes[name] = summarize(raw, parameters)
         log.info("%s: %s", name, {k: v for k, v in modes[name].items() if k in ("achieved_rate", "freshness", "query_latency")})
-    return {"modes": modes}
+    return {"modes": modes, "insert_ceiling": insert_ceiling(settings, CEILING_VECTORS)}
+
+
+def insert_ceiling(settings: Settings, vectors: int) -> dict[str, Any]:
+    """chroma's own bulk insert of ``vectors`` new 384-d records into an empty collection, in this
+    process once the loops have stopped: the ceiling of a loop's merge on this machine, in the run."""
+    import tempfile
+
+    from .suite import chroma_upsert_seconds
+
+    data = np.random.default_rng(3_000_000).standard_normal((vectors, DIMENSION)).astype(np.float32)
+    ids = [f"ceiling-{j}" for j in range(vectors)]
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as empty:
+        seconds = chroma_upsert_seconds(settings, Path(empty), "ceiling", ids, data.tolist(), [{"producer": -1}] * vectors)
+    return {"vectors": vectors, "seconds": round(seconds, 3), "per_s": round(vectors / seconds, 1),
+            "load": os.getloadavg()[0]}

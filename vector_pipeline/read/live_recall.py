@@ -110,9 +110,11 @@ class LiveRecall:
                     self._window.extend(recalls)
                     self.measured += len(recalls)
                 metrics.publish(self.settings, metrics.reader_recall_points(r.value for r in recalls))
-            except Exception:  # the version may have been closed under it: the sample is lost, queries are not
-                self.failed += 1
-                log.warning("live recall of %s: a sample could not be measured", self.collection, exc_info=True)
+            except Exception as exc:  # the version may have been closed under it: the sample is lost, queries are not
+                self.failed += 1  # one line (a host stopped at the process's end is expected); the traceback at debug
+                log.warning("live recall of %s: a sample could not be measured (%s: %s)", self.collection,
+                            type(exc).__name__, exc)
+                log.debug("live recall of %s: the failed sample", self.collection, exc_info=True)
             finally:
                 self._pending.task_done()
 
