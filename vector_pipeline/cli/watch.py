@@ -19,7 +19,11 @@ bound, or nothing is published yet); a deferred collection's deltas stay
 pending and it is listed again every cycle, and the idle wait ends when the next one falls
 due. A base fold ``due`` asks for runs in a thread of its own (``base_fold``: off the lock,
 rebased at publish), one per collection at a time, while cycles go on appending; a stop does
-not wait for it (a fold abandoned at any step leaves the pointer whole).
+not wait for it (a fold abandoned at any step leaves the pointer whole). Tier merges run the
+same way: the loop's appends merge no tier (``ChromaCompactor(background_tiers=True)``), and
+after a cycle that left a tier at the fan-in, ``fold_tiers`` merges it in that thread; so no
+cycle rewrites more than its deltas, unless the background falls so far behind that the
+segment bound makes an append merge the lowest tiers.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Iterator
 
-from ..compaction.base_fold import fold_base
+from ..compaction.base_fold import BaseFold, fold_base, fold_tiers
 from ..compaction.cadence import Decision
 from ..compaction.cadence_reader import CadenceReader
 from ..compaction.compactor import ChromaCompactor
@@ -43,6 +47,8 @@ from ..compaction.result import CompactionResult
 from ..config import Settings
 from .processes import SHUTDOWN_SIGNALS, Interrupted
 from ..delta.queue import DeltaQueue
+from ..format.segments import tier_merge_due
+from ..format.version_manifest import segments_of
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +140,7 @@ class CompactionWatch:
         self.max_cycles = max_cycles
         self.duration_seconds = duration_seconds
         self.collection = collection
-        self.compactor = ChromaCompactor(settings=settings)
+        self.compactor = ChromaCompactor(settings=settings, background_tiers=True)
         self.queue = DeltaQueue(settings)
         self._stop = threading.Event()
         self.cadence = cadence
@@ -211,6 +217,8 @@ class CompactionWatch:
             for result in results:
                 if result.deltas_processed:
                     self._lead[result.collection] = result.duration_seconds
+                if result.version and result.status == "ok":
+                    self._merge_tiers_if_due(result.collection, result.version)
         except Exception as exc:  # noqa: BLE001 - the loop outlives a transient failure; the cycle says why
             log.exception("compaction cycle %d failed", number)
             error = f"{type(exc).__name__}: {exc}"
@@ -237,19 +245,28 @@ class CompactionWatch:
             self._deferred[collection] = decision
         return decision.should_compact
 
-    def _start_fold(self, collection: str, reason: str) -> None:
+    def _merge_tiers_if_due(self, collection: str, version: str) -> None:
+        """After a publish: a tier merge in the background when a tier reached the fan-in."""
+        manifest = self.compactor.store.read_manifest(collection, version)
+        policy = self.cadence_reader.config(collection).apply_to(self.settings)
+        if tier_merge_due(segments_of(manifest), policy):
+            self._start_fold(collection, "tier at the fan-in", fold_tiers, "tier merge")
+
+    def _start_fold(self, collection: str, reason: str, fold_with: Callable[[Settings, str], BaseFold] = fold_base,
+                    what: str = "base fold") -> None:
         running = self._folds.get(collection)
         if running is not None and running.is_alive():
             return
-        self._folded_at[collection] = datetime.now(timezone.utc)
+        if fold_with is fold_base:
+            self._folded_at[collection] = datetime.now(timezone.utc)
 
         def fold() -> None:
             try:
-                done = fold_base(self.settings, collection)
-                log.info("base fold of %s (%s): %s, version %s, %.1fs off the lock, %.2fs under it", collection,
+                done = fold_with(self.settings, collection)
+                log.info("%s of %s (%s): %s, version %s, %.1fs off the lock, %.2fs under it", what, collection,
                          reason, done.outcome, done.result.version, done.fold_seconds, done.locked_seconds)
             except Exception:  # noqa: BLE001 - a failed fold changes nothing visible; the next decision retries
-                log.exception("base fold of %s failed", collection)
+                log.exception("%s of %s failed", what, collection)
 
         self._folds[collection] = threading.Thread(target=fold, name=f"vp-fold-{collection}", daemon=True)
         self._folds[collection].start()

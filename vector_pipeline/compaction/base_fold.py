@@ -1,5 +1,5 @@
-"""The base fold: written off the lock from a fixed version, published by rebasing onto what was
-appended meanwhile.
+"""The base fold and the background tier merge: written off the lock from a fixed version,
+published by rebasing onto what was appended meanwhile.
 
 Invariant: a base fold never holds the collection's lock while it merges, and never loses an
 append. It reads a fixed version V0 (pointer, manifest, merge state) and writes, unpublished, a
@@ -16,7 +16,11 @@ pointer names V0, V1 or the rebased version, each whole; the new base's objects 
 kept version refers to them (GC keeps referenced keys).
 
 Appends keep publishing during the fold: the lock is held only for the rebase (two small
-uploads and the pointer's PUT), never for the merge.
+uploads and the pointer's PUT), never for the merge. ``fold_tiers`` is the same protocol for
+the recent tiers that reached the fan-in (``segments.tier_merge_due``): F merges them into one
+segment of the next tier, never the base; the rebase puts it in their place, and gives way
+when an append merged all of them meanwhile (the segment bound, ``plan_fold``'s ``tiers``).
+So a loop that runs it (``compact --watch``) never merges a tier inside a cycle.
 """
 
 from __future__ import annotations
@@ -70,10 +74,21 @@ class BaseFold:
 
 def fold_base(settings: Settings, collection: str, *, lock_wait_seconds: float = 600.0) -> BaseFold:
     """Fold ``collection``'s published version into one base segment without stalling appends."""
+    return _fold(settings, collection, lock_wait_seconds, tiers=False)
+
+
+def fold_tiers(settings: Settings, collection: str, *, lock_wait_seconds: float = 600.0) -> BaseFold:
+    """Merge ``collection``'s full recent tiers into one segment without stalling appends
+    (NOOP when no tier reached the fan-in)."""
+    return _fold(settings, collection, lock_wait_seconds, tiers=True)
+
+
+def _fold(settings: Settings, collection: str, lock_wait_seconds: float, tiers: bool) -> BaseFold:
     started = time.monotonic()
     # A cache of its own: the fold's checkout never takes the appending compactor's warm copy.
     folder = ChromaCompactor(settings=settings.with_overrides(cache_dir=str(Path(settings.cache_dir) / "fold")))
-    candidate = folder.writer.write_candidate(collection, [], fold_all=True, segment_name=f"fold-{new_delta_id()}")
+    candidate = folder.writer.write_candidate(collection, [], fold_all=not tiers, fold_tiers=tiers,
+                                              segment_name=f"{'tier' if tiers else 'fold'}-{new_delta_id()}")
     if candidate.manifest is None:
         return BaseFold(FoldOutcome.NOOP, CompactionResult(CompactionStatus.NOOP, collection,
                                                            version=candidate.base_version))
@@ -126,14 +141,18 @@ def _publish_locked(folder: ChromaCompactor, collection: str, candidate: Candida
 
 def rebased_version(store: SnapshotStore, collection: str, candidate: Candidate, pointer: Pointer,
                     lock: CompactionLock) -> VersionManifest | None:
-    """Upload (unpublished) the fold's base rebased onto the version ``pointer`` names; None
-    when that version does not descend from the fold's."""
+    """Upload (unpublished) the fold's new segment rebased onto the version ``pointer`` names;
+    None when that version does not descend from the fold's, or holds none of the segments it
+    replaced (an append merged them: the fold gives way)."""
     fold_manifest, fold_state = candidate.manifest, candidate.merge_state
     assert fold_manifest is not None and fold_state is not None
     folded_from = store.read_manifest(collection, str(candidate.base_version))
     current = store.read_manifest(collection, pointer.version)
     old, now = segments_of(folded_from), segments_of(current)
-    if old[0].name not in {s.name for s in now} or current.hnsw != fold_manifest.hnsw:
+    old_names, now_names = {s.name for s in old}, {s.name for s in now}
+    written = [s for s in segments_of(fold_manifest) if s.name not in old_names]  # the fold's one new segment
+    folded = old_names - {s.name for s in segments_of(fold_manifest)}
+    if old[0].name not in now_names or not folded & now_names or current.hnsw != fold_manifest.hnsw:
         return None
     current_state = store.read_merge_state(current)
     if not fold_state.applied_delta_ids <= current_state.applied_delta_ids:
@@ -141,29 +160,29 @@ def rebased_version(store: SnapshotStore, collection: str, candidate: Candidate,
     workdir = Path(tempfile.mkdtemp(prefix=f"vp-rebase-{collection}-"))
     try:
         masks = store.download_entries(current, [MASKS_FILE], workdir) if current.has_file(MASKS_FILE) else 0
-        rebased = rebase(segments_of(fold_manifest)[0], {s.name for s in old}, fold_state, now,
-                         read_masks(workdir) if masks else {}, current_state)
+        rebased = rebase(written[0], folded, fold_state, now, read_masks(workdir) if masks else {}, current_state)
         count = sum(s.live for s in rebased.segments)
         if count != current.vector_count:
             raise RuntimeError(f"rebase of {collection} onto {pointer.version}: {count} live records, "
                                f"the version holds {current.vector_count}")
         version = next_version(pointer.version)
-        fold_part, own_part = state_part_paths(fold_manifest)[0], part_path(version)
+        fold_parts, own_part = tuple(state_part_paths(fold_manifest)), part_path(version)  # replay to fold_state
         write_masks(workdir, rebased.masks)
         (workdir / own_part).parent.mkdir(parents=True, exist_ok=True)
         (workdir / own_part).write_bytes(rebased.change.to_bytes())
-        base, kept = rebased.segments[0].path, [s.path for s in rebased.segments[1:]]
-        reused = [e for e in fold_manifest.files if e.path == fold_part or e.path.startswith(base + "/")]
+        new = written[0].path
+        kept = [s.path for s in rebased.segments if s.name != written[0].name]
+        reused = [e for e in fold_manifest.files if e.path in fold_parts or e.path.startswith(new + "/")]
         reused += [e for e in current.files if any(e.path.startswith(p + "/") for p in kept)]
         manifest = replace(current, files=(), total_bytes=0, uploaded_bytes=0, reused_files=0,
                            version=version, parent_version=pointer.version, created_at=datetime.now(timezone.utc).isoformat(),
                            vector_count=count, parent_vector_count=current.vector_count, applied_delta_ids=(),
                            delta_upserts=0, delta_deletes=0, fence=lock.fence, lock_owner=lock.owner,
-                           segments=tuple(rebased.segments), fold="fold_all",
-                           state_parts=(fold_part, own_part), rebased_fold=fold_manifest.version,
+                           segments=tuple(rebased.segments), fold=fold_manifest.fold,
+                           state_parts=(*fold_parts, own_part), rebased_fold=fold_manifest.version,
                            rebuilt_from_scratch=False, rebuilt_over=None)
         parent = replace(current, files=tuple(reused))  # whose files the new version reuses
-        uploaded = store.upload_version(workdir, manifest, parent, [base, fold_part, *kept])
+        uploaded = store.upload_version(workdir, manifest, parent, [new, *fold_parts, *kept])
         remember_state(store.bucket, collection, uploaded, rebased.state)  # cached only by its parts' checksums
         return uploaded
     finally:
@@ -192,5 +211,5 @@ def _result(status: CompactionStatus, collection: str, candidate: Candidate, sta
         bytes_downloaded=candidate.bytes_downloaded,
         bytes_uploaded=(0 if candidate.manifest is None else candidate.manifest.uploaded_bytes)
         + (0 if manifest is None or manifest is candidate.manifest else manifest.uploaded_bytes),
-        duration_seconds=time.monotonic() - started, fold="fold_all",
+        duration_seconds=time.monotonic() - started, fold=str(candidate.fold or "fold_all"),
         segments=None if manifest is None else len(manifest.segments), merge_seconds=candidate.merge_seconds)

@@ -46,7 +46,9 @@ class ChromaCompactor:
     """Merges deltas into new snapshot versions of one bucket, under the DynamoDB lock."""
 
     def __init__(self, bucket_name: str | None = None, table_name: str | None = None, *,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, background_tiers: bool = False) -> None:
+        """``background_tiers``: appends merge no tier (``fold_tiers`` does, off the lock), only
+        what keeps the segment bound; the loop that runs the background merges says so."""
         self.settings = (Settings.resolve(settings)).with_overrides(
             vectors_bucket=bucket_name, dynamodb_table_name=table_name)
         self.bucket = self.settings.vectors_bucket
@@ -55,7 +57,8 @@ class ChromaCompactor:
         self.catalog = CollectionCatalog(self.settings)
         self.intake = DeltaIntake(self.settings, self.store, self.catalog)
         self.cache = WarmCache(self.settings, self.store)
-        self.writer = VersionWriter(self.settings, self.store, self.intake, self.cache, self.catalog)
+        self.writer = VersionWriter(self.settings, self.store, self.intake, self.cache, self.catalog,
+                                    tiers_inline=not background_tiers)
 
     # -- the whole protocol ----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .base_fold import fold_base
+from .base_fold import fold_base, fold_tiers
 from ..compaction.compactor import ChromaCompactor
 from ..compaction.result import CompactionResult, CompactionStatus
 from ..config import HnswSettings, Settings
@@ -108,6 +108,12 @@ def fold_segments(settings: Settings, collection: str) -> CompactionResult:
     written off the lock and rebased onto whatever was appended meanwhile (``base_fold``);
     noop when the version has a single unmasked segment."""
     return fold_base(settings, collection).result
+
+
+def merge_tiers(settings: Settings, collection: str) -> CompactionResult:
+    """The background tier merge: the recent tiers that reached the fan-in, merged into one
+    segment off the lock and rebased (``base_fold.fold_tiers``); noop when none did."""
+    return fold_tiers(settings, collection).result
 
 
 def _write_and_publish(settings: Settings, collection: str, keys: list[str], **write_options: Any) -> CompactionResult:

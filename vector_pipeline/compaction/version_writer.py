@@ -36,7 +36,8 @@ from ..format.keys import DeltaRef
 from ..format.loaded_delta import LoadedDelta
 from ..table.embedding import collection_embedding
 from .intake import DeltaIntake
-from ..format.segments import MASKS_FILE, FoldKind, FoldPlan, Segment, plan_fold, read_masks, write_masks
+from ..format.segments import (MASKS_FILE, FoldKind, FoldPlan, Segment, plan_fold, read_masks, tier_merge_due,
+                               write_masks)
 from ..format.merge_state import MergeState, load_state, part_path, state_part_paths
 from ..format.pointer import PointerDocument
 from ..format.version_manifest import SNAPSHOT_FORMAT, UnsupportedFormatError, VersionManifest, next_version, segments_of
@@ -87,20 +88,24 @@ class Merged:
 
 class VersionWriter:
     def __init__(self, settings: Settings, store: SnapshotStore, intake: DeltaIntake, cache: WarmCache,
-                 catalog: CollectionCatalog) -> None:
+                 catalog: CollectionCatalog, tiers_inline: bool = True) -> None:
         self.settings, self.store, self.intake, self.cache, self.catalog = settings, store, intake, cache, catalog
+        self.tiers_inline = tiers_inline  # False: appends leave tier merges to a background fold_tiers
 
     def write_candidate(self, collection: str, delta_keys: Sequence[str], *, fence: int | None = None,
                         lock_owner: str | None = None, from_scratch: bool = False,
                         hnsw: HnswSettings | None = None, fold_all: bool = False,
-                        base_version: str | None = None, segment_name: str | None = None) -> Candidate:
+                        base_version: str | None = None, segment_name: str | None = None,
+                        fold_tiers: bool = False) -> Candidate:
         """Merge the pending deltas into a new version and upload it, unpublished.
 
         ``from_scratch`` merges onto an empty collection instead of the published version
         (a rebuild), ``base_version`` onto that kept version (a rebuild over an expired
         archive); the version still follows the pointer's number and ETag. ``fold_all``
         folds every segment back into the base even without deltas (the background merge);
-        ``segment_name`` names the segment written (default: the version's number).
+        ``fold_tiers`` merges the recent tiers that reached the fan-in, without deltas (the
+        background tier merge; nothing to write when none did); ``segment_name`` names the
+        segment written (default: the version's number).
         """
         config = self.catalog.require(collection)
         if hnsw is not None and hnsw != config.hnsw:  # a rebuild with new settings: the collection takes them
@@ -132,7 +137,8 @@ class VersionWriter:
             # A rebuild over a kept version always writes one (its content becomes current).
             fold_all = fold_all and (_has_recent_or_masked(base_manifest) or base_version is not None
                                      or change is not HnswChange.NONE)
-            if not deltas and not fold_all:
+            fold_tiers = fold_tiers and base_manifest is not None and tier_merge_due(segments_of(base_manifest), policy)
+            if not deltas and not fold_all and not fold_tiers:
                 candidate.bytes_downloaded = checkout.downloaded + intake.bytes_downloaded
                 self.cache.give_back(checkout)
                 return candidate
@@ -140,7 +146,8 @@ class VersionWriter:
             state = base_state.copy()  # the merge changes it in place; the cached state stays the base's
             with progress.stage(f"{collection}: merge", len(deltas), "deltas") as bar:
                 merged = self._merge(candidate, deltas, state, checkout, hnsw, segment_name or version.split("-", 1)[0],
-                                     policy, fold_all or change is not HnswChange.NONE, change is HnswChange.REINDEX)
+                                     policy, fold_all or change is not HnswChange.NONE, change is HnswChange.REINDEX,
+                                     self.tiers_inline or fold_tiers)
                 bar.advance(len(deltas))
             segments, plan = merged.segments, merged.plan
             parts = self._write_state_part(checkout, state, merged, deltas, version)
@@ -198,7 +205,7 @@ class VersionWriter:
 
     def _merge(self, candidate: Candidate, deltas: list[LoadedDelta], state: MergeState, checkout: Checkout,
                hnsw: HnswSettings, name: str, policy: Settings, fold_all: bool = False,
-               reindex: bool = False) -> "Merged":
+               reindex: bool = False, tiers: bool = True) -> "Merged":
         """Apply the net effect of ``deltas`` in one pass, writing one segment; fetches only
         the base files the fold plan reads (masks, and the segments it copies or folds)."""
         started = time.monotonic()
@@ -206,7 +213,7 @@ class VersionWriter:
         effect = merge.net_effect(deltas, state)
         candidate.expected_vector_count = merge.expected_vector_count(candidate.base_vector_count, effect, state)
         segments = segments_of(base_manifest)
-        plan = plan_fold(segments, len(effect.upserts), policy, fold_all=fold_all, reindex=reindex)
+        plan = plan_fold(segments, len(effect.upserts), policy, fold_all=fold_all, reindex=reindex, tiers=tiers)
         folded = [s.path for s in (plan.copy_from, *plan.read_from) if s is not None]
         if base_manifest is not None:
             self.cache.fetch(checkout, [MASKS_FILE] if base_manifest.has_file(MASKS_FILE) else [])

@@ -1,11 +1,14 @@
-"""Rebasing a base fold onto the versions published while it ran (the pure part).
+"""Rebasing a fold onto the versions published while it ran (the pure part): a base fold, or
+a tier merge of recent segments.
 
 Invariant: the rebased version holds exactly the live records of the version it rebases onto
-(``current``), each held unmasked by exactly one segment (``segments.py``). The fold wrote a
-new base from a fixed version V0: it holds the records V0's segments (``folded``) held live.
-Segments appended since V0 stay on top as they are, with their masks. An id the current
-merge state still locates in a folded segment is live in the new base; every other id the new
-base holds (replaced by a later segment, or deleted, since V0) is masked there. So no chroma
+(``current``), each held unmasked by exactly one segment (``segments.py``). The fold wrote one
+new segment from a fixed version V0: it holds the records V0's segments ``folded`` held live
+(all of them for a base fold; the merged tiers for a tier merge). It takes the place of the
+first folded segment (the base's, for a base fold). Every other segment of ``current`` stays
+as it is, with its masks. An id the current merge state still locates in a folded segment is
+live in the new segment; every other id it holds (replaced by a later segment, or deleted,
+since V0) is masked there. So no chroma
 file is rewritten: the masks and the merge state say it all. The merge state of the rebased
 version is the fold's whole part, then one part of what changed since (``change``).
 """
@@ -21,7 +24,7 @@ from .segments import Segment
 
 @dataclass
 class Rebased:
-    segments: list[Segment]  # the new base first, then the current segments not folded
+    segments: list[Segment]  # the current segments, the folded ones replaced by the fold's
     masks: dict[str, set[str]]
     state: MergeState  # the rebased version's whole state
     change: MergeState  # its part after the fold's: what changed since the fold's version
@@ -44,8 +47,8 @@ def changed_since(before: MergeState, after: MergeState) -> MergeState:
 
 def rebase(fold: Segment, folded: Iterable[str], fold_state: MergeState, current: Sequence[Segment],
            current_masks: Mapping[str, set[str]], current_state: MergeState) -> Rebased:
-    """The new base ``fold`` (written from the version whose segments were ``folded``, with
-    merge state ``fold_state``) under the segments of ``current`` appended since."""
+    """The new segment ``fold`` (written from the version whose segments were ``folded``, with
+    merge state ``fold_state``) in the place of the first of them in ``current``."""
     folded = set(folded)
     state = current_state.copy()
     for record_id, where in state.location.items():
@@ -57,8 +60,9 @@ def rebase(fold: Segment, folded: Iterable[str], fold_state: MergeState, current
     masks[fold.name] = mask
     held = sum(1 for where in state.location.values() if where == fold.name)
     if held != fold.stored - len(mask):
-        raise RuntimeError(f"rebase: the new base holds {fold.stored - len(mask)} live records, "
+        raise RuntimeError(f"rebase: the new segment holds {fold.stored - len(mask)} live records, "
                            f"the merge state places {held} there")
-    segments = [Segment(fold.name, fold.stored, len(mask))]
-    segments += [Segment(s.name, s.stored, len(masks[s.name]), s.tier) for s in kept]
+    at = next((i for i, s in enumerate(current) if s.name in folded), 0)  # none before it is folded
+    segments = [Segment(s.name, s.stored, len(masks[s.name]), s.tier) for s in kept]
+    segments.insert(at, Segment(fold.name, fold.stored, len(mask), fold.tier))
     return Rebased(segments, masks, state, changed_since(fold_state, state))

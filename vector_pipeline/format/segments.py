@@ -21,7 +21,9 @@ tier wait for the base fold, which runs off the ingest path (``compaction/base_f
 rebased onto whatever was appended meanwhile). So a reader searches at most
 ``segment_max_count`` = 1 + (T + 1) × (F − 1) segments (default 10: base + 3 tiers × 3);
 should folds fall behind, the ingest path merges recent segments among themselves (still
-never the base) to keep that bound. ``segment_max_count`` 1 folds every compaction into the
+never the base) to keep that bound. With tier merges in the background (``tiers`` False, as
+``compact --watch`` runs: ``base_fold.fold_tiers`` merges a tier once ``tier_merge_due``), an
+append merges nothing but, past the bound, the lowest tiers that make room. ``segment_max_count`` 1 folds every compaction into the
 base (a bulk load).
 """
 
@@ -94,11 +96,13 @@ def top_tier(settings: Settings) -> int:
 
 
 def plan_fold(segments: Sequence[Segment], incoming: int, settings: Settings, fold_all: bool = False,
-              reindex: bool = False) -> FoldPlan:
+              reindex: bool = False, tiers: bool = True) -> FoldPlan:
     """Where ``incoming`` new records go: a new tier-0 segment, merged up the tiers that
     would reach the fan-in; never into the base unless ``fold_all`` (or a bulk load).
     ``reindex``: every segment is read into a new one, none copied (an HNSW setting chroma
-    cannot change in place changed)."""
+    cannot change in place changed). ``tiers`` False: no tier merge here (a background one,
+    ``tier_merge_due``, does it off the lock), only what keeps ``segment_max_count``: the
+    lowest tiers that make room, merged with the incoming records."""
     if not segments:
         return FoldPlan(FoldKind.APPEND, (), None, ())
     if reindex:
@@ -109,21 +113,38 @@ def plan_fold(segments: Sequence[Segment], incoming: int, settings: Settings, fo
     fan_in, top = max(settings.segment_fan_in, 2), top_tier(settings)
     merged: list[Segment] = []
     tier, carry = 0, 1 if incoming else 0  # the new segment counts as one of tier 0
-    while tier < top:
+    while tiers and tier < top:
         at = [s for s in recent if min(s.tier, top) == tier]
         if len(at) + carry < fan_in:
             break
         merged += at
         tier, carry = tier + 1, 1
     written = 1 if (incoming or merged) else 0
-    if len(segments) - len(merged) + written > settings.segment_max_count:
-        merged, tier = list(recent), max([min(s.tier, top) for s in recent] + [tier])  # folds fell behind
+    if len(segments) - len(merged) + written > settings.segment_max_count:  # folds fell behind
+        merged, tier = _room(recent, len(segments) + 1 - settings.segment_max_count, top) if not tiers \
+            else (list(recent), max([min(s.tier, top) for s in recent] + [tier]))
     if not merged:
         return FoldPlan(FoldKind.APPEND, tuple(segments), None, ())
     names = {s.name for s in merged}
     largest = max(merged, key=lambda s: s.live)  # copied as it stands; the others' records move into it
     return FoldPlan(FoldKind.FOLD_RECENT, tuple(s for s in segments if s.name not in names), largest,
                     tuple(s for s in merged if s is not largest), tier)
+
+
+def _room(recent: Sequence[Segment], excess: int, top: int) -> tuple[list[Segment], int]:
+    """The lowest tiers whose merge into one segment removes ``excess`` segments, and the tier
+    that segment takes (one above the highest merged, at most the top)."""
+    merged: list[Segment] = []
+    for tier in range(top + 1):
+        merged += [s for s in recent if min(s.tier, top) == tier]
+        if len(merged) - 1 >= excess or tier == top:
+            return merged, min(tier + 1, top)
+    return list(recent), top
+
+
+def tier_merge_due(segments: Sequence[Segment], settings: Settings) -> bool:
+    """A tier of recent segments reached the fan-in: a tier merge without deltas has work."""
+    return plan_fold(segments, 0, settings).kind is FoldKind.FOLD_RECENT
 
 
 def read_masks(version_dir: Path) -> dict[str, set[str]]:

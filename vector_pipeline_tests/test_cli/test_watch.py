@@ -154,3 +154,31 @@ def test_watch_refuses_a_missing_queue_and_a_bad_interval(settings: Settings) ->
     result = subprocess.run([*CLI, "compact", "--watch", "--interval", "30"], env={**os.environ, **settings.local_aws_environment()},
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "1 to 20" in result.stderr
+
+
+def test_watch_merges_tiers_in_the_background_never_inside_a_cycle(settings: Settings, rng: np.random.Generator) -> None:
+    """A fan-in of 2: every cycle appends; the tier merge that follows runs in the loop's
+    background thread, off the lock, and is published on top of the appends."""
+    from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
+
+    from vector_pipeline_tests.test_reliability.helpers import folds_along_pointer_chain
+
+    CollectionCatalog(settings).create(CollectionConfig.defaults_for("words", settings).changed(
+        freshness_target_seconds=1, segment_fan_in=2, segment_max_count=10))
+    folds = lambda: folds_along_pointer_chain(settings)  # noqa: E731
+
+    watch = Watch(settings, "--interval", "1")
+    try:
+        for number in range(4):
+            produce(settings, rng, number, 1)
+            watch.cycle_publishing("words")
+        deadline = time.monotonic() + 120
+        while "fold_recent" not in folds() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        code, summary, stderr = watch.stop(signal.SIGTERM)
+    finally:
+        watch.kill()
+    assert code == 0, stderr[-2000:]
+    assert "fold_recent" in folds()  # published by the background merge: no cycle merged a tier
+    assert all(c["collections"]["words"]["fold"] == "append" for c in watch.cycles if "words" in c["collections"])
+    assert published_count(settings) == 4 * 5

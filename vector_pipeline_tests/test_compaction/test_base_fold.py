@@ -46,6 +46,22 @@ def test_rebase_masks_what_later_segments_replaced_and_replays_to_the_current_st
     assert changed_since(rebased.state, rebased.state) == MergeState()
 
 
+def test_a_tier_merge_rebases_into_the_place_of_the_segments_it_merged() -> None:
+    # V0: base "b" (x), tier-0 "r1" (y), "r2" (z). The merge wrote "T" (tier 1) holding y, z.
+    fold_state = MergeState({"d1", "d2", "d3"}, {"x": "d1", "y": "d2", "z": "d3"}, {}, {"x": "b", "y": "T", "z": "T"})
+    # Since: d4 replaced z (segment "s4", appended on top); "r1", "r2" are still there.
+    current = MergeState({"d1", "d2", "d3", "d4"}, {"x": "d1", "y": "d2", "z": "d4"}, {},
+                         {"x": "b", "y": "r1", "z": "s4"})
+    rebased = rebase(Segment("T", 2, tier=1), {"r1", "r2"}, fold_state,
+                     [Segment("b", 1), Segment("r1", 1), Segment("r2", 1, 1), Segment("s4", 1)],
+                     {"r2": {"z"}}, current)
+    assert [(s.name, s.stored, s.masked, s.tier) for s in rebased.segments] == [
+        ("b", 1, 0, 0), ("T", 2, 1, 1), ("s4", 1, 0, 0)]
+    assert rebased.masks == {"b": set(), "T": {"z"}, "s4": set()}
+    assert rebased.state.location == {"x": "b", "y": "T", "z": "s4"}
+    assert fold_state.copy().apply(rebased.change) == rebased.state
+
+
 def _produce(settings: Settings, rng: np.random.Generator, ids: list[str], tag: str,
              deletes: list[str] | None = None) -> str:
     return produce_embedding_delta(ids, vectors(rng, len(ids)), documents=[f"{i}:{tag}" for i in ids],
@@ -125,3 +141,41 @@ def test_a_fold_gives_way_to_a_version_that_does_not_descend_from_its_own(
     assert _documents(settings) == model
     rollback(settings, "words", first)  # a rollback: the next fold starts from it and publishes
     assert fold_base(settings, "words").outcome is FoldOutcome.PUBLISHED and _documents(settings) == model
+
+
+def test_a_tier_merge_off_the_lock_lets_appends_publish_and_rebases_onto_them(
+        settings: Settings, rng: np.random.Generator) -> None:
+    """The loop's appends merge no tier; ``fold --tiers`` merges the full tier 0 while appends
+    publish (it is stopped after writing its segment), then takes the merged segments' place
+    under the appends: the version holds exactly the model."""
+    settings = settings.with_overrides(segment_max_count=10, segment_fan_in=2)
+    model: dict[str, str] = {}
+    keys = _seed(settings, rng, model)  # base + one tier-0 segment
+    appender = ChromaCompactor(settings=settings, background_tiers=True)
+    keys.append(_produce(settings, rng, ["b7", "n5"], "t"))
+    assert appender.compact_deltas([keys[-1]], "words").fold == "append"  # tier 0 at the fan-in: not merged here
+    model.update(b7="b7:t", n5="n5:t")
+    store = SnapshotStore(settings)
+    merged_from = store.read_manifest("words", store.read_pointer("words").version)
+    tier0 = {s.name for s in merged_from.segments[1:]}
+    fold = start_fold(settings, tiers=True, VECTOR_PIPELINE_FAULT="pause:fold_written")
+    wait_until_stopped(fold)
+    for number, (upserts, deletes) in enumerate([(["n0", "n6"], ["b8"]), (["b7"], ["n5"]), (["n7"], [])]):
+        keys.append(_produce(settings, rng, upserts, f"a{number}", deletes))
+        result = appender.compact_deltas([keys[-1]], "words")
+        assert result.status == "ok" and result.fold == "append", result.error
+        model.update({i: f"{i}:a{number}" for i in upserts})
+        for record_id in deletes:
+            model.pop(record_id, None)
+    os.kill(fold.pid, signal.SIGCONT)
+    _, stderr = fold.communicate(timeout=120)
+    assert fold.returncode == 0, stderr[-2000:]
+    manifest = store.read_manifest("words", store.read_pointer("words").version)
+    assert manifest.fold == "fold_recent" and manifest.rebased_fold is not None
+    names = [s.name for s in manifest.segments]
+    assert names[0] == merged_from.segments[0].name and names[1].startswith("tier-") and manifest.segments[1].tier == 1
+    assert not tier0 & set(names) and len(names) == 5  # base, the merged tier, the three appends
+    assert _documents(settings) == model and manifest.vector_count == len(model)
+    delta_ids = {k.split("/")[2] for k in keys}
+    assert_state_parts_locate_the_live_ids(settings, set(model), delta_ids)
+    assert_each_delta_applied_once(settings, delta_ids)

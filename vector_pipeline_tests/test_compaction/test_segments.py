@@ -16,7 +16,7 @@ from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_de
 from vector_pipeline.config import Settings
 from vector_pipeline.compaction.maintenance import collect_garbage, fold_segments, rebuild_from_archive
 from vector_pipeline.read.reader import close_readers
-from vector_pipeline.format.segments import FoldKind, Segment, plan_fold
+from vector_pipeline.format.segments import tier_merge_due, FoldKind, Segment, plan_fold
 from vector_pipeline.table.snapshot_store import SnapshotStore
 from vector_pipeline.format.version_manifest import UnsupportedFormatError, VersionManifest, version_prefix
 
@@ -131,6 +131,20 @@ def test_fold_policy_merges_size_tiers_and_never_the_base() -> None:
     assert plan_fold([Segment("b", 1000, masked=900)], 20, settings).kind is FoldKind.APPEND
     assert plan_fold([base, *tier0], 50, settings, fold_all=True).kind is FoldKind.FOLD_ALL
     assert plan_fold([base, *tier0], 50, Settings(segment_max_count=1)).kind is FoldKind.FOLD_ALL  # bulk load
+
+
+def test_with_background_tier_merges_an_append_merges_only_the_lowest_tiers_the_bound_needs() -> None:
+    settings = Settings(segment_max_count=10, segment_fan_in=4)
+    base = Segment("b", 100_000)
+    tier0 = [Segment(f"t0-{i}", 100) for i in range(5)]
+    tier1 = [Segment(f"t1-{i}", 400, tier=1) for i in range(3)]
+    assert plan_fold([base, *tier0[:3]], 50, settings, tiers=False).kind is FoldKind.APPEND  # inline: a tier merge
+    assert tier_merge_due([base, *tier0[:4]], settings) and not tier_merge_due([base, *tier0[:3]], settings)
+    full = [base, *tier1, *tier0, Segment("t1-x", 400, tier=1)]  # 10 segments: one more is over the bound
+    room = plan_fold(full, 50, settings, tiers=False)
+    assert room.kind is FoldKind.FOLD_RECENT and room.keep == (base, *tier1, full[-1])  # tier 0 only, never tier 1
+    assert room.folded == {s.name for s in tier0} and room.tier == 1
+    assert len(room.keep) + 1 <= settings.segment_max_count
 
 
 def test_a_version_of_an_older_format_is_refused_by_name_and_a_rebuild_moves_off_it(

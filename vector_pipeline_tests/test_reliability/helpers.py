@@ -71,9 +71,10 @@ def assert_each_delta_applied_once(settings: Settings, expected_delta_ids: set[s
     assert all_keys(settings, f"delta/{collection}/") == []
 
 
-def start_fold(settings: Settings, collection: str = "words", **env: str) -> subprocess.Popen:
-    """``vector-pipeline fold`` as a subprocess (a base fold, off the lock)."""
-    return subprocess.Popen([sys.executable, "-m", "vector_pipeline.cli", "fold", collection, "--json"],
+def start_fold(settings: Settings, collection: str = "words", tiers: bool = False, **env: str) -> subprocess.Popen:
+    """``vector-pipeline fold`` as a subprocess (a base fold, or with ``tiers`` a tier merge; off the lock)."""
+    return subprocess.Popen([sys.executable, "-m", "vector_pipeline.cli", "fold", collection, "--json",
+                             *(["--tiers"] if tiers else [])],
                             env=compactor_env(settings, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 
@@ -88,3 +89,16 @@ def wait_until_stopped(process: subprocess.Popen, timeout: float = 120.0) -> Non
                 return
         time.sleep(0.1)
     raise AssertionError("the process did not reach its pause")
+
+
+def folds_along_pointer_chain(settings: Settings, collection: str = "words") -> list[str]:
+    """Each version's fold kind, from the published one back to the first."""
+    from vector_pipeline.table.snapshot_store import SnapshotStore
+
+    store = SnapshotStore(settings)
+    folds, version = [], store.read_pointer(collection).version
+    while version:
+        manifest = store.read_manifest(collection, version)
+        folds.append(manifest.fold)
+        version = manifest.parent_version
+    return folds

@@ -17,16 +17,16 @@ import pytest
 
 from vector_pipeline import ChromaCompactor, open_snapshot, produce_embedding_delta
 from vector_pipeline.config import Settings
-from vector_pipeline.compaction.maintenance import fold_segments
+from vector_pipeline.compaction.maintenance import fold_segments, merge_tiers
 from vector_pipeline.faults import FOLD_STEPS, STEPS
 from vector_pipeline.io.lock import CompactionLock, lock_id_for
 from vector_pipeline.delta.queue import DeltaQueue
 from vector_pipeline.read.reader import close_readers
-from vector_pipeline.table.snapshot_store import SnapshotStore
 
 from vector_pipeline_tests.helpers import vectors
 from vector_pipeline_tests.test_reliability.helpers import (assert_each_delta_applied_once, assert_pointer_names_a_complete_version,
-                      assert_state_parts_locate_the_live_ids, start_compactor, start_fold, wait_until_stopped)
+                      assert_state_parts_locate_the_live_ids, folds_along_pointer_chain, start_compactor,
+                      start_fold, wait_until_stopped)
 
 LOCK_TTL = 3
 
@@ -37,16 +37,6 @@ def _produce(settings: Settings, rng: np.random.Generator, ids: list[str], tag: 
 
 
 FILE_WRITING_STEPS = ("mid_merge", "mid_upload", "after_upload")
-
-
-def _folds_along_pointer_chain(settings: Settings) -> list[str]:
-    store = SnapshotStore(settings)
-    folds, version = [], store.read_pointer("words").version
-    while version:
-        manifest = store.read_manifest("words", version)
-        folds.append(manifest.fold)
-        version = manifest.parent_version
-    return folds
 
 
 @pytest.mark.parametrize("step,fold", [*((step, "append") for step in STEPS),
@@ -84,7 +74,7 @@ def test_compactor_killed_at_any_step_converges(settings: Settings, rng: np.rand
     assert_each_delta_applied_once(settings, delta_ids)
     assert_state_parts_locate_the_live_ids(settings, set(got["ids"]), delta_ids)
     if fold == "fold_recent":
-        assert any(v == "fold_recent" for v in _folds_along_pointer_chain(settings))
+        assert any(v == "fold_recent" for v in folds_along_pointer_chain(settings))
     assert DeltaQueue(settings).approximate_depth() == {"visible": 0, "in_flight": 0}
     print(f"FIGURE crash injected: SIGKILL at {step} ({fold}); converged, {len(delta_ids)} deltas applied once each")
 
@@ -122,3 +112,38 @@ def test_base_fold_killed_at_any_step_loses_no_append(settings: Settings, rng: n
     assert_each_delta_applied_once(settings, delta_ids)
     assert_state_parts_locate_the_live_ids(settings, set(got["ids"]), delta_ids)
     print(f"FIGURE crash injected: SIGKILL at {step} (base fold); converged, every append kept")
+
+
+@pytest.mark.parametrize("step", FOLD_STEPS)
+def test_tier_merge_killed_at_any_step_loses_no_append(settings: Settings, rng: np.random.Generator, step: str) -> None:
+    """``fold --tiers`` (what ``compact --watch`` runs in the background) killed at each step,
+    with appends that merge no tier published while it was stopped after writing its segment."""
+    settings = settings.with_overrides(lock_ttl_seconds=LOCK_TTL, segment_max_count=10, segment_fan_in=2)
+    appender = ChromaCompactor(settings=settings, background_tiers=True)
+    delta_ids = set()
+    for tag, ids in (("base", ["x", "y", "c"]), ("r", ["y", "e"]), ("r2", ["g"])):  # base + a full tier 0
+        delta_ids.add(_produce(settings, rng, ids, tag))
+        assert appender.compact_pending("words")[0].status == "ok"
+    fault = f"crash:{step}" if step == "fold_written" else f"pause:fold_written,crash:{step}"
+    victim = start_fold(settings, tiers=True, VECTOR_PIPELINE_FAULT=fault)
+    expected = {"x": "x:base", "y": "y:r", "c": "c:base", "e": "e:r", "g": "g:r2"}
+    if step != "fold_written":
+        wait_until_stopped(victim)  # its segment is written: appends publish meanwhile
+        for tag, ids, deletes in (("d1", ["a", "b"], None), ("d2", ["b"], ["c"]), ("d3", ["d", "a"], ["e"])):
+            delta_ids.add(_produce(settings, rng, ids, tag, deletes))
+            assert appender.compact_pending("words")[0].fold == "append"
+        expected = {"x": "x:base", "y": "y:r", "g": "g:r2", "a": "a:d3", "b": "b:d2", "d": "d:d3"}
+        os.kill(victim.pid, signal.SIGCONT)
+    _, stderr = victim.communicate(timeout=120)
+    assert victim.returncode == -9, f"the tier merge was not killed at {step}: {stderr[-2000:]}"
+    assert_pointer_names_a_complete_version(settings)
+    time.sleep(LOCK_TTL + 0.5)  # a lock the victim held expires
+    assert merge_tiers(settings, "words").status == "ok"  # the tiers are still full: merged now
+    delta_ids.add(_produce(settings, rng, ["f"], "after"))
+    assert appender.compact_pending("words")[0].status == "ok"
+    close_readers()
+    got = open_snapshot(settings=settings).get_vectors("words", include=["documents"])
+    assert dict(zip(got["ids"], got["documents"])) == {**expected, "f": "f:after"}
+    assert_each_delta_applied_once(settings, delta_ids)
+    assert_state_parts_locate_the_live_ids(settings, set(got["ids"]), delta_ids)
+    print(f"FIGURE crash injected: SIGKILL at {step} (tier merge); converged, every append kept")

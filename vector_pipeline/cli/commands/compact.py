@@ -32,6 +32,9 @@ def register(commands: Any) -> None:
 
     fold = commands.add_parser("fold", help="fold a collection's recent segments back into its base (background merge)")
     fold.add_argument("collection", nargs="+", help="collection(s) to fold")
+    fold.add_argument("--tiers", action="store_true",
+                      help="merge the recent tiers that reached the fan-in among themselves instead, never the base "
+                           "(what compact --watch runs in the background; off the lock, rebased)")
     add_json_flag(fold)
     fold.set_defaults(handler=fold_collections)
 
@@ -117,9 +120,9 @@ def compact_watch(args: argparse.Namespace) -> Exit:
 
 
 def fold_collections(args: argparse.Namespace) -> Answer:
-    from ...compaction.maintenance import fold_segments
+    from ...compaction.maintenance import fold_segments, merge_tiers
 
-    return _each_collection(args.collection, fold_segments)
+    return _each_collection(args.collection, merge_tiers if args.tiers else fold_segments)
 
 
 def rebuild_collection(args: argparse.Namespace) -> Answer:
