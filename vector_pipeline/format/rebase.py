@@ -10,7 +10,8 @@ as it is, with its masks. An id the current merge state still locates in a folde
 live in the new segment; every other id it holds (replaced by a later segment, or deleted,
 since V0) is masked there. So no chroma
 file is rewritten: the masks and the merge state say it all. The merge state of the rebased
-version is the fold's whole part, then one part of what changed since (``change``).
+version is the fold's parts (which replay to the fold's state), then one part of what changed
+since (``change``).
 """
 
 from __future__ import annotations
