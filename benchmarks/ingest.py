@@ -93,9 +93,8 @@ def run_mode(loop: WatchLoop | DagsterLoop, settings: Settings, parameters: dict
     folder = scratch / loop.name
     folder.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
-    queue = DeltaQueue(settings)
     load_before = os.getloadavg()
-    stop_path, go_path = folder / "stop", folder / "queries.go"
+    stop_path = folder / "stop"
     readers = [context.Process(target=read_freshness, args=(
         settings.with_overrides(cache_dir=str(folder / f"reader-{mode}")), collection, mode,
         str(folder / "produced-*.jsonl"), str(stop_path), str(folder / f"seen-{mode}.jsonl"),
@@ -103,7 +102,7 @@ def run_mode(loop: WatchLoop | DagsterLoop, settings: Settings, parameters: dict
     timers = [context.Process(target=time_queries, args=(
         settings.with_overrides(cache_dir=str(folder / f"queries-{kind}")), collection, kind,
         parameters["query_rate"], parameters["idle_queries"],
-        {"seeded": str(folder / "seeded"), "go": str(go_path), "idle_done": str(folder / f"queries-{kind}.idle"), "stop": str(stop_path),
+        {"seeded": str(folder / "seeded"), "go": str(folder / "queries.go"), "idle_done": str(folder / f"queries-{kind}.idle"), "stop": str(stop_path),
          "out": str(folder / f"queries-{kind}.json")})) for kind in QUERY_KINDS]
     for child in readers + timers:  # they import while the seed is published and the loop starts
         child.start()
@@ -113,8 +112,30 @@ def run_mode(loop: WatchLoop | DagsterLoop, settings: Settings, parameters: dict
         (folder / "seeded").touch()  # the timers' warm-up (their cold start) while the loop starts
         loop.start()
     except BaseException:
-        stop_path.touch()  # the children end rather than wait for a go that never comes
+        _abandon(readers + timers, stop_path)
         raise
+    try:
+        return _measure(loop, settings, parameters, folder, collection, readers, timers, load_before, seed_s)
+    except BaseException:  # a signal or a failure: the readers and timers stop too, not poll a dead endpoint
+        _abandon(readers + timers, stop_path)
+        raise
+
+
+def _abandon(children: list[Any], stop_path: Path) -> None:
+    """Stop the readers and timers: asked first (the stop file), then terminated."""
+    stop_path.touch()  # they end rather than wait for a go that never comes
+    for child in children:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.terminate()
+
+
+def _measure(loop: WatchLoop | DagsterLoop, settings: Settings, parameters: dict[str, Any], folder: Path,
+             collection: str, readers: list[Any], timers: list[Any], load_before: tuple[float, float, float],
+             seed_s: float) -> dict[str, Any]:
+    """The idle queries, the producing window, the drain; the raw samples."""
+    queue = DeltaQueue(settings)
+    stop_path, go_path = folder / "stop", folder / "queries.go"
     go_path.touch()  # the timers' idle queries: against the seed, with the loop running
     depth: list[dict[str, float]] = []
     sampling = threading.Event()
@@ -125,7 +146,7 @@ def run_mode(loop: WatchLoop | DagsterLoop, settings: Settings, parameters: dict
     _wait_for_files([folder / f"queries-{kind}.idle" for kind in QUERY_KINDS], timers,
                     120 + parameters["idle_queries"] / parameters["query_rate"])
     load_idle = os.getloadavg()
-    start_at, producers = _produce_window(context, settings, collection, parameters, folder)
+    start_at, producers = _produce_window(multiprocessing.get_context("spawn"), settings, collection, parameters, folder)
     produced_until = time.time()
     produced = _lines(folder.glob("produced-*.jsonl"))
     deadline = time.monotonic() + parameters["drain_seconds"]
@@ -140,6 +161,7 @@ def run_mode(loop: WatchLoop | DagsterLoop, settings: Settings, parameters: dict
     sampler.join()
     loop_result = loop.stop()
     return {"collection": collection, "start_at": start_at, "produced_until": produced_until,
+            "versions": versions_written(settings, collection),
             "drained_after_s": drained_after, "load_before": load_before, "load_idle": load_idle,
             "load_after": os.getloadavg(), "seed_published_s": seed_s,
             "produced": produced, "queue_depth": depth, "loop": loop_result,
@@ -209,6 +231,28 @@ def run(settings: Settings, parameters: dict[str, Any], scratch: Path) -> dict[s
         modes[name] = summarize(raw, parameters)
         log.info("%s: %s", name, {k: v for k, v in modes[name].items() if k in ("achieved_rate", "freshness", "query_latency")})
     return {"modes": modes, "insert_ceiling": insert_ceiling(settings, CEILING_VECTORS)}
+
+
+def versions_written(settings: Settings, collection: str) -> dict[str, dict[str, int]]:
+    """What the published versions wrote, by fold kind, along the pointer chain: versions and
+    bytes uploaded. A fold published by rebasing (a background one) adds the bytes of the
+    version it wrote off the lock, and counts as rebased: the cycles' own figures miss it."""
+    from vector_pipeline.table.snapshot_store import SnapshotStore
+
+    store = SnapshotStore(settings)
+    kinds: dict[str, dict[str, int]] = {}
+    pointer = store.read_pointer(collection)
+    version = pointer.version if pointer else None
+    while version:
+        manifest = store.read_manifest(collection, version)
+        row = kinds.setdefault(manifest.fold or "first", {"versions": 0, "bytes": 0, "rebased": 0})
+        row["versions"] += 1
+        row["bytes"] += manifest.uploaded_bytes
+        if manifest.rebased_fold:
+            row["rebased"] += 1
+            row["bytes"] += store.read_manifest(collection, manifest.rebased_fold).uploaded_bytes
+        version = manifest.parent_version
+    return kinds
 
 
 def insert_ceiling(settings: Settings, vectors: int) -> dict[str, Any]:

@@ -58,6 +58,7 @@ def summarize(raw: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]
         "freshness": freshness, "timelines": timelines,
         "queue": _queue_trend(window, depth), "queue_depth": depth,
         "merge_vectors_per_s": _merge_rate(cycles, parameters["vectors_per_delta"]),
+        "versions": raw.get("versions", {}),
         "cycles": {"count": len(cycles), "seconds": _spread([c["seconds"] for c in cycles]),
                    "deltas_per_cycle": _spread([c.get("deltas", 0) for c in cycles]) if cycles and "deltas" in cycles[0]
                    else {}, "timeline": [[round(c["started_at"] - start, 2), c["seconds"]] for c in cycles],
@@ -154,6 +155,12 @@ def targets(modes: dict[str, Any], rate: float, ceiling: dict[str, Any] | None =
             rows.append([f"{loop}: no cycle rewrites the base (bytes written per cycle: max ≤ 3× median)",
                          f"max {written['max'] / 1e6:.2f} MB / median {written['p50'] / 1e6:.2f} MB = {ratio:.2f}×; "
                          f"folds {mode['cycles'].get('folds', {})}", verdict(ratio <= 3)])
+        if mode.get("versions"):
+            rows.append([f"{loop}: what the published versions wrote, by kind (pointer chain; rebased = a fold "
+                         "written off the lock, outside any cycle)",
+                         "; ".join(f"{kind} {row['versions']} versions, {row['bytes'] / 1e6:,.1f} MB"
+                                   + (f" ({row['rebased']} rebased)" if row["rebased"] else "")
+                                   for kind, row in sorted(mode["versions"].items())), "reported"])
         rows.append([f"{loop}: freshness p99 with fresh reads (include_pending) ≤ {TARGET_P99_FRESH_S:g} s",
                      f"p50 {pending['p50']:.2f} s, p99 {pending['p99']:.2f} s",
                      verdict(pending["p99"] <= TARGET_P99_FRESH_S)])

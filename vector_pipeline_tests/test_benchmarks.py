@@ -85,6 +85,8 @@ def test_ingest_profile_measures_freshness_queue_depth_and_query_latency_for_bot
     assert "| loop | query reads | idle p50 ms |" in report
     assert results["insert_ceiling"]["per_s"] > 0 and watch["merge_vectors_per_s"] > 0  # the merge against its ceiling
     assert "library loop (compact --watch): merge rate against chroma's insert ceiling (same run)" in report
+    assert sum(row["versions"] for row in watch["versions"].values()) >= 2  # the seed and the loop's appends
+    assert "what the published versions wrote, by kind" in report
 def test_fold_profile_folds_while_appending_and_keeps_every_append(tmp_path: Path) -> None:
     """The ``--fold`` path at a tiny N: the fold runs while appends are timed, every append
     survives it (count equals the model), and the report carries the latency row."""
