@@ -100,7 +100,8 @@ def snapshot_candidate(context: dg.AssetExecutionContext, config: CompactionConf
     """A new immutable version of the collection (the partition): written, not yet published."""
     collection = context.partition_key
     settings = vector_pipeline.settings()
-    compactor = ChromaCompactor(settings=settings)
+    # Appends merge no tier: the sensors request a base_fold run with tiers: true for that (off the lock).
+    compactor = ChromaCompactor(settings=settings, background_tiers=True)
     lock = vector_pipeline.lock(collection)
     started = time.monotonic()
     lock_wait = acquire_waiting(lock, context.log)

@@ -25,6 +25,8 @@ from vector_pipeline.compaction.cadence import CompactDecision, Decision
 from vector_pipeline.compaction.cadence_reader import CadenceReader
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.backlog import Backlog
+from vector_pipeline.format.segments import tier_merge_due
+from vector_pipeline.format.version_manifest import segments_of
 
 from .jobs import COMPACTION_JOB, FOLD_JOB
 
@@ -77,6 +79,14 @@ def reader_for(settings: Settings) -> CadenceReader:
             _READERS.clear()
         reader = _READERS[settings] = CadenceReader(settings)
     return reader
+
+
+def tiers_due(settings: Settings, collection: str) -> bool:
+    """The published version has a tier at the fan-in (a pointer GET; the manifest from the
+    reader's cache while the pointer names it)."""
+    reader = reader_for(settings)
+    manifest = reader.published_manifest(collection)
+    return manifest is not None and tier_merge_due(segments_of(manifest), reader.config(collection).apply_to(settings))
 
 
 def decide(settings: Settings, history: RunHistory, backlog: Backlog, tick_seconds: float,

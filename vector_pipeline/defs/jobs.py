@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from vector_pipeline.compaction.base_fold import FoldOutcome, fold_base
+from vector_pipeline.compaction.base_fold import FoldOutcome, fold_base, fold_tiers
 from vector_pipeline.compaction.maintenance import collect_garbage, rollback
 from vector_pipeline.compaction.retention import parse_time
 from vector_pipeline.table.snapshot_store import PublishOutcome
@@ -57,12 +57,24 @@ def compaction_run_config(**candidate_config: object) -> dict:
     return {"ops": {"snapshot_candidate": {"config": candidate_config}}}
 
 
+class FoldConfig(dg.Config):
+    """``tiers``: merge the recent tiers that reached the fan-in instead of folding the base."""
+
+    tiers: bool = False
+
+
+TIER_MERGE_RUN_CONFIG = {"ops": {"fold_base_off_the_lock": {"config": {"tiers": True}}}}
+
+
 @dg.op(tags={"kind": "chromadb"})
-def fold_base_off_the_lock(context: dg.OpExecutionContext, vector_pipeline: VectorPipelineResource) -> None:
-    """``compaction.base_fold.fold_base`` of the partition's collection, as ``compact --watch`` runs it."""
+def fold_base_off_the_lock(context: dg.OpExecutionContext, config: FoldConfig,
+                           vector_pipeline: VectorPipelineResource) -> None:
+    """``compaction.base_fold.fold_base`` (or ``fold_tiers``) of the partition's collection, as
+    ``compact --watch`` runs it."""
     collection = context.partition_key
-    done = fold_base(vector_pipeline.settings(), collection)
-    context.log.info(f"base fold of {collection}: {done.outcome}, version {done.result.version}, "
+    done = (fold_tiers if config.tiers else fold_base)(vector_pipeline.settings(), collection)
+    what = "tier merge" if config.tiers else "base fold"
+    context.log.info(f"{what} of {collection}: {done.outcome}, version {done.result.version}, "
                      f"{done.fold_seconds:.1f}s off the lock, {done.locked_seconds:.2f}s under it")
     if done.outcome is FoldOutcome.BUSY:
         raise dg.Failure(description=f"the lock of {collection} stayed held: nothing folded; the next decision retries")
@@ -70,7 +82,8 @@ def fold_base_off_the_lock(context: dg.OpExecutionContext, vector_pipeline: Vect
         count = done.result.vector_count or 0
         metadata: dict = {"published": True, "version": done.result.version or "",
                           "vector_count": dg.MetadataValue.int(count), "dagster/row_count": count, "deltas_applied": 0,
-                          "fold": str(done.outcome), "rebased_onto": done.rebased_onto or "",
+                          "fold": str(done.outcome), "fold_kind": str(done.result.fold),
+                          "rebased_onto": done.rebased_onto or "",
                           "fold_s": dg.MetadataValue.float(round(done.fold_seconds, 3)),
                           "locked_s": dg.MetadataValue.float(round(done.locked_seconds, 3))}
         metadata.update(collection_history(context.instance, "snapshot", collection, metadata, SNAPSHOT_HISTORY,
@@ -80,7 +93,9 @@ def fold_base_off_the_lock(context: dg.OpExecutionContext, vector_pipeline: Vect
 
 @dg.job(name=FOLD_JOB, config=writer_config(FOLD_TAG),
         description="Fold a collection's (the partition's) published version into one base segment, off the lock, "
-                    "rebased onto what was appended meanwhile (requested by the sensors: quiet window or bounds).")
+                    "rebased onto what was appended meanwhile (requested by the sensors: quiet window or bounds); "
+                    "with tiers: true, merge the recent tiers that reached the fan-in (the compaction job's "
+                    "appends leave them to it).")
 def base_fold_job() -> None:
     fold_base_off_the_lock()
 

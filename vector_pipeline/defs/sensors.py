@@ -39,8 +39,8 @@ from vector_pipeline.config import Settings
 from vector_pipeline.delta.backlog import Backlog, read_backlog, read_backlogs
 from vector_pipeline.delta.queue import DeltaMessage, DeltaQueue
 
-from .cadence import RunHistory, cadence_tags, decide_all, reason
-from .jobs import COMPACTION_JOB, FOLD_JOB, base_fold_job, compaction_job
+from .cadence import FOLD_REASON_TAG, RunHistory, cadence_tags, decide_all, reason, tiers_due
+from .jobs import COMPACTION_JOB, FOLD_JOB, TIER_MERGE_RUN_CONFIG, base_fold_job, compaction_job
 from .partitions import collection_partitions
 from .resources import VectorPipelineResource
 
@@ -115,12 +115,12 @@ def plan_tick(context: dg.SensorEvaluationContext, settings: Settings, announced
             plan.events.append(delta_event(collection, announced.get(collection, []), backlog, source,
                                            plan.reasons[collection]))
             context.log.info(f"{collection}: {backlog.pending} pending; {plan.reasons[collection]}")
-        _request(plan, collection, backlog, decision, history)
+        _request(plan, settings, collection, backlog, decision, history)
     plan.new_collections = sorted({e.partition for e in plan.events if e.partition} - known)
     return plan
 
 
-def _request(plan: TickPlan, collection: str, backlog: Backlog, decision: Decision | None,
+def _request(plan: TickPlan, settings: Settings, collection: str, backlog: Backlog, decision: Decision | None,
              history: RunHistory) -> None:
     if decision is None:  # a compaction is queued or running, or nothing is pending
         if backlog.pending and collection in history.compacting:
@@ -134,9 +134,14 @@ def _request(plan: TickPlan, collection: str, backlog: Backlog, decision: Decisi
             "vector_pipeline/last_delta_id": max(backlog.sizes, default="")}))
     elif decision.compact_in_seconds is not None:
         plan.deferred[collection] = time.time() + decision.compact_in_seconds
-    if decision.should_fold and collection not in history.folding:
+    if collection in history.folding:
+        return
+    if decision.should_fold:
         plan.reasons.setdefault(collection, reason(decision))
         plan.requests.append(dg.RunRequest(job_name=FOLD_JOB, partition_key=collection, tags=cadence_tags(decision)))
+    elif tiers_due(settings, collection):  # the compaction job's appends leave tier merges to this run
+        plan.requests.append(dg.RunRequest(job_name=FOLD_JOB, partition_key=collection, run_config=TIER_MERGE_RUN_CONFIG,
+                                           tags={**cadence_tags(decision), FOLD_REASON_TAG: "tiers"}))
 
 
 def _allowed(context: dg.SensorEvaluationContext, settings: Settings, backlog: Backlog) -> bool:

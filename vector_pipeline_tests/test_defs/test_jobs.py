@@ -147,6 +147,28 @@ def test_base_fold_job_folds_off_the_lock_and_reports_the_published_snapshot(
     assert metadata["history"].value.records[0].data["version"] == pointer.version  # the fold is in the history
 
 
+def test_base_fold_job_with_tiers_merges_the_full_tier_the_compaction_job_left(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """The compaction job appends without merging a tier (fan-in 2 here); the run the sensors
+    request for it (``base_fold`` with ``tiers: true``) merges them, never the base."""
+    from vector_pipeline.defs.jobs import TIER_MERGE_RUN_CONFIG
+    from vector_pipeline.table.catalog import CollectionCatalog, CollectionConfig
+
+    CollectionCatalog(settings).create(CollectionConfig.defaults_for("words", settings).changed(segment_fan_in=2))
+    for ids in (["a", "b"], ["c"], ["a", "d"]):
+        produce(settings, rng, ids)
+        assert compact(defs, instance).success
+    store = SnapshotStore(settings)
+    appended = store.read_manifest("words", store.read_pointer("words").version)
+    assert appended.fold == "append" and len(appended.segments) == 3  # base + two tier-0 segments, not merged
+    before = _content(settings)
+    result = run_job(defs, instance, "base_fold", partition_key="words", run_config=TIER_MERGE_RUN_CONFIG)
+    assert result.success
+    merged = store.read_manifest("words", store.read_pointer("words").version)
+    assert merged.fold == "fold_recent" and merged.segments[0].name == appended.segments[0].name
+    assert [s.tier for s in merged.segments] == [0, 1] and _content(settings) == before
+
+
 def test_rollback_job_and_gc_keep_the_pointed_version(defs: dg.Definitions, instance: dg.DagsterInstance,
                                                       settings: Settings, rng: np.random.Generator) -> None:
     versions = []

@@ -257,3 +257,19 @@ def test_deltas_behind_a_running_compaction_are_taken_up_once_it_ends_without_a_
     result = _evaluate(defs, instance, "delta_queue_sensor", cursor)
     assert _compactions(result)["words"].tags["vector_pipeline/cadence"] == "freshness"
     assert json.loads(result.cursor)["deferred"] == {}
+
+
+def test_a_tier_at_the_fan_in_is_merged_by_a_base_fold_run_with_tiers(
+        defs: dg.Definitions, instance: dg.DagsterInstance, settings: Settings, rng: np.random.Generator) -> None:
+    """The compaction job's appends leave tier merges to a ``base_fold`` run with ``tiers: true``:
+    the tick that decides a collection whose published version has a full tier requests one."""
+    from vector_pipeline import ChromaCompactor
+
+    _published(settings, rng, "words", segment_fan_in=2, freshness_target_seconds=3600)
+    appender = ChromaCompactor(settings=settings, background_tiers=True)
+    for number in range(2):  # two tier-0 segments: the fan-in
+        appender.compact_deltas([_old_delta(settings, rng, "words", 0, notify=False)["delta_key"]], "words")
+    produce_embedding_delta(["w"], vectors(rng, 1), settings=settings)  # announced: the tick decides words
+    folds = [r for r in _evaluate(defs, instance, "delta_queue_sensor").run_requests if r.job_name == "base_fold"]
+    assert [(r.partition_key, r.tags["vector_pipeline/fold_reason"], r.run_config) for r in folds] == [
+        ("words", "tiers", {"ops": {"fold_base_off_the_lock": {"config": {"tiers": True}}}})]
