@@ -15,7 +15,8 @@ import time
 from datetime import datetime
 from typing import Callable, Iterable
 
-from ..format.version_manifest import VersionManifest
+from ..format.segments import tier_merge_due
+from ..format.version_manifest import VersionManifest, segments_of
 from ..config import Settings
 from ..table.catalog import CollectionCatalog, CollectionConfig
 from ..table.snapshot_store import SnapshotStore
@@ -56,6 +57,11 @@ class CadenceReader:
             cached = self._manifests[collection] = (pointer.version,
                                                     self.store.read_manifest(collection, pointer.version))
         return cached[1]
+
+    def tier_merge_due(self, collection: str) -> bool:
+        """The manifest the last look at ``collection`` read (no request) has a tier at the fan-in."""
+        cached = self._manifests.get(collection)
+        return cached is not None and tier_merge_due(segments_of(cached[1]), self.config(collection).apply_to(self.settings))
 
     def decide(self, collection: str, pending_keys: Iterable[str], *, lead_seconds: float | None = None,
                last_fold_at: datetime | None = None, now: datetime | None = None) -> Decision:

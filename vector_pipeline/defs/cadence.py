@@ -25,8 +25,6 @@ from vector_pipeline.compaction.cadence import CompactDecision, Decision
 from vector_pipeline.compaction.cadence_reader import CadenceReader
 from vector_pipeline.config import Settings
 from vector_pipeline.delta.backlog import Backlog
-from vector_pipeline.format.segments import tier_merge_due
-from vector_pipeline.format.version_manifest import segments_of
 
 from .jobs import COMPACTION_JOB, FOLD_JOB
 
@@ -82,11 +80,8 @@ def reader_for(settings: Settings) -> CadenceReader:
 
 
 def tiers_due(settings: Settings, collection: str) -> bool:
-    """The published version has a tier at the fan-in (a pointer GET; the manifest from the
-    reader's cache while the pointer names it)."""
-    reader = reader_for(settings)
-    manifest = reader.published_manifest(collection)
-    return manifest is not None and tier_merge_due(segments_of(manifest), reader.config(collection).apply_to(settings))
+    """The published version this tick's decision read has a tier at the fan-in (no request)."""
+    return reader_for(settings).tier_merge_due(collection)
 
 
 def decide(settings: Settings, history: RunHistory, backlog: Backlog, tick_seconds: float,
