@@ -47,8 +47,6 @@ from ..compaction.result import CompactionResult
 from ..config import Settings
 from .processes import SHUTDOWN_SIGNALS, Interrupted
 from ..delta.queue import DeltaQueue
-from ..format.segments import tier_merge_due
-from ..format.version_manifest import segments_of
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +247,7 @@ class CompactionWatch:
         """After a publish: a tier merge in the background when a tier reached the fan-in (a
         failed look is logged: the next publish looks again, and the segment bound holds)."""
         try:
-            manifest = self.compactor.store.read_manifest(collection, version)
-            due = tier_merge_due(segments_of(manifest), self.cadence_reader.config(collection).apply_to(self.settings))
+            due = self.cadence_reader.tier_merge_due(collection, self.compactor.store.read_manifest(collection, version))
         except Exception as exc:  # noqa: BLE001 - the cycle published; only the background merge waits
             log.warning("tier merge of %s not looked at: %s: %s", collection, type(exc).__name__, exc)
             return

@@ -58,10 +58,14 @@ class CadenceReader:
                                                     self.store.read_manifest(collection, pointer.version))
         return cached[1]
 
-    def tier_merge_due(self, collection: str) -> bool:
-        """The manifest the last look at ``collection`` read (no request) has a tier at the fan-in."""
-        cached = self._manifests.get(collection)
-        return cached is not None and tier_merge_due(segments_of(cached[1]), self.config(collection).apply_to(self.settings))
+    def tier_merge_due(self, collection: str, manifest: VersionManifest | None = None) -> bool:
+        """``manifest`` (by default the one the last look at ``collection`` read: no request) has a
+        tier at the fan-in, under the collection's segment policy."""
+        if manifest is None:
+            cached = self._manifests.get(collection)
+            manifest = None if cached is None else cached[1]
+        return manifest is not None and tier_merge_due(segments_of(manifest),
+                                                       self.config(collection).apply_to(self.settings))
 
     def decide(self, collection: str, pending_keys: Iterable[str], *, lead_seconds: float | None = None,
                last_fold_at: datetime | None = None, now: datetime | None = None) -> Decision:
